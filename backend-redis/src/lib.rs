@@ -1,0 +1,1 @@
+//! Redis backend for durable (skeleton): filled in by its own issue.

@@ -1,0 +1,1 @@
+//! SQL backends for durable (skeleton): filled in by its own issue.

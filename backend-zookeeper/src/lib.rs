@@ -1,0 +1,1 @@
+//! ZooKeeper backend for durable (skeleton): filled in by its own issue.

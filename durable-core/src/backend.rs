@@ -1,0 +1,295 @@
+//! The [`Backend`] trait: what a store must do to hold durable dictionaries.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::error::{Error, Operation, Result};
+use crate::types::{BatchOp, Capabilities, Changes, IfAbsent, Load, Revision, Swap, Version};
+
+/// One stored dictionary in one store.
+///
+/// A backend value is bound to a single dictionary (a namespace and a name, given to the
+/// backend's constructor). The engine ([`Dict`](crate::Dict)) keeps the local snapshot, decodes
+/// values and decides when to talk to the store; the backend only moves bytes and version tokens.
+///
+/// Four operations are required (the ones Python durabledict users know: `persist`,
+/// `depersist`, `durables`, `last_updated`); the rest are optional capabilities, declared in
+/// [`capabilities`](Backend::capabilities). The default implementations of the optional methods
+/// return [`Error::NotSupported`].
+///
+/// # Contract
+///
+/// The conformance suite ([`conformance`](crate::conformance), feature `conformance`) has one
+/// test per rule below, named after it.
+///
+/// **Tokens.**
+/// - `version_is_stable_without_writes`: [`last_updated`](Backend::last_updated) returns equal
+///   tokens as long as nothing is written.
+/// - `version_changes_on_every_write`: every write that changes the dictionary returns a token
+///   different from every token seen before, and `last_updated` returns it afterwards.
+/// - `writes_step_the_counter_by_one`: such a write sets the counter to the previous counter plus
+///   one, in the same epoch, in the same atomic step as the change itself. (The engine uses this
+///   to keep its snapshot current after its own writes without a reload.)
+/// - `no_op_writes_bump_nothing`: an operation that changes nothing (deleting a missing key,
+///   insert-if-absent of a present key, a compare-and-swap that does not match, a batch of
+///   deletes of missing keys, clearing an empty dictionary) leaves the token unchanged and returns
+///   no new token. Storing a value equal to the stored one is a write and does bump.
+/// - `wipe_is_detected`: if the stored dictionary is deleted behind the backend's back (flushed,
+///   truncated, restored from an old backup, re-created), the next token differs from every
+///   earlier one, even after the same number of writes. Backends get this by storing the epoch
+///   with the counter and choosing a fresh epoch whenever the version record has to be created.
+///
+/// **Data.**
+/// - `round_trip_*`: any byte string is stored and loaded unchanged: empty, binary, unicode text,
+///   and 1 MiB (or up to [`Capabilities::max_value_size`], beyond which the write fails with
+///   [`Error::ValueTooLarge`] before anything is written).
+/// - `keys_are_arbitrary_strings`: any string is a key, including the empty string, `/ : * ? [
+///   ] % ' " \`, spaces, unicode and 1 KiB of text, without colliding with other keys.
+/// - `overwrite_replaces_value`, `depersist_removes_key`, `missing_key_is_absent`.
+/// - `load_is_consistent_with_its_token`: [`durables`](Backend::durables) returns exactly the
+///   entries of the state named by its token, even while other writers are busy (read the token
+///   and the entries in one transaction or snapshot, or read the token first and then repair with
+///   the changes since it).
+///
+/// **Delta** (capability `delta`).
+/// - `delta_reports_inserts_updates_and_deletes`: [`changes_since`](Backend::changes_since)`(t)`
+///   returns every key written or deleted after the state `t` (latest value or tombstone per key)
+///   and the token of the state they lead to; applying them to the entries of `t` gives exactly
+///   the entries of that state.
+/// - `delta_of_current_token_is_empty`.
+/// - `delta_falls_back_when_too_old`: a token from another epoch, or older than the retained
+///   history of deletes, gets [`Changes::TooOld`], never a partial answer.
+///
+/// **Conditional writes** (one capability each), all atomic in the store:
+/// - `insert_if_absent_*`, `compare_and_swap_*`, `pop_*`, `increment_*`, `batch_*`, `clear_*`;
+///   see each method.
+/// - `concurrent_compare_and_swap_has_one_winner`, `concurrent_increments_lose_nothing`,
+///   `batch_is_all_or_nothing`.
+///
+/// **Push** (capability `push`).
+/// - `push_hint_follows_a_write`: after [`subscribe`](Backend::subscribe), a write by another
+///   backend value over the same dictionary produces a [`Hint::Changed`] soon after.
+/// - Hints are only hints: the engine still compares tokens. A backend whose hint connection was
+///   lost and re-established sends [`Hint::Resubscribed`], because hints sent meanwhile are lost.
+///
+/// **Failures.**
+/// - `unavailable_store_gives_typed_errors`: when the store cannot be reached, every operation
+///   returns [`Error::Unavailable`] or [`Error::Timeout`] within a bounded time (the engine also
+///   applies its own timeout) and never panics.
+/// - A failed write changes nothing: it is applied entirely or not at all.
+///
+/// # Implementing a backend
+///
+/// Implement the four required methods with one atomic step each (a transaction, a script, a
+/// multi-op), return [`Capabilities::none`] (or what you support), and run the conformance suite
+/// against your store with [`conformance_tests!`](crate::conformance_tests). The example crate
+/// `durable-examples` has a complete backend over a directory of files.
+#[async_trait]
+pub trait Backend: Debug + Send + Sync + 'static {
+    /// A short name for messages and errors, e.g. `redis`, `postgres`, `memory`.
+    fn name(&self) -> &str;
+
+    /// The optional operations this backend offers.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Stores `value` under `key` and bumps the dictionary's version, in one atomic step.
+    /// Returns the new token; the entry's revision is that token's counter.
+    async fn persist(&self, key: &str, value: Bytes) -> Result<Version>;
+
+    /// Deletes `key`. If it existed, bumps the version in the same atomic step and returns the
+    /// new token; if it did not, changes nothing and returns `None`.
+    async fn depersist(&self, key: &str) -> Result<Option<Version>>;
+
+    /// Every entry and the token of the state they reflect, consistent with each other.
+    async fn durables(&self) -> Result<Load>;
+
+    /// The current token: the cheap check, ideally one small read.
+    async fn last_updated(&self) -> Result<Version>;
+
+    /// The changes since `since` (capability `delta`).
+    async fn changes_since(&self, since: Version) -> Result<Changes> {
+        let _ = since;
+        Err(Error::not_supported(self.name(), Operation::Changes))
+    }
+
+    /// Starts delivering push hints for this dictionary (capability `push`).
+    ///
+    /// The backend keeps the sending side (for example in a task that reads a pub/sub
+    /// connection) and drops it when it can no longer deliver hints; the engine then stops
+    /// relying on hints.
+    async fn subscribe(&self) -> Result<Hints> {
+        Err(Error::not_supported(self.name(), Operation::Subscribe))
+    }
+
+    /// Stores `value` under `key` only if the key is absent (capability `insert_if_absent`).
+    /// When present, nothing is written, the version is unchanged and the stored entry is
+    /// returned.
+    async fn persist_if_absent(&self, key: &str, value: Bytes) -> Result<IfAbsent> {
+        let _ = (key, value);
+        Err(Error::not_supported(self.name(), Operation::InsertIfAbsent))
+    }
+
+    /// Replaces the entry of `key` with `new` (`None` deletes it) only if its current revision is
+    /// `expected` (`None`: only if the key is absent), bumping the version in the same step
+    /// (capability `compare_and_swap`). A mismatch writes nothing and returns the current entry.
+    /// `expected == None` with `new == None` ("delete the key if it is absent") can change
+    /// nothing: it writes nothing and returns [`Swap::Conflict`] with the current entry.
+    async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<Revision>,
+        new: Option<Bytes>,
+    ) -> Result<Swap> {
+        let _ = (key, expected, new);
+        Err(Error::not_supported(self.name(), Operation::CompareAndSwap))
+    }
+
+    /// Deletes `key` and returns its last value with the new token, in one atomic step
+    /// (capability `pop`); `None` and no version change if the key was absent.
+    async fn pop(&self, key: &str) -> Result<Option<(Bytes, Version)>> {
+        let _ = key;
+        Err(Error::not_supported(self.name(), Operation::Pop))
+    }
+
+    /// Adds `delta` to the integer stored under `key` and bumps the version, in one atomic step
+    /// (capability `increment`). The stored form is ASCII decimal text (see
+    /// [`parse_counter`](crate::parse_counter)), which JSON and raw text read as a number; a
+    /// missing key counts as 0. A value that is not such an integer, or an overflow, gives
+    /// [`Error::NotAnInteger`] and writes nothing. Returns the new value and token.
+    async fn increment(&self, key: &str, delta: i64) -> Result<(i64, Version)> {
+        let _ = (key, delta);
+        Err(Error::not_supported(self.name(), Operation::Increment))
+    }
+
+    /// Applies every operation in one atomic step with one version bump (capability `batch`):
+    /// readers see all of them or none. Operations apply in order, so a later operation on the
+    /// same key wins. Returns `None` and bumps nothing if nothing changed (only deletes of
+    /// missing keys, or an empty batch).
+    async fn persist_batch(&self, ops: Vec<BatchOp>) -> Result<Option<Version>> {
+        let _ = ops;
+        Err(Error::not_supported(self.name(), Operation::Batch))
+    }
+
+    /// Deletes every entry in one atomic step with one version bump (capability `clear`);
+    /// `None` and no bump if the dictionary was already empty.
+    async fn clear(&self) -> Result<Option<Version>> {
+        Err(Error::not_supported(self.name(), Operation::Clear))
+    }
+}
+
+macro_rules! forward_backend {
+    ($ty:ty) => {
+        #[async_trait]
+        impl<B: Backend + ?Sized> Backend for $ty {
+            fn name(&self) -> &str {
+                (**self).name()
+            }
+            fn capabilities(&self) -> Capabilities {
+                (**self).capabilities()
+            }
+            async fn persist(&self, key: &str, value: Bytes) -> Result<Version> {
+                (**self).persist(key, value).await
+            }
+            async fn depersist(&self, key: &str) -> Result<Option<Version>> {
+                (**self).depersist(key).await
+            }
+            async fn durables(&self) -> Result<Load> {
+                (**self).durables().await
+            }
+            async fn last_updated(&self) -> Result<Version> {
+                (**self).last_updated().await
+            }
+            async fn changes_since(&self, since: Version) -> Result<Changes> {
+                (**self).changes_since(since).await
+            }
+            async fn subscribe(&self) -> Result<Hints> {
+                (**self).subscribe().await
+            }
+            async fn persist_if_absent(&self, key: &str, value: Bytes) -> Result<IfAbsent> {
+                (**self).persist_if_absent(key, value).await
+            }
+            async fn compare_and_swap(
+                &self,
+                key: &str,
+                expected: Option<Revision>,
+                new: Option<Bytes>,
+            ) -> Result<Swap> {
+                (**self).compare_and_swap(key, expected, new).await
+            }
+            async fn pop(&self, key: &str) -> Result<Option<(Bytes, Version)>> {
+                (**self).pop(key).await
+            }
+            async fn increment(&self, key: &str, delta: i64) -> Result<(i64, Version)> {
+                (**self).increment(key, delta).await
+            }
+            async fn persist_batch(&self, ops: Vec<BatchOp>) -> Result<Option<Version>> {
+                (**self).persist_batch(ops).await
+            }
+            async fn clear(&self) -> Result<Option<Version>> {
+                (**self).clear().await
+            }
+        }
+    };
+}
+
+forward_backend!(Arc<B>);
+forward_backend!(Box<B>);
+
+/// A push hint about a dictionary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Hint {
+    /// Something in the dictionary probably changed.
+    Changed,
+    /// The hint connection was lost and is back; hints sent in between are lost, so the engine
+    /// must check the version.
+    Resubscribed,
+}
+
+/// The receiving end of a backend's push hints.
+///
+/// Backends create the pair with [`Hints::channel`] and keep the [`HintSender`].
+#[derive(Debug)]
+pub struct Hints {
+    receiver: mpsc::Receiver<Hint>,
+}
+
+/// The sending end of a backend's push hints.
+#[derive(Debug, Clone)]
+pub struct HintSender {
+    sender: mpsc::Sender<Hint>,
+}
+
+impl Hints {
+    /// A new hint channel. Hints are coalesced: when the engine has not yet taken an earlier
+    /// hint, a new one is dropped (one pending hint already forces a check).
+    pub fn channel() -> (HintSender, Hints) {
+        let (sender, receiver) = mpsc::channel(2);
+        (HintSender { sender }, Hints { receiver })
+    }
+
+    /// The next hint; `None` once the backend stopped delivering hints.
+    pub async fn next(&mut self) -> Option<Hint> {
+        self.receiver.recv().await
+    }
+}
+
+impl HintSender {
+    /// Sends a hint without waiting. Returns false once the receiving engine is gone, so the
+    /// backend can stop its hint task.
+    pub fn send(&self, hint: Hint) -> bool {
+        match self.sender.try_send(hint) {
+            Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => true,
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// True once the receiving engine is gone.
+    pub fn is_closed(&self) -> bool {
+        self.sender.is_closed()
+    }
+}

@@ -1,0 +1,156 @@
+//! The backup snapshot file: lets a process start while the store is down.
+//!
+//! Layout: the magic `DURABLE-BACKUP\n`, the format version (u32, little endian), the payload
+//! length (u64), the payload's CRC-32 (u32), then the payload: bincode (serde, standard
+//! configuration) of [`BackupData`]. Written to a temporary file in the same directory, flushed
+//! and renamed over the old one, so a crash leaves the old or the new file, never half of one.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::types::{Revision, StoredEntry, Version};
+
+const MAGIC: &[u8; 15] = b"DURABLE-BACKUP\n";
+const FORMAT: u32 = 1;
+const HEADER: usize = MAGIC.len() + 4 + 8 + 4;
+/// The largest payload accepted when reading a backup.
+const MAX_PAYLOAD: usize = 1 << 32;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct BackupData {
+    pub(crate) epoch: u64,
+    pub(crate) counter: u64,
+    /// Milliseconds since the Unix epoch when the snapshot was last confirmed by the store.
+    pub(crate) confirmed_unix_ms: u64,
+    pub(crate) encoding: String,
+    pub(crate) entries: Vec<(String, Vec<u8>, u64)>,
+}
+
+impl BackupData {
+    pub(crate) fn new(version: Version, confirmed: SystemTime, encoding: &str) -> Self {
+        BackupData {
+            epoch: version.epoch(),
+            counter: version.counter(),
+            confirmed_unix_ms: confirmed
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            encoding: encoding.to_owned(),
+            entries: Vec::new(),
+        }
+    }
+
+    pub(crate) fn version(&self) -> Version {
+        Version::new(self.epoch, self.counter)
+    }
+
+    /// How long before now the store last confirmed this snapshot.
+    pub(crate) fn age(&self) -> Duration {
+        let confirmed = UNIX_EPOCH + Duration::from_millis(self.confirmed_unix_ms);
+        SystemTime::now()
+            .duration_since(confirmed)
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn into_entries(self) -> impl Iterator<Item = StoredEntry> {
+        self.entries
+            .into_iter()
+            .map(|(key, value, revision)| StoredEntry {
+                key,
+                value: value.into(),
+                revision: Revision(revision),
+            })
+    }
+}
+
+fn backup_error(path: &Path, reason: impl Into<String>, source: Option<std::io::Error>) -> Error {
+    Error::Backup {
+        path: path.to_owned(),
+        reason: reason.into(),
+        source: source.map(|e| Arc::new(e) as crate::error::Source),
+    }
+}
+
+/// Writes `data` to `path` atomically.
+pub(crate) fn write(path: &Path, data: &BackupData) -> Result<()> {
+    let payload = bincode::serde::encode_to_vec(data, bincode::config::standard())
+        .map_err(|e| backup_error(path, format!("cannot encode: {e}"), None))?;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let io = |e: std::io::Error| backup_error(path, "cannot write", Some(e));
+    let mut file = tempfile::NamedTempFile::new_in(&dir).map_err(io)?;
+    file.write_all(MAGIC).map_err(io)?;
+    file.write_all(&FORMAT.to_le_bytes()).map_err(io)?;
+    file.write_all(&(payload.len() as u64).to_le_bytes()).map_err(io)?;
+    file.write_all(&crc32fast::hash(&payload).to_le_bytes()).map_err(io)?;
+    file.write_all(&payload).map_err(io)?;
+    file.as_file().sync_all().map_err(io)?;
+    file.persist(path).map_err(|e| io(e.error))?;
+    Ok(())
+}
+
+/// Reads a backup file; `Ok(None)` if it does not exist.
+pub(crate) fn read(path: &Path) -> Result<Option<BackupData>> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(backup_error(path, "cannot read", Some(e))),
+    };
+    let corrupt = |reason: &str| backup_error(path, format!("corrupt backup: {reason}"), None);
+    if bytes.len() < HEADER || &bytes[..MAGIC.len()] != MAGIC {
+        return Err(corrupt("not a durable backup file"));
+    }
+    let field = |at: usize, len: usize| &bytes[MAGIC.len() + at..MAGIC.len() + at + len];
+    let format = u32::from_le_bytes(field(0, 4).try_into().expect("4 bytes"));
+    if format != FORMAT {
+        return Err(corrupt(&format!("unknown format version {format}")));
+    }
+    let len = u64::from_le_bytes(field(4, 8).try_into().expect("8 bytes"));
+    let crc = u32::from_le_bytes(field(12, 4).try_into().expect("4 bytes"));
+    let payload = &bytes[HEADER..];
+    if len != payload.len() as u64 {
+        return Err(corrupt("truncated or padded"));
+    }
+    if crc32fast::hash(payload) != crc {
+        return Err(corrupt("checksum mismatch"));
+    }
+    let config = bincode::config::standard().with_limit::<MAX_PAYLOAD>();
+    let (data, used) = bincode::serde::decode_from_slice::<BackupData, _>(payload, config)
+        .map_err(|e| corrupt(&e.to_string()))?;
+    if used != payload.len() {
+        return Err(corrupt("trailing bytes"));
+    }
+    Ok(Some(data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_corruption_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.durable-backup");
+        assert!(read(&path).unwrap().is_none());
+        let mut data = BackupData::new(Version::new(7, 9), SystemTime::now(), "json");
+        data.entries.push(("k".into(), b"1".to_vec(), 9));
+        write(&path, &data).unwrap();
+        let back = read(&path).unwrap().unwrap();
+        assert_eq!(back.version(), Version::new(7, 9));
+        assert_eq!(back.entries, data.entries);
+
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(matches!(read(&path), Err(Error::Backup { .. })));
+        std::fs::write(&path, b"garbage").unwrap();
+        assert!(matches!(read(&path), Err(Error::Backup { .. })));
+    }
+}

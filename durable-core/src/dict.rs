@@ -1,0 +1,1204 @@
+//! The dictionary handle: the engine that keeps a local snapshot in step with a backend.
+
+use std::fmt;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::{Notify, broadcast};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{Instrument, debug, debug_span, info, warn};
+
+use crate::backend::{Backend, Hints};
+use crate::backup::{self, BackupData};
+use crate::encoding::{Encoding, Json};
+use crate::error::{Error, Operation, Result};
+use crate::map::{Entry, Map};
+use crate::options::{DecodeErrors, Mode, Options};
+use crate::snapshot::{Pending, Snapshot, State, Versioned};
+use crate::stats::{Counters, Health, Stats, bump};
+use crate::types::{
+    BatchOp, Capabilities, Changes, IfAbsent, Revision, StoredEntry, Swap, Version,
+};
+
+/// What happened to a key, as told to change listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ChangeKind {
+    /// The key was absent and now has a value.
+    Inserted,
+    /// The key's value was replaced.
+    Updated,
+    /// The key was deleted.
+    Removed,
+}
+
+/// One key-level change of the local snapshot, from this handle's writes or from a sync.
+#[derive(Debug)]
+pub struct Change<V> {
+    /// The key.
+    pub key: Arc<str>,
+    /// What happened.
+    pub kind: ChangeKind,
+    /// The value before, if any.
+    pub old: Option<Arc<V>>,
+    /// The value after, if any.
+    pub new: Option<Arc<V>>,
+    /// The version token of the change (the write's token, or the synced state's).
+    pub version: Version,
+}
+
+impl<V> Clone for Change<V> {
+    fn clone(&self) -> Self {
+        Change {
+            key: self.key.clone(),
+            kind: self.kind,
+            old: self.old.clone(),
+            new: self.new.clone(),
+            version: self.version,
+        }
+    }
+}
+
+/// Outcome of [`Dict::compare_and_swap`].
+#[derive(Debug, Clone)]
+pub enum Cas<V> {
+    /// The entry matched and was replaced or deleted.
+    Swapped {
+        /// The dictionary's token after the write.
+        version: Version,
+    },
+    /// The entry did not match; nothing was written.
+    Conflict {
+        /// The entry as it is in the store now (`None`: absent).
+        current: Option<Versioned<V>>,
+    },
+}
+
+/// A handle on one replicated durable dictionary with values of type `V`, encoded with `E`.
+///
+/// Cheap to clone (clones share one snapshot, one connection and one set of background tasks),
+/// `Send + Sync`. Background tasks stop when the last clone is dropped.
+///
+/// See the [crate documentation](crate) for the model and examples.
+pub struct Dict<V, E = Json> {
+    inner: Arc<Inner<V, E>>,
+    _tasks: Arc<Tasks>,
+}
+
+impl<V, E> Clone for Dict<V, E> {
+    fn clone(&self) -> Self {
+        Dict {
+            inner: self.inner.clone(),
+            _tasks: self._tasks.clone(),
+        }
+    }
+}
+
+impl<V, E> fmt::Debug for Dict<V, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.inner.state.load();
+        f.debug_struct("Dict")
+            .field("backend", &self.inner.backend)
+            .field("mode", &self.inner.options.mode)
+            .field("version", &state.version)
+            .field("len", &state.map.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Background tasks of a handle, aborted when the last clone of the handle is dropped.
+#[derive(Debug, Default)]
+struct Tasks(Mutex<Vec<JoinHandle<()>>>);
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for task in self.0.get_mut().drain(..) {
+            task.abort();
+        }
+    }
+}
+
+struct Inner<V, E> {
+    backend: Arc<dyn Backend>,
+    caps: Capabilities,
+    encoding: E,
+    options: Options,
+    state: ArcSwap<State<V>>,
+    /// Serialises read-modify-publish of `state` (held briefly, never across an await).
+    publish: Mutex<()>,
+    /// One version check in flight; holds the generation and result of the last finished one.
+    check_slot: tokio::sync::Mutex<(u64, Result<()>)>,
+    /// Generations of checks started so far.
+    started: AtomicU64,
+    hints: HintFlags,
+    /// Wakes the background poller (push hints, recovery).
+    wake: Notify,
+    /// Wakes the backup writer.
+    backup_wake: Notify,
+    counters: Counters,
+    changes: broadcast::Sender<Change<V>>,
+    origin: Instant,
+}
+
+#[derive(Debug, Default)]
+struct HintFlags {
+    /// A hint stream is connected.
+    live: AtomicBool,
+    /// Hints received so far.
+    received: AtomicU64,
+    /// The value of `received` when the last successful check started.
+    checked: AtomicU64,
+}
+
+/// A sync result decoded and ready to publish.
+enum Update<V> {
+    Load {
+        version: Version,
+        entries: Vec<Entry<V>>,
+    },
+    Delta {
+        version: Version,
+        upserts: Vec<Entry<V>>,
+        removals: Vec<Arc<str>>,
+    },
+}
+
+impl<V, E> Dict<V, E>
+where
+    V: Send + Sync + 'static,
+    E: Encoding<V>,
+{
+    /// Opens the dictionary held by `backend`: subscribes to push hints (if the backend has
+    /// them), loads every entry (within [`Options::with_open_timeout`]) and starts the background
+    /// tasks the options ask for.
+    ///
+    /// If the store cannot be reached and a backup file is configured and present, the handle
+    /// starts from the backup, marked stale ([`Snapshot::is_from_backup`]), and keeps trying to
+    /// reach the store in the background. Otherwise the error is returned.
+    pub async fn open<B: Backend>(backend: B, encoding: E, options: Options) -> Result<Self> {
+        let backend: Arc<dyn Backend> = Arc::new(backend);
+        let origin = Instant::now();
+        let placeholder = State::new(Map::new(), Version::new(0, 0), origin, origin);
+        let inner = Arc::new(Inner {
+            caps: backend.capabilities(),
+            backend,
+            encoding,
+            changes: broadcast::channel(options.listener_capacity).0,
+            options,
+            state: ArcSwap::from_pointee(placeholder),
+            publish: Mutex::new(()),
+            check_slot: tokio::sync::Mutex::new((0, Ok(()))),
+            started: AtomicU64::new(0),
+            hints: HintFlags::default(),
+            wake: Notify::new(),
+            backup_wake: Notify::new(),
+            counters: Counters::default(),
+            origin,
+        });
+        let dict = Dict {
+            inner: inner.clone(),
+            _tasks: Arc::new(Tasks::default()),
+        };
+        let options = &inner.options;
+        let span = debug_span!("durable.open", backend = inner.backend.name());
+        async {
+            if inner.caps.push
+                && (options.trust_hints_for.is_some()
+                    || matches!(options.mode, Mode::Background { .. }))
+            {
+                match inner.call(Operation::Subscribe, inner.backend.subscribe()).await {
+                    Ok(hints) => {
+                        inner.hints.live.store(true, Ordering::SeqCst);
+                        dict.spawn(hint_loop(inner.clone(), hints));
+                    }
+                    Err(error) => warn!(%error, "push hints unavailable, polling only"),
+                }
+            }
+            let loaded = tokio::time::timeout(options.open_timeout, inner.initial_load())
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Error::Timeout {
+                        backend: inner.name().to_owned(),
+                        operation: Operation::Open,
+                        after: options.open_timeout,
+                    })
+                });
+            match (loaded, &options.backup_file) {
+                (Ok(()), _) => {}
+                (Err(error), Some(path)) if error.is_unavailable() => {
+                    inner.start_from_backup(path, error)?;
+                    if !matches!(options.mode, Mode::Background { .. }) {
+                        let inner = inner.clone();
+                        let recover = Duration::from_secs(1);
+                        dict.spawn(async move {
+                            poll_loop(&inner, recover, Duration::from_secs(30), true).await;
+                        });
+                    }
+                }
+                (Err(error), _) => return Err(error),
+            }
+            if let Mode::Background {
+                interval,
+                max_backoff,
+            } = options.mode
+            {
+                let inner = inner.clone();
+                dict.spawn(async move { poll_loop(&inner, interval, max_backoff, false).await });
+            }
+            if let Some(path) = &options.backup_file {
+                dict.spawn(backup_loop(inner.clone(), path.clone()));
+                inner.backup_wake.notify_one();
+            }
+            info!(
+                version = %inner.state.load().version,
+                entries = inner.state.load().map.len(),
+                "dictionary opened"
+            );
+            Ok(dict.clone())
+        }
+        .instrument(span)
+        .await
+    }
+
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        self._tasks.0.lock().push(tokio::spawn(task));
+    }
+
+    /// The local snapshot, without any check: one atomic load, no I/O.
+    pub fn snapshot(&self) -> Snapshot<V> {
+        self.inner.snapshot()
+    }
+
+    /// The snapshot to read, according to the [`Mode`]: in autosync mode the version is checked
+    /// first (unless the snapshot is younger than `max_staleness`); in the other modes this is
+    /// [`snapshot`](Self::snapshot).
+    ///
+    /// Never fails: when the check fails, the last good snapshot is returned (its
+    /// [`age`](Snapshot::age) grows, and [`health`](Self::health) has the error).
+    pub async fn read(&self) -> Snapshot<V> {
+        if let Mode::Autosync { max_staleness } = self.inner.options.mode
+            && self.inner.state.load().age() >= max_staleness
+            && let Err(error) = self.inner.check().await
+        {
+            debug!(%error, "autosync check failed, reading the last good snapshot");
+        }
+        self.snapshot()
+    }
+
+    /// Brings the snapshot up to date and returns it: a version check, then, only if the token
+    /// changed, a delta (or a full reload) applied in O(changed keys).
+    ///
+    /// Concurrent calls share one round trip: a caller waits for a check that started after it
+    /// called, so the result includes every write acknowledged before the call. With live push
+    /// hints and none received since the last check (within
+    /// [`Options::with_trust_hints_for`]), it returns at once without a round trip.
+    ///
+    /// On failure the snapshot stays as it was and the error says why.
+    pub async fn sync(&self) -> Result<Snapshot<V>> {
+        if self.inner.hints_say_unchanged() {
+            bump(&self.inner.counters.hint_skips);
+            return Ok(self.snapshot());
+        }
+        self.inner.check().await?;
+        Ok(self.snapshot())
+    }
+
+    /// Stores `value` under `key`. When it returns, the local snapshot has the value.
+    pub async fn insert(&self, key: &str, value: V) -> Result<Version> {
+        let bytes = self.inner.encode(key, &value)?;
+        let size = bytes.len();
+        let version = self
+            .inner
+            .write(Operation::Persist, self.inner.backend.persist(key, bytes))
+            .await?;
+        self.inner
+            .publish_local(version, vec![self.inner.entry(key, value, size, version)]);
+        Ok(version)
+    }
+
+    /// Deletes `key`; true if it existed. A missing key changes nothing and bumps nothing.
+    pub async fn remove(&self, key: &str) -> Result<bool> {
+        let removed = self
+            .inner
+            .write(Operation::Depersist, self.inner.backend.depersist(key))
+            .await?;
+        if let Some(version) = removed {
+            self.inner.publish_local(version, vec![(key.into(), None)]);
+        }
+        Ok(removed.is_some())
+    }
+
+    /// Deletes `key` and returns its value, in one atomic step (capability `pop`).
+    pub async fn pop(&self, key: &str) -> Result<Option<V>> {
+        self.inner.require(self.inner.caps.pop, Operation::Pop)?;
+        let Some((bytes, version)) = self
+            .inner
+            .write(Operation::Pop, self.inner.backend.pop(key))
+            .await?
+        else {
+            return Ok(None);
+        };
+        self.inner.publish_local(version, vec![(key.into(), None)]);
+        self.inner.decode(key, &bytes).map(Some)
+    }
+
+    /// Returns the value of `key`, storing `default` first if the key is absent, in one atomic
+    /// step (capability `insert_if_absent`). A present key is left alone and bumps nothing.
+    pub async fn setdefault(&self, key: &str, default: V) -> Result<Arc<V>> {
+        self.inner
+            .require(self.inner.caps.insert_if_absent, Operation::InsertIfAbsent)?;
+        let bytes = self.inner.encode(key, &default)?;
+        let size = bytes.len();
+        let outcome = self
+            .inner
+            .write(
+                Operation::InsertIfAbsent,
+                self.inner.backend.persist_if_absent(key, bytes),
+            )
+            .await?;
+        match outcome {
+            IfAbsent::Inserted(version) => {
+                let value = Arc::new(default);
+                let entry = Entry {
+                    key: key.into(),
+                    value: value.clone(),
+                    revision: version.revision(),
+                    size,
+                };
+                self.inner
+                    .publish_local(version, vec![(entry.key.clone(), Some(entry))]);
+                Ok(value)
+            }
+            IfAbsent::Present(entry) => Ok(Arc::new(self.inner.decode(key, &entry.value)?)),
+        }
+    }
+
+    /// Replaces `key`'s value with `new` (`None`: deletes it) if its revision is still
+    /// `expected` (`None`: if the key is absent), in one atomic step (capability
+    /// `compare_and_swap`). Read the revision with [`Snapshot::get_versioned`].
+    pub async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<Revision>,
+        new: Option<V>,
+    ) -> Result<Cas<V>> {
+        self.inner
+            .require(self.inner.caps.compare_and_swap, Operation::CompareAndSwap)?;
+        let encoded = match &new {
+            Some(value) => Some(self.inner.encode(key, value)?),
+            None => None,
+        };
+        let size = encoded.as_ref().map_or(0, Bytes::len);
+        let outcome = self
+            .inner
+            .write(
+                Operation::CompareAndSwap,
+                self.inner.backend.compare_and_swap(key, expected, encoded),
+            )
+            .await?;
+        match outcome {
+            Swap::Swapped(version) => {
+                let write = match new {
+                    Some(value) => self.inner.entry(key, value, size, version),
+                    None => (key.into(), None),
+                };
+                self.inner.publish_local(version, vec![write]);
+                Ok(Cas::Swapped { version })
+            }
+            Swap::Conflict(current) => Ok(Cas::Conflict {
+                current: current.map(|e| self.inner.versioned(e)).transpose()?,
+            }),
+        }
+    }
+
+    /// Sets `key` to `f(current value)` (`None` from `f` deletes it) with an optimistic retry
+    /// loop on the entry's revision (capability `compare_and_swap`): `f` may run several times
+    /// when other writers race. Returns the new value. Gives up with
+    /// [`Error::Contention`] after [`Options::with_max_update_attempts`] attempts.
+    pub async fn update<F>(&self, key: &str, mut f: F) -> Result<Option<Arc<V>>>
+    where
+        F: FnMut(Option<&V>) -> Option<V>,
+    {
+        let current = self.snapshot().get_versioned(key);
+        self.inner
+            .swap_loop(
+                key,
+                current.map(|c| (c.value, c.revision)),
+                |bytes| self.inner.decode(key, bytes).map(Arc::new),
+                |current| {
+                    let Some(value) = f(current.map(|v| &**v)) else {
+                        return Ok(None);
+                    };
+                    let bytes = self.inner.encode(key, &value)?;
+                    Ok(Some((bytes, value)))
+                },
+            )
+            .await
+    }
+
+    /// Adds `delta` to the integer stored under `key` (absent counts as 0) and returns the new
+    /// value. Atomic in the store: one round trip where the backend has a native increment and the
+    /// encoding stores integers as decimal text (JSON, raw); a compare-and-swap loop otherwise.
+    pub async fn increment(&self, key: &str, delta: i64) -> Result<i64>
+    where
+        E: Encoding<i64>,
+    {
+        let inner = &self.inner;
+        let native = inner.caps.increment
+            && Encoding::<i64>::integers_are_decimal_text(&inner.encoding)
+            && Encoding::<V>::integers_are_decimal_text(&inner.encoding);
+        if native {
+            let (value, version) = inner
+                .write(Operation::Increment, inner.backend.increment(key, delta))
+                .await?;
+            let bytes = Bytes::from(value.to_string());
+            let decoded = inner.decode(key, &bytes)?;
+            inner.publish_local(version, vec![inner.entry(key, decoded, bytes.len(), version)]);
+            return Ok(value);
+        }
+        inner.require(inner.caps.compare_and_swap, Operation::Increment)?;
+        let to_int = |bytes: &[u8]| {
+            Encoding::<i64>::decode(&inner.encoding, bytes).map_err(|_| Error::NotAnInteger {
+                backend: inner.name().to_owned(),
+                key: key.to_owned(),
+            })
+        };
+        let current = match self.snapshot().get_versioned(key) {
+            Some(c) => Some((to_int(&inner.encode(key, &c.value)?)?, c.revision)),
+            None => None,
+        };
+        let mut result = 0;
+        inner
+            .swap_loop(key, current, to_int, |current| {
+                let value = current
+                    .copied()
+                    .unwrap_or(0)
+                    .checked_add(delta)
+                    .ok_or_else(|| Error::NotAnInteger {
+                        backend: inner.name().to_owned(),
+                        key: key.to_owned(),
+                    })?;
+                result = value;
+                let bytes = Encoding::<i64>::encode(&inner.encoding, &value).map_err(|e| {
+                    inner.encode_error(key, Encoding::<i64>::name(&inner.encoding), e)
+                })?;
+                let decoded = inner.decode(key, &bytes)?;
+                Ok(Some((bytes, decoded)))
+            })
+            .await?;
+        Ok(result)
+    }
+
+    /// Stores every entry in one atomic step with one version bump (capability `batch`).
+    /// Nothing is written if any value fails to encode.
+    pub async fn insert_many<K: Into<String>>(
+        &self,
+        entries: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<Option<Version>> {
+        let mut ops = Vec::new();
+        let mut values = Vec::new();
+        for (key, value) in entries {
+            let key = key.into();
+            let bytes = self.inner.encode(&key, &value)?;
+            values.push((key.clone(), value, bytes.len()));
+            ops.push(BatchOp::Put { key, value: bytes });
+        }
+        self.batch(ops, |version| {
+            values
+                .into_iter()
+                .map(|(key, value, size)| self.inner.entry(&key, value, size, version))
+                .collect()
+        })
+        .await
+    }
+
+    /// Deletes every listed key in one atomic step with one version bump (capability `batch`);
+    /// bumps nothing if none existed.
+    pub async fn remove_many<K: Into<String>>(
+        &self,
+        keys: impl IntoIterator<Item = K>,
+    ) -> Result<Option<Version>> {
+        let ops: Vec<BatchOp> = keys
+            .into_iter()
+            .map(|key| BatchOp::Delete { key: key.into() })
+            .collect();
+        let keys: Vec<Arc<str>> = ops.iter().map(|op| op.key().into()).collect();
+        self.batch(ops, |_| keys.into_iter().map(|k| (k, None)).collect())
+            .await
+    }
+
+    async fn batch(
+        &self,
+        ops: Vec<BatchOp>,
+        writes: impl FnOnce(Version) -> Vec<(Arc<str>, Option<Entry<V>>)>,
+    ) -> Result<Option<Version>> {
+        self.inner.require(self.inner.caps.batch, Operation::Batch)?;
+        let version = self
+            .inner
+            .write(Operation::Batch, self.inner.backend.persist_batch(ops))
+            .await?;
+        if let Some(version) = version {
+            self.inner.publish_local(version, writes(version));
+        }
+        Ok(version)
+    }
+
+    /// Deletes every entry of the stored dictionary (not only the local copy) in one atomic step
+    /// (capability `clear`); bumps nothing if it was empty.
+    pub async fn clear(&self) -> Result<Option<Version>> {
+        self.inner.require(self.inner.caps.clear, Operation::Clear)?;
+        let version = self
+            .inner
+            .write(Operation::Clear, self.inner.backend.clear())
+            .await?;
+        if let Some(version) = version {
+            let keys = self.snapshot().keys().map(|k| (k.into(), None)).collect();
+            self.inner.publish_local(version, keys);
+        }
+        Ok(version)
+    }
+
+    /// Listens to key-level changes of the local snapshot (from this handle's writes and from
+    /// syncs). A listener that falls more than [`Options::with_listener_capacity`] events behind
+    /// gets [`broadcast::error::RecvError::Lagged`] and should re-read the snapshot.
+    pub fn subscribe(&self) -> broadcast::Receiver<Change<V>> {
+        self.inner.changes.subscribe()
+    }
+
+    /// Counters of what this handle has done.
+    pub fn stats(&self) -> Stats {
+        let state = self.inner.state.load();
+        self.inner
+            .counters
+            .stats(state.version, state.map.len(), state.map.bytes(), state.age())
+    }
+
+    /// Readiness and freshness of this handle.
+    pub fn health(&self) -> Health {
+        let state = self.inner.state.load();
+        let times = self.inner.counters.times.lock();
+        Health {
+            ready: true,
+            fresh: times.stale_since.is_none() && !state.from_backup,
+            stale_since: times.stale_since,
+            last_error: times.last_error.clone(),
+            age: state.age(),
+            version: state.version.to_string(),
+        }
+    }
+
+    /// The backend's optional capabilities.
+    pub fn capabilities(&self) -> Capabilities {
+        self.inner.caps
+    }
+
+    /// The backend's name, e.g. `redis`.
+    pub fn backend_name(&self) -> &str {
+        self.inner.name()
+    }
+}
+
+impl<V, E> Inner<V, E>
+where
+    V: Send + Sync + 'static,
+    E: Encoding<V>,
+{
+    fn name(&self) -> &str {
+        self.backend.name()
+    }
+
+    fn snapshot(&self) -> Snapshot<V> {
+        Snapshot {
+            state: self.state.load(),
+        }
+    }
+
+    fn require(&self, capable: bool, operation: Operation) -> Result<()> {
+        if capable {
+            Ok(())
+        } else {
+            Err(Error::not_supported(self.name(), operation))
+        }
+    }
+
+    fn encode_error(&self, key: &str, encoding: &'static str, e: crate::EncodingError) -> Error {
+        Error::Encode {
+            backend: self.name().to_owned(),
+            key: key.to_owned(),
+            encoding,
+            source: Arc::from(e),
+        }
+    }
+
+    /// Encodes a value for `key`, checking the backend's size limit.
+    fn encode(&self, key: &str, value: &V) -> Result<Bytes> {
+        let bytes = self
+            .encoding
+            .encode(value)
+            .map_err(|e| self.encode_error(key, self.encoding.name(), e))?;
+        self.check_size(key, &bytes)?;
+        Ok(bytes)
+    }
+
+    fn decode(&self, key: &str, bytes: &[u8]) -> Result<V> {
+        self.encoding.decode(bytes).map_err(|e| Error::Decode {
+            backend: self.name().to_owned(),
+            key: key.to_owned(),
+            encoding: self.encoding.name(),
+            source: Arc::from(e),
+        })
+    }
+
+    fn versioned(&self, stored: StoredEntry) -> Result<Versioned<V>> {
+        Ok(Versioned {
+            value: Arc::new(self.decode(&stored.key, &stored.value)?),
+            revision: stored.revision,
+        })
+    }
+
+    /// A local write of `value` under `key` by the write that produced `version`.
+    fn entry(
+        &self,
+        key: &str,
+        value: V,
+        size: usize,
+        version: Version,
+    ) -> (Arc<str>, Option<Entry<V>>) {
+        let key: Arc<str> = key.into();
+        let entry = Entry {
+            key: key.clone(),
+            value: Arc::new(value),
+            revision: version.revision(),
+            size,
+        };
+        (key, Some(entry))
+    }
+
+    /// Runs one store operation under the operation timeout, counting failures.
+    async fn call<T>(&self, operation: Operation, fut: impl Future<Output = Result<T>>) -> Result<T> {
+        let result = match tokio::time::timeout(self.options.timeout, fut).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout {
+                backend: self.name().to_owned(),
+                operation,
+                after: self.options.timeout,
+            }),
+        };
+        if let Err(error) = &result {
+            self.counters.failed(error, false);
+        }
+        result
+    }
+
+    /// [`call`](Self::call) for a write: counts acknowledged writes.
+    async fn write<T>(&self, operation: Operation, fut: impl Future<Output = Result<T>>) -> Result<T> {
+        let result = self.call(operation, fut).await;
+        if result.is_ok() {
+            bump(&self.counters.writes);
+        }
+        result
+    }
+
+    /// The compare-and-swap retry loop behind `update` and `increment`. `current` is the caller's
+    /// view of the entry; `step` computes the new encoded value (and decoded value) from it,
+    /// `None` to delete. Returns the value written.
+    async fn swap_loop<T>(
+        &self,
+        key: &str,
+        mut current: Option<(T, Revision)>,
+        read: impl Fn(&[u8]) -> Result<T>,
+        mut step: impl FnMut(Option<&T>) -> Result<Option<(Bytes, V)>>,
+    ) -> Result<Option<Arc<V>>> {
+        self.require(self.caps.compare_and_swap, Operation::CompareAndSwap)?;
+        for _ in 0..self.options.max_update_attempts {
+            let new = step(current.as_ref().map(|(value, _)| value))?;
+            if new.is_none() && current.is_none() {
+                return Ok(None);
+            }
+            let expected = current.as_ref().map(|(_, revision)| *revision);
+            let (bytes, value) = match new {
+                Some((bytes, value)) => (Some(bytes), Some(value)),
+                None => (None, None),
+            };
+            if let Some(bytes) = &bytes {
+                self.check_size(key, bytes)?;
+            }
+            let size = bytes.as_ref().map_or(0, Bytes::len);
+            let outcome = self
+                .write(
+                    Operation::CompareAndSwap,
+                    self.backend.compare_and_swap(key, expected, bytes),
+                )
+                .await?;
+            match outcome {
+                Swap::Swapped(version) => {
+                    let write = match value {
+                        Some(value) => self.entry(key, value, size, version),
+                        None => (key.into(), None),
+                    };
+                    let written = write.1.as_ref().map(|e| e.value.clone());
+                    self.publish_local(version, vec![write]);
+                    return Ok(written);
+                }
+                Swap::Conflict(now) => {
+                    current = match now {
+                        Some(entry) => Some((read(&entry.value)?, entry.revision)),
+                        None => None,
+                    };
+                }
+            }
+        }
+        Err(Error::Contention {
+            backend: self.name().to_owned(),
+            key: key.to_owned(),
+            attempts: self.options.max_update_attempts,
+        })
+    }
+
+    fn check_size(&self, key: &str, bytes: &Bytes) -> Result<()> {
+        match self.caps.max_value_size {
+            Some(limit) if bytes.len() > limit => Err(Error::ValueTooLarge {
+                backend: self.name().to_owned(),
+                key: key.to_owned(),
+                size: bytes.len(),
+                limit,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn hints_say_unchanged(&self) -> bool {
+        let Some(window) = self.options.trust_hints_for else {
+            return false;
+        };
+        let state = self.state.load();
+        self.hints.live.load(Ordering::SeqCst)
+            && self.hints.received.load(Ordering::SeqCst) == self.hints.checked.load(Ordering::SeqCst)
+            && !state.from_backup
+            && state.age() < window
+    }
+
+    /// A version check shared by concurrent callers: joins a check that started after the
+    /// caller arrived, or runs one.
+    async fn check(&self) -> Result<()> {
+        let arrived = self.started.load(Ordering::SeqCst);
+        let mut slot = self.check_slot.lock().await;
+        if slot.0 > arrived {
+            bump(&self.counters.coalesced);
+            return slot.1.clone();
+        }
+        let generation = self.started.fetch_add(1, Ordering::SeqCst) + 1;
+        let span = debug_span!("durable.check", backend = self.name(), generation);
+        let result = self.check_now().instrument(span).await;
+        if let Err(error) = &result {
+            self.counters.failed(error, true);
+            warn!(backend = self.name(), %error, "sync failed, keeping the last good snapshot");
+        }
+        *slot = (generation, result.clone());
+        result
+    }
+
+    async fn check_now(&self) -> Result<()> {
+        let hints_seen = self.hints.received.load(Ordering::SeqCst);
+        let version = self
+            .call_unrecorded(Operation::Version, self.backend.last_updated())
+            .await?;
+        bump(&self.counters.checks);
+        let current = self.state.load_full();
+        let mut skipped = Vec::new();
+        let changed = if version == current.version {
+            bump(&self.counters.unchanged);
+            if current.from_backup {
+                let _guard = self.publish.lock();
+                let mut next = self.state.load().successor();
+                next.from_backup = false;
+                next.confirm(Instant::now());
+                self.state.store(Arc::new(next));
+            } else {
+                current.confirm(Instant::now());
+            }
+            false
+        } else {
+            let changes = if self.caps.delta {
+                self.call_unrecorded(Operation::Changes, self.backend.changes_since(current.version))
+                    .await?
+            } else {
+                Changes::TooOld
+            };
+            let update = match changes {
+                Changes::Delta(delta) => {
+                    bump(&self.counters.deltas);
+                    debug!(
+                        upserts = delta.upserts.len(),
+                        removals = delta.removals.len(),
+                        version = %delta.version,
+                        "applying delta"
+                    );
+                    let mut removals: Vec<Arc<str>> =
+                        delta.removals.into_iter().map(|(k, _)| k.into()).collect();
+                    let upserts = self.decode_all(delta.upserts, &mut skipped, &mut removals)?;
+                    Update::Delta {
+                        version: delta.version,
+                        upserts,
+                        removals,
+                    }
+                }
+                Changes::TooOld => {
+                    let load = self
+                        .call_unrecorded(Operation::Load, self.backend.durables())
+                        .await?;
+                    bump(&self.counters.reloads);
+                    info!(entries = load.entries.len(), version = %load.version, "full reload");
+                    let mut removals = Vec::new();
+                    let entries = self.decode_all(load.entries, &mut skipped, &mut removals)?;
+                    Update::Load {
+                        version: load.version,
+                        entries,
+                    }
+                }
+            };
+            self.publish_sync(update);
+            self.backup_wake.notify_one();
+            true
+        };
+        self.hints.checked.store(hints_seen, Ordering::SeqCst);
+        self.counters.check_succeeded(changed);
+        for error in &skipped {
+            warn!(%error, "skipped an undecodable value");
+            self.counters.skipped(error);
+        }
+        Ok(())
+    }
+
+    /// The full load of `open`.
+    async fn initial_load(&self) -> Result<()> {
+        let load = self.call(Operation::Load, self.backend.durables()).await?;
+        let mut skipped = Vec::new();
+        let entries = self.decode_all(load.entries, &mut skipped, &mut Vec::new())?;
+        bump(&self.counters.reloads);
+        self.publish_sync(Update::Load {
+            version: load.version,
+            entries,
+        });
+        self.counters.check_succeeded(true);
+        for error in &skipped {
+            warn!(%error, "skipped an undecodable value");
+            self.counters.skipped(error);
+        }
+        Ok(())
+    }
+
+    /// Like [`call`](Self::call) without counting the failure (the check counts it once).
+    async fn call_unrecorded<T>(
+        &self,
+        operation: Operation,
+        fut: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(self.options.timeout, fut).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout {
+                backend: self.name().to_owned(),
+                operation,
+                after: self.options.timeout,
+            }),
+        }
+    }
+
+    /// Decodes stored entries. Undecodable ones fail the sync, or (policy `Skip`) are collected
+    /// in `skipped` and their keys added to `removals`.
+    fn decode_all(
+        &self,
+        stored: Vec<StoredEntry>,
+        skipped: &mut Vec<Error>,
+        removals: &mut Vec<Arc<str>>,
+    ) -> Result<Vec<Entry<V>>> {
+        let mut entries = Vec::with_capacity(stored.len());
+        for stored in stored {
+            match self.decode(&stored.key, &stored.value) {
+                Ok(value) => entries.push(Entry {
+                    key: stored.key.into(),
+                    value: Arc::new(value),
+                    revision: stored.revision,
+                    size: stored.value.len(),
+                }),
+                Err(error) if self.options.decode_errors == DecodeErrors::Skip => {
+                    removals.push(stored.key.into());
+                    skipped.push(error);
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(entries)
+    }
+
+    fn emit(&self, key: &Arc<str>, old: Option<&Entry<V>>, new: Option<&Entry<V>>, version: Version) {
+        let kind = match (old, new) {
+            (None, Some(_)) => ChangeKind::Inserted,
+            (Some(_), Some(_)) => ChangeKind::Updated,
+            (Some(_), None) => ChangeKind::Removed,
+            (None, None) => return,
+        };
+        // An error only means nobody listens.
+        let _ = self.changes.send(Change {
+            key: key.clone(),
+            kind,
+            old: old.map(|e| e.value.clone()),
+            new: new.map(|e| e.value.clone()),
+            version,
+        });
+    }
+
+    fn listening(&self) -> bool {
+        self.changes.receiver_count() > 0
+    }
+
+    /// Applies one key's write to `map`, telling listeners.
+    fn apply(&self, map: &mut Map<V>, key: &Arc<str>, entry: Option<Entry<V>>, version: Version) {
+        let new = entry.clone();
+        let old = match entry {
+            Some(entry) => map.upsert(entry),
+            None => map.remove(key),
+        };
+        if self.listening() {
+            self.emit(key, old.as_ref(), new.as_ref(), version);
+        }
+    }
+
+    /// Publishes the result of a sync.
+    fn publish_sync(&self, update: Update<V>) {
+        let _guard = self.publish.lock();
+        let current = self.state.load();
+        let version = match &update {
+            Update::Load { version, .. } | Update::Delta { version, .. } => *version,
+        };
+        if version.epoch() == current.version.epoch()
+            && version.counter() < current.version.counter()
+        {
+            // Our own writes already moved the snapshot past this (complete) state.
+            current.confirm(Instant::now());
+            return;
+        }
+        let mut next = match update {
+            Update::Load { version, entries } => {
+                let map = Map::from_entries(entries);
+                if self.listening() {
+                    self.emit_diff(&current, &map, version);
+                }
+                let mut next = State::new(map, version, self.origin, Instant::now());
+                next.pending = current.pending.clone();
+                next
+            }
+            Update::Delta {
+                version,
+                upserts,
+                removals,
+            } => {
+                let mut next = current.successor();
+                for key in removals {
+                    self.apply(&mut next.map, &key, None, version);
+                }
+                for entry in upserts {
+                    let key = entry.key.clone();
+                    self.apply(&mut next.map, &key, Some(entry), version);
+                }
+                next.version = version;
+                next
+            }
+        };
+        next.from_backup = false;
+        // Local writes the synced state does not include yet are applied again on top of it.
+        let pending = std::mem::take(&mut next.pending);
+        for write in pending {
+            if write.version.epoch() == version.epoch() && write.version.counter() > version.counter() {
+                self.apply(&mut next.map, &write.key, write.entry.clone(), write.version);
+                next.pending.push(write);
+            }
+        }
+        fold_pending(&mut next);
+        next.confirm(Instant::now());
+        self.state.store(Arc::new(next));
+    }
+
+    /// Tells listeners how a full reload changed the snapshot.
+    fn emit_diff(&self, current: &State<V>, map: &Map<V>, version: Version) {
+        let same_epoch = current.version.epoch() == version.epoch();
+        for entry in map.iter() {
+            let old = current.map.get(&entry.key);
+            if !(same_epoch && old.is_some_and(|o| o.revision == entry.revision)) {
+                self.emit(&entry.key, old, Some(entry), version);
+            }
+        }
+        for old in current.map.iter() {
+            if map.get(&old.key).is_none() {
+                self.emit(&old.key, Some(old), None, version);
+            }
+        }
+    }
+
+    /// Publishes this handle's own acknowledged write (read-your-writes).
+    fn publish_local(&self, version: Version, writes: Vec<(Arc<str>, Option<Entry<V>>)>) {
+        {
+            let _guard = self.publish.lock();
+            let current = self.state.load();
+            if version.epoch() == current.version.epoch()
+                && version.counter() <= current.version.counter()
+            {
+                // A sync already brought this write (or a later state).
+                return;
+            }
+            let mut next = current.successor();
+            let follows = version.predecessor() == Some(next.version);
+            for (key, entry) in writes {
+                self.apply(&mut next.map, &key, entry.clone(), version);
+                if !follows {
+                    next.pending.push(Pending {
+                        version,
+                        key,
+                        entry,
+                    });
+                }
+            }
+            if follows {
+                next.version = version;
+            }
+            fold_pending(&mut next);
+            self.state.store(Arc::new(next));
+        }
+        self.backup_wake.notify_one();
+    }
+
+    /// Starts from the backup file after the store failed with `error`.
+    fn start_from_backup(&self, path: &Path, error: Error) -> Result<()> {
+        let Some(data) = backup::read(path)? else {
+            return Err(error);
+        };
+        if data.encoding != self.encoding.name() {
+            return Err(Error::Backup {
+                path: path.to_owned(),
+                reason: format!(
+                    "written with encoding {}, this dictionary uses {}",
+                    data.encoding,
+                    self.encoding.name()
+                ),
+                source: None,
+            });
+        }
+        let version = data.version();
+        let confirmed = Instant::now()
+            .checked_sub(data.age())
+            .unwrap_or(self.origin)
+            .max(self.origin);
+        let mut skipped = Vec::new();
+        let entries = self.decode_all(data.into_entries().collect(), &mut skipped, &mut Vec::new())?;
+        let mut state = State::new(Map::from_entries(entries), version, self.origin, confirmed);
+        state.from_backup = true;
+        warn!(
+            %error,
+            path = %path.display(),
+            entries = state.map.len(),
+            "store unavailable, starting from the backup file (stale)"
+        );
+        self.state.store(Arc::new(state));
+        Ok(())
+    }
+
+    /// Writes the current snapshot to the backup file (blocking I/O).
+    fn write_backup(&self, path: &Path) -> Result<()> {
+        let state = self.state.load_full();
+        if state.from_backup {
+            return Ok(());
+        }
+        let confirmed = SystemTime::now() - state.age();
+        let mut data = BackupData::new(state.version, confirmed, self.encoding.name());
+        data.entries.reserve(state.map.len());
+        for entry in state.map.iter() {
+            let bytes = self.encode(&entry.key, &entry.value)?;
+            data.entries
+                .push((entry.key.to_string(), bytes.to_vec(), entry.revision.0));
+        }
+        backup::write(path, &data)
+    }
+}
+
+/// Moves the token forward over pending local writes that directly follow it.
+fn fold_pending<V>(state: &mut State<V>) {
+    while let Some(next) = state
+        .pending
+        .iter()
+        .map(|p| p.version)
+        .find(|v| v.predecessor() == Some(state.version))
+    {
+        state.version = next;
+        state.pending.retain(|p| p.version != next);
+    }
+    let version = state.version;
+    state.pending.retain(|p| {
+        p.version.epoch() != version.epoch() || p.version.counter() > version.counter()
+    });
+}
+
+async fn hint_loop<V, E>(inner: Arc<Inner<V, E>>, mut hints: Hints)
+where
+    V: Send + Sync + 'static,
+    E: Encoding<V>,
+{
+    while let Some(hint) = hints.next().await {
+        debug!(?hint, "push hint");
+        inner.hints.received.fetch_add(1, Ordering::SeqCst);
+        bump(&inner.counters.hints);
+        inner.wake.notify_one();
+    }
+    warn!(backend = inner.name(), "push hints stopped, polling only");
+    inner.hints.live.store(false, Ordering::SeqCst);
+    inner.wake.notify_one();
+}
+
+/// The background poller (and, with `until_ok`, the recovery loop after starting from a backup).
+async fn poll_loop<V, E>(
+    inner: &Inner<V, E>,
+    interval: Duration,
+    max_backoff: Duration,
+    until_ok: bool,
+) where
+    V: Send + Sync + 'static,
+    E: Encoding<V>,
+{
+    let mut delay = interval;
+    loop {
+        let jittered = delay.mul_f64(rand::random_range(0.9..1.1));
+        tokio::select! {
+            () = tokio::time::sleep(jittered) => {}
+            () = inner.wake.notified() => {}
+        }
+        match inner.check().await {
+            Ok(()) if until_ok => return,
+            Ok(()) => delay = interval,
+            Err(_) => delay = (delay * 2).min(max_backoff),
+        }
+    }
+}
+
+async fn backup_loop<V, E>(inner: Arc<Inner<V, E>>, path: PathBuf)
+where
+    V: Send + Sync + 'static,
+    E: Encoding<V>,
+{
+    loop {
+        inner.backup_wake.notified().await;
+        let writer = inner.clone();
+        let file = path.clone();
+        match tokio::task::spawn_blocking(move || writer.write_backup(&file)).await {
+            Ok(Ok(())) => debug!(path = %path.display(), "backup written"),
+            Ok(Err(error)) => warn!(%error, "backup not written"),
+            Err(error) => warn!(%error, "backup writer failed"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

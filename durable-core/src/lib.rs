@@ -1,0 +1,50 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod backend;
+mod backup;
+mod dict;
+mod encoding;
+mod error;
+mod map;
+mod memory;
+mod options;
+mod snapshot;
+mod stats;
+mod types;
+
+#[cfg(feature = "conformance")]
+#[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
+pub mod conformance;
+
+pub use backend::{Backend, Hint, HintSender, Hints};
+pub use dict::{Cas, Change, ChangeKind, Dict};
+pub use encoding::{Bincode, Encoding, EncodingError, Json, Raw};
+pub use error::{Error, Operation, Result, Source};
+pub use memory::{MemoryBackend, MemoryStore};
+pub use options::{DecodeErrors, Mode, Options};
+pub use snapshot::{Snapshot, Versioned};
+pub use stats::{Health, Stats};
+pub use types::{
+    BatchOp, Capabilities, Changes, Delta, IfAbsent, Load, Name, Revision, StoredEntry, Swap,
+    Version, parse_counter,
+};
+
+/// Re-exported so backend crates and custom backends use the same version.
+pub use async_trait::async_trait;
+/// Re-exported: values cross the [`Backend`] trait as [`bytes::Bytes`].
+pub use bytes;
+
+#[cfg(test)]
+mod send_sync {
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn public_types_are_send_and_sync() {
+        assert_send_sync::<crate::Dict<String>>();
+        assert_send_sync::<crate::Snapshot<String>>();
+        assert_send_sync::<crate::Error>();
+        assert_send_sync::<crate::MemoryStore>();
+        assert_send_sync::<crate::Change<String>>();
+    }
+}

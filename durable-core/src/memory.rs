@@ -1,0 +1,394 @@
+//! An in-process store with every capability and fault injection, for tests and examples.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+use crate::backend::{Backend, Hint, HintSender, Hints};
+use crate::error::{Error, Operation, Result};
+use crate::types::{
+    BatchOp, Capabilities, Changes, Delta, IfAbsent, Load, Name, Revision, StoredEntry, Swap,
+    Version, parse_counter,
+};
+
+/// A store held in memory, shared by every [`MemoryBackend`] opened from it (clones share it).
+///
+/// Several backends over one store act like several processes over one server, which is what
+/// engine tests need. The fault injection methods ([`set_available`](Self::set_available),
+/// [`corrupt`](Self::corrupt), [`wipe`](Self::wipe), [`forget_history`](Self::forget_history),
+/// [`set_latency`](Self::set_latency)) simulate a server going down, a bad value written by another
+/// program, a flushed store and trimmed history.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> durable_core::Result<()> {
+/// use durable_core::{Dict, Json, MemoryStore, Options};
+///
+/// let store = MemoryStore::new();
+/// let a: Dict<u32> = Dict::open(store.backend("test", "dict")?, Json, Options::new()).await?;
+/// let b: Dict<u32> = Dict::open(store.backend("test", "dict")?, Json, Options::new()).await?;
+/// a.insert("answer", 42).await?;
+/// assert_eq!(b.sync().await?.get("answer"), Some(&42));
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    shared: Arc<Shared>,
+}
+
+#[derive(Default)]
+struct Shared {
+    dicts: Mutex<HashMap<(Name, Name), Stored>>,
+    unavailable: std::sync::atomic::AtomicBool,
+    latency_micros: AtomicU64,
+    calls: AtomicU64,
+}
+
+impl fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("dictionaries", &self.shared.dicts.lock().len())
+            .field("calls", &self.calls())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Stored {
+    epoch: u64,
+    counter: u64,
+    /// Tokens with a counter below this cannot be served a delta (tombstones were trimmed).
+    oldest_served: u64,
+    entries: HashMap<String, (Bytes, u64)>,
+    tombstones: HashMap<String, u64>,
+    subscribers: Vec<HintSender>,
+}
+
+impl Stored {
+    fn new() -> Self {
+        Stored {
+            epoch: rand::random(),
+            counter: 0,
+            oldest_served: 0,
+            entries: HashMap::new(),
+            tombstones: HashMap::new(),
+            subscribers: Vec::new(),
+        }
+    }
+
+    fn version(&self) -> Version {
+        Version::new(self.epoch, self.counter)
+    }
+
+    /// Starts a write: the new counter.
+    fn bump(&mut self) -> u64 {
+        self.counter += 1;
+        self.counter
+    }
+
+    /// Ends a write: notifies subscribers and returns the new token.
+    fn committed(&mut self) -> Version {
+        self.subscribers.retain(|s| s.send(Hint::Changed));
+        self.version()
+    }
+
+    fn put(&mut self, key: &str, value: Bytes, rev: u64) {
+        self.tombstones.remove(key);
+        self.entries.insert(key.to_owned(), (value, rev));
+    }
+
+    fn delete(&mut self, key: &str, rev: u64) -> Option<Bytes> {
+        let (old, _) = self.entries.remove(key)?;
+        self.tombstones.insert(key.to_owned(), rev);
+        Some(old)
+    }
+
+    fn entry(&self, key: &str) -> Option<StoredEntry> {
+        self.entries.get(key).map(|(value, rev)| StoredEntry {
+            key: key.to_owned(),
+            value: value.clone(),
+            revision: Revision(*rev),
+        })
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A backend over dictionary `dictionary` in `namespace` of this store.
+    pub fn backend(&self, namespace: &str, dictionary: &str) -> Result<MemoryBackend> {
+        Ok(MemoryBackend {
+            store: self.clone(),
+            id: (Name::new(namespace)?, Name::new(dictionary)?),
+        })
+    }
+
+    /// Makes every operation fail with [`Error::Unavailable`] (`false`) or work again (`true`).
+    pub fn set_available(&self, available: bool) {
+        self.shared
+            .unavailable
+            .store(!available, Ordering::SeqCst);
+    }
+
+    /// Delays every operation by `latency` (a `tokio::time::sleep`, so paused test clocks apply).
+    pub fn set_latency(&self, latency: Duration) {
+        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.shared.latency_micros.store(micros, Ordering::SeqCst);
+    }
+
+    /// How many backend operations (round trips) all backends of this store have made.
+    pub fn calls(&self) -> u64 {
+        self.shared.calls.load(Ordering::SeqCst)
+    }
+
+    /// Writes `bytes` under `key` as another program would, bypassing any encoding (a normal
+    /// versioned write, so handles pick it up on their next sync).
+    pub fn corrupt(&self, namespace: &str, dictionary: &str, key: &str, bytes: &[u8]) -> Result<()> {
+        let id = (Name::new(namespace)?, Name::new(dictionary)?);
+        let mut dicts = self.shared.dicts.lock();
+        let stored = dicts.entry(id).or_insert_with(Stored::new);
+        let rev = stored.bump();
+        stored.put(key, Bytes::copy_from_slice(bytes), rev);
+        stored.committed();
+        Ok(())
+    }
+
+    /// Deletes the dictionary as a `FLUSHALL` would: the next access creates it afresh, empty and
+    /// with a new epoch. Hint subscribers are dropped, as a restarted server drops connections.
+    pub fn wipe(&self, namespace: &str, dictionary: &str) -> Result<()> {
+        let id = (Name::new(namespace)?, Name::new(dictionary)?);
+        self.shared.dicts.lock().remove(&id);
+        Ok(())
+    }
+
+    /// Trims every tombstone now, so that only the current token can be served a delta.
+    pub fn forget_history(&self, namespace: &str, dictionary: &str) -> Result<()> {
+        let id = (Name::new(namespace)?, Name::new(dictionary)?);
+        if let Some(stored) = self.shared.dicts.lock().get_mut(&id) {
+            stored.tombstones.clear();
+            stored.oldest_served = stored.counter;
+        }
+        Ok(())
+    }
+}
+
+/// One dictionary of a [`MemoryStore`]. Supports every capability.
+#[derive(Debug, Clone)]
+pub struct MemoryBackend {
+    store: MemoryStore,
+    id: (Name, Name),
+}
+
+impl MemoryBackend {
+    /// Simulates one round trip: latency, availability, then `f` on the dictionary's data.
+    async fn call<T>(&self, operation: Operation, f: impl FnOnce(&mut Stored) -> T) -> Result<T> {
+        let shared = &self.store.shared;
+        shared.calls.fetch_add(1, Ordering::SeqCst);
+        let latency = shared.latency_micros.load(Ordering::SeqCst);
+        if latency > 0 {
+            tokio::time::sleep(Duration::from_micros(latency)).await;
+        }
+        if shared.unavailable.load(Ordering::SeqCst) {
+            return Err(Error::unavailable(
+                "memory",
+                operation,
+                "the memory store was made unavailable (fault injection)",
+            ));
+        }
+        let mut dicts = shared.dicts.lock();
+        let stored = dicts.entry(self.id.clone()).or_insert_with(Stored::new);
+        Ok(f(stored))
+    }
+}
+
+#[async_trait]
+impl Backend for MemoryBackend {
+    fn name(&self) -> &str {
+        "memory"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::all()
+    }
+
+    async fn persist(&self, key: &str, value: Bytes) -> Result<Version> {
+        self.call(Operation::Persist, |s| {
+            let rev = s.bump();
+            s.put(key, value, rev);
+            s.committed()
+        })
+        .await
+    }
+
+    async fn depersist(&self, key: &str) -> Result<Option<Version>> {
+        self.call(Operation::Depersist, |s| {
+            if !s.entries.contains_key(key) {
+                return None;
+            }
+            let rev = s.bump();
+            s.delete(key, rev);
+            Some(s.committed())
+        })
+        .await
+    }
+
+    async fn durables(&self) -> Result<Load> {
+        self.call(Operation::Load, |s| Load {
+            version: s.version(),
+            entries: s.entries.keys().filter_map(|k| s.entry(k)).collect(),
+        })
+        .await
+    }
+
+    async fn last_updated(&self) -> Result<Version> {
+        self.call(Operation::Version, |s| s.version()).await
+    }
+
+    async fn changes_since(&self, since: Version) -> Result<Changes> {
+        self.call(Operation::Changes, |s| {
+            if since.epoch() != s.epoch
+                || since.counter() < s.oldest_served
+                || since.counter() > s.counter
+            {
+                return Changes::TooOld;
+            }
+            let after = since.counter();
+            Changes::Delta(Delta {
+                version: s.version(),
+                upserts: s
+                    .entries
+                    .iter()
+                    .filter(|(_, (_, rev))| *rev > after)
+                    .filter_map(|(k, _)| s.entry(k))
+                    .collect(),
+                removals: s
+                    .tombstones
+                    .iter()
+                    .filter(|(_, rev)| **rev > after)
+                    .map(|(k, rev)| (k.clone(), Revision(*rev)))
+                    .collect(),
+            })
+        })
+        .await
+    }
+
+    async fn subscribe(&self) -> Result<Hints> {
+        let (sender, hints) = Hints::channel();
+        self.call(Operation::Subscribe, |s| s.subscribers.push(sender))
+            .await?;
+        Ok(hints)
+    }
+
+    async fn persist_if_absent(&self, key: &str, value: Bytes) -> Result<IfAbsent> {
+        self.call(Operation::InsertIfAbsent, |s| {
+            if let Some(entry) = s.entry(key) {
+                return IfAbsent::Present(entry);
+            }
+            let rev = s.bump();
+            s.put(key, value, rev);
+            IfAbsent::Inserted(s.committed())
+        })
+        .await
+    }
+
+    async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<Revision>,
+        new: Option<Bytes>,
+    ) -> Result<Swap> {
+        self.call(Operation::CompareAndSwap, |s| {
+            let current = s.entry(key);
+            if current.as_ref().map(|e| e.revision) != expected
+                || (current.is_none() && new.is_none())
+            {
+                return Swap::Conflict(current);
+            }
+            let rev = s.bump();
+            match new {
+                Some(value) => s.put(key, value, rev),
+                None => {
+                    s.delete(key, rev);
+                }
+            }
+            Swap::Swapped(s.committed())
+        })
+        .await
+    }
+
+    async fn pop(&self, key: &str) -> Result<Option<(Bytes, Version)>> {
+        self.call(Operation::Pop, |s| {
+            if !s.entries.contains_key(key) {
+                return None;
+            }
+            let rev = s.bump();
+            let old = s.delete(key, rev)?;
+            Some((old, s.committed()))
+        })
+        .await
+    }
+
+    async fn increment(&self, key: &str, delta: i64) -> Result<(i64, Version)> {
+        self.call(Operation::Increment, |s| {
+            let current = match s.entries.get(key) {
+                Some((value, _)) => parse_counter(value),
+                None => Some(0),
+            };
+            let Some(new) = current.and_then(|c| c.checked_add(delta)) else {
+                return Err(Error::NotAnInteger {
+                    backend: "memory".into(),
+                    key: key.into(),
+                });
+            };
+            let rev = s.bump();
+            s.put(key, Bytes::from(new.to_string()), rev);
+            Ok((new, s.committed()))
+        })
+        .await?
+    }
+
+    async fn persist_batch(&self, ops: Vec<BatchOp>) -> Result<Option<Version>> {
+        self.call(Operation::Batch, |s| {
+            let changes = ops.iter().any(|op| match op {
+                BatchOp::Put { .. } => true,
+                BatchOp::Delete { key } => s.entries.contains_key(key),
+            });
+            if !changes {
+                return None;
+            }
+            let rev = s.bump();
+            for op in ops {
+                match op {
+                    BatchOp::Put { key, value } => s.put(&key, value, rev),
+                    BatchOp::Delete { key } => {
+                        s.delete(&key, rev);
+                    }
+                }
+            }
+            Some(s.committed())
+        })
+        .await
+    }
+
+    async fn clear(&self) -> Result<Option<Version>> {
+        self.call(Operation::Clear, |s| {
+            if s.entries.is_empty() {
+                return None;
+            }
+            let rev = s.bump();
+            let keys: Vec<String> = s.entries.keys().cloned().collect();
+            for key in keys {
+                s.delete(&key, rev);
+            }
+            Some(s.committed())
+        })
+        .await
+    }
+}

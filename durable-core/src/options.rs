@@ -1,0 +1,167 @@
+//! How a dictionary handle syncs, times out, and recovers.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// When the local snapshot is brought up to date.
+///
+/// [`Dict::sync`](crate::Dict::sync) works in every mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Mode {
+    /// Only when the program calls [`Dict::sync`](crate::Dict::sync) (for example once per web
+    /// request). [`Dict::read`](crate::Dict::read) returns the local snapshot.
+    Manual,
+    /// [`Dict::read`](crate::Dict::read) checks the version first, unless the snapshot was
+    /// confirmed less than `max_staleness` ago (zero: always check). A read then sees every write
+    /// acknowledged anywhere before it began.
+    Autosync {
+        /// How old a confirmed snapshot may be and still be read without a check.
+        max_staleness: Duration,
+    },
+    /// A background task checks every `interval` (with ±10% jitter so a fleet does not
+    /// synchronise), earlier when a push hint arrives, and backs off exponentially up to
+    /// `max_backoff` while the store fails. [`Dict::read`](crate::Dict::read) returns the local
+    /// snapshot.
+    Background {
+        /// Time between checks.
+        interval: Duration,
+        /// The longest wait between checks while the store keeps failing.
+        max_backoff: Duration,
+    },
+}
+
+impl Mode {
+    /// [`Mode::Autosync`] that checks before every read.
+    pub const fn autosync() -> Self {
+        Mode::Autosync {
+            max_staleness: Duration::ZERO,
+        }
+    }
+
+    /// [`Mode::Background`] with the given interval and a back-off of up to 30 s (or the
+    /// interval, if longer).
+    pub fn background(interval: Duration) -> Self {
+        Mode::Background {
+            interval,
+            max_backoff: interval.max(Duration::from_secs(30)),
+        }
+    }
+}
+
+/// What a sync does with a stored value that cannot be decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum DecodeErrors {
+    /// The sync fails with [`Error::Decode`](crate::Error::Decode) naming the key; the previous
+    /// snapshot stays. The default: bad data is loud.
+    #[default]
+    Fail,
+    /// The bad keys are left out of the snapshot, counted in
+    /// [`Stats::skipped_values`](crate::Stats::skipped_values) and reported in
+    /// [`Health::last_error`](crate::Health::last_error); the sync succeeds.
+    Skip,
+}
+
+/// Options of a dictionary handle. Every field has a documented default.
+///
+/// ```
+/// use std::time::Duration;
+/// use durable_core::{Mode, Options};
+///
+/// let options = Options::new()
+///     .with_mode(Mode::background(Duration::from_secs(5)))
+///     .with_timeout(Duration::from_secs(2))
+///     .with_backup_file("/var/lib/myapp/flags.durable-backup");
+/// ```
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub(crate) mode: Mode,
+    pub(crate) timeout: Duration,
+    pub(crate) open_timeout: Duration,
+    pub(crate) backup_file: Option<PathBuf>,
+    pub(crate) decode_errors: DecodeErrors,
+    pub(crate) trust_hints_for: Option<Duration>,
+    pub(crate) max_update_attempts: u32,
+    pub(crate) listener_capacity: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            mode: Mode::Manual,
+            timeout: Duration::from_secs(5),
+            open_timeout: Duration::from_secs(10),
+            backup_file: None,
+            decode_errors: DecodeErrors::Fail,
+            trust_hints_for: Some(Duration::from_secs(1)),
+            max_update_attempts: 64,
+            listener_capacity: 1024,
+        }
+    }
+}
+
+impl Options {
+    /// The defaults: manual mode, 5 s per operation, 10 s to open, no backup file, decode errors
+    /// fail the sync, quiet push hints trusted for 1 s, 64 update attempts, 1024 buffered change
+    /// events per listener.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The sync mode (default [`Mode::Manual`]).
+    pub fn with_mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// The time limit of each store operation (default 5 s); exceeding it gives
+    /// [`Error::Timeout`](crate::Error::Timeout).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The time limit of the initial load in [`Dict::open`](crate::Dict::open) (default 10 s).
+    pub fn with_open_timeout(mut self, timeout: Duration) -> Self {
+        self.open_timeout = timeout;
+        self
+    }
+
+    /// Keep a backup of the snapshot in this file (default: none). It is rewritten atomically
+    /// after syncs that changed something (at most once a second), and lets `open` start from it,
+    /// marked stale, while the store is down.
+    pub fn with_backup_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.backup_file = Some(path.into());
+        self
+    }
+
+    /// What to do with undecodable stored values (default [`DecodeErrors::Fail`]).
+    pub fn with_decode_errors(mut self, policy: DecodeErrors) -> Self {
+        self.decode_errors = policy;
+        self
+    }
+
+    /// For backends with push hints: how long [`Dict::sync`](crate::Dict::sync) may skip the
+    /// version check when no hint arrived since the last check (default 1 s; `None` never skips).
+    /// Hints make a no-change `sync()` free; the window bounds how long a lost hint can hide a
+    /// change. Autosync reads never skip.
+    pub fn with_trust_hints_for(mut self, window: Option<Duration>) -> Self {
+        self.trust_hints_for = window;
+        self
+    }
+
+    /// How many compare-and-swap attempts `update` and `increment` make before giving up with
+    /// [`Error::Contention`](crate::Error::Contention) (default 64).
+    pub fn with_max_update_attempts(mut self, attempts: u32) -> Self {
+        self.max_update_attempts = attempts.max(1);
+        self
+    }
+
+    /// How many change events a slow listener may fall behind before it misses some (default
+    /// 1024).
+    pub fn with_listener_capacity(mut self, capacity: usize) -> Self {
+        self.listener_capacity = capacity.max(1);
+        self
+    }
+}

@@ -1,0 +1,196 @@
+//! The local snapshot and the guard that reads it.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::Guard;
+use tokio::time::Instant;
+
+use crate::map::{Entry, Map};
+use crate::types::{Revision, Version};
+
+/// A value with the revision that wrote it, as returned by writes and compare-and-swap.
+#[derive(Debug)]
+pub struct Versioned<V> {
+    /// The value.
+    pub value: Arc<V>,
+    /// The revision of the write that stored it.
+    pub revision: Revision,
+}
+
+impl<V> Clone for Versioned<V> {
+    fn clone(&self) -> Self {
+        Versioned {
+            value: self.value.clone(),
+            revision: self.revision,
+        }
+    }
+}
+
+/// A local write not yet covered by the snapshot's token (another process wrote in between, so
+/// the token cannot simply move on). It is re-applied over any older delta or load until a sync
+/// brings a token that includes it.
+#[derive(Debug)]
+pub(crate) struct Pending<V> {
+    pub(crate) version: Version,
+    pub(crate) key: Arc<str>,
+    pub(crate) entry: Option<Entry<V>>,
+}
+
+impl<V> Clone for Pending<V> {
+    fn clone(&self) -> Self {
+        Pending {
+            version: self.version,
+            key: self.key.clone(),
+            entry: self.entry.clone(),
+        }
+    }
+}
+
+/// One published state of the dictionary.
+#[derive(Debug)]
+pub(crate) struct State<V> {
+    pub(crate) map: Map<V>,
+    pub(crate) version: Version,
+    pub(crate) pending: Vec<Pending<V>>,
+    /// True while the state comes from the backup file and no sync has confirmed it.
+    pub(crate) from_backup: bool,
+    /// Clock origin shared by the whole dictionary handle.
+    pub(crate) origin: Instant,
+    /// When the store last confirmed this state (nanoseconds after `origin`). Updated in place by
+    /// no-change checks, so a superseded state stops being confirmed and ages.
+    pub(crate) confirmed: AtomicU64,
+}
+
+impl<V> State<V> {
+    pub(crate) fn new(
+        map: Map<V>,
+        version: Version,
+        origin: Instant,
+        confirmed_at: Instant,
+    ) -> Self {
+        let state = State {
+            map,
+            version,
+            pending: Vec::new(),
+            from_backup: false,
+            origin,
+            confirmed: AtomicU64::new(0),
+        };
+        state.confirm(confirmed_at);
+        state
+    }
+
+    /// A copy to modify and publish: shares every shard with `self`.
+    pub(crate) fn successor(&self) -> Self {
+        State {
+            map: self.map.clone(),
+            version: self.version,
+            pending: self.pending.clone(),
+            from_backup: self.from_backup,
+            origin: self.origin,
+            confirmed: AtomicU64::new(self.confirmed.load(Ordering::Relaxed)),
+        }
+    }
+
+    pub(crate) fn confirm(&self, at: Instant) {
+        let nanos = u64::try_from(at.saturating_duration_since(self.origin).as_nanos())
+            .unwrap_or(u64::MAX);
+        self.confirmed.fetch_max(nanos, Ordering::Relaxed);
+    }
+
+    pub(crate) fn age(&self) -> Duration {
+        let confirmed = self.origin + Duration::from_nanos(self.confirmed.load(Ordering::Relaxed));
+        Instant::now().saturating_duration_since(confirmed)
+    }
+}
+
+/// A consistent, read-only view of the whole dictionary at one version.
+///
+/// Reads are lock-free and never touch the network: one atomic load when the guard is taken, then
+/// plain hash lookups. Take one guard per unit of work (a web request) to see one version of
+/// every key; take a new one to see newer data. Guards are cheap but pin the state they read, so
+/// do not keep one for minutes.
+pub struct Snapshot<V> {
+    pub(crate) state: Guard<Arc<State<V>>>,
+}
+
+impl<V> Snapshot<V> {
+    /// The value of `key`, if present.
+    #[inline]
+    pub fn get(&self, key: &str) -> Option<&V> {
+        self.state.map.get(key).map(|e| &*e.value)
+    }
+
+    /// The value of `key` with its revision (for [`Dict::compare_and_swap`](crate::Dict::compare_and_swap)).
+    pub fn get_versioned(&self, key: &str) -> Option<Versioned<V>> {
+        self.state.map.get(key).map(|e| Versioned {
+            value: e.value.clone(),
+            revision: e.revision,
+        })
+    }
+
+    /// True if `key` is present.
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.state.map.get(key).is_some()
+    }
+
+    /// The number of entries.
+    pub fn len(&self) -> usize {
+        self.state.map.len()
+    }
+
+    /// True if there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.state.map.len() == 0
+    }
+
+    /// Every entry, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &V)> + '_ {
+        self.state.map.iter().map(|e| (&*e.key, &*e.value))
+    }
+
+    /// Every key, in no particular order.
+    pub fn keys(&self) -> impl Iterator<Item = &str> + '_ {
+        self.state.map.iter().map(|e| &*e.key)
+    }
+
+    /// Every value, in no particular order.
+    pub fn values(&self) -> impl Iterator<Item = &V> + '_ {
+        self.state.map.iter().map(|e| &*e.value)
+    }
+
+    /// The version token this snapshot reflects.
+    pub fn version(&self) -> Version {
+        self.state.version
+    }
+
+    /// How long ago the store last confirmed this snapshot was current. Grows while the store is
+    /// unreachable, or once a newer snapshot replaced this one.
+    pub fn age(&self) -> Duration {
+        self.state.age()
+    }
+
+    /// True while the snapshot comes from the backup file and the store has not confirmed it.
+    pub fn is_from_backup(&self) -> bool {
+        self.state.from_backup
+    }
+
+    /// The total size of the stored (encoded) values, in bytes.
+    pub fn encoded_bytes(&self) -> usize {
+        self.state.map.bytes()
+    }
+}
+
+impl<V> fmt::Debug for Snapshot<V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("version", &self.state.version)
+            .field("len", &self.len())
+            .field("age", &self.age())
+            .field("from_backup", &self.state.from_backup)
+            .finish()
+    }
+}

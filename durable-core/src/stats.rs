@@ -1,0 +1,147 @@
+//! Counters and health of a dictionary handle.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use parking_lot::Mutex;
+use serde::Serialize;
+
+use crate::types::Version;
+
+/// What a dictionary handle has done since it was opened. Print it (`Debug`) or serialize it
+/// (e.g. to JSON) to export it.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct Stats {
+    /// The snapshot's version token, as text.
+    pub version: String,
+    /// Entries in the snapshot.
+    pub entries: usize,
+    /// Encoded bytes of the snapshot's values.
+    pub bytes: usize,
+    /// Age of the snapshot (time since the store last confirmed it).
+    pub age: Duration,
+    /// When the last version check succeeded.
+    pub last_check: Option<SystemTime>,
+    /// When the snapshot last changed because of a sync.
+    pub last_change: Option<SystemTime>,
+    /// Version checks made (round trips to the store).
+    pub checks: u64,
+    /// Checks that found the version unchanged.
+    pub unchanged: u64,
+    /// Full reloads.
+    pub reloads: u64,
+    /// Incremental (delta) syncs.
+    pub deltas: u64,
+    /// `sync()` calls answered by a check another caller started after them (no extra round trip).
+    pub coalesced: u64,
+    /// `sync()` calls answered without a round trip because push hints said nothing changed.
+    pub hint_skips: u64,
+    /// Push hints received.
+    pub hints: u64,
+    /// Writes acknowledged by the store.
+    pub writes: u64,
+    /// Failed store operations (checks, loads and writes).
+    pub errors: u64,
+    /// Stored values left out because they could not be decoded ([`DecodeErrors::Skip`](crate::DecodeErrors::Skip)).
+    pub skipped_values: u64,
+}
+
+/// Is the handle ready, and is its data fresh?
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct Health {
+    /// A snapshot is available for reads (always true for an opened handle).
+    pub ready: bool,
+    /// The last version check succeeded and the snapshot does not come from the backup file.
+    pub fresh: bool,
+    /// When checks started failing, while they fail.
+    pub stale_since: Option<SystemTime>,
+    /// The most recent error, until a check succeeds (or, for values skipped under
+    /// [`DecodeErrors::Skip`](crate::DecodeErrors::Skip), the error of the sync that skipped them).
+    pub last_error: Option<String>,
+    /// Age of the snapshot.
+    pub age: Duration,
+    /// The snapshot's version token, as text.
+    pub version: String,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) checks: AtomicU64,
+    pub(crate) unchanged: AtomicU64,
+    pub(crate) reloads: AtomicU64,
+    pub(crate) deltas: AtomicU64,
+    pub(crate) coalesced: AtomicU64,
+    pub(crate) hint_skips: AtomicU64,
+    pub(crate) hints: AtomicU64,
+    pub(crate) writes: AtomicU64,
+    pub(crate) errors: AtomicU64,
+    pub(crate) skipped_values: AtomicU64,
+    pub(crate) times: Mutex<Times>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Times {
+    pub(crate) last_check: Option<SystemTime>,
+    pub(crate) last_change: Option<SystemTime>,
+    pub(crate) stale_since: Option<SystemTime>,
+    pub(crate) last_error: Option<String>,
+}
+
+pub(crate) fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Counters {
+    pub(crate) fn stats(&self, version: Version, entries: usize, bytes: usize, age: Duration) -> Stats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let times = self.times.lock();
+        Stats {
+            version: version.to_string(),
+            entries,
+            bytes,
+            age,
+            last_check: times.last_check,
+            last_change: times.last_change,
+            checks: get(&self.checks),
+            unchanged: get(&self.unchanged),
+            reloads: get(&self.reloads),
+            deltas: get(&self.deltas),
+            coalesced: get(&self.coalesced),
+            hint_skips: get(&self.hint_skips),
+            hints: get(&self.hints),
+            writes: get(&self.writes),
+            errors: get(&self.errors),
+            skipped_values: get(&self.skipped_values),
+        }
+    }
+
+    /// A check succeeded; `changed` if it changed the snapshot.
+    pub(crate) fn check_succeeded(&self, changed: bool) {
+        let now = SystemTime::now();
+        let mut times = self.times.lock();
+        times.last_check = Some(now);
+        times.stale_since = None;
+        times.last_error = None;
+        if changed {
+            times.last_change = Some(now);
+        }
+    }
+
+    /// A store operation failed.
+    pub(crate) fn failed(&self, error: &crate::Error, is_check: bool) {
+        bump(&self.errors);
+        let mut times = self.times.lock();
+        if is_check && times.stale_since.is_none() {
+            times.stale_since = Some(SystemTime::now());
+        }
+        times.last_error = Some(error.to_string());
+    }
+
+    /// Values were skipped by a successful sync.
+    pub(crate) fn skipped(&self, error: &crate::Error) {
+        bump(&self.skipped_values);
+        self.times.lock().last_error = Some(error.to_string());
+    }
+}

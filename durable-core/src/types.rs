@@ -1,0 +1,350 @@
+//! Small value types shared by the engine and the backends.
+
+use std::fmt;
+
+use bytes::Bytes;
+
+use crate::error::{Error, Result};
+
+/// A validated dictionary name or namespace.
+///
+/// 1 to 128 characters from `A-Z a-z 0-9 _ - .`, not starting with `.`: safe as part of a Redis
+/// key, a SQL value, a ZooKeeper path segment and a file name, with no escaping.
+///
+/// ```
+/// use durable_core::Name;
+/// assert!(Name::new("feature-flags").is_ok());
+/// assert!(Name::new("a/b").is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Name(String);
+
+impl Name {
+    /// The longest accepted name, in bytes.
+    pub const MAX_LEN: usize = 128;
+
+    /// Validates `name`.
+    pub fn new(name: impl Into<String>) -> Result<Self> {
+        let name = name.into();
+        let reason = if name.is_empty() {
+            Some("must not be empty")
+        } else if name.len() > Self::MAX_LEN {
+            Some("must be at most 128 characters")
+        } else if name.starts_with('.') {
+            Some("must not start with '.'")
+        } else if !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        {
+            Some("may only contain A-Z, a-z, 0-9, '_', '-' and '.'")
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => Err(Error::InvalidName { name, reason }),
+            None => Ok(Name(name)),
+        }
+    }
+
+    /// The name as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for Name {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A dictionary's version token.
+///
+/// A token names one state of a stored dictionary. It has two parts:
+/// - the **epoch**, chosen at random (or taken from the store, such as a znode's creation zxid)
+///   when the dictionary's version record is created. A wiped, re-created or restored store gets
+///   a new epoch, so its tokens never equal the old ones.
+/// - the **counter**, bumped by exactly one by every write that changes something.
+///
+/// Tokens are compared for **equality only**: "is the store still at the state my snapshot
+/// reflects?" There is deliberately no ordering; backends use the counter to serve deltas within
+/// one epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Version {
+    epoch: u64,
+    counter: u64,
+}
+
+impl Version {
+    /// A token from its parts.
+    pub const fn new(epoch: u64, counter: u64) -> Self {
+        Version { epoch, counter }
+    }
+
+    /// The epoch part.
+    pub const fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The counter part.
+    pub const fn counter(&self) -> u64 {
+        self.counter
+    }
+
+    /// The token a write that produced `self` started from, if there is one (counter above 0).
+    pub(crate) fn predecessor(&self) -> Option<Version> {
+        self.counter
+            .checked_sub(1)
+            .map(|counter| Version::new(self.epoch, counter))
+    }
+
+    /// The entry revision a write producing this token gives to the entries it writes.
+    pub const fn revision(&self) -> Revision {
+        Revision(self.counter)
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}.{}", self.epoch, self.counter)
+    }
+}
+
+/// The revision of one entry: the dictionary counter of the write that last stored it.
+///
+/// Used for compare-and-swap: a write conditioned on a revision succeeds only if nobody wrote the
+/// key since that revision was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Revision(pub u64);
+
+impl fmt::Display for Revision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "r{}", self.0)
+    }
+}
+
+/// One stored entry as a backend returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEntry {
+    /// The key.
+    pub key: String,
+    /// The encoded value.
+    pub value: Bytes,
+    /// The revision that wrote it.
+    pub revision: Revision,
+}
+
+/// A full load: every entry and the token they reflect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Load {
+    /// The token of the state the entries reflect.
+    pub version: Version,
+    /// Every live entry, in no particular order, each key once.
+    pub entries: Vec<StoredEntry>,
+}
+
+/// The changes between a caller's token and the store's current state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delta {
+    /// The token of the state the caller has after applying this delta.
+    pub version: Version,
+    /// Entries written (inserted or updated) since the caller's token, each key at most once,
+    /// with its latest value.
+    pub upserts: Vec<StoredEntry>,
+    /// Keys deleted since the caller's token and not written again, with the revision of the
+    /// delete.
+    pub removals: Vec<(String, Revision)>,
+}
+
+/// The answer to [`Backend::changes_since`](crate::Backend::changes_since).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changes {
+    /// The changes since the caller's token.
+    Delta(Delta),
+    /// The token cannot be served incrementally (another epoch, or older than the retained
+    /// history of deletes): the caller must do a full load.
+    TooOld,
+}
+
+/// One write of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchOp {
+    /// Store `value` under `key`.
+    Put {
+        /// The key.
+        key: String,
+        /// The encoded value.
+        value: Bytes,
+    },
+    /// Delete `key` if present.
+    Delete {
+        /// The key.
+        key: String,
+    },
+}
+
+impl BatchOp {
+    /// The key this operation writes.
+    pub fn key(&self) -> &str {
+        match self {
+            BatchOp::Put { key, .. } | BatchOp::Delete { key } => key,
+        }
+    }
+}
+
+/// Outcome of [`Backend::persist_if_absent`](crate::Backend::persist_if_absent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IfAbsent {
+    /// The key was absent and is now stored; the dictionary has this new token.
+    Inserted(Version),
+    /// The key was present; nothing was written and the version is unchanged.
+    Present(StoredEntry),
+}
+
+/// Outcome of [`Backend::compare_and_swap`](crate::Backend::compare_and_swap).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Swap {
+    /// The entry matched and was replaced (or deleted); the dictionary has this new token.
+    Swapped(Version),
+    /// The entry did not match; nothing was written. Carries the entry as it is now (`None` when
+    /// absent), so the caller can retry without another read.
+    Conflict(Option<StoredEntry>),
+}
+
+/// Which optional operations a backend offers.
+///
+/// Each one is done atomically by the store or not offered at all: the engine never emulates a
+/// capability in a weaker, non-atomic way. The conformance suite reads this struct to decide which
+/// rules apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// [`changes_since`](crate::Backend::changes_since): incremental sync.
+    pub delta: bool,
+    /// [`subscribe`](crate::Backend::subscribe): push hints.
+    pub push: bool,
+    /// [`persist_if_absent`](crate::Backend::persist_if_absent).
+    pub insert_if_absent: bool,
+    /// [`compare_and_swap`](crate::Backend::compare_and_swap).
+    pub compare_and_swap: bool,
+    /// [`pop`](crate::Backend::pop).
+    pub pop: bool,
+    /// [`increment`](crate::Backend::increment).
+    pub increment: bool,
+    /// [`persist_batch`](crate::Backend::persist_batch).
+    pub batch: bool,
+    /// [`clear`](crate::Backend::clear).
+    pub clear: bool,
+    /// The largest encoded value the backend stores, if it has a limit.
+    pub max_value_size: Option<usize>,
+}
+
+impl Capabilities {
+    /// No optional capability: a backend with only the four required operations.
+    pub const fn none() -> Self {
+        Capabilities {
+            delta: false,
+            push: false,
+            insert_if_absent: false,
+            compare_and_swap: false,
+            pop: false,
+            increment: false,
+            batch: false,
+            clear: false,
+            max_value_size: None,
+        }
+    }
+
+    /// Every optional capability, no value size limit.
+    pub const fn all() -> Self {
+        Capabilities {
+            delta: true,
+            push: true,
+            insert_if_absent: true,
+            compare_and_swap: true,
+            pop: true,
+            increment: true,
+            batch: true,
+            clear: true,
+            max_value_size: None,
+        }
+    }
+
+    /// Sets [`Capabilities::delta`].
+    pub const fn with_delta(mut self, yes: bool) -> Self {
+        self.delta = yes;
+        self
+    }
+
+    /// Sets [`Capabilities::push`].
+    pub const fn with_push(mut self, yes: bool) -> Self {
+        self.push = yes;
+        self
+    }
+
+    /// Sets every conditional write capability at once (insert-if-absent, compare-and-swap, pop,
+    /// increment, batch, clear).
+    pub const fn with_conditional_writes(mut self, yes: bool) -> Self {
+        self.insert_if_absent = yes;
+        self.compare_and_swap = yes;
+        self.pop = yes;
+        self.increment = yes;
+        self.batch = yes;
+        self.clear = yes;
+        self
+    }
+
+    /// Sets [`Capabilities::insert_if_absent`].
+    pub const fn with_insert_if_absent(mut self, yes: bool) -> Self {
+        self.insert_if_absent = yes;
+        self
+    }
+
+    /// Sets [`Capabilities::compare_and_swap`].
+    pub const fn with_compare_and_swap(mut self, yes: bool) -> Self {
+        self.compare_and_swap = yes;
+        self
+    }
+
+    /// Sets [`Capabilities::pop`].
+    pub const fn with_pop(mut self, yes: bool) -> Self {
+        self.pop = yes;
+        self
+    }
+
+    /// Sets [`Capabilities::increment`].
+    pub const fn with_increment(mut self, yes: bool) -> Self {
+        self.increment = yes;
+        self
+    }
+
+    /// Sets [`Capabilities::batch`].
+    pub const fn with_batch(mut self, yes: bool) -> Self {
+        self.batch = yes;
+        self
+    }
+
+    /// Sets [`Capabilities::clear`].
+    pub const fn with_clear(mut self, yes: bool) -> Self {
+        self.clear = yes;
+        self
+    }
+
+    /// Sets [`Capabilities::max_value_size`].
+    pub const fn with_max_value_size(mut self, limit: Option<usize>) -> Self {
+        self.max_value_size = limit;
+        self
+    }
+}
+
+/// Parses the stored text of an integer for [`Backend::increment`](crate::Backend::increment):
+/// ASCII decimal, optional leading `-`, no spaces, within `i64`.
+pub fn parse_counter(value: &[u8]) -> Option<i64> {
+    std::str::from_utf8(value).ok()?.parse().ok()
+}

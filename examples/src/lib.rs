@@ -1,0 +1,1 @@
+//! Runnable examples for durable: see `examples/README.md`.
