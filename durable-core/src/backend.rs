@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use tokio::sync::Notify;
 
 use crate::error::{Error, Operation, Result};
 use crate::types::{BatchOp, Capabilities, Changes, IfAbsent, Load, Revision, Swap, Version};
@@ -252,29 +254,99 @@ pub enum Hint {
 
 /// The receiving end of a backend's push hints.
 ///
-/// Backends create the pair with [`Hints::channel`] and keep the [`HintSender`].
+/// Backends create the pair with [`Hints::channel`] and keep the [`HintSender`]. Sending is
+/// synchronous and wait-free: the engine sees a hint the moment `send` returns, with no task in
+/// between, so a `sync()` that starts after a hint was sent never skips its check.
 #[derive(Debug)]
 pub struct Hints {
-    receiver: mpsc::Receiver<Hint>,
+    shared: Arc<HintShared>,
+    seen_changed: u64,
+    seen_resubscribed: u64,
 }
 
-/// The sending end of a backend's push hints.
-#[derive(Debug, Clone)]
+/// The sending end of a backend's push hints. Clones send to the same receiver; the stream ends
+/// when every sender is dropped.
+#[derive(Debug)]
 pub struct HintSender {
-    sender: mpsc::Sender<Hint>,
+    shared: Arc<HintShared>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct HintShared {
+    changed: AtomicU64,
+    resubscribed: AtomicU64,
+    senders: AtomicUsize,
+    receiver_gone: AtomicBool,
+    notify: Notify,
 }
 
 impl Hints {
-    /// A new hint channel. Hints are coalesced: when the engine has not yet taken an earlier
-    /// hint, a new one is dropped (one pending hint already forces a check).
+    /// A new hint channel.
     pub fn channel() -> (HintSender, Hints) {
-        let (sender, receiver) = mpsc::channel(2);
-        (HintSender { sender }, Hints { receiver })
+        let shared = Arc::new(HintShared {
+            senders: AtomicUsize::new(1),
+            ..HintShared::default()
+        });
+        let hints = Hints {
+            shared: shared.clone(),
+            seen_changed: 0,
+            seen_resubscribed: 0,
+        };
+        (HintSender { shared }, hints)
     }
 
-    /// The next hint; `None` once the backend stopped delivering hints.
+    /// Waits for the next hint; `None` once every sender is gone. Hints that arrived since the
+    /// last call are coalesced into one ([`Hint::Resubscribed`] wins over [`Hint::Changed`]).
     pub async fn next(&mut self) -> Option<Hint> {
-        self.receiver.recv().await
+        let shared = self.shared.clone();
+        loop {
+            let notified = shared.notify.notified();
+            if let Some(hint) = self.take() {
+                return Some(hint);
+            }
+            if !shared.is_live() {
+                return self.take();
+            }
+            notified.await;
+        }
+    }
+
+    fn take(&mut self) -> Option<Hint> {
+        let resubscribed = self.shared.resubscribed.load(Ordering::SeqCst);
+        let changed = self.shared.changed.load(Ordering::SeqCst);
+        let hint = if resubscribed != self.seen_resubscribed {
+            Some(Hint::Resubscribed)
+        } else if changed != self.seen_changed {
+            Some(Hint::Changed)
+        } else {
+            None
+        };
+        self.seen_resubscribed = resubscribed;
+        self.seen_changed = changed;
+        hint
+    }
+
+    /// The shared counters, for the engine to read without waiting.
+    pub(crate) fn shared(&self) -> Arc<HintShared> {
+        self.shared.clone()
+    }
+}
+
+impl HintShared {
+    /// How many hints of any kind were sent so far.
+    pub(crate) fn sent(&self) -> u64 {
+        self.changed.load(Ordering::SeqCst) + self.resubscribed.load(Ordering::SeqCst)
+    }
+
+    /// True while at least one sender is alive.
+    pub(crate) fn is_live(&self) -> bool {
+        self.senders.load(Ordering::SeqCst) > 0
+    }
+}
+
+impl Drop for Hints {
+    fn drop(&mut self) {
+        self.shared.receiver_gone.store(true, Ordering::SeqCst);
     }
 }
 
@@ -282,14 +354,36 @@ impl HintSender {
     /// Sends a hint without waiting. Returns false once the receiving engine is gone, so the
     /// backend can stop its hint task.
     pub fn send(&self, hint: Hint) -> bool {
-        match self.sender.try_send(hint) {
-            Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => true,
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        }
+        let counter = match hint {
+            Hint::Changed => &self.shared.changed,
+            Hint::Resubscribed => &self.shared.resubscribed,
+        };
+        counter.fetch_add(1, Ordering::SeqCst);
+        self.shared.notify.notify_waiters();
+        self.shared.notify.notify_one();
+        !self.is_closed()
     }
 
     /// True once the receiving engine is gone.
     pub fn is_closed(&self) -> bool {
-        self.sender.is_closed()
+        self.shared.receiver_gone.load(Ordering::SeqCst)
+    }
+}
+
+impl Clone for HintSender {
+    fn clone(&self) -> Self {
+        self.shared.senders.fetch_add(1, Ordering::SeqCst);
+        HintSender {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl Drop for HintSender {
+    fn drop(&mut self) {
+        if self.shared.senders.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.shared.notify.notify_waiters();
+            self.shared.notify.notify_one();
+        }
     }
 }

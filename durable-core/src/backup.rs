@@ -87,8 +87,10 @@ pub(crate) fn write(path: &Path, data: &BackupData) -> Result<()> {
     let mut file = tempfile::NamedTempFile::new_in(&dir).map_err(io)?;
     file.write_all(MAGIC).map_err(io)?;
     file.write_all(&FORMAT.to_le_bytes()).map_err(io)?;
-    file.write_all(&(payload.len() as u64).to_le_bytes()).map_err(io)?;
-    file.write_all(&crc32fast::hash(&payload).to_le_bytes()).map_err(io)?;
+    file.write_all(&(payload.len() as u64).to_le_bytes())
+        .map_err(io)?;
+    file.write_all(&crc32fast::hash(&payload).to_le_bytes())
+        .map_err(io)?;
     file.write_all(&payload).map_err(io)?;
     file.as_file().sync_all().map_err(io)?;
     file.persist(path).map_err(|e| io(e.error))?;

@@ -22,6 +22,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Debug;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,8 +50,11 @@ pub trait Harness: Send + Sync + 'static {
     async fn forget_history(&self, namespace: &Name, dictionary: &Name) -> Result<()>;
 
     /// A backend over the dictionary whose store cannot be reached (for example a closed port).
-    async fn open_unreachable(&self, namespace: &Name, dictionary: &Name)
-    -> Result<Box<dyn Backend>>;
+    async fn open_unreachable(
+        &self,
+        namespace: &Name,
+        dictionary: &Name,
+    ) -> Result<Box<dyn Backend>>;
 
     /// Removes everything stored under `namespace`; called after each test.
     async fn cleanup(&self, namespace: &Name) -> Result<()>;
@@ -233,4 +237,1034 @@ macro_rules! conformance_tests {
             }
         )*
     };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+fn bytes(s: impl AsRef<[u8]>) -> Bytes {
+    Bytes::copy_from_slice(s.as_ref())
+}
+
+async fn entries(backend: &dyn Backend) -> BTreeMap<String, Bytes> {
+    let load = backend.durables().await.expect("durables");
+    let mut map = BTreeMap::new();
+    for entry in load.entries {
+        assert!(
+            map.insert(entry.key.clone(), entry.value).is_none(),
+            "durables returned key {:?} twice",
+            entry.key
+        );
+    }
+    map
+}
+
+async fn token(backend: &dyn Backend) -> Version {
+    backend.last_updated().await.expect("last_updated")
+}
+
+const HINT_WAIT: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------------------------------------
+// Tokens
+
+/// `last_updated` returns equal tokens as long as nothing is written, from any backend value.
+pub async fn version_is_stable_without_writes(ctx: &Ctx) {
+    let b = ctx.backend("stable").await;
+    let empty = token(&*b).await;
+    assert_eq!(empty, token(&*b).await, "two checks of an empty dictionary");
+    b.persist("k", bytes("v")).await.expect("persist");
+    let t = token(&*b).await;
+    assert_eq!(t, token(&*b).await);
+    let other = ctx.backend("stable").await;
+    assert_eq!(
+        t,
+        token(&*other).await,
+        "another connection sees the same token"
+    );
+    assert_eq!(t, b.durables().await.expect("durables").version);
+}
+
+/// Every write that changes the dictionary returns a new token, and `last_updated` returns it.
+pub async fn version_changes_on_every_write(ctx: &Ctx) {
+    let b = ctx.backend("changes").await;
+    let caps = ctx.capabilities();
+    let mut seen = HashSet::new();
+    seen.insert(token(&*b).await);
+    let mut check = |v: Version, what: &str| {
+        assert!(seen.insert(v), "{what} returned a token seen before: {v}");
+        v
+    };
+    let v = check(
+        b.persist("a", bytes("1")).await.expect("persist"),
+        "persist",
+    );
+    assert_eq!(token(&*b).await, v);
+    let v = check(
+        b.persist("a", bytes("1")).await.expect("persist"),
+        "persist of an equal value",
+    );
+    assert_eq!(token(&*b).await, v);
+    let v = b
+        .depersist("a")
+        .await
+        .expect("depersist")
+        .expect("a existed");
+    assert_eq!(token(&*b).await, check(v, "depersist"));
+    if caps.insert_if_absent {
+        match b
+            .persist_if_absent("n", bytes("1"))
+            .await
+            .expect("insert if absent")
+        {
+            IfAbsent::Inserted(v) => assert_eq!(token(&*b).await, check(v, "insert if absent")),
+            other => panic!("insert of an absent key gave {other:?}"),
+        }
+    }
+    if caps.compare_and_swap {
+        match b
+            .compare_and_swap("c", None, Some(bytes("1")))
+            .await
+            .expect("cas")
+        {
+            Swap::Swapped(v) => assert_eq!(token(&*b).await, check(v, "compare and swap")),
+            other => panic!("cas on an absent key expecting absence gave {other:?}"),
+        }
+    }
+    if caps.increment {
+        let (_, v) = b.increment("i", 1).await.expect("increment");
+        assert_eq!(token(&*b).await, check(v, "increment"));
+    }
+    if caps.pop {
+        let (_, v) = b.pop("i").await.expect("pop").expect("i existed");
+        assert_eq!(token(&*b).await, check(v, "pop"));
+    }
+    if caps.batch {
+        let ops = vec![BatchOp::Put {
+            key: "x".into(),
+            value: bytes("1"),
+        }];
+        let v = b
+            .persist_batch(ops)
+            .await
+            .expect("batch")
+            .expect("batch changed something");
+        assert_eq!(token(&*b).await, check(v, "batch"));
+    }
+    if caps.clear {
+        let v = b
+            .clear()
+            .await
+            .expect("clear")
+            .expect("dictionary was not empty");
+        assert_eq!(token(&*b).await, check(v, "clear"));
+    }
+}
+
+/// A write that changes something sets the counter to the previous one plus one, same epoch.
+pub async fn writes_step_the_counter_by_one(ctx: &Ctx) {
+    let b = ctx.backend("step").await;
+    let mut before = token(&*b).await;
+    for i in 0..3 {
+        let v = b
+            .persist(&format!("k{i}"), bytes("v"))
+            .await
+            .expect("persist");
+        assert_eq!(v.epoch(), before.epoch(), "a write kept the epoch");
+        assert_eq!(
+            v.counter(),
+            before.counter() + 1,
+            "a write bumps the counter by one"
+        );
+        before = v;
+    }
+    let v = b
+        .depersist("k0")
+        .await
+        .expect("depersist")
+        .expect("k0 existed");
+    assert_eq!(v, Version::new(before.epoch(), before.counter() + 1));
+    if ctx.capabilities().batch {
+        let ops = (0..3)
+            .map(|i| BatchOp::Put {
+                key: format!("b{i}"),
+                value: bytes("v"),
+            })
+            .collect();
+        let w = b.persist_batch(ops).await.expect("batch").expect("changed");
+        assert_eq!(
+            w,
+            Version::new(v.epoch(), v.counter() + 1),
+            "a batch bumps once"
+        );
+    }
+}
+
+/// Operations that change nothing leave the token unchanged and return no new token.
+pub async fn no_op_writes_bump_nothing(ctx: &Ctx) {
+    let b = ctx.backend("noop").await;
+    let caps = ctx.capabilities();
+    b.persist("present", bytes("1")).await.expect("persist");
+    let t = token(&*b).await;
+    assert_eq!(b.depersist("missing").await.expect("depersist"), None);
+    assert_eq!(
+        token(&*b).await,
+        t,
+        "deleting a missing key bumped the version"
+    );
+    if caps.insert_if_absent {
+        match b
+            .persist_if_absent("present", bytes("2"))
+            .await
+            .expect("insert if absent")
+        {
+            IfAbsent::Present(entry) => assert_eq!(entry.value, bytes("1")),
+            other => panic!("insert of a present key gave {other:?}"),
+        }
+        assert_eq!(
+            token(&*b).await,
+            t,
+            "insert-if-absent of a present key bumped"
+        );
+    }
+    if caps.compare_and_swap {
+        let outcome = b
+            .compare_and_swap("present", Some(Revision(u64::MAX)), Some(bytes("3")))
+            .await
+            .expect("cas");
+        assert!(
+            matches!(outcome, Swap::Conflict(Some(_))),
+            "got {outcome:?}"
+        );
+        let outcome = b
+            .compare_and_swap("missing", None, None)
+            .await
+            .expect("cas");
+        assert_eq!(outcome, Swap::Conflict(None));
+        assert_eq!(token(&*b).await, t, "a failed compare-and-swap bumped");
+    }
+    if caps.pop {
+        assert_eq!(b.pop("missing").await.expect("pop"), None);
+        assert_eq!(token(&*b).await, t, "popping a missing key bumped");
+    }
+    if caps.batch {
+        let ops = vec![BatchOp::Delete {
+            key: "missing".into(),
+        }];
+        assert_eq!(b.persist_batch(ops).await.expect("batch"), None);
+        assert_eq!(
+            b.persist_batch(Vec::new()).await.expect("empty batch"),
+            None
+        );
+        assert_eq!(token(&*b).await, t, "a batch that changed nothing bumped");
+    }
+    if caps.clear {
+        let empty = ctx.backend("noop-empty").await;
+        let t = token(&*empty).await;
+        assert_eq!(empty.clear().await.expect("clear"), None);
+        assert_eq!(
+            token(&*empty).await,
+            t,
+            "clearing an empty dictionary bumped"
+        );
+    }
+}
+
+/// A dictionary deleted behind the backend's back gets tokens that differ from every earlier one,
+/// and handles reload it.
+pub async fn wipe_is_detected(ctx: &Ctx) {
+    let b = ctx.backend("wiped").await;
+    let d = ctx.dict("wiped", Mode::Manual).await;
+    let first = b.persist("a", bytes("1")).await.expect("persist");
+    b.persist("b", bytes("2")).await.expect("persist");
+    d.sync().await.expect("sync");
+    assert_eq!(d.snapshot().len(), 2);
+    ctx.wipe("wiped").await;
+    let after = token(&*b).await;
+    assert_ne!(after, first);
+    let again = b
+        .persist("c", bytes("3"))
+        .await
+        .expect("persist after wipe");
+    assert_ne!(
+        again, first,
+        "the first write after a wipe repeated an old token"
+    );
+    let snapshot = d.sync().await.expect("sync after wipe");
+    let keys: Vec<&str> = snapshot.keys().collect();
+    assert_eq!(keys, vec!["c"], "the handle reloaded the wiped dictionary");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Data
+
+async fn round_trip(ctx: &Ctx, dictionary: &str, value: Bytes) {
+    let b = ctx.backend(dictionary).await;
+    b.persist("k", value.clone()).await.expect("persist");
+    let other = ctx.backend(dictionary).await;
+    let stored = entries(&*other).await;
+    assert!(
+        stored.get("k") == Some(&value),
+        "value of {} bytes changed in the store",
+        value.len()
+    );
+    let d = ctx.dict(dictionary, Mode::Manual).await;
+    assert_eq!(d.snapshot().get("k").map(Vec::as_slice), Some(&value[..]));
+}
+
+/// Binary values (every byte value) are stored unchanged.
+pub async fn round_trip_binary(ctx: &Ctx) {
+    let value: Vec<u8> = (0..=255u8).chain((0..=255u8).rev()).collect();
+    round_trip(ctx, "binary", value.into()).await;
+}
+
+/// The empty value is stored and is not confused with a missing key.
+pub async fn round_trip_empty(ctx: &Ctx) {
+    round_trip(ctx, "empty", Bytes::new()).await;
+}
+
+/// Unicode text is stored unchanged.
+pub async fn round_trip_unicode(ctx: &Ctx) {
+    round_trip(ctx, "unicode", bytes("héllo wörld ✓ 日本語 🎉")).await;
+}
+
+/// A 1 MiB value (or one at the backend's limit) is stored unchanged; one byte more than the
+/// limit fails with `ValueTooLarge` and writes nothing.
+pub async fn round_trip_large(ctx: &Ctx) {
+    let limit = ctx.capabilities().max_value_size;
+    let size = limit.map_or(1 << 20, |l| l.min(1 << 20));
+    let value: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    round_trip(ctx, "large", value.into()).await;
+    if let Some(limit) = limit {
+        let b = ctx.backend("large").await;
+        let t = token(&*b).await;
+        let err = b.persist("big", Bytes::from(vec![7u8; limit + 1])).await;
+        assert!(
+            matches!(err, Err(Error::ValueTooLarge { .. })),
+            "got {err:?}"
+        );
+        assert_eq!(token(&*b).await, t, "a rejected value bumped the version");
+        assert!(!entries(&*b).await.contains_key("big"));
+    }
+}
+
+/// Any string is a key: empty, path and glob characters, quotes, spaces, unicode, 1 KiB.
+pub async fn keys_are_arbitrary_strings(ctx: &Ctx) {
+    let mut keys: Vec<String> = [
+        "",
+        "/",
+        "a/b",
+        "/lead",
+        "trail/",
+        ".",
+        "..",
+        ":",
+        "a:b",
+        "*",
+        "?",
+        "[",
+        "]",
+        "a*b?c[d]",
+        "%",
+        "%2F",
+        "'",
+        "\"",
+        "\\",
+        " ",
+        "with space",
+        " padded ",
+        "é",
+        "日本",
+        "🎉",
+        "K",
+        "k",
+    ]
+    .iter()
+    .map(|k| k.to_string())
+    .collect();
+    keys.push("x".repeat(1024));
+    keys.push("é".repeat(512));
+    let b = ctx.backend("keys").await;
+    let expected: BTreeMap<String, Bytes> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (k.clone(), bytes(i.to_string())))
+        .collect();
+    for (key, value) in &expected {
+        b.persist(key, value.clone())
+            .await
+            .unwrap_or_else(|e| panic!("persist {key:?}: {e}"));
+    }
+    assert_eq!(entries(&*b).await, expected);
+    let d = ctx.dict("keys", Mode::Manual).await;
+    for (key, value) in &expected {
+        assert_eq!(
+            d.snapshot().get(key).map(Vec::as_slice),
+            Some(&value[..]),
+            "key {key:?}"
+        );
+    }
+    for key in ["/", "..", ""] {
+        assert!(
+            b.depersist(key).await.expect("depersist").is_some(),
+            "delete {key:?}"
+        );
+    }
+    let left = entries(&*b).await;
+    assert_eq!(left.len(), expected.len() - 3);
+    assert!(!left.contains_key("..") && !left.contains_key("") && left.contains_key("."));
+}
+
+/// Persisting an existing key replaces its value.
+pub async fn overwrite_replaces_value(ctx: &Ctx) {
+    let b = ctx.backend("overwrite").await;
+    b.persist("k", bytes("one")).await.expect("persist");
+    b.persist("k", bytes("two")).await.expect("persist");
+    let stored = entries(&*b).await;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored["k"], bytes("two"));
+}
+
+/// Depersist removes the key; a second depersist finds nothing.
+pub async fn depersist_removes_key(ctx: &Ctx) {
+    let b = ctx.backend("depersist").await;
+    b.persist("k", bytes("v")).await.expect("persist");
+    b.persist("other", bytes("v")).await.expect("persist");
+    assert!(b.depersist("k").await.expect("depersist").is_some());
+    assert!(!entries(&*b).await.contains_key("k"));
+    assert!(b.depersist("k").await.expect("depersist").is_none());
+    assert!(entries(&*b).await.contains_key("other"));
+}
+
+/// A key never written is absent from loads and snapshots.
+pub async fn missing_key_is_absent(ctx: &Ctx) {
+    let b = ctx.backend("missing").await;
+    assert!(entries(&*b).await.is_empty());
+    let d = ctx.dict("missing", Mode::Manual).await;
+    assert!(d.snapshot().get("nope").is_none());
+    assert!(d.snapshot().is_empty());
+}
+
+/// `durables` returns exactly the entries of the state its token names, even while a writer is
+/// busy.
+pub async fn load_is_consistent_with_its_token(ctx: &Ctx) {
+    let writer = ctx.backend("consistent").await;
+    let reader = ctx.backend("consistent").await;
+    let start = token(&*writer).await;
+    let writes = 60u64;
+    let task = tokio::spawn(async move {
+        for i in 0..writes {
+            writer
+                .persist(&format!("k{i}"), bytes(i.to_string()))
+                .await
+                .expect("persist");
+        }
+    });
+    let mut loads = 0;
+    loop {
+        let done = task.is_finished();
+        let load = reader.durables().await.expect("durables");
+        loads += 1;
+        assert_eq!(load.version.epoch(), start.epoch());
+        let n = load.version.counter() - start.counter();
+        let keys: HashSet<String> = load.entries.iter().map(|e| e.key.clone()).collect();
+        let expected: HashSet<String> = (0..n).map(|i| format!("k{i}")).collect();
+        assert_eq!(
+            keys, expected,
+            "load at {} does not match its token",
+            load.version
+        );
+        for entry in &load.entries {
+            let i: u64 = entry.key[1..].parse().expect("key");
+            assert_eq!(
+                entry.revision,
+                Revision(start.counter() + i + 1),
+                "revision of {}",
+                entry.key
+            );
+        }
+        if done {
+            break;
+        }
+    }
+    task.await.expect("writer");
+    assert!(loads > 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handles
+
+/// A manual-mode handle sees another handle's writes after `sync()`, not before.
+pub async fn two_handles_manual_mode(ctx: &Ctx) {
+    let a = ctx.dict("manual", Mode::Manual).await;
+    let b = ctx.dict("manual", Mode::Manual).await;
+    a.insert("k", b"1".to_vec()).await.expect("insert");
+    assert!(
+        b.snapshot().get("k").is_none(),
+        "manual mode read without a sync"
+    );
+    assert!(
+        b.read().await.get("k").is_none(),
+        "manual mode read() does not sync"
+    );
+    assert_eq!(b.sync().await.expect("sync").get("k"), Some(&b"1".to_vec()));
+    a.insert("k", b"2".to_vec()).await.expect("insert");
+    a.insert("j", b"3".to_vec()).await.expect("insert");
+    assert!(a.remove("k").await.expect("remove"));
+    let snapshot = b.sync().await.expect("sync");
+    assert!(snapshot.get("k").is_none());
+    assert_eq!(snapshot.get("j"), Some(&b"3".to_vec()));
+    assert_eq!(snapshot.version(), a.snapshot().version());
+}
+
+/// An autosync-mode handle sees every write acknowledged before its read began.
+pub async fn two_handles_autosync_mode(ctx: &Ctx) {
+    let a = ctx.dict("auto", Mode::Manual).await;
+    let b = ctx.dict("auto", Mode::autosync()).await;
+    for i in 0..5u8 {
+        a.insert("k", vec![i]).await.expect("insert");
+        assert_eq!(b.read().await.get("k"), Some(&vec![i]));
+    }
+    a.remove("k").await.expect("remove");
+    assert!(b.read().await.get("k").is_none());
+}
+
+/// After its own write, a handle's snapshot has the write, without a reload; a sync then adds
+/// what other processes wrote meanwhile.
+pub async fn read_your_writes(ctx: &Ctx) {
+    let a = ctx.dict("ryw", Mode::Manual).await;
+    let other = ctx.backend("ryw").await;
+    a.insert("mine", b"1".to_vec()).await.expect("insert");
+    assert_eq!(a.snapshot().get("mine"), Some(&b"1".to_vec()));
+    let before = a.stats();
+    a.sync().await.expect("sync");
+    let after = a.stats();
+    assert_eq!(after.reloads, before.reloads, "own write caused a reload");
+    assert_eq!(after.deltas, before.deltas, "own write caused a delta");
+    other.persist("theirs", bytes("2")).await.expect("persist");
+    a.insert("mine2", b"3".to_vec()).await.expect("insert");
+    assert_eq!(a.snapshot().get("mine2"), Some(&b"3".to_vec()));
+    let snapshot = a.sync().await.expect("sync");
+    assert_eq!(snapshot.get("theirs"), Some(&b"2".to_vec()));
+    assert_eq!(snapshot.get("mine2"), Some(&b"3".to_vec()));
+    assert_eq!(snapshot.version(), token(&*other).await);
+    assert!(a.remove("mine").await.expect("remove"));
+    assert!(a.snapshot().get("mine").is_none());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Delta
+
+/// `changes_since` returns every key written or deleted after the token, and the new token.
+pub async fn delta_reports_inserts_updates_and_deletes(ctx: &Ctx) {
+    if ctx.skip_unless(ctx.capabilities().delta, "delta") {
+        return;
+    }
+    let b = ctx.backend("delta").await;
+    for k in ["a", "b", "c"] {
+        b.persist(k, bytes(k)).await.expect("persist");
+    }
+    let t = token(&*b).await;
+    b.persist("a", bytes("a2")).await.expect("persist");
+    b.depersist("b").await.expect("depersist");
+    b.persist("d", bytes("d")).await.expect("persist");
+    let Changes::Delta(delta) = b.changes_since(t).await.expect("changes") else {
+        panic!("a recent token was answered TooOld");
+    };
+    assert_eq!(delta.version, token(&*b).await);
+    let upserts: BTreeMap<String, Bytes> = delta
+        .upserts
+        .iter()
+        .map(|e| (e.key.clone(), e.value.clone()))
+        .collect();
+    let expected: BTreeMap<String, Bytes> = [
+        ("a".to_string(), bytes("a2")),
+        ("d".to_string(), bytes("d")),
+    ]
+    .into();
+    assert_eq!(upserts, expected);
+    let removals: Vec<&str> = delta.removals.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(removals, vec!["b"]);
+
+    let d = ctx.dict("delta-engine", Mode::Manual).await;
+    let w = ctx.backend("delta-engine").await;
+    w.persist("x", bytes("1")).await.expect("persist");
+    w.persist("y", bytes("2")).await.expect("persist");
+    let before = d.stats();
+    let snapshot = d.sync().await.expect("sync");
+    assert_eq!(snapshot.len(), 2);
+    assert_eq!(
+        d.stats().deltas,
+        before.deltas + 1,
+        "the handle used a delta"
+    );
+    assert_eq!(
+        d.stats().reloads,
+        before.reloads,
+        "the handle did not reload"
+    );
+}
+
+/// The delta since the current token is empty.
+pub async fn delta_of_current_token_is_empty(ctx: &Ctx) {
+    if ctx.skip_unless(ctx.capabilities().delta, "delta") {
+        return;
+    }
+    let b = ctx.backend("delta-now").await;
+    b.persist("a", bytes("1")).await.expect("persist");
+    b.depersist("a").await.expect("depersist");
+    let t = token(&*b).await;
+    match b.changes_since(t).await.expect("changes") {
+        Changes::Delta(delta) => {
+            assert_eq!(delta.version, t);
+            assert!(
+                delta.upserts.is_empty() && delta.removals.is_empty(),
+                "{delta:?}"
+            );
+        }
+        Changes::TooOld => panic!("the current token was answered TooOld"),
+    }
+}
+
+/// A token from another epoch, or older than the retained history, gets `TooOld`; handles then
+/// reload in full and end up correct.
+pub async fn delta_falls_back_when_too_old(ctx: &Ctx) {
+    if ctx.skip_unless(ctx.capabilities().delta, "delta") {
+        return;
+    }
+    let b = ctx.backend("too-old").await;
+    let d = ctx.dict("too-old", Mode::Manual).await;
+    b.persist("a", bytes("1")).await.expect("persist");
+    let t = token(&*b).await;
+    let foreign = Version::new(t.epoch() ^ 1, t.counter());
+    assert_eq!(
+        b.changes_since(foreign).await.expect("changes"),
+        Changes::TooOld
+    );
+    b.persist("b", bytes("2")).await.expect("persist");
+    b.depersist("a").await.expect("depersist");
+    d.sync().await.expect("sync");
+    b.persist("c", bytes("3")).await.expect("persist");
+    b.depersist("b").await.expect("depersist");
+    ctx.harness
+        .forget_history(&ctx.namespace, &Ctx::name("too-old"))
+        .await
+        .expect("forget history");
+    assert_eq!(b.changes_since(t).await.expect("changes"), Changes::TooOld);
+    let before = d.stats();
+    let snapshot = d.sync().await.expect("sync");
+    let keys: Vec<&str> = snapshot.keys().collect();
+    assert_eq!(keys, vec!["c"]);
+    assert_eq!(
+        d.stats().reloads,
+        before.reloads + 1,
+        "the handle reloaded in full"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Conditional writes
+
+/// Insert-if-absent stores an absent key and leaves a present one alone.
+pub async fn insert_if_absent_keeps_existing(ctx: &Ctx) {
+    if ctx.skip_unless(ctx.capabilities().insert_if_absent, "insert_if_absent") {
+        return;
+    }
+    let b = ctx.backend("setdefault").await;
+    let v = match b
+        .persist_if_absent("k", bytes("first"))
+        .await
+        .expect("insert")
+    {
+        IfAbsent::Inserted(v) => v,
+        other => panic!("got {other:?}"),
+    };
+    match b
+        .persist_if_absent("k", bytes("second"))
+        .await
+        .expect("insert")
+    {
+        IfAbsent::Present(entry) => {
+            assert_eq!(entry.value, bytes("first"));
+            assert_eq!(entry.revision, v.revision());
+        }
+        other => panic!("got {other:?}"),
+    }
+    assert_eq!(entries(&*b).await["k"], bytes("first"));
+    let d = ctx.dict("setdefault", Mode::Manual).await;
+    assert_eq!(
+        *d.setdefault("k", b"third".to_vec())
+            .await
+            .expect("setdefault"),
+        b"first"
+    );
+    assert_eq!(
+        *d.setdefault("new", b"x".to_vec())
+            .await
+            .expect("setdefault"),
+        b"x"
+    );
+    assert_eq!(d.snapshot().get("new"), Some(&b"x".to_vec()));
+}
+
+/// Compare-and-swap writes only when the entry's revision (or absence) matches.
+pub async fn compare_and_swap_checks_revision(ctx: &Ctx) {
+    if ctx.skip_unless(ctx.capabilities().compare_and_swap, "compare_and_swap") {
+        return;
+    }
+    let b = ctx.backend("cas").await;
+    let Swap::Swapped(v1) = b
+        .compare_and_swap("k", None, Some(bytes("a")))
+        .await
+        .expect("cas")
+    else {
+        panic!("cas expecting absence on an absent key failed");
+    };
+    match b
+        .compare_and_swap("k", None, Some(bytes("b")))
+        .await
+        .expect("cas")
+    {
+        Swap::Conflict(Some(entry)) => {
+            assert_eq!(entry.value, bytes("a"));
+            assert_eq!(entry.revision, v1.revision());
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    let Swap::Swapped(v2) = b
+        .compare_and_swap("k", Some(v1.revision()), Some(bytes("b")))
+        .await
+        .expect("cas")
+    else {
+        panic!("cas with the current revision failed");
+    };
+    let stale = b
+        .compare_and_swap("k", Some(v1.revision()), None)
+        .await
+        .expect("cas");
+    assert!(matches!(stale, Swap::Conflict(Some(_))), "got {stale:?}");
+    assert!(matches!(
+        b.compare_and_swap("k", Some(v2.revision()), None)
+            .await
+            .expect("cas"),
+        Swap::Swapped(_)
+    ));
+    assert!(!entries(&*b).await.contains_key("k"));
+
+    let d = ctx.dict("cas", Mode::Manual).await;
+    d.insert("n", b"1".to_vec()).await.expect("insert");
+    let current = d.snapshot().get_versioned("n").expect("present");
+    assert!(matches!(
+        d.compare_and_swap("n", Some(current.revision), Some(b"2".to_vec()))
+            .await,
+        Ok(crate::Cas::Swapped { .. })
+    ));
+    assert!(matches!(
+        d.compare_and_swap("n", Some(current.revision), Some(b"3".to_vec()))
+            .await,
+        Ok(crate::Cas::Conflict { current: Some(_) })
+    ));
+    assert_eq!(d.snapshot().get("n"), Some(&b"2".to_vec()));
+    let updated = d
+        .update("n", |v| v.map(|v| [v.as_slice(), b"+"].concat()))
+        .await
+        .expect("update");
+    assert_eq!(updated.as_deref(), Some(&b"2+".to_vec()));
+}
+
+/// Of many concurrent compare-and-swaps from the same revision, exactly one wins.
+pub async fn concurrent_compare_and_swap_has_one_winner(ctx: &Ctx) {
+    if ctx.skip_unless(ctx.capabilities().compare_and_swap, "compare_and_swap") {
+        return;
+    }
+    let tasks = 6;
+    let mut backends = Vec::new();
+    for _ in 0..tasks {
+        backends.push(Arc::new(ctx.backend("cas-race").await));
+    }
+    let mut expected: Option<Revision> = None;
+    for round in 0..5 {
+        let barrier = Arc::new(tokio::sync::Barrier::new(tasks));
+        let mut handles = Vec::new();
+        for (i, b) in backends.iter().enumerate() {
+            let (b, barrier) = (b.clone(), barrier.clone());
+            handles.push(tokio::spawn(async move {
+                barrier.wait().await;
+                let value = bytes(format!("{round}-{i}"));
+                b.compare_and_swap("k", expected, Some(value))
+                    .await
+                    .expect("cas")
+            }));
+        }
+        let mut winners = Vec::new();
+        for h in handles {
+            if let Swap::Swapped(v) = h.await.expect("task") {
+                winners.push(v);
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}: {} winners", winners.len());
+        expected = Some(winners[0].revision());
+    }
+}
+
+/// Pop deletes the key and returns its value, in one step.
+pub async fn pop_returns_and_deletes(ctx: &Ctx) {
+    if ctx.skip_unless(ctx.capabilities().pop, "pop") {
+        return;
+    }
+    let b = ctx.backend("pop").await;
+    let v = b.persist("k", bytes("v")).await.expect("persist");
+    let (value, w) = b.pop("k").await.expect("pop").expect("k existed");
+    assert_eq!(value, bytes("v"));
+    assert_eq!(w.counter(), v.counter() + 1);
+    assert!(!entries(&*b).await.contains_key("k"));
+    assert_eq!(b.pop("k").await.expect("pop"), None);
+    let d = ctx.dict("pop", Mode::Manual).await;
+    d.insert("p", b"x".to_vec()).await.expect("insert");
+    assert_eq!(d.pop("p").await.expect("pop"), Some(b"x".to_vec()));
+    assert!(d.snapshot().get("p").is_none());
+}
+
+/// Increment adds to the stored decimal integer (absent counts as 0).
+pub async fn increment_adds_atomically(ctx: &Ctx) {
+    if ctx.skip_unless(ctx.capabilities().increment, "increment") {
+        return;
+    }
+    let b = ctx.backend("incr").await;
+    assert_eq!(b.increment("k", 5).await.expect("increment").0, 5);
+    assert_eq!(b.increment("k", -7).await.expect("increment").0, -2);
+    assert_eq!(entries(&*b).await["k"], bytes("-2"));
+    let d = ctx.counters("incr", Mode::Manual).await;
+    assert_eq!(d.snapshot().get("k"), Some(&-2));
+    assert_eq!(d.increment("k", 10).await.expect("increment"), 8);
+    assert_eq!(d.snapshot().get("k"), Some(&8));
+}
+
+/// Increment of a value that is not a decimal integer, or that would overflow, fails with
+/// `NotAnInteger` and writes nothing.
+pub async fn increment_rejects_non_integers(ctx: &Ctx) {
+    if ctx.skip_unless(ctx.capabilities().increment, "increment") {
+        return;
+    }
+    let b = ctx.backend("incr-bad").await;
+    b.persist("text", bytes("abc")).await.expect("persist");
+    b.persist("max", bytes(i64::MAX.to_string()))
+        .await
+        .expect("persist");
+    let t = token(&*b).await;
+    for key in ["text", "max"] {
+        let result = b.increment(key, 1).await;
+        assert!(
+            matches!(result, Err(Error::NotAnInteger { .. })),
+            "{key}: {result:?}"
+        );
+    }
+    assert_eq!(token(&*b).await, t, "a failed increment bumped");
+    assert_eq!(entries(&*b).await["text"], bytes("abc"));
+}
+
+/// Concurrent increments from many handles lose no update.
+pub async fn concurrent_increments_lose_nothing(ctx: &Ctx) {
+    if ctx.skip_unless(
+        ctx.capabilities().increment || ctx.capabilities().compare_and_swap,
+        "increment or compare_and_swap",
+    ) {
+        return;
+    }
+    let (tasks, each) = (6, 15);
+    let mut handles = Vec::new();
+    for _ in 0..tasks {
+        let d = ctx.counters("incr-race", Mode::Manual).await;
+        handles.push(tokio::spawn(async move {
+            for _ in 0..each {
+                d.increment("n", 1).await.expect("increment");
+            }
+        }));
+    }
+    for h in handles {
+        h.await.expect("task");
+    }
+    let d = ctx.counters("incr-race", Mode::Manual).await;
+    assert_eq!(d.snapshot().get("n"), Some(&(tasks * each)));
+}
+
+/// A batch applies every operation in order with one version bump.
+pub async fn batch_writes_all_keys_with_one_bump(ctx: &Ctx) {
+    if ctx.skip_unless(ctx.capabilities().batch, "batch") {
+        return;
+    }
+    let b = ctx.backend("batch").await;
+    b.persist("gone", bytes("x")).await.expect("persist");
+    let t = token(&*b).await;
+    let ops = vec![
+        BatchOp::Put {
+            key: "a".into(),
+            value: bytes("1"),
+        },
+        BatchOp::Put {
+            key: "b".into(),
+            value: bytes("2"),
+        },
+        BatchOp::Delete { key: "gone".into() },
+        BatchOp::Put {
+            key: "a".into(),
+            value: bytes("3"),
+        },
+        BatchOp::Delete { key: "b".into() },
+    ];
+    let v = b.persist_batch(ops).await.expect("batch").expect("changed");
+    assert_eq!(v, Version::new(t.epoch(), t.counter() + 1));
+    let expected: BTreeMap<String, Bytes> = [("a".to_string(), bytes("3"))].into();
+    assert_eq!(entries(&*b).await, expected);
+    let d = ctx.dict("batch", Mode::Manual).await;
+    let many: Vec<(String, Vec<u8>)> = (0..100).map(|i| (format!("m{i}"), vec![i as u8])).collect();
+    d.insert_many(many).await.expect("insert_many");
+    assert_eq!(d.snapshot().len(), 101);
+    d.remove_many((0..50).map(|i| format!("m{i}")))
+        .await
+        .expect("remove_many");
+    assert_eq!(d.snapshot().len(), 51);
+    assert_eq!(entries(&*b).await.len(), 51);
+}
+
+/// Readers see all of a batch or none of it; a batch with a rejected value writes nothing.
+pub async fn batch_is_all_or_nothing(ctx: &Ctx) {
+    if ctx.skip_unless(ctx.capabilities().batch, "batch") {
+        return;
+    }
+    let writer = ctx.backend("atomic").await;
+    let reader = ctx.backend("atomic").await;
+    let keys: Vec<String> = (0..20).map(|i| format!("k{i}")).collect();
+    let batch_keys = keys.clone();
+    let task = tokio::spawn(async move {
+        for round in 0..25u32 {
+            let ops = batch_keys
+                .iter()
+                .map(|k| BatchOp::Put {
+                    key: k.clone(),
+                    value: bytes(round.to_string()),
+                })
+                .collect();
+            writer.persist_batch(ops).await.expect("batch");
+        }
+    });
+    loop {
+        let done = task.is_finished();
+        let stored = entries(&*reader).await;
+        let values: HashSet<&Bytes> = stored.values().collect();
+        assert!(values.len() <= 1, "a load saw a partial batch: {values:?}");
+        assert!(stored.is_empty() || stored.len() == keys.len());
+        if done {
+            break;
+        }
+    }
+    task.await.expect("writer");
+    if let Some(limit) = ctx.capabilities().max_value_size {
+        let t = token(&*reader).await;
+        let ops = vec![
+            BatchOp::Put {
+                key: "small".into(),
+                value: bytes("1"),
+            },
+            BatchOp::Put {
+                key: "huge".into(),
+                value: Bytes::from(vec![0u8; limit + 1]),
+            },
+        ];
+        assert!(reader.persist_batch(ops).await.is_err());
+        assert_eq!(token(&*reader).await, t);
+        assert!(!entries(&*reader).await.contains_key("small"));
+    }
+}
+
+/// Clear deletes every entry with one bump, and deltas report the deletions.
+pub async fn clear_deletes_everything(ctx: &Ctx) {
+    if ctx.skip_unless(ctx.capabilities().clear, "clear") {
+        return;
+    }
+    let b = ctx.backend("clear").await;
+    let d = ctx.dict("clear", Mode::Manual).await;
+    b.persist("a", bytes("1")).await.expect("persist");
+    b.persist("b", bytes("2")).await.expect("persist");
+    let t = token(&*b).await;
+    d.sync().await.expect("sync");
+    let v = b.clear().await.expect("clear").expect("changed");
+    assert_eq!(v, Version::new(t.epoch(), t.counter() + 1));
+    assert!(entries(&*b).await.is_empty());
+    assert!(d.sync().await.expect("sync").is_empty());
+    d.insert("c", b"3".to_vec()).await.expect("insert");
+    assert!(d.clear().await.expect("clear").is_some());
+    assert!(d.snapshot().is_empty());
+    assert!(entries(&*b).await.is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Push and failures
+
+/// After `subscribe`, a write through another backend value produces a hint soon after, and a
+/// background-mode handle picks the change up long before its polling interval.
+pub async fn push_hint_follows_a_write(ctx: &Ctx) {
+    if ctx.skip_unless(ctx.capabilities().push, "push") {
+        return;
+    }
+    let listener = ctx.backend("push").await;
+    let writer = ctx.backend("push").await;
+    let mut hints = listener.subscribe().await.expect("subscribe");
+    writer.persist("k", bytes("1")).await.expect("persist");
+    let hint = tokio::time::timeout(HINT_WAIT, hints.next()).await;
+    assert!(
+        matches!(hint, Ok(Some(Hint::Changed))),
+        "no hint after a write: {hint:?}"
+    );
+
+    let options = options(Mode::background(Duration::from_secs(3600)));
+    let d: Dict<Vec<u8>, Raw> = Dict::open(ctx.backend("push").await, Raw, options)
+        .await
+        .expect("open");
+    writer.persist("k", bytes("2")).await.expect("persist");
+    let deadline = tokio::time::Instant::now() + HINT_WAIT;
+    while d.snapshot().get("k") != Some(&b"2".to_vec()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the hint did not wake the handle"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// An unreachable store gives `Unavailable` or `Timeout` errors in bounded time, never a panic,
+/// and a handle cannot be opened on it without a backup.
+pub async fn unavailable_store_gives_typed_errors(ctx: &Ctx) {
+    let b = ctx
+        .harness
+        .open_unreachable(&ctx.namespace, &Ctx::name("down"))
+        .await
+        .expect("harness opens an unreachable backend");
+    let limit = Duration::from_secs(30);
+    let check = |what: &str, result: Result<()>| match result {
+        Err(e) if e.is_unavailable() => {}
+        other => panic!("{what} on an unreachable store gave {other:?}"),
+    };
+    let t = tokio::time::timeout(limit, b.last_updated())
+        .await
+        .expect("bounded");
+    check("last_updated", t.map(drop));
+    let l = tokio::time::timeout(limit, b.durables())
+        .await
+        .expect("bounded");
+    check("durables", l.map(drop));
+    let p = tokio::time::timeout(limit, b.persist("k", bytes("v")))
+        .await
+        .expect("bounded");
+    check("persist", p.map(drop));
+    let d = tokio::time::timeout(limit, b.depersist("k"))
+        .await
+        .expect("bounded");
+    check("depersist", d.map(drop));
+    let options = Options::new().with_open_timeout(limit).with_timeout(limit);
+    let opened = Dict::<Vec<u8>, Raw>::open(b, Raw, options).await;
+    match opened {
+        Err(e) if e.is_unavailable() => {}
+        other => panic!("open on an unreachable store gave {other:?}"),
+    }
 }

@@ -4,7 +4,8 @@ use std::fmt;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -15,7 +16,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, debug_span, info, warn};
 
-use crate::backend::{Backend, Hints};
+use crate::backend::{Backend, HintShared, Hints};
 use crate::backup::{self, BackupData};
 use crate::encoding::{Encoding, Json};
 use crate::error::{Error, Operation, Result};
@@ -149,12 +150,16 @@ struct Inner<V, E> {
 
 #[derive(Debug, Default)]
 struct HintFlags {
-    /// A hint stream is connected.
-    live: AtomicBool,
-    /// Hints received so far.
-    received: AtomicU64,
-    /// The value of `received` when the last successful check started.
+    /// The backend's hint counters, once subscribed.
+    source: OnceLock<Arc<HintShared>>,
+    /// Hints sent when the last successful check started.
     checked: AtomicU64,
+}
+
+impl HintFlags {
+    fn sent(&self) -> u64 {
+        self.source.get().map_or(0, |s| s.sent())
+    }
 }
 
 /// A sync result decoded and ready to publish.
@@ -213,9 +218,12 @@ where
                 && (options.trust_hints_for.is_some()
                     || matches!(options.mode, Mode::Background { .. }))
             {
-                match inner.call(Operation::Subscribe, inner.backend.subscribe()).await {
+                match inner
+                    .call(Operation::Subscribe, inner.backend.subscribe())
+                    .await
+                {
                     Ok(hints) => {
-                        inner.hints.live.store(true, Ordering::SeqCst);
+                        let _ = inner.hints.source.set(hints.shared());
                         dict.spawn(hint_loop(inner.clone(), hints));
                     }
                     Err(error) => warn!(%error, "push hints unavailable, polling only"),
@@ -460,7 +468,10 @@ where
                 .await?;
             let bytes = Bytes::from(value.to_string());
             let decoded = inner.decode(key, &bytes)?;
-            inner.publish_local(version, vec![inner.entry(key, decoded, bytes.len(), version)]);
+            inner.publish_local(
+                version,
+                vec![inner.entry(key, decoded, bytes.len(), version)],
+            );
             return Ok(value);
         }
         inner.require(inner.caps.compare_and_swap, Operation::Increment)?;
@@ -539,7 +550,8 @@ where
         ops: Vec<BatchOp>,
         writes: impl FnOnce(Version) -> Vec<(Arc<str>, Option<Entry<V>>)>,
     ) -> Result<Option<Version>> {
-        self.inner.require(self.inner.caps.batch, Operation::Batch)?;
+        self.inner
+            .require(self.inner.caps.batch, Operation::Batch)?;
         let version = self
             .inner
             .write(Operation::Batch, self.inner.backend.persist_batch(ops))
@@ -553,7 +565,8 @@ where
     /// Deletes every entry of the stored dictionary (not only the local copy) in one atomic step
     /// (capability `clear`); bumps nothing if it was empty.
     pub async fn clear(&self) -> Result<Option<Version>> {
-        self.inner.require(self.inner.caps.clear, Operation::Clear)?;
+        self.inner
+            .require(self.inner.caps.clear, Operation::Clear)?;
         let version = self
             .inner
             .write(Operation::Clear, self.inner.backend.clear())
@@ -575,9 +588,12 @@ where
     /// Counters of what this handle has done.
     pub fn stats(&self) -> Stats {
         let state = self.inner.state.load();
-        self.inner
-            .counters
-            .stats(state.version, state.map.len(), state.map.bytes(), state.age())
+        self.inner.counters.stats(
+            state.version,
+            state.map.len(),
+            state.map.bytes(),
+            state.age(),
+        )
     }
 
     /// Readiness and freshness of this handle.
@@ -682,7 +698,11 @@ where
     }
 
     /// Runs one store operation under the operation timeout, counting failures.
-    async fn call<T>(&self, operation: Operation, fut: impl Future<Output = Result<T>>) -> Result<T> {
+    async fn call<T>(
+        &self,
+        operation: Operation,
+        fut: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
         let result = match tokio::time::timeout(self.options.timeout, fut).await {
             Ok(result) => result,
             Err(_) => Err(Error::Timeout {
@@ -698,7 +718,11 @@ where
     }
 
     /// [`call`](Self::call) for a write: counts acknowledged writes.
-    async fn write<T>(&self, operation: Operation, fut: impl Future<Output = Result<T>>) -> Result<T> {
+    async fn write<T>(
+        &self,
+        operation: Operation,
+        fut: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
         let result = self.call(operation, fut).await;
         if result.is_ok() {
             bump(&self.counters.writes);
@@ -778,9 +802,12 @@ where
         let Some(window) = self.options.trust_hints_for else {
             return false;
         };
+        let Some(source) = self.hints.source.get() else {
+            return false;
+        };
         let state = self.state.load();
-        self.hints.live.load(Ordering::SeqCst)
-            && self.hints.received.load(Ordering::SeqCst) == self.hints.checked.load(Ordering::SeqCst)
+        source.is_live()
+            && source.sent() == self.hints.checked.load(Ordering::SeqCst)
             && !state.from_backup
             && state.age() < window
     }
@@ -806,7 +833,7 @@ where
     }
 
     async fn check_now(&self) -> Result<()> {
-        let hints_seen = self.hints.received.load(Ordering::SeqCst);
+        let hints_seen = self.hints.sent();
         let version = self
             .call_unrecorded(Operation::Version, self.backend.last_updated())
             .await?;
@@ -827,8 +854,11 @@ where
             false
         } else {
             let changes = if self.caps.delta {
-                self.call_unrecorded(Operation::Changes, self.backend.changes_since(current.version))
-                    .await?
+                self.call_unrecorded(
+                    Operation::Changes,
+                    self.backend.changes_since(current.version),
+                )
+                .await?
             } else {
                 Changes::TooOld
             };
@@ -938,7 +968,13 @@ where
         Ok(entries)
     }
 
-    fn emit(&self, key: &Arc<str>, old: Option<&Entry<V>>, new: Option<&Entry<V>>, version: Version) {
+    fn emit(
+        &self,
+        key: &Arc<str>,
+        old: Option<&Entry<V>>,
+        new: Option<&Entry<V>>,
+        version: Version,
+    ) {
         let kind = match (old, new) {
             (None, Some(_)) => ChangeKind::Inserted,
             (Some(_), Some(_)) => ChangeKind::Updated,
@@ -1016,8 +1052,15 @@ where
         // Local writes the synced state does not include yet are applied again on top of it.
         let pending = std::mem::take(&mut next.pending);
         for write in pending {
-            if write.version.epoch() == version.epoch() && write.version.counter() > version.counter() {
-                self.apply(&mut next.map, &write.key, write.entry.clone(), write.version);
+            if write.version.epoch() == version.epoch()
+                && write.version.counter() > version.counter()
+            {
+                self.apply(
+                    &mut next.map,
+                    &write.key,
+                    write.entry.clone(),
+                    write.version,
+                );
                 next.pending.push(write);
             }
         }
@@ -1096,7 +1139,8 @@ where
             .unwrap_or(self.origin)
             .max(self.origin);
         let mut skipped = Vec::new();
-        let entries = self.decode_all(data.into_entries().collect(), &mut skipped, &mut Vec::new())?;
+        let entries =
+            self.decode_all(data.into_entries().collect(), &mut skipped, &mut Vec::new())?;
         let mut state = State::new(Map::from_entries(entries), version, self.origin, confirmed);
         state.from_backup = true;
         warn!(
@@ -1151,12 +1195,10 @@ where
 {
     while let Some(hint) = hints.next().await {
         debug!(?hint, "push hint");
-        inner.hints.received.fetch_add(1, Ordering::SeqCst);
         bump(&inner.counters.hints);
         inner.wake.notify_one();
     }
     warn!(backend = inner.name(), "push hints stopped, polling only");
-    inner.hints.live.store(false, Ordering::SeqCst);
     inner.wake.notify_one();
 }
 

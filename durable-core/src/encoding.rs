@@ -193,6 +193,9 @@ mod tests {
     #[test]
     fn raw_string_requires_utf8() {
         assert!(Encoding::<String>::decode(&Raw, &[0xff, 0xfe]).is_err());
-        assert_eq!(Encoding::<String>::decode(&Raw, "é".as_bytes()).unwrap(), "é");
+        assert_eq!(
+            Encoding::<String>::decode(&Raw, "é".as_bytes()).unwrap(),
+            "é"
+        );
     }
 }

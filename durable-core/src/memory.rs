@@ -132,9 +132,7 @@ impl MemoryStore {
 
     /// Makes every operation fail with [`Error::Unavailable`] (`false`) or work again (`true`).
     pub fn set_available(&self, available: bool) {
-        self.shared
-            .unavailable
-            .store(!available, Ordering::SeqCst);
+        self.shared.unavailable.store(!available, Ordering::SeqCst);
     }
 
     /// Delays every operation by `latency` (a `tokio::time::sleep`, so paused test clocks apply).
@@ -150,7 +148,13 @@ impl MemoryStore {
 
     /// Writes `bytes` under `key` as another program would, bypassing any encoding (a normal
     /// versioned write, so handles pick it up on their next sync).
-    pub fn corrupt(&self, namespace: &str, dictionary: &str, key: &str, bytes: &[u8]) -> Result<()> {
+    pub fn corrupt(
+        &self,
+        namespace: &str,
+        dictionary: &str,
+        key: &str,
+        bytes: &[u8],
+    ) -> Result<()> {
         let id = (Name::new(namespace)?, Name::new(dictionary)?);
         let mut dicts = self.shared.dicts.lock();
         let stored = dicts.entry(id).or_insert_with(Stored::new);

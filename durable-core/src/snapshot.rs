@@ -96,8 +96,8 @@ impl<V> State<V> {
     }
 
     pub(crate) fn confirm(&self, at: Instant) {
-        let nanos = u64::try_from(at.saturating_duration_since(self.origin).as_nanos())
-            .unwrap_or(u64::MAX);
+        let nanos =
+            u64::try_from(at.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX);
         self.confirmed.fetch_max(nanos, Ordering::Relaxed);
     }
 

@@ -94,7 +94,13 @@ pub(crate) fn bump(counter: &AtomicU64) {
 }
 
 impl Counters {
-    pub(crate) fn stats(&self, version: Version, entries: usize, bytes: usize, age: Duration) -> Stats {
+    pub(crate) fn stats(
+        &self,
+        version: Version,
+        entries: usize,
+        bytes: usize,
+        age: Duration,
+    ) -> Stats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let times = self.times.lock();
         Stats {
