@@ -135,7 +135,8 @@ impl MemoryStore {
         self.shared.unavailable.store(!available, Ordering::SeqCst);
     }
 
-    /// Delays every operation by `latency` (a `tokio::time::sleep`, so paused test clocks apply).
+    /// Delays every operation by `latency`, half before and half after it reaches the data (a
+    /// `tokio::time::sleep`, so paused test clocks apply).
     pub fn set_latency(&self, latency: Duration) {
         let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         self.shared.latency_micros.store(micros, Ordering::SeqCst);
@@ -191,14 +192,12 @@ pub struct MemoryBackend {
 }
 
 impl MemoryBackend {
-    /// Simulates one round trip: latency, availability, then `f` on the dictionary's data.
+    /// Simulates one round trip: half the latency on the way there, availability, `f` on the
+    /// dictionary's data, and half the latency on the way back.
     async fn call<T>(&self, operation: Operation, f: impl FnOnce(&mut Stored) -> T) -> Result<T> {
         let shared = &self.store.shared;
         shared.calls.fetch_add(1, Ordering::SeqCst);
-        let latency = shared.latency_micros.load(Ordering::SeqCst);
-        if latency > 0 {
-            tokio::time::sleep(Duration::from_micros(latency)).await;
-        }
+        self.travel().await;
         if shared.unavailable.load(Ordering::SeqCst) {
             return Err(Error::unavailable(
                 "memory",
@@ -206,9 +205,19 @@ impl MemoryBackend {
                 "the memory store was made unavailable (fault injection)",
             ));
         }
-        let mut dicts = shared.dicts.lock();
-        let stored = dicts.entry(self.id.clone()).or_insert_with(Stored::new);
-        Ok(f(stored))
+        let result = {
+            let mut dicts = shared.dicts.lock();
+            f(dicts.entry(self.id.clone()).or_insert_with(Stored::new))
+        };
+        self.travel().await;
+        Ok(result)
+    }
+
+    async fn travel(&self) {
+        let latency = self.store.shared.latency_micros.load(Ordering::SeqCst);
+        if latency > 0 {
+            tokio::time::sleep(Duration::from_micros(latency / 2)).await;
+        }
     }
 }
 

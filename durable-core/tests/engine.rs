@@ -1,0 +1,494 @@
+//! Engine behaviour: modes, coalescing, failures, backups and listeners, on the memory backend.
+//! Timers run on tokio's paused clock, so nothing here sleeps for real unless it says so.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use durable_core::{
+    Bincode, ChangeKind, DecodeErrors, Dict, Error, Json, MemoryStore, Mode, Options, Raw,
+};
+
+const NS: &str = "test";
+
+async fn open<V>(store: &MemoryStore, options: Options) -> Dict<V, Json>
+where
+    V: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    Dict::open(store.backend(NS, "d").unwrap(), Json, options)
+        .await
+        .unwrap()
+}
+
+fn manual() -> Options {
+    Options::new().with_trust_hints_for(None)
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_syncs_share_one_round_trip() {
+    let store = MemoryStore::new();
+    let dict: Dict<u32> = open(&store, manual()).await;
+    store.set_latency(Duration::from_millis(5));
+    let before = store.calls();
+    let callers: Vec<_> = (0..64)
+        .map(|_| {
+            let dict = dict.clone();
+            tokio::spawn(async move { dict.sync().await.map(|_| ()) })
+        })
+        .collect();
+    for caller in callers {
+        caller.await.unwrap().unwrap();
+    }
+    let round_trips = store.calls() - before;
+    assert!(
+        round_trips <= 2,
+        "64 callers made {round_trips} round trips"
+    );
+    assert!(dict.stats().coalesced >= 62, "{:?}", dict.stats());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_caller_never_joins_a_check_that_started_before_it() {
+    let store = MemoryStore::new();
+    let reader: Dict<u32> = open(&store, manual()).await;
+    let writer: Dict<u32> = open(&store, manual()).await;
+    store.set_latency(Duration::from_millis(50));
+    // A check is in flight: it reads the version at 25 ms and answers at 50 ms.
+    let early = tokio::spawn({
+        let reader = reader.clone();
+        async move { reader.sync().await.map(|s| s.get("k").copied()) }
+    });
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    store.set_latency(Duration::ZERO);
+    writer.insert("k", 1).await.unwrap();
+    store.set_latency(Duration::from_millis(50));
+    // This call starts after the write was acknowledged: it must see it.
+    let late = reader.sync().await.unwrap();
+    assert_eq!(late.get("k"), Some(&1));
+    assert_eq!(
+        early.await.unwrap().unwrap(),
+        None,
+        "the early check predates the write"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn autosync_checks_before_reads_within_max_staleness() {
+    let store = MemoryStore::new();
+    let writer: Dict<u32> = open(&store, manual()).await;
+    let options = manual().with_mode(Mode::Autosync {
+        max_staleness: Duration::from_secs(1),
+    });
+    let reader: Dict<u32> = open(&store, options).await;
+    writer.insert("k", 1).await.unwrap();
+    // Just opened: the snapshot is younger than max_staleness, so no check.
+    assert_eq!(reader.read().await.get("k"), None);
+    tokio::time::advance(Duration::from_millis(1100)).await;
+    assert_eq!(reader.read().await.get("k"), Some(&1));
+    let checks = reader.stats().checks;
+    reader.read().await;
+    assert_eq!(
+        reader.stats().checks,
+        checks,
+        "a fresh snapshot was checked again"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn background_mode_polls_with_backoff_and_recovers() {
+    let store = MemoryStore::new();
+    let writer: Dict<u32> = open(&store, manual()).await;
+    let interval = Duration::from_secs(1);
+    let options = manual().with_mode(Mode::Background {
+        interval,
+        max_backoff: Duration::from_secs(16),
+    });
+    let reader: Dict<u32> = open(&store, options).await;
+    writer.insert("k", 1).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(
+        reader.snapshot().get("k"),
+        Some(&1),
+        "polled within an interval"
+    );
+
+    store.set_available(false);
+    let errors = reader.stats().errors;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let failed = reader.stats().errors - errors;
+    // 1, 2, 4, 8, 16, 16, 16 s between attempts (±10%): about 7 in a minute, not 60.
+    assert!((4..=10).contains(&failed), "{failed} attempts in 60 s");
+    assert_eq!(
+        reader.snapshot().get("k"),
+        Some(&1),
+        "reads go on from the snapshot"
+    );
+    assert!(!reader.health().fresh);
+
+    store.set_available(true);
+    writer.insert("k", 2).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert_eq!(
+        reader.snapshot().get("k"),
+        Some(&2),
+        "converged after the store came back"
+    );
+    assert!(reader.health().fresh);
+}
+
+#[tokio::test(start_paused = true)]
+async fn store_down_keeps_reads_and_fails_sync_and_writes_cleanly() {
+    let store = MemoryStore::new();
+    let dict: Dict<u32> = open(&store, manual()).await;
+    dict.insert("k", 1).await.unwrap();
+    let version = dict.snapshot().version();
+    store.set_available(false);
+    tokio::time::advance(Duration::from_secs(30)).await;
+
+    let error = dict.sync().await.unwrap_err();
+    assert!(matches!(error, Error::Unavailable { .. }), "{error}");
+    assert!(
+        error.to_string().contains("memory"),
+        "names the backend: {error}"
+    );
+    let write = dict.insert("k", 2).await.unwrap_err();
+    assert!(write.is_unavailable());
+    assert!(dict.remove("k").await.is_err());
+
+    let snapshot = dict.read().await;
+    assert_eq!(snapshot.get("k"), Some(&1), "nothing changed locally");
+    assert_eq!(snapshot.version(), version);
+    assert!(
+        snapshot.age() >= Duration::from_secs(30),
+        "age {:?}",
+        snapshot.age()
+    );
+    let health = dict.health();
+    assert!(!health.fresh && health.stale_since.is_some());
+    assert!(health.last_error.unwrap().contains("unavailable"));
+
+    store.set_available(true);
+    assert_eq!(dict.sync().await.unwrap().get("k"), Some(&1));
+    assert!(dict.health().fresh);
+    assert!(dict.snapshot().age() < Duration::from_secs(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn operations_time_out() {
+    let store = MemoryStore::new();
+    let dict: Dict<u32> = open(&store, manual().with_timeout(Duration::from_secs(1))).await;
+    store.set_latency(Duration::from_secs(60));
+    match dict.sync().await {
+        Err(Error::Timeout { after, .. }) => assert_eq!(after, Duration::from_secs(1)),
+        other => panic!("{other:?}"),
+    }
+    let opened = Dict::<u32, _>::open(
+        store.backend(NS, "d").unwrap(),
+        Json,
+        manual().with_open_timeout(Duration::from_secs(2)),
+    )
+    .await;
+    assert!(matches!(opened, Err(Error::Timeout { .. })), "{opened:?}");
+}
+
+#[tokio::test]
+async fn undecodable_values_fail_the_sync_or_are_skipped() {
+    let store = MemoryStore::new();
+    let strict: Dict<u32> = open(&store, manual()).await;
+    let lenient: Dict<u32> = open(&store, manual().with_decode_errors(DecodeErrors::Skip)).await;
+    strict.insert("good", 1).await.unwrap();
+    lenient.sync().await.unwrap();
+    store.corrupt(NS, "d", "bad key", b"\xff not json").unwrap();
+    strict.insert("good", 2).await.unwrap();
+
+    let error = strict.sync().await.unwrap_err();
+    match &error {
+        Error::Decode { key, encoding, .. } => {
+            assert_eq!(key, "bad key");
+            assert_eq!(*encoding, "json");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        strict.snapshot().get("good"),
+        Some(&2),
+        "the old snapshot stays"
+    );
+    assert!(!strict.snapshot().contains_key("bad key"));
+
+    let snapshot = lenient.sync().await.unwrap();
+    assert_eq!(snapshot.get("good"), Some(&2));
+    assert!(!snapshot.contains_key("bad key"));
+    assert_eq!(lenient.stats().skipped_values, 1);
+    assert!(lenient.health().last_error.unwrap().contains("bad key"));
+
+    // A full load with a bad value behaves the same.
+    let opened = Dict::<u32, _>::open(store.backend(NS, "d").unwrap(), Json, manual()).await;
+    assert!(matches!(opened, Err(Error::Decode { .. })));
+}
+
+#[tokio::test]
+async fn bincode_values_round_trip_and_reject_garbage() {
+    let store = MemoryStore::new();
+    let options = manual();
+    let dict: Dict<Vec<String>, Bincode> =
+        Dict::open(store.backend(NS, "b").unwrap(), Bincode, options.clone())
+            .await
+            .unwrap();
+    dict.insert("list", vec!["a".into(), "é".into()])
+        .await
+        .unwrap();
+    let other: Dict<Vec<String>, Bincode> =
+        Dict::open(store.backend(NS, "b").unwrap(), Bincode, options)
+            .await
+            .unwrap();
+    assert_eq!(other.snapshot().get("list").unwrap(), &["a", "é"]);
+    store
+        .corrupt(
+            NS,
+            "b",
+            "list",
+            &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
+        )
+        .unwrap();
+    assert!(matches!(other.sync().await, Err(Error::Decode { .. })));
+}
+
+#[tokio::test]
+async fn a_value_that_cannot_be_encoded_writes_nothing() {
+    let store = MemoryStore::new();
+    let dict: Dict<HashMap<(u8, u8), u8>> = open(&store, manual()).await;
+    let version = dict.snapshot().version();
+    let calls = store.calls();
+    let error = dict
+        .insert("k", HashMap::from([((1, 2), 3)]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, Error::Encode { key, .. } if key == "k"),
+        "{error}"
+    );
+    assert_eq!(store.calls(), calls, "nothing was sent");
+    assert_eq!(dict.sync().await.unwrap().version(), version);
+}
+
+#[tokio::test]
+async fn wiped_store_is_reloaded_by_every_handle() {
+    let store = MemoryStore::new();
+    let a: Dict<u32> = open(&store, manual()).await;
+    let b: Dict<u32> = open(&store, manual()).await;
+    a.insert("k", 1).await.unwrap();
+    b.sync().await.unwrap();
+    store.wipe(NS, "d").unwrap();
+    // Same number of writes after the wipe: the counter matches, the epoch does not.
+    let c: Dict<u32> = open(&store, manual()).await;
+    c.insert("j", 2).await.unwrap();
+    for handle in [&a, &b] {
+        let snapshot = handle.sync().await.unwrap();
+        assert_eq!(snapshot.get("k"), None);
+        assert_eq!(snapshot.get("j"), Some(&2));
+    }
+}
+
+#[tokio::test]
+async fn listeners_hear_local_and_synced_changes() {
+    let store = MemoryStore::new();
+    let a: Dict<u32> = open(&store, manual()).await;
+    let b: Dict<u32> = open(&store, manual()).await;
+    let mut changes = a.subscribe();
+    a.insert("k", 1).await.unwrap();
+    let change = changes.recv().await.unwrap();
+    assert_eq!((&*change.key, change.kind), ("k", ChangeKind::Inserted));
+    assert_eq!(change.new.as_deref(), Some(&1));
+
+    b.insert("k", 2).await.unwrap();
+    b.insert("j", 3).await.unwrap();
+    b.remove("j").await.unwrap();
+    a.sync().await.unwrap();
+    let change = changes.recv().await.unwrap();
+    assert_eq!(change.kind, ChangeKind::Updated);
+    assert_eq!(
+        (change.old.as_deref(), change.new.as_deref()),
+        (Some(&1), Some(&2))
+    );
+    assert_eq!(change.version, a.snapshot().version());
+    assert!(
+        changes.try_recv().is_err(),
+        "j came and went between syncs: no event"
+    );
+
+    store.wipe(NS, "d").unwrap();
+    b.insert("z", 9).await.unwrap();
+    a.sync().await.unwrap();
+    let mut events: Vec<(String, ChangeKind)> = Vec::new();
+    while let Ok(change) = changes.try_recv() {
+        events.push((change.key.to_string(), change.kind));
+    }
+    events.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(
+        events,
+        vec![
+            ("k".into(), ChangeKind::Removed),
+            ("z".into(), ChangeKind::Inserted)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn push_hints_make_a_quiet_sync_free() {
+    let store = MemoryStore::new();
+    let writer: Dict<u32> = open(&store, manual()).await;
+    let reader: Dict<u32> = open(&store, Options::new()).await;
+    reader.sync().await.unwrap();
+    let calls = store.calls();
+    for _ in 0..100 {
+        reader.sync().await.unwrap();
+    }
+    assert_eq!(store.calls(), calls, "quiet syncs made round trips");
+    assert!(reader.stats().hint_skips >= 100);
+    writer.insert("k", 7).await.unwrap();
+    // The hint is in before the write returned: the very next sync checks.
+    assert_eq!(reader.sync().await.unwrap().get("k"), Some(&7));
+}
+
+#[tokio::test]
+async fn own_writes_are_visible_and_survive_an_older_sync() {
+    let store = MemoryStore::new();
+    let a: Dict<u32> = open(&store, manual()).await;
+    let b: Dict<u32> = open(&store, manual()).await;
+    b.insert("theirs", 1).await.unwrap();
+    // a has not seen b's write, so its own write cannot advance its token: it is pending.
+    a.insert("mine", 2).await.unwrap();
+    assert_eq!(a.snapshot().get("mine"), Some(&2));
+    assert_eq!(a.snapshot().get("theirs"), None);
+    let snapshot = a.sync().await.unwrap();
+    assert_eq!(
+        (snapshot.get("mine"), snapshot.get("theirs")),
+        (Some(&2), Some(&1))
+    );
+    // Now a's token is current, so its writes advance it without another round trip.
+    a.insert("mine", 3).await.unwrap();
+    let checks = a.stats();
+    assert_eq!(a.sync().await.unwrap().get("mine"), Some(&3));
+    assert_eq!(a.stats().deltas, checks.deltas);
+    assert_eq!(a.stats().reloads, checks.reloads);
+}
+
+#[tokio::test]
+async fn conditional_writes_on_the_handle() {
+    let store = MemoryStore::new();
+    let dict: Dict<i64> = open(&store, manual()).await;
+    assert_eq!(dict.increment("n", 2).await.unwrap(), 2);
+    assert_eq!(dict.increment("n", -5).await.unwrap(), -3);
+    assert_eq!(*dict.setdefault("n", 100).await.unwrap(), -3);
+    let doubled = dict.update("n", |v| v.map(|v| v * 2)).await.unwrap();
+    assert_eq!(doubled.as_deref(), Some(&-6));
+    assert_eq!(dict.update("gone", |_| None).await.unwrap(), None);
+    assert_eq!(dict.pop("n").await.unwrap(), Some(-6));
+    assert_eq!(
+        dict.insert_many([("a", 1), ("b", 2)])
+            .await
+            .unwrap()
+            .is_some(),
+        true
+    );
+    assert_eq!(dict.clear().await.unwrap().is_some(), true);
+    assert!(dict.snapshot().is_empty());
+
+    // Increments through a compare-and-swap loop when the encoding is not decimal text.
+    let binary: Dict<i64, Bincode> =
+        Dict::open(store.backend(NS, "bin").unwrap(), Bincode, manual())
+            .await
+            .unwrap();
+    assert_eq!(binary.increment("n", 40).await.unwrap(), 40);
+    assert_eq!(binary.increment("n", 2).await.unwrap(), 42);
+    assert_eq!(binary.snapshot().get("n"), Some(&42));
+}
+
+#[tokio::test]
+async fn invalid_names_are_rejected() {
+    let store = MemoryStore::new();
+    for bad in ["", "a/b", ".hidden", "sp ace", &"x".repeat(129)] {
+        let error = store.backend(bad, "d").unwrap_err();
+        assert!(
+            matches!(error, Error::InvalidName { .. }),
+            "{bad:?}: {error}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn backup_file_lets_a_handle_start_while_the_store_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flags.durable-backup");
+    let store = MemoryStore::new();
+    let options = manual().with_backup_file(&path);
+    let dict: Dict<String, Raw> = Dict::open(store.backend(NS, "d").unwrap(), Raw, options.clone())
+        .await
+        .unwrap();
+    dict.insert("greeting", "hello".into()).await.unwrap();
+    // The backup writer runs at most once a second: wait for the write (real time).
+    let mut found = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let text = std::fs::read(&path).unwrap_or_default();
+        if text.windows(5).any(|w| w == b"hello") {
+            found = true;
+            break;
+        }
+    }
+    assert!(found, "backup file written");
+    drop(dict);
+
+    store.set_available(false);
+    let cold: Dict<String, Raw> = Dict::open(store.backend(NS, "d").unwrap(), Raw, options.clone())
+        .await
+        .unwrap();
+    let snapshot = cold.snapshot();
+    assert!(snapshot.is_from_backup());
+    assert_eq!(snapshot.get("greeting").map(String::as_str), Some("hello"));
+    assert!(!cold.health().fresh);
+    drop(snapshot);
+
+    // Without the backup, opening fails with the store's error.
+    let no_backup = Dict::<String, Raw>::open(store.backend(NS, "d").unwrap(), Raw, manual()).await;
+    assert!(matches!(no_backup, Err(Error::Unavailable { .. })));
+
+    // When the store returns, the recovery loop confirms the snapshot.
+    store.set_available(true);
+    for _ in 0..40 {
+        if !cold.snapshot().is_from_backup() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!cold.snapshot().is_from_backup(), "recovered");
+    assert!(cold.health().fresh);
+
+    // A corrupt backup file is an error, not a crash.
+    std::fs::write(&path, b"DURABLE-BACKUP\nnonsense").unwrap();
+    store.set_available(false);
+    let corrupt = Dict::<String, Raw>::open(store.backend(NS, "d").unwrap(), Raw, options).await;
+    assert!(matches!(corrupt, Err(Error::Backup { .. })), "{corrupt:?}");
+}
+
+#[tokio::test]
+async fn handles_are_cheap_clones_sharing_one_snapshot() {
+    let store = MemoryStore::new();
+    let dict: Dict<u32> = open(&store, manual()).await;
+    let clone = dict.clone();
+    dict.insert("k", 1).await.unwrap();
+    assert_eq!(clone.snapshot().get("k"), Some(&1));
+    let tasks: Vec<_> = (0..8u32)
+        .map(|i| {
+            let d = dict.clone();
+            tokio::spawn(async move { d.insert(&format!("k{i}"), i).await.map(|_| ()) })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let snapshot = Arc::new(clone.sync().await.unwrap());
+    assert_eq!(snapshot.len(), 9);
+    assert_eq!(snapshot.version(), dict.snapshot().version());
+}
