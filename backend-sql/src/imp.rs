@@ -1,0 +1,554 @@
+//! The backend logic shared by the three databases, written once as a macro over the concrete
+//! sqlx database type (sqlx's generic bounds across databases are unwieldy; the SQL text itself
+//! comes from [`Sql`](crate::common::Sql)).
+//!
+//! The invoking module defines: `type Db`, `const NAME`, `begin_write(&Pool)`,
+//! `begin_read(&Pool)`, `key_arg(&str)`, `key_from(&Row, usize)`, and on the backend type
+//! `notify(&self, &mut Transaction)`, `capabilities_impl(&self)`, `subscribe_impl(&self)`.
+//! The backend type has fields `shared: Arc<Shared>` (with `pool`, `sql`, `options`),
+//! `namespace: Name`, `dictionary: Name`, `last_trim: Mutex<Instant>`.
+
+macro_rules! backend_impl {
+    ($Backend:ident) => {
+        use $crate::common::{check_key, fresh_epoch, map_err, now_millis, version_of};
+        use durable_core::{
+            BatchOp, Capabilities, Changes, Delta, Error, Hints, IfAbsent, Load, Operation,
+            Result, Revision, StoredEntry, Swap, Version, parse_counter,
+        };
+        use durable_core::bytes::Bytes;
+        use sqlx::{AssertSqlSafe, Row};
+
+        type Tx = sqlx::Transaction<'static, Db>;
+
+        fn q(sql: &str) -> sqlx::query::Query<'_, Db, <Db as sqlx::Database>::Arguments> {
+            sqlx::query(AssertSqlSafe(sql))
+        }
+
+        impl $Backend {
+            fn ns(&self) -> &str {
+                self.namespace.as_str()
+            }
+
+            fn dict(&self) -> &str {
+                self.dictionary.as_str()
+            }
+
+            fn err(op: Operation) -> impl Fn(sqlx::Error) -> Error {
+                move |e| map_err(NAME, op, e)
+            }
+
+            /// Creates the version row with a fresh epoch if it is missing.
+            async fn ensure_version(&self, op: Operation) -> Result<()> {
+                let sql = &self.shared.sql;
+                q(&sql.insert_version)
+                    .bind(self.ns())
+                    .bind(self.dict())
+                    .bind(fresh_epoch())
+                    .bind(self.ns())
+                    .bind(self.dict())
+                    .execute(&self.shared.pool)
+                    .await
+                    .map_err(Self::err(op))?;
+                Ok(())
+            }
+
+            fn vanished(op: Operation) -> Error {
+                Error::backend(
+                    NAME,
+                    op,
+                    "the dictionary's version row was deleted again and again while being created",
+                )
+            }
+
+            /// Begins a write transaction holding the dictionary's version row (created if
+            /// missing) and returns the current token.
+            async fn begin(&self, op: Operation) -> Result<(Tx, Version)> {
+                for _ in 0..5 {
+                    let mut tx = begin_write(&self.shared.pool)
+                        .await
+                        .map_err(Self::err(op))?;
+                    let row: Option<(i64, i64)> =
+                        sqlx::query_as(AssertSqlSafe(self.shared.sql.lock_version.as_str()))
+                            .bind(self.ns())
+                            .bind(self.dict())
+                            .fetch_optional(&mut *tx)
+                            .await
+                            .map_err(Self::err(op))?;
+                    match row {
+                        Some((epoch, counter)) => return Ok((tx, version_of(epoch, counter))),
+                        None => {
+                            let _ = tx.rollback().await;
+                            self.ensure_version(op).await?;
+                        }
+                    }
+                }
+                Err(Self::vanished(op))
+            }
+
+            /// Bumps the counter, sends the push hint and commits.
+            async fn commit(&self, mut tx: Tx, current: Version, op: Operation) -> Result<Version> {
+                let counter = current.counter() + 1;
+                q(&self.shared.sql.update_counter)
+                    .bind(counter as i64)
+                    .bind(self.ns())
+                    .bind(self.dict())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(Self::err(op))?;
+                self.notify(&mut tx).await.map_err(Self::err(op))?;
+                tx.commit().await.map_err(Self::err(op))?;
+                self.maybe_trim().await;
+                Ok(Version::new(current.epoch(), counter))
+            }
+
+            async fn rollback(tx: Tx) {
+                // A failed rollback means a broken connection: the pool discards it and the
+                // server ends the transaction.
+                let _ = tx.rollback().await;
+            }
+
+            async fn upsert(
+                &self,
+                tx: &mut Tx,
+                key: &str,
+                value: &[u8],
+                revision: u64,
+                op: Operation,
+            ) -> Result<()> {
+                q(&self.shared.sql.upsert_entry)
+                    .bind(self.ns())
+                    .bind(self.dict())
+                    .bind(key_arg(key))
+                    .bind(value)
+                    .bind(revision as i64)
+                    .bind(now_millis())
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(Self::err(op))?;
+                Ok(())
+            }
+
+            /// Turns a live entry into a tombstone; false if there was none.
+            async fn tombstone(
+                &self,
+                tx: &mut Tx,
+                key: &str,
+                revision: u64,
+                op: Operation,
+            ) -> Result<bool> {
+                let done = q(&self.shared.sql.tombstone_entry)
+                    .bind(&[][..] as &[u8])
+                    .bind(revision as i64)
+                    .bind(now_millis())
+                    .bind(self.ns())
+                    .bind(self.dict())
+                    .bind(key_arg(key))
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(Self::err(op))?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            /// The live entry of `key` (locked in a write transaction).
+            async fn entry(&self, tx: &mut Tx, key: &str, op: Operation) -> Result<Option<StoredEntry>> {
+                let row = q(&self.shared.sql.select_entry)
+                    .bind(self.ns())
+                    .bind(self.dict())
+                    .bind(key_arg(key))
+                    .fetch_optional(&mut **tx)
+                    .await
+                    .map_err(Self::err(op))?;
+                let Some(row) = row else { return Ok(None) };
+                let value: Vec<u8> = row.try_get(0).map_err(Self::err(op))?;
+                let revision: i64 = row.try_get(1).map_err(Self::err(op))?;
+                Ok(Some(StoredEntry {
+                    key: key.to_owned(),
+                    value: Bytes::from(value),
+                    revision: Revision(revision as u64),
+                }))
+            }
+
+            /// Trims tombstones written more than `older_than` ago, recording the oldest token
+            /// that can still be served a delta. Returns how many tombstones were removed.
+            ///
+            /// Writes do this by themselves from time to time (at most every half retention
+            /// per backend value); call it from a maintenance job to control when it happens.
+            pub async fn trim_tombstones(&self, older_than: std::time::Duration) -> Result<u64> {
+                let op = Operation::Depersist;
+                let older = i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX);
+                let cutoff = now_millis().saturating_sub(older);
+                let (mut tx, _) = self.begin(op).await?;
+                let max: Option<i64> =
+                    sqlx::query_scalar(AssertSqlSafe(self.shared.sql.trim_max.as_str()))
+                        .bind(self.ns())
+                        .bind(self.dict())
+                        .bind(cutoff)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(Self::err(op))?;
+                let Some(max) = max else {
+                    Self::rollback(tx).await;
+                    return Ok(0);
+                };
+                let removed = q(&self.shared.sql.trim_delete)
+                    .bind(self.ns())
+                    .bind(self.dict())
+                    .bind(max)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(Self::err(op))?
+                    .rows_affected();
+                q(&self.shared.sql.set_oldest)
+                    .bind(max)
+                    .bind(self.ns())
+                    .bind(self.dict())
+                    .bind(max)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(Self::err(op))?;
+                tx.commit().await.map_err(Self::err(op))?;
+                tracing::debug!(
+                    backend = NAME,
+                    dictionary = %self.dictionary,
+                    removed,
+                    oldest_served = max,
+                    "trimmed tombstones"
+                );
+                Ok(removed)
+            }
+
+            async fn maybe_trim(&self) {
+                let retention = self.shared.options.tombstone_retention();
+                let interval = (retention / 2).max(std::time::Duration::from_secs(1));
+                {
+                    let mut last = self.last_trim.lock().unwrap_or_else(|e| e.into_inner());
+                    if last.elapsed() < interval {
+                        return;
+                    }
+                    *last = std::time::Instant::now();
+                }
+                if let Err(error) = self.trim_tombstones(retention).await {
+                    tracing::warn!(backend = NAME, %error, "trimming tombstones failed");
+                }
+            }
+
+            /// Deletes every row of this dictionary (entries, tombstones and the version
+            /// record), as an operator would; open handles see a new epoch on their next check.
+            pub async fn drop_dictionary(&self) -> Result<()> {
+                let op = Operation::Clear;
+                let mut tx = begin_write(&self.shared.pool).await.map_err(Self::err(op))?;
+                for sql in [&self.shared.sql.delete_entries, &self.shared.sql.delete_version] {
+                    q(sql)
+                        .bind(self.ns())
+                        .bind(self.dict())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(Self::err(op))?;
+                }
+                tx.commit().await.map_err(Self::err(op))
+            }
+        }
+
+        #[durable_core::async_trait]
+        impl durable_core::Backend for $Backend {
+            fn name(&self) -> &str {
+                NAME
+            }
+
+            fn capabilities(&self) -> Capabilities {
+                self.capabilities_impl()
+            }
+
+            async fn persist(&self, key: &str, value: Bytes) -> Result<Version> {
+                let op = Operation::Persist;
+                check_key(NAME, key)?;
+                let (mut tx, current) = self.begin(op).await?;
+                self.upsert(&mut tx, key, &value, current.counter() + 1, op).await?;
+                self.commit(tx, current, op).await
+            }
+
+            async fn depersist(&self, key: &str) -> Result<Option<Version>> {
+                let op = Operation::Depersist;
+                check_key(NAME, key)?;
+                let (mut tx, current) = self.begin(op).await?;
+                if !self.tombstone(&mut tx, key, current.counter() + 1, op).await? {
+                    Self::rollback(tx).await;
+                    return Ok(None);
+                }
+                self.commit(tx, current, op).await.map(Some)
+            }
+
+            async fn durables(&self) -> Result<Load> {
+                let op = Operation::Load;
+                for _ in 0..5 {
+                    let mut tx = begin_read(&self.shared.pool).await.map_err(Self::err(op))?;
+                    let version: Option<(i64, i64, i64)> =
+                        sqlx::query_as(AssertSqlSafe(self.shared.sql.select_version.as_str()))
+                            .bind(self.ns())
+                            .bind(self.dict())
+                            .fetch_optional(&mut *tx)
+                            .await
+                            .map_err(Self::err(op))?;
+                    let Some((epoch, counter, _)) = version else {
+                        Self::rollback(tx).await;
+                        self.ensure_version(op).await?;
+                        continue;
+                    };
+                    let rows = q(&self.shared.sql.load_entries)
+                        .bind(self.ns())
+                        .bind(self.dict())
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(Self::err(op))?;
+                    Self::rollback(tx).await;
+                    let mut entries = Vec::with_capacity(rows.len());
+                    for row in rows {
+                        let key = key_from(&row, 0).map_err(Self::err(op))?;
+                        let value: Vec<u8> = row.try_get(1).map_err(Self::err(op))?;
+                        let revision: i64 = row.try_get(2).map_err(Self::err(op))?;
+                        entries.push(StoredEntry {
+                            key,
+                            value: Bytes::from(value),
+                            revision: Revision(revision as u64),
+                        });
+                    }
+                    return Ok(Load {
+                        version: version_of(epoch, counter),
+                        entries,
+                    });
+                }
+                Err(Self::vanished(op))
+            }
+
+            async fn last_updated(&self) -> Result<Version> {
+                let op = Operation::Version;
+                for _ in 0..5 {
+                    let row: Option<(i64, i64, i64)> =
+                        sqlx::query_as(AssertSqlSafe(self.shared.sql.select_version.as_str()))
+                            .bind(self.ns())
+                            .bind(self.dict())
+                            .fetch_optional(&self.shared.pool)
+                            .await
+                            .map_err(Self::err(op))?;
+                    match row {
+                        Some((epoch, counter, _)) => return Ok(version_of(epoch, counter)),
+                        None => self.ensure_version(op).await?,
+                    }
+                }
+                Err(Self::vanished(op))
+            }
+
+            async fn changes_since(&self, since: Version) -> Result<Changes> {
+                let op = Operation::Changes;
+                let mut tx = begin_read(&self.shared.pool).await.map_err(Self::err(op))?;
+                let version: Option<(i64, i64, i64)> =
+                    sqlx::query_as(AssertSqlSafe(self.shared.sql.select_version.as_str()))
+                        .bind(self.ns())
+                        .bind(self.dict())
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(Self::err(op))?;
+                let Some((epoch, counter, oldest)) = version else {
+                    // Wiped: whatever comes next has a new epoch.
+                    Self::rollback(tx).await;
+                    return Ok(Changes::TooOld);
+                };
+                let current = version_of(epoch, counter);
+                if since.epoch() != current.epoch()
+                    || since.counter() > current.counter()
+                    || since.counter() < oldest as u64
+                {
+                    Self::rollback(tx).await;
+                    return Ok(Changes::TooOld);
+                }
+                let rows = q(&self.shared.sql.changes)
+                    .bind(self.ns())
+                    .bind(self.dict())
+                    .bind(since.counter() as i64)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(Self::err(op))?;
+                Self::rollback(tx).await;
+                let mut upserts = Vec::new();
+                let mut removals = Vec::new();
+                for row in rows {
+                    let key = key_from(&row, 0).map_err(Self::err(op))?;
+                    let revision: i64 = row.try_get(2).map_err(Self::err(op))?;
+                    let tombstone: bool = row.try_get(3).map_err(Self::err(op))?;
+                    if tombstone {
+                        removals.push((key, Revision(revision as u64)));
+                    } else {
+                        let value: Vec<u8> = row.try_get(1).map_err(Self::err(op))?;
+                        upserts.push(StoredEntry {
+                            key,
+                            value: Bytes::from(value),
+                            revision: Revision(revision as u64),
+                        });
+                    }
+                }
+                Ok(Changes::Delta(Delta {
+                    version: current,
+                    upserts,
+                    removals,
+                }))
+            }
+
+            async fn subscribe(&self) -> Result<Hints> {
+                self.subscribe_impl().await
+            }
+
+            async fn persist_if_absent(&self, key: &str, value: Bytes) -> Result<IfAbsent> {
+                let op = Operation::InsertIfAbsent;
+                check_key(NAME, key)?;
+                let (mut tx, current) = self.begin(op).await?;
+                if let Some(entry) = self.entry(&mut tx, key, op).await? {
+                    Self::rollback(tx).await;
+                    return Ok(IfAbsent::Present(entry));
+                }
+                self.upsert(&mut tx, key, &value, current.counter() + 1, op).await?;
+                self.commit(tx, current, op).await.map(IfAbsent::Inserted)
+            }
+
+            async fn compare_and_swap(
+                &self,
+                key: &str,
+                expected: Option<Revision>,
+                new: Option<Bytes>,
+            ) -> Result<Swap> {
+                let op = Operation::CompareAndSwap;
+                check_key(NAME, key)?;
+                let (mut tx, current) = self.begin(op).await?;
+                let entry = self.entry(&mut tx, key, op).await?;
+                if entry.as_ref().map(|e| e.revision) != expected
+                    || (entry.is_none() && new.is_none())
+                {
+                    Self::rollback(tx).await;
+                    return Ok(Swap::Conflict(entry));
+                }
+                let revision = current.counter() + 1;
+                match new {
+                    Some(value) => self.upsert(&mut tx, key, &value, revision, op).await?,
+                    None => {
+                        self.tombstone(&mut tx, key, revision, op).await?;
+                    }
+                }
+                self.commit(tx, current, op).await.map(Swap::Swapped)
+            }
+
+            async fn pop(&self, key: &str) -> Result<Option<(Bytes, Version)>> {
+                let op = Operation::Pop;
+                check_key(NAME, key)?;
+                let (mut tx, current) = self.begin(op).await?;
+                let Some(entry) = self.entry(&mut tx, key, op).await? else {
+                    Self::rollback(tx).await;
+                    return Ok(None);
+                };
+                self.tombstone(&mut tx, key, current.counter() + 1, op).await?;
+                let version = self.commit(tx, current, op).await?;
+                Ok(Some((entry.value, version)))
+            }
+
+            async fn increment(&self, key: &str, delta: i64) -> Result<(i64, Version)> {
+                let op = Operation::Increment;
+                check_key(NAME, key)?;
+                let (mut tx, current) = self.begin(op).await?;
+                let value = match self.entry(&mut tx, key, op).await? {
+                    Some(entry) => parse_counter(&entry.value),
+                    None => Some(0),
+                };
+                let Some(new) = value.and_then(|v| v.checked_add(delta)) else {
+                    Self::rollback(tx).await;
+                    return Err(Error::NotAnInteger {
+                        backend: NAME.to_owned(),
+                        key: key.to_owned(),
+                    });
+                };
+                let text = new.to_string();
+                self.upsert(&mut tx, key, text.as_bytes(), current.counter() + 1, op)
+                    .await?;
+                let version = self.commit(tx, current, op).await?;
+                Ok((new, version))
+            }
+
+            async fn persist_batch(&self, ops: Vec<BatchOp>) -> Result<Option<Version>> {
+                let op = Operation::Batch;
+                if ops.is_empty() {
+                    return Ok(None);
+                }
+                // The last operation on each key wins.
+                let mut last: std::collections::HashMap<&str, usize> =
+                    std::collections::HashMap::with_capacity(ops.len());
+                for (i, o) in ops.iter().enumerate() {
+                    check_key(NAME, o.key())?;
+                    last.insert(o.key(), i);
+                }
+                let mut puts: Vec<(&str, &[u8])> = Vec::new();
+                let mut deletes: Vec<&str> = Vec::new();
+                for (i, o) in ops.iter().enumerate() {
+                    if last.get(o.key()) != Some(&i) {
+                        continue;
+                    }
+                    match o {
+                        BatchOp::Put { key, value } => puts.push((key, value)),
+                        BatchOp::Delete { key } => deletes.push(key),
+                    }
+                }
+                let (mut tx, current) = self.begin(op).await?;
+                let revision = current.counter() + 1;
+                let mut changed = !puts.is_empty();
+                for key in deletes {
+                    changed |= self.tombstone(&mut tx, key, revision, op).await?;
+                }
+                if !changed {
+                    Self::rollback(tx).await;
+                    return Ok(None);
+                }
+                let sql = &self.shared.sql;
+                let now = now_millis();
+                for chunk in puts.chunks(200) {
+                    let mut text = sql.upsert_head.clone();
+                    for i in 0..chunk.len() {
+                        if i > 0 {
+                            text.push_str(", ");
+                        }
+                        text.push_str(&sql.upsert_row(i * 6));
+                    }
+                    text.push_str(&sql.upsert_tail);
+                    let mut query = sqlx::query(AssertSqlSafe(text));
+                    for (key, value) in chunk {
+                        query = query
+                            .bind(self.ns())
+                            .bind(self.dict())
+                            .bind(key_arg(key))
+                            .bind(*value)
+                            .bind(revision as i64)
+                            .bind(now);
+                    }
+                    query.execute(&mut *tx).await.map_err(Self::err(op))?;
+                }
+                self.commit(tx, current, op).await.map(Some)
+            }
+
+            async fn clear(&self) -> Result<Option<Version>> {
+                let op = Operation::Clear;
+                let (mut tx, current) = self.begin(op).await?;
+                let done = q(&self.shared.sql.clear)
+                    .bind(&[][..] as &[u8])
+                    .bind((current.counter() + 1) as i64)
+                    .bind(now_millis())
+                    .bind(self.ns())
+                    .bind(self.dict())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(Self::err(op))?;
+                if done.rows_affected() == 0 {
+                    Self::rollback(tx).await;
+                    return Ok(None);
+                }
+                self.commit(tx, current, op).await.map(Some)
+            }
+        }
+    };
+}
+
+pub(crate) use backend_impl;
