@@ -1,1 +1,48 @@
-//! Redis backend for durable (skeleton): filled in by its own issue.
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod compat;
+mod conn;
+mod hints;
+mod native;
+mod scripts;
+mod store;
+mod value;
+
+pub use compat::DurabledictBackend;
+pub use native::RedisBackend;
+pub use store::{RedisOptions, RedisStore};
+
+/// The Redis driver this crate is built on, re-exported so your code uses the same version
+/// (for example to pass a [`redis::ConnectionInfo`] or to run commands of your own).
+pub use redis;
+
+#[cfg(test)]
+mod send_sync {
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn public_types_are_send_and_sync() {
+        assert_send_sync::<crate::RedisStore>();
+        assert_send_sync::<crate::RedisBackend>();
+        assert_send_sync::<crate::DurabledictBackend>();
+        assert_send_sync::<crate::RedisOptions>();
+    }
+
+    #[test]
+    fn password_is_redacted() {
+        assert_eq!(
+            crate::store::redact("redis://user:secret@host:6379/0"),
+            "redis://user:***@host:6379/0"
+        );
+        assert_eq!(
+            crate::store::redact("rediss://:secret@host/"),
+            "rediss://:***@host/"
+        );
+        assert_eq!(crate::store::redact("redis://host:1/"), "redis://host:1/");
+        assert_eq!(
+            crate::store::redact("redis://user@host/"),
+            "redis://user@host/"
+        );
+    }
+}

@@ -1,0 +1,317 @@
+//! The Python durabledict-compatible layout: [`DurabledictBackend`].
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::LazyLock;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use durable_core::{
+    Backend, BatchOp, Capabilities, Error, IfAbsent, Load, Operation, Result, Revision,
+    StoredEntry, Version,
+};
+use redis::{Script, Value};
+
+use crate::conn::{bad_reply, map_err};
+use crate::scripts::INCREMENT_FN;
+use crate::store::RedisStore;
+use crate::value::Reply;
+
+// KEYS[1] the hash `<keyspace>`, KEYS[2] the counter `<keyspace>last_updated`.
+static DEPERSIST: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return {0} end
+return {1, redis.call('INCRBY', KEYS[2], 1)}
+"#,
+    )
+});
+
+static INSERT_IF_ABSENT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then
+  return {0, redis.call('HGET', KEYS[1], ARGV[1]), tonumber(redis.call('GET', KEYS[2]) or '0')}
+end
+return {1, redis.call('INCRBY', KEYS[2], 1)}
+"#,
+    )
+});
+
+static POP: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if not v then return {0} end
+redis.call('HDEL', KEYS[1], ARGV[1])
+return {1, redis.call('INCRBY', KEYS[2], 1), v}
+"#,
+    )
+});
+
+static INCREMENT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r#"{INCREMENT_FN}
+local new = incr(KEYS[1], ARGV[1], ARGV[2])
+if not new then return {{-1}} end
+return {{1, redis.call('INCRBY', KEYS[2], 1), new}}
+"#
+    ))
+});
+
+static BATCH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local changes = false
+for i = 1, #ARGV, 3 do
+  if ARGV[i] == 'P' or redis.call('HEXISTS', KEYS[1], ARGV[i + 1]) == 1 then
+    changes = true
+    break
+  end
+end
+if not changes then return {0} end
+for i = 1, #ARGV, 3 do
+  if ARGV[i] == 'P' then
+    redis.call('HSET', KEYS[1], ARGV[i + 1], ARGV[i + 2])
+  else
+    redis.call('HDEL', KEYS[1], ARGV[i + 1])
+  end
+end
+return {1, redis.call('INCRBY', KEYS[2], 1)}
+"#,
+    )
+});
+
+static CLEAR: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0} end
+redis.call('DEL', KEYS[1])
+return {1, redis.call('INCRBY', KEYS[2], 1)}
+"#,
+    )
+});
+
+/// One dictionary in the layout of Python durabledict's `RedisDict`, so a Python process and a
+/// Rust process can share it (see the crate docs).
+///
+/// Created by [`RedisStore::durabledict`]. The hash is named exactly `<keyspace>`; the version
+/// is the integer at `<keyspace>last_updated`, bumped with `INCRBY 1` in the same atomic step as
+/// every change. Tokens have epoch 0 and this counter.
+///
+/// Limits, as in durabledict: no delta sync (every change is a full reload with one
+/// `HGETALL`), no push hints, no compare-and-swap (entries carry no revision), and no epoch:
+/// if the counter key is deleted and counted up again to the same number, a process may miss
+/// the change.
+#[derive(Clone)]
+pub struct DurabledictBackend {
+    store: RedisStore,
+    hash: String,
+    counter: String,
+}
+
+impl fmt::Debug for DurabledictBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DurabledictBackend")
+            .field("keyspace", &self.hash)
+            .field("store", &self.store)
+            .finish()
+    }
+}
+
+fn token(counter: i64, operation: Operation) -> Result<Version> {
+    u64::try_from(counter)
+        .map(|c| Version::new(0, c))
+        .map_err(|_| bad_reply(operation, format!("negative last_updated {counter}")))
+}
+
+impl DurabledictBackend {
+    pub(crate) fn new(store: RedisStore, keyspace: &str) -> Result<Self> {
+        if keyspace.is_empty() {
+            return Err(Error::Config("a durabledict keyspace must not be empty".into()));
+        }
+        Ok(DurabledictBackend {
+            store,
+            hash: keyspace.to_owned(),
+            counter: format!("{keyspace}last_updated"),
+        })
+    }
+
+    /// The hash holding the entries (`<keyspace>`).
+    pub fn hash_key(&self) -> &str {
+        &self.hash
+    }
+
+    /// The key holding the version counter (`<keyspace>last_updated`).
+    pub fn counter_key(&self) -> &str {
+        &self.counter
+    }
+
+    async fn run(
+        &self,
+        script: &Script,
+        operation: Operation,
+        args: impl FnOnce(&mut redis::ScriptInvocation<'_>),
+    ) -> Result<(i64, Reply)> {
+        let mut conn = self.store.conn();
+        let mut invocation = script.prepare_invoke();
+        invocation.key(&self.hash).key(&self.counter);
+        args(&mut invocation);
+        let value: Value = invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| map_err(operation, e))?;
+        let mut reply = Reply::new(value, operation)?;
+        let status = reply.int()?;
+        Ok((status, reply))
+    }
+}
+
+#[async_trait]
+impl Backend for DurabledictBackend {
+    fn name(&self) -> &str {
+        "redis"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::none()
+            .with_insert_if_absent(true)
+            .with_pop(true)
+            .with_increment(true)
+            .with_batch(true)
+            .with_clear(true)
+    }
+
+    async fn persist(&self, key: &str, value: Bytes) -> Result<Version> {
+        let mut conn = self.store.conn();
+        let (counter,): (i64,) = redis::pipe()
+            .atomic()
+            .hset(&self.hash, key, value.as_ref())
+            .ignore()
+            .incr(&self.counter, 1)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| map_err(Operation::Persist, e))?;
+        token(counter, Operation::Persist)
+    }
+
+    async fn depersist(&self, key: &str) -> Result<Option<Version>> {
+        let (status, mut reply) = self
+            .run(&DEPERSIST, Operation::Depersist, |inv| {
+                inv.arg(key);
+            })
+            .await?;
+        if status == 0 {
+            return Ok(None);
+        }
+        token(reply.int()?, Operation::Depersist).map(Some)
+    }
+
+    async fn durables(&self) -> Result<Load> {
+        let mut conn = self.store.conn();
+        let (counter, entries): (Option<i64>, HashMap<String, Vec<u8>>) = redis::pipe()
+            .atomic()
+            .get(&self.counter)
+            .hgetall(&self.hash)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| map_err(Operation::Load, e))?;
+        let version = token(counter.unwrap_or(0), Operation::Load)?;
+        Ok(Load {
+            version,
+            entries: entries
+                .into_iter()
+                .map(|(key, value)| StoredEntry {
+                    key,
+                    value: Bytes::from(value),
+                    revision: Revision(version.counter()),
+                })
+                .collect(),
+        })
+    }
+
+    async fn last_updated(&self) -> Result<Version> {
+        let mut conn = self.store.conn();
+        let counter: Option<i64> = redis::cmd("GET")
+            .arg(&self.counter)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| map_err(Operation::Version, e))?;
+        token(counter.unwrap_or(0), Operation::Version)
+    }
+
+    async fn persist_if_absent(&self, key: &str, value: Bytes) -> Result<IfAbsent> {
+        let (status, mut reply) = self
+            .run(&INSERT_IF_ABSENT, Operation::InsertIfAbsent, |inv| {
+                inv.arg(key).arg(value.as_ref());
+            })
+            .await?;
+        if status == 1 {
+            return token(reply.int()?, Operation::InsertIfAbsent).map(IfAbsent::Inserted);
+        }
+        let value = reply.bytes()?;
+        let revision = Revision(reply.u64()?);
+        Ok(IfAbsent::Present(StoredEntry {
+            key: key.to_owned(),
+            value,
+            revision,
+        }))
+    }
+
+    async fn pop(&self, key: &str) -> Result<Option<(Bytes, Version)>> {
+        let (status, mut reply) = self
+            .run(&POP, Operation::Pop, |inv| {
+                inv.arg(key);
+            })
+            .await?;
+        if status == 0 {
+            return Ok(None);
+        }
+        let version = token(reply.int()?, Operation::Pop)?;
+        Ok(Some((reply.bytes()?, version)))
+    }
+
+    async fn increment(&self, key: &str, delta: i64) -> Result<(i64, Version)> {
+        let (status, mut reply) = self
+            .run(&INCREMENT, Operation::Increment, |inv| {
+                inv.arg(key).arg(delta);
+            })
+            .await?;
+        if status != 1 {
+            return Err(Error::NotAnInteger {
+                backend: "redis".into(),
+                key: key.into(),
+            });
+        }
+        let version = token(reply.int()?, Operation::Increment)?;
+        Ok((reply.int()?, version))
+    }
+
+    async fn persist_batch(&self, ops: Vec<BatchOp>) -> Result<Option<Version>> {
+        if ops.is_empty() {
+            return Ok(None);
+        }
+        let (status, mut reply) = self
+            .run(&BATCH, Operation::Batch, |inv| {
+                for op in &ops {
+                    match op {
+                        BatchOp::Put { key, value } => inv.arg("P").arg(key).arg(value.as_ref()),
+                        BatchOp::Delete { key } => inv.arg("D").arg(key).arg(""),
+                    };
+                }
+            })
+            .await?;
+        if status == 0 {
+            return Ok(None);
+        }
+        token(reply.int()?, Operation::Batch).map(Some)
+    }
+
+    async fn clear(&self) -> Result<Option<Version>> {
+        let (status, mut reply) = self.run(&CLEAR, Operation::Clear, |_| {}).await?;
+        if status == 0 {
+            return Ok(None);
+        }
+        token(reply.int()?, Operation::Clear).map(Some)
+    }
+}

@@ -1,0 +1,104 @@
+//! One connection type over a single server or a cluster, and the error mapping.
+
+use std::fmt;
+
+use durable_core::{Error, Operation};
+use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, ServerErrorKind, Value};
+
+/// The command connection of a store: a reconnecting manager, or a cluster connection.
+#[derive(Clone)]
+pub(crate) enum Conn {
+    Single(ConnectionManager),
+    #[cfg(feature = "cluster")]
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl fmt::Debug for Conn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Conn::Single(_) => f.write_str("ConnectionManager"),
+            #[cfg(feature = "cluster")]
+            Conn::Cluster(_) => f.write_str("ClusterConnection"),
+        }
+    }
+}
+
+impl Conn {
+    /// The command scripts use to publish hints: sharded pub/sub on a cluster.
+    pub(crate) fn publish_command(&self) -> &'static str {
+        match self {
+            Conn::Single(_) => "PUBLISH",
+            #[cfg(feature = "cluster")]
+            Conn::Cluster(_) => "SPUBLISH",
+        }
+    }
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            #[cfg(feature = "cluster")]
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            #[cfg(feature = "cluster")]
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            #[cfg(feature = "cluster")]
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Maps a driver error: anything about reaching the server is [`Error::Unavailable`], the rest
+/// (server-side errors, corrupt records) [`Error::Backend`].
+pub(crate) fn map_err(operation: Operation, err: RedisError) -> Error {
+    let transient = err.is_io_error()
+        || err.is_timeout()
+        || err.is_connection_dropped()
+        || err.is_connection_refusal()
+        || matches!(
+            err.kind(),
+            ErrorKind::Io
+                | ErrorKind::ClusterConnectionNotFound
+                | ErrorKind::Server(
+                    ServerErrorKind::BusyLoading
+                        | ServerErrorKind::TryAgain
+                        | ServerErrorKind::ClusterDown
+                        | ServerErrorKind::MasterDown
+                        | ServerErrorKind::Moved
+                        | ServerErrorKind::Ask
+                        | ServerErrorKind::ReadOnly
+                )
+        );
+    if transient {
+        Error::unavailable("redis", operation, err)
+    } else {
+        Error::backend("redis", operation, err)
+    }
+}
+
+/// An [`Error::Backend`] for a reply of an unexpected shape.
+pub(crate) fn bad_reply(operation: Operation, what: impl Into<String>) -> Error {
+    Error::backend(
+        "redis",
+        operation,
+        format!("unexpected reply from the server: {}", what.into()),
+    )
+}

@@ -1,0 +1,445 @@
+//! The native layout: [`RedisBackend`].
+
+use std::collections::HashMap;
+use std::fmt;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use durable_core::{
+    Backend, BatchOp, Capabilities, Changes, Delta, Error, Hints, IfAbsent, Load, Name,
+    Operation, Result, Revision, StoredEntry, Swap, Version,
+};
+use redis::{Script, Value};
+
+use crate::conn::{bad_reply, map_err};
+use crate::scripts;
+use crate::store::RedisStore;
+use crate::value::Reply;
+
+/// How often a full load starts over when the dictionary changed too much while it ran.
+const LOAD_ATTEMPTS: u32 = 5;
+
+/// The keys of one dictionary, all sharing the hash tag `{namespace:dictionary}`.
+#[derive(Debug, Clone)]
+pub(crate) struct Keys {
+    pub(crate) version: String,
+    pub(crate) entries: String,
+    pub(crate) log: String,
+    pub(crate) tombstones: String,
+    pub(crate) channel: String,
+}
+
+impl Keys {
+    pub(crate) fn new(namespace: &Name, dictionary: &Name) -> Self {
+        let prefix = format!("durable:{{{namespace}:{dictionary}}}:");
+        Keys {
+            version: format!("{prefix}version"),
+            entries: format!("{prefix}entries"),
+            log: format!("{prefix}log"),
+            tombstones: format!("{prefix}tombstones"),
+            channel: format!("{prefix}hints"),
+        }
+    }
+}
+
+/// One dictionary in the native layout of a [`RedisStore`]; every capability of the
+/// [`Backend`] trait.
+///
+/// Created by [`RedisStore::backend`]. See the crate docs for the key layout.
+#[derive(Clone)]
+pub struct RedisBackend {
+    store: RedisStore,
+    keys: Keys,
+    namespace: Name,
+    dictionary: Name,
+}
+
+impl fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("namespace", &self.namespace)
+            .field("dictionary", &self.dictionary)
+            .field("store", &self.store)
+            .finish()
+    }
+}
+
+/// The outcome of a write script.
+enum Written {
+    /// Nothing changed; the rest of the reply.
+    Unchanged(Reply),
+    /// The new token; the rest of the reply.
+    Changed(Version, Reply),
+    /// `increment` of a non-integer.
+    NotAnInteger,
+}
+
+impl RedisBackend {
+    pub(crate) fn new(store: RedisStore, namespace: &Name, dictionary: &Name) -> Self {
+        RedisBackend {
+            keys: Keys::new(namespace, dictionary),
+            store,
+            namespace: namespace.clone(),
+            dictionary: dictionary.clone(),
+        }
+    }
+
+    /// The Redis key of the version record (a hash with fields `epoch`, `counter`, `oldest`).
+    pub fn version_key(&self) -> &str {
+        &self.keys.version
+    }
+
+    /// The Redis key of the entries hash (field = key, value = encoded value).
+    pub fn entries_key(&self) -> &str {
+        &self.keys.entries
+    }
+
+    /// The pub/sub channel hints are published on (sharded pub/sub on a cluster).
+    pub fn hint_channel(&self) -> &str {
+        &self.keys.channel
+    }
+
+    /// Every Redis key of this dictionary (version, entries, change log, tombstones).
+    pub fn redis_keys(&self) -> [&str; 4] {
+        [
+            &self.keys.version,
+            &self.keys.entries,
+            &self.keys.log,
+            &self.keys.tombstones,
+        ]
+    }
+
+    /// Forgets every tombstone now: afterwards only the current token can be served a delta
+    /// (older ones get a full reload). Tombstones are otherwise trimmed by writes once older
+    /// than [`RedisOptions::with_tombstone_retention`](crate::RedisOptions::with_tombstone_retention).
+    pub async fn forget_history(&self) -> Result<Version> {
+        let value = self.run(&scripts::FORGET_HISTORY, Operation::Changes, |_| {}).await?;
+        Reply::new(value, Operation::Changes)?.version()
+    }
+
+    /// Invokes a native script with the common keys and arguments, then `extra` arguments.
+    async fn run(
+        &self,
+        script: &Script,
+        operation: Operation,
+        extra: impl FnOnce(&mut redis::ScriptInvocation<'_>),
+    ) -> Result<Value> {
+        let options = &self.store.inner.options;
+        let mut conn = self.store.conn();
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .key(&self.keys.version)
+            .key(&self.keys.entries)
+            .key(&self.keys.log)
+            .key(&self.keys.tombstones)
+            .arg(rand::random::<u64>().to_string())
+            .arg(u64::try_from(options.tombstone_retention().as_millis()).unwrap_or(u64::MAX))
+            .arg(conn.publish_command())
+            .arg(&self.keys.channel);
+        extra(&mut invocation);
+        invocation
+            .invoke_async::<Value>(&mut conn)
+            .await
+            .map_err(|e| map_err(operation, e))
+    }
+
+    async fn write(
+        &self,
+        script: &Script,
+        operation: Operation,
+        extra: impl FnOnce(&mut redis::ScriptInvocation<'_>),
+    ) -> Result<Written> {
+        let value = self.run(script, operation, extra).await?;
+        let mut reply = Reply::new(value, operation)?;
+        match reply.int()? {
+            0 => Ok(Written::Unchanged(reply)),
+            1 => {
+                let version = reply.version()?;
+                Ok(Written::Changed(version, reply))
+            }
+            -1 => Ok(Written::NotAnInteger),
+            other => Err(bad_reply(operation, format!("unknown status {other}"))),
+        }
+    }
+
+    fn entry(key: &str, reply: &mut Reply) -> Result<StoredEntry> {
+        let value = reply.bytes()?;
+        let revision = Revision(reply.u64()?);
+        Ok(StoredEntry {
+            key: key.to_owned(),
+            value,
+            revision,
+        })
+    }
+
+    /// One chunk of a full load: the token, the next cursor and the entries.
+    async fn load_chunk(&self, cursor: &str, into: &mut HashMap<String, StoredEntry>) -> Result<(Version, String)> {
+        let chunk = self.store.inner.options.load_chunk();
+        let value = self
+            .run(&scripts::LOAD_CHUNK, Operation::Load, |inv| {
+                inv.arg(cursor).arg(chunk);
+            })
+            .await?;
+        let mut reply = Reply::new(value, Operation::Load)?;
+        let version = reply.version()?;
+        let next = reply.string()?;
+        while reply.len() > 0 {
+            let key = reply.string()?;
+            let entry = Self::entry(&key, &mut reply)?;
+            into.insert(key, entry);
+        }
+        Ok((version, next))
+    }
+}
+
+#[async_trait]
+impl Backend for RedisBackend {
+    fn name(&self) -> &str {
+        "redis"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::all()
+    }
+
+    async fn persist(&self, key: &str, value: Bytes) -> Result<Version> {
+        match self
+            .write(&scripts::PERSIST, Operation::Persist, |inv| {
+                inv.arg(key).arg(value.as_ref());
+            })
+            .await?
+        {
+            Written::Changed(version, _) => Ok(version),
+            _ => Err(bad_reply(Operation::Persist, "a store did not change anything")),
+        }
+    }
+
+    async fn depersist(&self, key: &str) -> Result<Option<Version>> {
+        match self
+            .write(&scripts::DEPERSIST, Operation::Depersist, |inv| {
+                inv.arg(key);
+            })
+            .await?
+        {
+            Written::Changed(version, _) => Ok(Some(version)),
+            _ => Ok(None),
+        }
+    }
+
+    async fn durables(&self) -> Result<Load> {
+        for _ in 0..LOAD_ATTEMPTS {
+            let mut entries = HashMap::new();
+            let (start, mut cursor) = self.load_chunk("0", &mut entries).await?;
+            if cursor == "0" {
+                // One chunk: read in the same script as the token.
+                return Ok(Load {
+                    version: start,
+                    entries: entries.into_values().collect(),
+                });
+            }
+            while cursor != "0" {
+                cursor = self.load_chunk(&cursor, &mut entries).await?.1;
+            }
+            // The chunks may mix states after `start`: repair with every change since it.
+            match self.changes_since(start).await? {
+                Changes::Delta(delta) => {
+                    for (key, _) in delta.removals {
+                        entries.remove(&key);
+                    }
+                    for entry in delta.upserts {
+                        entries.insert(entry.key.clone(), entry);
+                    }
+                    tracing::debug!(
+                        target: "durable_redis",
+                        dictionary = %self.dictionary,
+                        entries = entries.len(),
+                        "chunked full load"
+                    );
+                    return Ok(Load {
+                        version: delta.version,
+                        entries: entries.into_values().collect(),
+                    });
+                }
+                Changes::TooOld => {
+                    tracing::debug!(
+                        target: "durable_redis",
+                        dictionary = %self.dictionary,
+                        "dictionary changed too much during a chunked load, starting over"
+                    );
+                }
+            }
+        }
+        Err(Error::backend(
+            "redis",
+            Operation::Load,
+            format!(
+                "the dictionary kept changing too much during {LOAD_ATTEMPTS} chunked full loads"
+            ),
+        ))
+    }
+
+    async fn last_updated(&self) -> Result<Version> {
+        let mut conn = self.store.conn();
+        let (epoch, counter): (Option<String>, Option<String>) = redis::cmd("HMGET")
+            .arg(&self.keys.version)
+            .arg("epoch")
+            .arg("counter")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| map_err(Operation::Version, e))?;
+        match (epoch, counter) {
+            (Some(epoch), Some(counter)) => {
+                let epoch = epoch.parse::<u64>();
+                let counter = counter.parse::<u64>();
+                match (epoch, counter) {
+                    (Ok(e), Ok(c)) => Ok(Version::new(e, c)),
+                    _ => Err(bad_reply(
+                        Operation::Version,
+                        format!("the version record {} is corrupt", self.keys.version),
+                    )),
+                }
+            }
+            // No version record (new dictionary, flushed or evicted): create it with a fresh
+            // epoch, so the token differs from every earlier one.
+            _ => {
+                let value = self.run(&scripts::TOUCH, Operation::Version, |_| {}).await?;
+                Reply::new(value, Operation::Version)?.version()
+            }
+        }
+    }
+
+    async fn changes_since(&self, since: Version) -> Result<Changes> {
+        let max = self.store.inner.options.max_delta();
+        let value = self
+            .run(&scripts::CHANGES, Operation::Changes, |inv| {
+                inv.arg(since.epoch().to_string())
+                    .arg(since.counter())
+                    .arg(max);
+            })
+            .await?;
+        let mut reply = Reply::new(value, Operation::Changes)?;
+        if reply.int()? == 0 {
+            return Ok(Changes::TooOld);
+        }
+        let version = reply.version()?;
+        let mut upserts = Vec::new();
+        let mut removals = Vec::new();
+        while reply.len() > 0 {
+            let key = reply.string()?;
+            let revision = Revision(reply.u64()?);
+            match reply.opt_bytes()? {
+                Some(value) => upserts.push(StoredEntry {
+                    key,
+                    value,
+                    revision,
+                }),
+                None => removals.push((key, revision)),
+            }
+        }
+        Ok(Changes::Delta(Delta {
+            version,
+            upserts,
+            removals,
+        }))
+    }
+
+    async fn subscribe(&self) -> Result<Hints> {
+        crate::hints::subscribe(&self.store, &self.keys.channel).await
+    }
+
+    async fn persist_if_absent(&self, key: &str, value: Bytes) -> Result<IfAbsent> {
+        match self
+            .write(&scripts::INSERT_IF_ABSENT, Operation::InsertIfAbsent, |inv| {
+                inv.arg(key).arg(value.as_ref());
+            })
+            .await?
+        {
+            Written::Changed(version, _) => Ok(IfAbsent::Inserted(version)),
+            Written::Unchanged(mut reply) => Ok(IfAbsent::Present(Self::entry(key, &mut reply)?)),
+            Written::NotAnInteger => Err(bad_reply(Operation::InsertIfAbsent, "status -1")),
+        }
+    }
+
+    async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<Revision>,
+        new: Option<Bytes>,
+    ) -> Result<Swap> {
+        let expected = expected.map(|r| r.0.to_string()).unwrap_or_default();
+        match self
+            .write(&scripts::COMPARE_AND_SWAP, Operation::CompareAndSwap, |inv| {
+                inv.arg(key).arg(expected);
+                match &new {
+                    Some(value) => inv.arg("1").arg(value.as_ref()),
+                    None => inv.arg("0").arg(""),
+                };
+            })
+            .await?
+        {
+            Written::Changed(version, _) => Ok(Swap::Swapped(version)),
+            Written::Unchanged(mut reply) => {
+                if reply.len() == 0 {
+                    Ok(Swap::Conflict(None))
+                } else {
+                    Ok(Swap::Conflict(Some(Self::entry(key, &mut reply)?)))
+                }
+            }
+            Written::NotAnInteger => Err(bad_reply(Operation::CompareAndSwap, "status -1")),
+        }
+    }
+
+    async fn pop(&self, key: &str) -> Result<Option<(Bytes, Version)>> {
+        match self
+            .write(&scripts::POP, Operation::Pop, |inv| {
+                inv.arg(key);
+            })
+            .await?
+        {
+            Written::Changed(version, mut reply) => Ok(Some((reply.bytes()?, version))),
+            _ => Ok(None),
+        }
+    }
+
+    async fn increment(&self, key: &str, delta: i64) -> Result<(i64, Version)> {
+        match self
+            .write(&scripts::INCREMENT, Operation::Increment, |inv| {
+                inv.arg(key).arg(delta);
+            })
+            .await?
+        {
+            Written::Changed(version, mut reply) => Ok((reply.int()?, version)),
+            _ => Err(Error::NotAnInteger {
+                backend: "redis".into(),
+                key: key.into(),
+            }),
+        }
+    }
+
+    async fn persist_batch(&self, ops: Vec<BatchOp>) -> Result<Option<Version>> {
+        if ops.is_empty() {
+            return Ok(None);
+        }
+        match self
+            .write(&scripts::BATCH, Operation::Batch, |inv| {
+                for op in &ops {
+                    match op {
+                        BatchOp::Put { key, value } => inv.arg("P").arg(key).arg(value.as_ref()),
+                        BatchOp::Delete { key } => inv.arg("D").arg(key).arg(""),
+                    };
+                }
+            })
+            .await?
+        {
+            Written::Changed(version, _) => Ok(Some(version)),
+            _ => Ok(None),
+        }
+    }
+
+    async fn clear(&self) -> Result<Option<Version>> {
+        match self.write(&scripts::CLEAR, Operation::Clear, |_| {}).await? {
+            Written::Changed(version, _) => Ok(Some(version)),
+            _ => Ok(None),
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! Reading script replies (`redis::Value`) without copying values twice.
+
+use bytes::Bytes;
+use durable_core::{Error, Operation, Version};
+use redis::Value;
+
+use crate::conn::bad_reply;
+
+/// A cursor over the items of an array reply.
+pub(crate) struct Reply {
+    items: std::vec::IntoIter<Value>,
+    operation: Operation,
+}
+
+impl Reply {
+    pub(crate) fn new(value: Value, operation: Operation) -> Result<Self, Error> {
+        match value {
+            Value::Array(items) | Value::Set(items) => Ok(Reply {
+                items: items.into_iter(),
+                operation,
+            }),
+            other => Err(bad_reply(operation, format!("expected an array, got {other:?}"))),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    fn next(&mut self) -> Result<Value, Error> {
+        self.items
+            .next()
+            .ok_or_else(|| bad_reply(self.operation, "reply is too short"))
+    }
+
+    /// An item that may be nil.
+    pub(crate) fn opt_bytes(&mut self) -> Result<Option<Bytes>, Error> {
+        match self.next()? {
+            Value::Nil => Ok(None),
+            Value::BulkString(b) => Ok(Some(Bytes::from(b))),
+            Value::SimpleString(s) => Ok(Some(Bytes::from(s))),
+            Value::Okay => Ok(Some(Bytes::from_static(b"OK"))),
+            Value::Int(i) => Ok(Some(Bytes::from(i.to_string()))),
+            Value::Boolean(false) => Ok(None),
+            other => Err(bad_reply(self.operation, format!("expected a string, got {other:?}"))),
+        }
+    }
+
+    pub(crate) fn bytes(&mut self) -> Result<Bytes, Error> {
+        self.opt_bytes()?
+            .ok_or_else(|| bad_reply(self.operation, "unexpected nil"))
+    }
+
+    pub(crate) fn string(&mut self) -> Result<String, Error> {
+        let b = self.bytes()?;
+        String::from_utf8(b.to_vec()).map_err(|_| bad_reply(self.operation, "key is not UTF-8"))
+    }
+
+    /// An integer, sent as an integer reply or as decimal text (scores, hash fields).
+    pub(crate) fn int(&mut self) -> Result<i64, Error> {
+        match self.next()? {
+            Value::Int(i) => Ok(i),
+            Value::BulkString(b) => parse_int(&b, self.operation),
+            Value::SimpleString(s) => parse_int(s.as_bytes(), self.operation),
+            Value::Double(d) if d.fract() == 0.0 => Ok(d as i64),
+            other => Err(bad_reply(self.operation, format!("expected an integer, got {other:?}"))),
+        }
+    }
+
+    pub(crate) fn u64(&mut self) -> Result<u64, Error> {
+        let i = self.int()?;
+        u64::try_from(i).map_err(|_| bad_reply(self.operation, format!("negative counter {i}")))
+    }
+
+    /// A version token sent as (epoch text, counter).
+    pub(crate) fn version(&mut self) -> Result<Version, Error> {
+        let epoch = self.bytes()?;
+        let epoch = std::str::from_utf8(&epoch)
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .ok_or_else(|| bad_reply(self.operation, "the version record's epoch is corrupt"))?;
+        let counter = self.u64()?;
+        Ok(Version::new(epoch, counter))
+    }
+}
+
+fn parse_int(b: &[u8], operation: Operation) -> Result<i64, Error> {
+    let s = std::str::from_utf8(b).map_err(|_| bad_reply(operation, "integer is not text"))?;
+    if let Ok(i) = s.parse::<i64>() {
+        return Ok(i);
+    }
+    // Sorted set scores may come back as "5" or, rarely, in float notation.
+    match s.parse::<f64>() {
+        Ok(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(f as i64),
+        _ => Err(bad_reply(operation, format!("{s:?} is not an integer"))),
+    }
+}
