@@ -1,1 +1,29 @@
-//! ZooKeeper backend for durable (skeleton): filled in by its own issue.
+#![doc = include_str!("../README.md")]
+
+mod backend;
+mod config;
+mod hints;
+mod keys;
+mod store;
+
+pub use backend::{MAX_VALUE_SIZE, ZooKeeperBackend};
+pub use config::ZooKeeperConfig;
+pub use keys::MAX_KEY_LEN;
+pub use store::ZooKeeperStore;
+/// The ZooKeeper client this backend is built on, re-exported so users get the matching
+/// version (for ACLs and direct access through [`ZooKeeperStore::zookeeper_client`]).
+pub use zookeeper_client;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync + 'static>() {}
+
+    #[test]
+    fn public_types_are_send_and_sync() {
+        assert_send_sync::<ZooKeeperBackend>();
+        assert_send_sync::<ZooKeeperStore>();
+        assert_send_sync::<ZooKeeperConfig>();
+    }
+}
