@@ -1,1 +1,131 @@
-fn main() {}
+//! The read path: `get` through a snapshot vs a plain `HashMap` and a `parking_lot::RwLock<HashMap>`,
+//! on 1k, 100k and 1M keys, from one and two threads at once.
+//!
+//! `cargo bench -p durable-core --bench read_path`
+
+#![allow(missing_docs)] // criterion's macros generate undocumented items
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use durable_core::{Dict, Json, MemoryStore, Options};
+use parking_lot::RwLock;
+use rand::seq::SliceRandom;
+
+const SIZES: [usize; 3] = [1_000, 100_000, 1_000_000];
+/// Lookups cycle through this many random keys of the map.
+const PROBES: usize = 4096;
+
+struct Fixture {
+    plain: HashMap<String, u64>,
+    locked: RwLock<HashMap<String, u64>>,
+    dict: Dict<u64>,
+    probes: Vec<String>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+fn fixture(n: usize) -> Fixture {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let keys: Vec<String> = (0..n).map(|i| format!("flag:{i}")).collect();
+    let plain: HashMap<String, u64> = keys.iter().cloned().zip(0..).collect();
+    let dict = runtime.block_on(async {
+        let store = MemoryStore::new();
+        let dict: Dict<u64> = Dict::open(
+            store.backend("bench", "read").unwrap(),
+            Json,
+            Options::new(),
+        )
+        .await
+        .expect("open");
+        for chunk in keys.chunks(50_000) {
+            let batch = chunk.iter().map(|k| (k.clone(), plain[k]));
+            dict.insert_many(batch).await.expect("insert");
+        }
+        dict
+    });
+    let mut probes: Vec<String> = keys.clone();
+    probes.shuffle(&mut rand::rng());
+    probes.truncate(PROBES);
+    Fixture {
+        locked: RwLock::new(plain.clone()),
+        plain,
+        dict,
+        probes,
+        _runtime: runtime,
+    }
+}
+
+/// Runs `lookup` `iters` times on each of `threads` threads at once, each thread with its own
+/// `setup()` state (a held snapshot, say); returns the wall time, i.e. the time per lookup of one
+/// thread times `iters`.
+fn timed<S>(
+    threads: usize,
+    iters: u64,
+    probes: &[String],
+    setup: &(dyn Fn() -> S + Sync),
+    lookup: &(dyn Fn(&S, &str) -> u64 + Sync),
+) -> Duration {
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        for t in 0..threads {
+            scope.spawn(move || {
+                let state = setup();
+                let mut sum = 0u64;
+                for i in 0..iters as usize {
+                    let key = &probes[(i + t * 997) % probes.len()];
+                    sum = sum.wrapping_add(lookup(&state, key));
+                }
+                black_box(sum);
+            });
+        }
+    });
+    start.elapsed()
+}
+
+fn read_path(c: &mut Criterion) {
+    for n in SIZES {
+        let f = fixture(n);
+        assert_eq!(f.dict.snapshot().len(), n);
+        for threads in [1, 2] {
+            let mut group = c.benchmark_group(format!("get/{threads}-thread"));
+            group.measurement_time(Duration::from_secs(3));
+            group.warm_up_time(Duration::from_secs(1));
+            let probes = &f.probes;
+            group.bench_function(BenchmarkId::new("HashMap", n), |b| {
+                b.iter_custom(|iters| timed(threads, iters, probes, &|| (), &|_, k| f.plain[k]))
+            });
+            group.bench_function(BenchmarkId::new("RwLock<HashMap>", n), |b| {
+                b.iter_custom(|iters| {
+                    timed(threads, iters, probes, &|| (), &|_, k| f.locked.read()[k])
+                })
+            });
+            group.bench_function(BenchmarkId::new("snapshot guard held", n), |b| {
+                b.iter_custom(|iters| {
+                    timed(
+                        threads,
+                        iters,
+                        probes,
+                        &|| f.dict.snapshot(),
+                        &|snapshot, k| *snapshot.get(k).expect("present"),
+                    )
+                })
+            });
+            group.bench_function(BenchmarkId::new("snapshot guard per lookup", n), |b| {
+                b.iter_custom(|iters| {
+                    timed(threads, iters, probes, &|| (), &|_, k| {
+                        *f.dict.snapshot().get(k).expect("present")
+                    })
+                })
+            });
+            group.finish();
+        }
+    }
+}
+
+criterion_group!(benches, read_path);
+criterion_main!(benches);

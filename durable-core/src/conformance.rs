@@ -1,5 +1,5 @@
 //! The backend conformance suite: one public async function per rule of the
-//! [`Backend`](crate::Backend) contract, and [`conformance_tests!`](crate::conformance_tests) to
+//! [`Backend`] contract, and [`conformance_tests!`](crate::conformance_tests) to
 //! turn them into one `#[tokio::test]` each for your backend.
 //!
 //! ```ignore
@@ -660,11 +660,9 @@ pub async fn load_is_consistent_with_its_token(ctx: &Ctx) {
                 .expect("persist");
         }
     });
-    let mut loads = 0;
     loop {
         let done = task.is_finished();
         let load = reader.durables().await.expect("durables");
-        loads += 1;
         assert_eq!(load.version.epoch(), start.epoch());
         let n = load.version.counter() - start.counter();
         let keys: HashSet<String> = load.entries.iter().map(|e| e.key.clone()).collect();
@@ -688,7 +686,6 @@ pub async fn load_is_consistent_with_its_token(ctx: &Ctx) {
         }
     }
     task.await.expect("writer");
-    assert!(loads > 1);
 }
 
 // ---------------------------------------------------------------------------------------------

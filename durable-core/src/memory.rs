@@ -1,6 +1,6 @@
 //! An in-process store with every capability and fault injection, for tests and examples.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -65,6 +65,8 @@ struct Stored {
     oldest_served: u64,
     entries: HashMap<String, (Bytes, u64)>,
     tombstones: HashMap<String, u64>,
+    /// Every key's last write (value or tombstone) by revision, so deltas cost O(changes).
+    log: BTreeSet<(u64, String)>,
     subscribers: Vec<HintSender>,
 }
 
@@ -76,6 +78,7 @@ impl Stored {
             oldest_served: 0,
             entries: HashMap::new(),
             tombstones: HashMap::new(),
+            log: BTreeSet::new(),
             subscribers: Vec::new(),
         }
     }
@@ -97,14 +100,27 @@ impl Stored {
     }
 
     fn put(&mut self, key: &str, value: Bytes, rev: u64) {
-        self.tombstones.remove(key);
-        self.entries.insert(key.to_owned(), (value, rev));
+        let old = self.tombstones.remove(key);
+        let old = self
+            .entries
+            .insert(key.to_owned(), (value, rev))
+            .map(|(_, r)| r)
+            .or(old);
+        self.log_write(key, old, rev);
     }
 
     fn delete(&mut self, key: &str, rev: u64) -> Option<Bytes> {
-        let (old, _) = self.entries.remove(key)?;
+        let (old, old_rev) = self.entries.remove(key)?;
         self.tombstones.insert(key.to_owned(), rev);
+        self.log_write(key, Some(old_rev), rev);
         Some(old)
+    }
+
+    fn log_write(&mut self, key: &str, old: Option<u64>, rev: u64) {
+        if let Some(old) = old {
+            self.log.remove(&(old, key.to_owned()));
+        }
+        self.log.insert((rev, key.to_owned()));
     }
 
     fn entry(&self, key: &str) -> Option<StoredEntry> {
@@ -177,7 +193,9 @@ impl MemoryStore {
     pub fn forget_history(&self, namespace: &str, dictionary: &str) -> Result<()> {
         let id = (Name::new(namespace)?, Name::new(dictionary)?);
         if let Some(stored) = self.shared.dicts.lock().get_mut(&id) {
-            stored.tombstones.clear();
+            for (key, rev) in stored.tombstones.drain() {
+                stored.log.remove(&(rev, key));
+            }
             stored.oldest_served = stored.counter;
         }
         Ok(())
@@ -272,22 +290,19 @@ impl Backend for MemoryBackend {
             {
                 return Changes::TooOld;
             }
-            let after = since.counter();
-            Changes::Delta(Delta {
+            let mut delta = Delta {
                 version: s.version(),
-                upserts: s
-                    .entries
-                    .iter()
-                    .filter(|(_, (_, rev))| *rev > after)
-                    .filter_map(|(k, _)| s.entry(k))
-                    .collect(),
-                removals: s
-                    .tombstones
-                    .iter()
-                    .filter(|(_, rev)| **rev > after)
-                    .map(|(k, rev)| (k.clone(), Revision(*rev)))
-                    .collect(),
-            })
+                upserts: Vec::new(),
+                removals: Vec::new(),
+            };
+            let after = (since.counter() + 1, String::new());
+            for (rev, key) in s.log.range(after..) {
+                match s.entry(key) {
+                    Some(entry) => delta.upserts.push(entry),
+                    None => delta.removals.push((key.clone(), Revision(*rev))),
+                }
+            }
+            Changes::Delta(delta)
         })
         .await
     }

@@ -385,14 +385,13 @@ async fn conditional_writes_on_the_handle() {
     assert_eq!(doubled.as_deref(), Some(&-6));
     assert_eq!(dict.update("gone", |_| None).await.unwrap(), None);
     assert_eq!(dict.pop("n").await.unwrap(), Some(-6));
-    assert_eq!(
+    assert!(
         dict.insert_many([("a", 1), ("b", 2)])
             .await
             .unwrap()
-            .is_some(),
-        true
+            .is_some()
     );
-    assert_eq!(dict.clear().await.unwrap().is_some(), true);
+    assert!(dict.clear().await.unwrap().is_some());
     assert!(dict.snapshot().is_empty());
 
     // Increments through a compare-and-swap loop when the encoding is not decimal text.
