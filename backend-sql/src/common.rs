@@ -319,7 +319,12 @@ impl Sql {
         let e = format!("{prefix}_entries");
         let v = format!("{prefix}_versions");
         #[allow(unreachable_patterns)]
-        let (lock, schema, insert_version, upsert_tail) = match dialect {
+        let (lock, schema, insert_version, upsert_tail): (
+            &str,
+            Vec<String>,
+            String,
+            String,
+        ) = match dialect {
             #[cfg(feature = "postgres")]
             Dialect::Postgres => (
                 " FOR UPDATE",

@@ -1,7 +1,13 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+// Without any database feature the crate only offers `SqlOptions`.
+#[cfg_attr(
+    not(any(feature = "postgres", feature = "mysql", feature = "sqlite")),
+    allow(dead_code, unreachable_code, unused_imports, unused_variables)
+)]
 mod common;
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
 mod imp;
 
 #[cfg(feature = "mysql")]

@@ -231,9 +231,9 @@ impl PostgresBackend {
         let mut listeners = self.shared.listeners.lock().await;
         if !listeners.running {
             // Listen before returning, so that a write right after `subscribe` is seen.
-            let listener = connect_listener(&self.shared).await.map_err(|e| {
-                crate::common::map_err(NAME, durable_core::Operation::Subscribe, e)
-            })?;
+            let listener = connect_listener(&self.shared)
+                .await
+                .map_err(|e| crate::common::map_err(NAME, durable_core::Operation::Subscribe, e))?;
             listeners.running = true;
             tokio::spawn(listen_task(self.shared.clone(), listener));
         }
@@ -276,9 +276,14 @@ async fn listen_task(shared: Arc<Shared>, mut listener: PgListener) {
                 drop(listener);
                 let mut delay = Duration::from_millis(100);
                 listener = loop {
-                    if shared.listeners.lock().await.subscribers.values().all(|s| {
-                        s.iter().all(HintSender::is_closed)
-                    }) {
+                    if shared
+                        .listeners
+                        .lock()
+                        .await
+                        .subscribers
+                        .values()
+                        .all(|s| s.iter().all(HintSender::is_closed))
+                    {
                         shared.listeners.lock().await.running = false;
                         return;
                     }

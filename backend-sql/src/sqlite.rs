@@ -139,7 +139,11 @@ impl SqliteStore {
     }
 
     /// A backend over dictionary `dictionary` in `namespace`.
-    pub fn backend(&self, namespace: &str, dictionary: &str) -> durable_core::Result<SqliteBackend> {
+    pub fn backend(
+        &self,
+        namespace: &str,
+        dictionary: &str,
+    ) -> durable_core::Result<SqliteBackend> {
         Ok(SqliteBackend {
             shared: self.shared.clone(),
             namespace: Name::new(namespace)?,

@@ -39,14 +39,21 @@ async fn truncated_tables_make_every_handle_reload() {
         for i in 0..3 {
             a.insert(&format!("k{i}"), b"v".to_vec()).await.unwrap();
         }
-        let other = store.dict::<Vec<u8>, _>(&ns, "other", Raw, Mode::Manual).await;
+        let other = store
+            .dict::<Vec<u8>, _>(&ns, "other", Raw, Mode::Manual)
+            .await;
         other.insert("x", b"1".to_vec()).await.unwrap();
         assert_eq!(b.sync().await.unwrap().len(), 3);
         let before = (a.stats().reloads, b.stats().reloads, other.stats().reloads);
         store.truncate().await;
         for (handle, reloads) in [(&a, before.0), (&b, before.1), (&other, before.2)] {
             let snapshot = handle.sync().await.unwrap();
-            assert!(snapshot.is_empty(), "{store:?}: stale entries after TRUNCATE: {:?} {:?}", snapshot.keys().collect::<Vec<_>>(), handle.stats());
+            assert!(
+                snapshot.is_empty(),
+                "{store:?}: stale entries after TRUNCATE: {:?} {:?}",
+                snapshot.keys().collect::<Vec<_>>(),
+                handle.stats()
+            );
             assert_eq!(handle.stats().reloads, reloads + 1, "{store:?}: no reload");
         }
         // Writing again starts a new epoch; the other handles follow.
@@ -97,7 +104,9 @@ async fn killed_listen_connection_still_sees_the_next_change() {
         return;
     };
     let store = private_store("postgres", &url).await;
-    let Store::Pg(pg) = &store else { unreachable!() };
+    let Store::Pg(pg) = &store else {
+        unreachable!()
+    };
     let ns = random_name("ns");
     // Background mode with an hour between polls: only hints (or a resubscription) can wake it.
     let watcher = store
@@ -107,7 +116,10 @@ async fn killed_listen_connection_still_sees_the_next_change() {
     let seen = async |value: &[u8]| {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         while watcher.snapshot().get("k").map(Vec::as_slice) != Some(value) {
-            assert!(tokio::time::Instant::now() < deadline, "change {value:?} not seen");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "change {value:?} not seen"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     };
@@ -144,10 +156,15 @@ async fn sqlite_child_writer() {
     };
     let id = std::env::var("DURABLE_SQL_CHILD_ID").unwrap();
     let store = Store::open("sqlite", &url, SqlOptions::new()).await;
-    let counters = store.dict::<i64, _>("procs", "shared", Json, Mode::Manual).await;
+    let counters = store
+        .dict::<i64, _>("procs", "shared", Json, Mode::Manual)
+        .await;
     for i in 0..CHILD_WRITES {
         counters.increment("total", 1).await.unwrap();
-        counters.insert(&format!("{id}-{i}"), i64::from(i)).await.unwrap();
+        counters
+            .insert(&format!("{id}-{i}"), i64::from(i))
+            .await
+            .unwrap();
     }
 }
 
@@ -170,12 +187,25 @@ async fn two_processes_share_one_sqlite_file_without_lost_writes() {
         })
         .collect();
     for mut child in children {
-        assert!(child.wait().await.unwrap().success(), "a writer process failed");
+        assert!(
+            child.wait().await.unwrap().success(),
+            "a writer process failed"
+        );
     }
-    let d = store.dict::<i64, _>("procs", "shared", Json, Mode::Manual).await;
+    let d = store
+        .dict::<i64, _>("procs", "shared", Json, Mode::Manual)
+        .await;
     let snapshot = d.snapshot();
     assert_eq!(snapshot.get("total"), Some(&i64::from(2 * CHILD_WRITES)));
     assert_eq!(snapshot.len(), 1 + 2 * CHILD_WRITES as usize);
-    let version = store.backend("procs", "shared").last_updated().await.unwrap();
-    assert_eq!(version.counter(), u64::from(4 * CHILD_WRITES), "one bump per write");
+    let version = store
+        .backend("procs", "shared")
+        .last_updated()
+        .await
+        .unwrap();
+    assert_eq!(
+        version.counter(),
+        u64::from(4 * CHILD_WRITES),
+        "one bump per write"
+    );
 }

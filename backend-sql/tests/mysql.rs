@@ -59,8 +59,7 @@ impl Harness for MyHarness {
         let options = SqlOptions::new()
             .with_create_schema(false)
             .with_acquire_timeout(Duration::from_secs(2));
-        let store =
-            MySqlStore::connect_with("mysql://root:pw@127.0.0.1:1/test", options).await?;
+        let store = MySqlStore::connect_with("mysql://root:pw@127.0.0.1:1/test", options).await?;
         Ok(Box::new(store.backend(ns.as_str(), dict.as_str())?))
     }
     async fn cleanup(&self, ns: &Name) -> Result<()> {

@@ -74,7 +74,9 @@ impl Harness for PgHarness {
 
 async fn harness() -> Option<PgHarness> {
     let url = server_from_env(URL_VAR)?;
-    let admin = PostgresStore::connect(&url).await.expect("connect to PostgreSQL");
+    let admin = PostgresStore::connect(&url)
+        .await
+        .expect("connect to PostgreSQL");
     Some(PgHarness { url, admin })
 }
 

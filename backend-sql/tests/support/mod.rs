@@ -50,7 +50,13 @@ impl Store {
         }
     }
 
-    pub async fn dict<V, E: Encoding<V>>(&self, ns: &str, dict: &str, encoding: E, mode: Mode) -> Dict<V, E>
+    pub async fn dict<V, E: Encoding<V>>(
+        &self,
+        ns: &str,
+        dict: &str,
+        encoding: E,
+        mode: Mode,
+    ) -> Dict<V, E>
     where
         V: Send + Sync + 'static,
     {
@@ -77,9 +83,18 @@ impl Store {
         let (e, v) = self.tables();
         let sql = sql.replace("{e}", e).replace("{v}", v);
         let result = match self {
-            Store::Pg(s) => sqlx::query(AssertSqlSafe(sql.clone())).execute(s.pool()).await.map(drop),
-            Store::My(s) => sqlx::query(AssertSqlSafe(sql.clone())).execute(s.pool()).await.map(drop),
-            Store::Lite(s) => sqlx::query(AssertSqlSafe(sql.clone())).execute(s.pool()).await.map(drop),
+            Store::Pg(s) => sqlx::query(AssertSqlSafe(sql.clone()))
+                .execute(s.pool())
+                .await
+                .map(drop),
+            Store::My(s) => sqlx::query(AssertSqlSafe(sql.clone()))
+                .execute(s.pool())
+                .await
+                .map(drop),
+            Store::Lite(s) => sqlx::query(AssertSqlSafe(sql.clone()))
+                .execute(s.pool())
+                .await
+                .map(drop),
         };
         result.unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
