@@ -73,7 +73,10 @@ impl Paths {
         let namespace = format!("{root}/{namespace}");
         let base = format!("{namespace}/{dictionary}");
         Paths {
-            version: format!("{base}/version"),
+            // The dictionary znode itself carries the version (its creation zxid and data
+            // version): ZooKeeper deletes children before their parent, so a re-created
+            // dictionary znode (a new epoch) can never sit above entries of an older epoch.
+            version: base.clone(),
             entries: format!("{base}/entries"),
             log: format!("{base}/log"),
             namespace,
@@ -209,8 +212,8 @@ impl ZooKeeperBackend {
         &self.store
     }
 
-    /// The znode under which this dictionary lives (inside the chroot):
-    /// `<root>/<namespace>/<dictionary>`, with children `version`, `entries` and `log`.
+    /// The znode of this dictionary (inside the chroot): `<root>/<namespace>/<dictionary>`. Its
+    /// stat is the version; its children are `entries` and `log`.
     pub fn path(&self) -> &str {
         &self.paths.base
     }
@@ -271,18 +274,13 @@ impl ZooKeeperBackend {
         *self.cached.lock() = node;
     }
 
-    /// Creates whatever part of the tree is missing: namespace, dictionary, `entries`, `log`,
-    /// and last the version node (whose creation zxid becomes the new epoch).
+    /// Creates whatever part of the tree is missing: the namespace, the dictionary znode (whose
+    /// creation zxid becomes the new epoch), `entries` and `log`.
     async fn ensure_tree(&self, client: &zk::Client) -> Result<(), Failure> {
         let options = self.store.inner.config.create_options();
         client.mkdir(&self.paths.namespace, &options).await?;
         // Pipelined: sent in this order, so each parent exists before its child is created.
-        let creates: Vec<_> = [
-            &self.paths.base,
-            &self.paths.entries,
-            &self.paths.log,
-            &self.paths.version,
-        ]
+        let creates: Vec<_> = [&self.paths.base, &self.paths.entries, &self.paths.log]
         .into_iter()
         .map(|path| client.create(path, b"", &options))
         .collect();

@@ -50,8 +50,9 @@ fn add_watch<'a>(
     client: &'a zk::Client,
     path: &'a str,
 ) -> impl Future<Output = Result<zk::PersistentWatcher, zk::Error>> + Send + 'a {
-    // The version node changes on every write (and disappears with a wiped tree), so a
-    // non-recursive persistent watch on it sees every change with one event per write.
+    // The dictionary znode's data changes on every write (and it disappears with a wiped
+    // tree), so a non-recursive persistent watch on it sees every change, one event per write;
+    // a recursive watch would also report every entry and change-log node.
     client.watch(path, zk::AddWatchMode::Persistent)
 }
 

@@ -35,29 +35,37 @@ impl ZkHarness {
     }
 }
 
-/// Deletes `path` and everything below it, as `deleteall` in zkCli does.
+/// Deletes `path` and everything below it, as `deleteall` in zkCli does, retrying when live
+/// handles re-create children meanwhile.
 pub async fn delete_recursive(client: &zk::Client, path: &str) -> Result<(), zk::Error> {
-    let mut stack = vec![(path.to_owned(), false)];
-    while let Some((node, expanded)) = stack.pop() {
-        if expanded {
-            match client.delete(&node, None).await {
-                Ok(()) | Err(zk::Error::NoNode) => {}
+    for _ in 0..20 {
+        let mut stack = vec![(path.to_owned(), false)];
+        let mut busy = false;
+        while let Some((node, expanded)) = stack.pop() {
+            if expanded {
+                match client.delete(&node, None).await {
+                    Ok(()) | Err(zk::Error::NoNode) => {}
+                    Err(zk::Error::NotEmpty) => busy = true,
+                    Err(e) => return Err(e),
+                }
+                continue;
+            }
+            match client.list_children(&node).await {
+                Ok(children) => {
+                    stack.push((node.clone(), true));
+                    for child in children {
+                        stack.push((format!("{node}/{child}"), false));
+                    }
+                }
+                Err(zk::Error::NoNode) => {}
                 Err(e) => return Err(e),
             }
-            continue;
         }
-        match client.list_children(&node).await {
-            Ok(children) => {
-                stack.push((node.clone(), true));
-                for child in children {
-                    stack.push((format!("{node}/{child}"), false));
-                }
-            }
-            Err(zk::Error::NoNode) => {}
-            Err(e) => return Err(e),
+        if !busy {
+            return Ok(());
         }
     }
-    Ok(())
+    Err(zk::Error::NotEmpty)
 }
 
 #[durable_core::async_trait]
