@@ -8,6 +8,22 @@ use serde::Serialize;
 
 use crate::types::Version;
 
+/// Serializes a duration as seconds (a float), the way monitoring systems expect it.
+fn seconds<S: serde::Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_f64(duration.as_secs_f64())
+}
+
+/// Serializes a time as seconds since the Unix epoch (a float), or null.
+fn unix_seconds<S: serde::Serializer>(
+    time: &Option<SystemTime>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match time.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok()) {
+        Some(since) => serializer.serialize_some(&since.as_secs_f64()),
+        None => serializer.serialize_none(),
+    }
+}
+
 /// What a dictionary handle has done since it was opened. Print it (`Debug`) or serialize it
 /// (e.g. to JSON) to export it.
 #[derive(Debug, Clone, Serialize)]
@@ -19,11 +35,14 @@ pub struct Stats {
     pub entries: usize,
     /// Encoded bytes of the snapshot's values.
     pub bytes: usize,
-    /// Age of the snapshot (time since the store last confirmed it).
+    /// Age of the snapshot (time since the store last confirmed it); seconds when serialized.
+    #[serde(serialize_with = "seconds")]
     pub age: Duration,
-    /// When the last version check succeeded.
+    /// When the last version check succeeded (Unix seconds when serialized).
+    #[serde(serialize_with = "unix_seconds")]
     pub last_check: Option<SystemTime>,
-    /// When the snapshot last changed because of a sync.
+    /// When the snapshot last changed because of a sync (Unix seconds when serialized).
+    #[serde(serialize_with = "unix_seconds")]
     pub last_change: Option<SystemTime>,
     /// Version checks made (round trips to the store).
     pub checks: u64,
@@ -55,12 +74,14 @@ pub struct Health {
     pub ready: bool,
     /// The last version check succeeded and the snapshot does not come from the backup file.
     pub fresh: bool,
-    /// When checks started failing, while they fail.
+    /// When checks started failing, while they fail (Unix seconds when serialized).
+    #[serde(serialize_with = "unix_seconds")]
     pub stale_since: Option<SystemTime>,
     /// The most recent error, until a check succeeds (or, for values skipped under
     /// [`DecodeErrors::Skip`](crate::DecodeErrors::Skip), the error of the sync that skipped them).
     pub last_error: Option<String>,
-    /// Age of the snapshot.
+    /// Age of the snapshot; seconds when serialized.
+    #[serde(serialize_with = "seconds")]
     pub age: Duration,
     /// The snapshot's version token, as text.
     pub version: String,
