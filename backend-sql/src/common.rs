@@ -232,21 +232,45 @@ pub(crate) fn is_unavailable(err: &sqlx::Error) -> bool {
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Database(db) => {
+            #[cfg(feature = "mysql")]
+            if let Some(my) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+                // Too many connections, shutdown in progress, server gone, lost connection,
+                // lock wait timeout, deadlock, server shutting down.
+                if matches!(my.number(), 1040 | 1053 | 2006 | 2013 | 1205 | 1213 | 1927) {
+                    return true;
+                }
+            }
+            if is_retryable(err) {
+                return true;
+            }
             let code = db.code();
             let code = code.as_deref().unwrap_or("");
             // PostgreSQL: class 08 (connection exception), 57P01..57P03 (shutting down,
             // cannot connect now), 53300 (too many connections).
             code.starts_with("08")
                 || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
-                // MySQL / MariaDB: too many connections, shutdown in progress, server gone,
-                // lost connection, lock wait timeout, deadlock.
-                || matches!(code, "1040" | "1053" | "2006" | "2013" | "1205" | "1213")
                 // SQLite: SQLITE_BUSY, SQLITE_LOCKED, SQLITE_CANTOPEN (and extended codes).
                 || matches!(code, "5" | "6" | "14" | "261" | "262" | "517")
                 || db.message().contains("terminating connection")
         }
         _ => false,
     }
+}
+
+/// A deadlock or serialization failure: the transaction may simply be run again.
+pub(crate) fn is_retryable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Database(db) => {
+            matches!(db.code().as_deref(), Some("40001" | "40P01"))
+        }
+        _ => false,
+    }
+}
+
+/// A short random pause before retrying after a deadlock.
+pub(crate) async fn retry_pause(attempt: u32) {
+    let micros = rand::random_range(200..2000) * u64::from(attempt + 1);
+    tokio::time::sleep(std::time::Duration::from_micros(micros)).await;
 }
 
 /// Maps a driver error into durable's categories.

@@ -38,18 +38,28 @@ macro_rules! backend_impl {
             }
 
             /// Creates the version row with a fresh epoch if it is missing.
+            /// Concurrent creators may deadlock on MySQL (duplicate-key inserts); they retry.
             async fn ensure_version(&self, op: Operation) -> Result<()> {
                 let sql = &self.shared.sql;
-                q(&sql.insert_version)
-                    .bind(self.ns())
-                    .bind(self.dict())
-                    .bind(fresh_epoch())
-                    .bind(self.ns())
-                    .bind(self.dict())
-                    .execute(&self.shared.pool)
-                    .await
-                    .map_err(Self::err(op))?;
-                Ok(())
+                let mut attempt = 0;
+                loop {
+                    let done = q(&sql.insert_version)
+                        .bind(self.ns())
+                        .bind(self.dict())
+                        .bind(fresh_epoch())
+                        .bind(self.ns())
+                        .bind(self.dict())
+                        .execute(&self.shared.pool)
+                        .await;
+                    match done {
+                        Ok(_) => return Ok(()),
+                        Err(e) if attempt < 20 && $crate::common::is_retryable(&e) => {
+                            $crate::common::retry_pause(attempt).await;
+                            attempt += 1;
+                        }
+                        Err(e) => return Err(map_err(NAME, op, e)),
+                    }
+                }
             }
 
             fn vanished(op: Operation) -> Error {
@@ -63,21 +73,33 @@ macro_rules! backend_impl {
             /// Begins a write transaction holding the dictionary's version row (created if
             /// missing) and returns the current token.
             async fn begin(&self, op: Operation) -> Result<(Tx, Version)> {
-                for _ in 0..5 {
+                let mut attempt = 0;
+                let mut missing = 0;
+                while missing < 5 {
                     let mut tx = begin_write(&self.shared.pool)
                         .await
                         .map_err(Self::err(op))?;
-                    let row: Option<(i64, i64)> =
+                    let row: std::result::Result<Option<(i64, i64)>, sqlx::Error> =
                         sqlx::query_as(AssertSqlSafe(self.shared.sql.lock_version.as_str()))
                             .bind(self.ns())
                             .bind(self.dict())
                             .fetch_optional(&mut *tx)
-                            .await
-                            .map_err(Self::err(op))?;
+                            .await;
+                    let row = match row {
+                        Err(e) if attempt < 20 && $crate::common::is_retryable(&e) => {
+                            // Nothing written yet: run the transaction again.
+                            Self::rollback(tx).await;
+                            $crate::common::retry_pause(attempt).await;
+                            attempt += 1;
+                            continue;
+                        }
+                        other => other.map_err(Self::err(op))?,
+                    };
                     match row {
                         Some((epoch, counter)) => return Ok((tx, version_of(epoch, counter))),
                         None => {
                             let _ = tx.rollback().await;
+                            missing += 1;
                             self.ensure_version(op).await?;
                         }
                     }
