@@ -172,12 +172,16 @@ impl RedisBackend {
         })
     }
 
-    /// One chunk of a full load: the token, the next cursor and the entries.
-    async fn load_chunk(&self, cursor: &str, into: &mut HashMap<String, StoredEntry>) -> Result<(Version, String)> {
+    /// The first chunk of a full load, in one script with the token: the token, the next
+    /// cursor and the entries.
+    async fn load_first_chunk(
+        &self,
+        into: &mut HashMap<String, StoredEntry>,
+    ) -> Result<(Version, String)> {
         let chunk = self.store.inner.options.load_chunk();
         let value = self
             .run(&scripts::LOAD_CHUNK, Operation::Load, |inv| {
-                inv.arg(cursor).arg(chunk);
+                inv.arg("0").arg(chunk);
             })
             .await?;
         let mut reply = Reply::new(value, Operation::Load)?;
@@ -189,6 +193,70 @@ impl RedisBackend {
             into.insert(key, entry);
         }
         Ok((version, next))
+    }
+
+    /// The remaining chunks: `HSCAN` from `cursor`, each page's revisions fetched with
+    /// `ZMSCORE` in the same round trip as the next page.
+    async fn load_rest(&self, mut cursor: String, into: &mut HashMap<String, StoredEntry>) -> Result<()> {
+        let chunk = self.store.inner.options.load_chunk();
+        let mut conn = self.store.conn();
+        let mut pending: Vec<(String, Bytes)> = Vec::new();
+        while cursor != "0" || !pending.is_empty() {
+            let mut pipe = redis::pipe();
+            if !pending.is_empty() {
+                pipe.cmd("ZMSCORE")
+                    .arg(&self.keys.log)
+                    .arg(pending.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>());
+            }
+            let scanning = cursor != "0";
+            if scanning {
+                pipe.cmd("HSCAN")
+                    .arg(&self.keys.entries)
+                    .arg(&cursor)
+                    .arg("COUNT")
+                    .arg(chunk);
+            }
+            let replies: Vec<Value> = pipe
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| map_err(Operation::Load, e))?;
+            let mut replies = replies.into_iter();
+            if !pending.is_empty() {
+                let revisions = replies
+                    .next()
+                    .ok_or_else(|| bad_reply(Operation::Load, "missing ZMSCORE reply"))?;
+                let mut revisions = Reply::new(revisions, Operation::Load)?;
+                for (key, value) in pending.drain(..) {
+                    // A key written into the hash by hand has no logged revision: 0.
+                    let revision = revisions.opt_u64()?.unwrap_or(0);
+                    into.insert(
+                        key.clone(),
+                        StoredEntry {
+                            key,
+                            value,
+                            revision: Revision(revision),
+                        },
+                    );
+                }
+            }
+            if scanning {
+                let page = replies
+                    .next()
+                    .ok_or_else(|| bad_reply(Operation::Load, "missing HSCAN reply"))?;
+                let mut page = Reply::new(page, Operation::Load)?;
+                cursor = page.string()?;
+                let items = page
+                    .next_value()
+                    .ok_or_else(|| bad_reply(Operation::Load, "HSCAN reply is too short"))?;
+                let mut items = Reply::new(items, Operation::Load)?;
+                while items.len() > 0 {
+                    let key = items.string()?;
+                    let value = items.bytes()?;
+                    pending.push((key, value));
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -229,7 +297,7 @@ impl Backend for RedisBackend {
     async fn durables(&self) -> Result<Load> {
         for _ in 0..LOAD_ATTEMPTS {
             let mut entries = HashMap::new();
-            let (start, mut cursor) = self.load_chunk("0", &mut entries).await?;
+            let (start, cursor) = self.load_first_chunk(&mut entries).await?;
             if cursor == "0" {
                 // One chunk: read in the same script as the token.
                 return Ok(Load {
@@ -237,9 +305,7 @@ impl Backend for RedisBackend {
                     entries: entries.into_values().collect(),
                 });
             }
-            while cursor != "0" {
-                cursor = self.load_chunk(&cursor, &mut entries).await?.1;
-            }
+            self.load_rest(cursor, &mut entries).await?;
             // The chunks may mix states after `start`: repair with every change since it.
             match self.changes_since(start).await? {
                 Changes::Delta(delta) => {

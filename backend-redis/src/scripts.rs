@@ -281,7 +281,9 @@ return out
     )
 });
 
-/// One chunk of a full load: `ARGV[5]` HSCAN cursor, `ARGV[6]` COUNT hint.
+/// The first chunk of a full load, atomic with the token: `ARGV[5]` HSCAN cursor (`0`),
+/// `ARGV[6]` COUNT hint. Later chunks are plain `HSCAN` and `ZMSCORE` commands (cheaper than
+/// passing every value through Lua), repaired afterwards with the changes since the token.
 /// `{epoch, counter, next cursor, (key, value, revision)...}`.
 pub(crate) static LOAD_CHUNK: LazyLock<Script> = LazyLock::new(|| {
     script(
@@ -290,10 +292,14 @@ local ep, c = current()
 local r = redis.call('HSCAN', E, ARGV[5], 'COUNT', ARGV[6])
 local out = {ep, c, r[1]}
 local kv = r[2]
-for i = 1, #kv, 2 do
-  out[#out + 1] = kv[i]
-  out[#out + 1] = kv[i + 1]
-  out[#out + 1] = rev_of(kv[i])
+if #kv == 0 then return out end
+local ks = {}
+for i = 1, #kv, 2 do ks[#ks + 1] = kv[i] end
+local revs = redis.call('ZMSCORE', L, unpack(ks))
+for i = 1, #ks do
+  out[#out + 1] = ks[i]
+  out[#out + 1] = kv[2 * i]
+  out[#out + 1] = tonumber(revs[i] or '0')
 end
 return out
 "#,

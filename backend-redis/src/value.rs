@@ -27,6 +27,11 @@ impl Reply {
         self.items.len()
     }
 
+    /// The next item as it came.
+    pub(crate) fn next_value(&mut self) -> Option<Value> {
+        self.items.next()
+    }
+
     fn next(&mut self) -> Result<Value, Error> {
         self.items
             .next()
@@ -70,6 +75,17 @@ impl Reply {
     pub(crate) fn u64(&mut self) -> Result<u64, Error> {
         let i = self.int()?;
         u64::try_from(i).map_err(|_| bad_reply(self.operation, format!("negative counter {i}")))
+    }
+
+    /// A non-negative integer that may be nil.
+    pub(crate) fn opt_u64(&mut self) -> Result<Option<u64>, Error> {
+        match self.items.as_slice().first() {
+            Some(Value::Nil) => {
+                self.items.next();
+                Ok(None)
+            }
+            _ => self.u64().map(Some),
+        }
     }
 
     /// A version token sent as (epoch text, counter).
