@@ -32,7 +32,12 @@ fn per_op(total: Duration, n: u64) -> f64 {
     total.as_nanos() as f64 / n as f64
 }
 
-async fn open(store: &RedisStore, ns: &Name, dict: &str, trust: Option<Duration>) -> Dict<u64, Json> {
+async fn open(
+    store: &RedisStore,
+    ns: &Name,
+    dict: &str,
+    trust: Option<Duration>,
+) -> Dict<u64, Json> {
     Dict::open(
         store.backend(ns, &Name::new(dict).unwrap()),
         Json,
@@ -77,7 +82,9 @@ async fn run(url: &str, sizes: &[usize]) -> Vec<Row> {
     let client = redis::Client::open(url).unwrap();
     let config = redis::aio::ConnectionManagerConfig::new()
         .set_response_timeout(Some(Duration::from_secs(60)));
-    let mut raw = redis::aio::ConnectionManager::new_with_config(client, config).await.unwrap();
+    let mut raw = redis::aio::ConnectionManager::new_with_config(client, config)
+        .await
+        .unwrap();
 
     // 1. A read through the snapshot vs a direct HGET per read (1k keys).
     fill(&store, &ns, "read", 1000).await;
@@ -91,11 +98,17 @@ async fn run(url: &str, sizes: &[usize]) -> Vec<Row> {
     }
     let snapshot_ns = per_op(t.elapsed(), n);
     push("read: snapshot().get() (ns)".into(), snapshot_ns, "ns/read");
-    let entries = store.backend(&ns, &Name::new("read").unwrap()).entries_key().to_owned();
+    let entries = store
+        .backend(&ns, &Name::new("read").unwrap())
+        .entries_key()
+        .to_owned();
     let n = 5000u64;
     let t = Instant::now();
     for i in 0..n {
-        let v: Option<Vec<u8>> = raw.hget(&entries, &keys[(i % 1000) as usize]).await.unwrap();
+        let v: Option<Vec<u8>> = raw
+            .hget(&entries, &keys[(i % 1000) as usize])
+            .await
+            .unwrap();
         black_box(v);
     }
     let hget_ns = per_op(t.elapsed(), n);
@@ -111,18 +124,30 @@ async fn run(url: &str, sizes: &[usize]) -> Vec<Row> {
         black_box(trusting.sync().await.unwrap());
     }
     let hinted = per_op(t.elapsed(), n);
-    push("no-change sync, live push hint (ns)".into(), hinted, "ns/sync");
+    push(
+        "no-change sync, live push hint (ns)".into(),
+        hinted,
+        "ns/sync",
+    );
     let n = 5000u64;
     let t = Instant::now();
     for _ in 0..n {
         black_box(d.sync().await.unwrap());
     }
     let polled = per_op(t.elapsed(), n);
-    push("no-change sync, no hint: one HMGET round trip (ns)".into(), polled, "ns/sync");
+    push(
+        "no-change sync, no hint: one HMGET round trip (ns)".into(),
+        polled,
+        "ns/sync",
+    );
     let t = Instant::now();
     for _ in 0..n {
         let v: (Option<String>, Option<String>) = redis::cmd("HMGET")
-            .arg(store.backend(&ns, &Name::new("read").unwrap()).version_key())
+            .arg(
+                store
+                    .backend(&ns, &Name::new("read").unwrap())
+                    .version_key(),
+            )
             .arg("epoch")
             .arg("counter")
             .query_async(&mut raw)
@@ -130,7 +155,11 @@ async fn run(url: &str, sizes: &[usize]) -> Vec<Row> {
             .unwrap();
         black_box(v);
     }
-    push("  reference: bare HMGET round trip (ns)".into(), per_op(t.elapsed(), n), "ns");
+    push(
+        "  reference: bare HMGET round trip (ns)".into(),
+        per_op(t.elapsed(), n),
+        "ns",
+    );
 
     // 3. sync() after one change: delta vs full reload, per size.
     for &size in sizes {
@@ -142,7 +171,10 @@ async fn run(url: &str, sizes: &[usize]) -> Vec<Row> {
         let writer = store.backend(&ns, &Name::new(&name).unwrap());
         let mut deltas = Vec::new();
         for i in 0..30u64 {
-            writer.persist("flag:7", (1_000_000 + i).to_string().into()).await.unwrap();
+            writer
+                .persist("flag:7", (1_000_000 + i).to_string().into())
+                .await
+                .unwrap();
             let t = Instant::now();
             reader.sync().await.unwrap();
             deltas.push(t.elapsed());
@@ -152,7 +184,10 @@ async fn run(url: &str, sizes: &[usize]) -> Vec<Row> {
         let mut backend_deltas = Vec::new();
         for i in 0..30u64 {
             let before = writer.last_updated().await.unwrap();
-            writer.persist("flag:8", (2_000_000 + i).to_string().into()).await.unwrap();
+            writer
+                .persist("flag:8", (2_000_000 + i).to_string().into())
+                .await
+                .unwrap();
             let t = Instant::now();
             black_box(writer.changes_since(before).await.unwrap());
             backend_deltas.push(t.elapsed());
@@ -173,13 +208,37 @@ async fn run(url: &str, sizes: &[usize]) -> Vec<Row> {
         }
         let full = median(fulls);
         let raw_load = median(raw_loads);
-        push(format!("sync after 1 change @{size}: delta (us)"), delta.as_secs_f64() * 1e6, "us");
-        push(format!("  of which changes_since() round trip (us)"), backend_delta.as_secs_f64() * 1e6, "us");
-        push(format!("sync after 1 change @{size}: full reload via Dict::open (us)"), full.as_secs_f64() * 1e6, "us");
-        push(format!("  of which chunked HSCAN load, durables() (us)"), raw_load.as_secs_f64() * 1e6, "us");
-        push(format!("sync after 1 change @{size}: full / delta"), full.as_secs_f64() / delta.as_secs_f64(), "x");
+        push(
+            format!("sync after 1 change @{size}: delta (us)"),
+            delta.as_secs_f64() * 1e6,
+            "us",
+        );
+        push(
+            "  of which changes_since() round trip (us)".to_string(),
+            backend_delta.as_secs_f64() * 1e6,
+            "us",
+        );
+        push(
+            format!("sync after 1 change @{size}: full reload via Dict::open (us)"),
+            full.as_secs_f64() * 1e6,
+            "us",
+        );
+        push(
+            "  of which chunked HSCAN load, durables() (us)".to_string(),
+            raw_load.as_secs_f64() * 1e6,
+            "us",
+        );
+        push(
+            format!("sync after 1 change @{size}: full / delta"),
+            full.as_secs_f64() / delta.as_secs_f64(),
+            "x",
+        );
         drop(reader);
-        let _: () = redis::cmd("UNLINK").arg(&writer.redis_keys()[..]).query_async(&mut raw).await.unwrap();
+        let _: () = redis::cmd("UNLINK")
+            .arg(&writer.redis_keys()[..])
+            .query_async(&mut raw)
+            .await
+            .unwrap();
     }
 
     // 4. Writes per second: sequential inserts vs batches of 100.
@@ -190,7 +249,11 @@ async fn run(url: &str, sizes: &[usize]) -> Vec<Row> {
         w.insert(&format!("k{}", i % 1000), i).await.unwrap();
     }
     let seq = n as f64 / t.elapsed().as_secs_f64();
-    push("writes: sequential insert (writes/s)".into(), seq, "writes/s");
+    push(
+        "writes: sequential insert (writes/s)".into(),
+        seq,
+        "writes/s",
+    );
     let batches = 300u64;
     let t = Instant::now();
     for b in 0..batches {
@@ -199,7 +262,11 @@ async fn run(url: &str, sizes: &[usize]) -> Vec<Row> {
             .unwrap();
     }
     let batched = (batches * 100) as f64 / t.elapsed().as_secs_f64();
-    push("writes: insert_many of 100 (keys/s)".into(), batched, "keys/s");
+    push(
+        "writes: insert_many of 100 (keys/s)".into(),
+        batched,
+        "keys/s",
+    );
     push("writes: batched / sequential".into(), batched / seq, "x");
 
     // Clean up the namespace.
@@ -246,7 +313,10 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    println!("durable-redis benchmark against {}", url.split('@').next_back().unwrap_or(""));
+    println!(
+        "durable-redis benchmark against {}",
+        url.split('@').next_back().unwrap_or("")
+    );
     let rows = runtime.block_on(run(&url, &sizes));
     let json: Vec<String> = rows
         .iter()

@@ -128,7 +128,9 @@ fn token(counter: i64, operation: Operation) -> Result<Version> {
 impl DurabledictBackend {
     pub(crate) fn new(store: RedisStore, keyspace: &str) -> Result<Self> {
         if keyspace.is_empty() {
-            return Err(Error::Config("a durabledict keyspace must not be empty".into()));
+            return Err(Error::Config(
+                "a durabledict keyspace must not be empty".into(),
+            ));
         }
         Ok(DurabledictBackend {
             store,

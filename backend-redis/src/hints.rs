@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use durable_core::{Hint, HintSender, Hints, Operation, Result};
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, ConnectionInfo, ProtocolVersion, PushInfo, PushKind, RedisResult};
+use redis::{
+    AsyncConnectionConfig, ConnectionInfo, ProtocolVersion, PushInfo, PushKind, RedisResult,
+};
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 use crate::conn::map_err;
@@ -33,7 +35,15 @@ pub(crate) async fn subscribe(store: &RedisStore, channel: &str) -> Result<Hints
     let (sender, hints) = Hints::channel();
     let channel = channel.to_owned();
     tokio::spawn(async move {
-        run(target, channel, timeout, connect_timeout, sender, subscription).await;
+        run(
+            target,
+            channel,
+            timeout,
+            connect_timeout,
+            sender,
+            subscription,
+        )
+        .await;
     });
     Ok(hints)
 }
@@ -104,7 +114,10 @@ async fn run(
 }
 
 fn resp3(info: &ConnectionInfo) -> ConnectionInfo {
-    let settings = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
+    let settings = info
+        .redis_settings()
+        .clone()
+        .set_protocol(ProtocolVersion::RESP3);
     info.clone().set_redis_settings(settings)
 }
 
@@ -119,7 +132,9 @@ async fn open(
         .set_response_timeout(Some(timeout))
         .set_connection_timeout(Some(connect_timeout));
     let client = redis::Client::open(resp3(info))?;
-    let conn = client.get_multiplexed_async_connection_with_config(&config).await?;
+    let conn = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?;
     Ok(Subscription { conn, pushes })
 }
 

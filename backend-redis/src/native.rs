@@ -6,8 +6,8 @@ use std::fmt;
 use async_trait::async_trait;
 use bytes::Bytes;
 use durable_core::{
-    Backend, BatchOp, Capabilities, Changes, Delta, Error, Hints, IfAbsent, Load, Name,
-    Operation, Result, Revision, StoredEntry, Swap, Version,
+    Backend, BatchOp, Capabilities, Changes, Delta, Error, Hints, IfAbsent, Load, Name, Operation,
+    Result, Revision, StoredEntry, Swap, Version,
 };
 use redis::{Script, Value};
 
@@ -113,7 +113,9 @@ impl RedisBackend {
     /// (older ones get a full reload). Tombstones are otherwise trimmed by writes once older
     /// than [`RedisOptions::with_tombstone_retention`](crate::RedisOptions::with_tombstone_retention).
     pub async fn forget_history(&self) -> Result<Version> {
-        let value = self.run(&scripts::FORGET_HISTORY, Operation::Changes, |_| {}).await?;
+        let value = self
+            .run(&scripts::FORGET_HISTORY, Operation::Changes, |_| {})
+            .await?;
         Reply::new(value, Operation::Changes)?.version()
     }
 
@@ -197,7 +199,11 @@ impl RedisBackend {
 
     /// The remaining chunks: `HSCAN` from `cursor`, each page's revisions fetched with
     /// `ZMSCORE` in the same round trip as the next page.
-    async fn load_rest(&self, mut cursor: String, into: &mut HashMap<String, StoredEntry>) -> Result<()> {
+    async fn load_rest(
+        &self,
+        mut cursor: String,
+        into: &mut HashMap<String, StoredEntry>,
+    ) -> Result<()> {
         let chunk = self.store.inner.options.load_chunk();
         let mut conn = self.store.conn();
         let mut pending: Vec<(String, Bytes)> = Vec::new();
@@ -278,7 +284,10 @@ impl Backend for RedisBackend {
             .await?
         {
             Written::Changed(version, _) => Ok(version),
-            _ => Err(bad_reply(Operation::Persist, "a store did not change anything")),
+            _ => Err(bad_reply(
+                Operation::Persist,
+                "a store did not change anything",
+            )),
         }
     }
 
@@ -368,7 +377,9 @@ impl Backend for RedisBackend {
             // No version record (new dictionary, flushed or evicted): create it with a fresh
             // epoch, so the token differs from every earlier one.
             _ => {
-                let value = self.run(&scripts::TOUCH, Operation::Version, |_| {}).await?;
+                let value = self
+                    .run(&scripts::TOUCH, Operation::Version, |_| {})
+                    .await?;
                 Reply::new(value, Operation::Version)?.version()
             }
         }
@@ -415,9 +426,13 @@ impl Backend for RedisBackend {
 
     async fn persist_if_absent(&self, key: &str, value: Bytes) -> Result<IfAbsent> {
         match self
-            .write(&scripts::INSERT_IF_ABSENT, Operation::InsertIfAbsent, |inv| {
-                inv.arg(key).arg(value.as_ref());
-            })
+            .write(
+                &scripts::INSERT_IF_ABSENT,
+                Operation::InsertIfAbsent,
+                |inv| {
+                    inv.arg(key).arg(value.as_ref());
+                },
+            )
             .await?
         {
             Written::Changed(version, _) => Ok(IfAbsent::Inserted(version)),
@@ -434,13 +449,17 @@ impl Backend for RedisBackend {
     ) -> Result<Swap> {
         let expected = expected.map(|r| r.0.to_string()).unwrap_or_default();
         match self
-            .write(&scripts::COMPARE_AND_SWAP, Operation::CompareAndSwap, |inv| {
-                inv.arg(key).arg(expected);
-                match &new {
-                    Some(value) => inv.arg("1").arg(value.as_ref()),
-                    None => inv.arg("0").arg(""),
-                };
-            })
+            .write(
+                &scripts::COMPARE_AND_SWAP,
+                Operation::CompareAndSwap,
+                |inv| {
+                    inv.arg(key).arg(expected);
+                    match &new {
+                        Some(value) => inv.arg("1").arg(value.as_ref()),
+                        None => inv.arg("0").arg(""),
+                    };
+                },
+            )
             .await?
         {
             Written::Changed(version, _) => Ok(Swap::Swapped(version)),
@@ -503,7 +522,10 @@ impl Backend for RedisBackend {
     }
 
     async fn clear(&self) -> Result<Option<Version>> {
-        match self.write(&scripts::CLEAR, Operation::Clear, |_| {}).await? {
+        match self
+            .write(&scripts::CLEAR, Operation::Clear, |_| {})
+            .await?
+        {
             Written::Changed(version, _) => Ok(Some(version)),
             _ => Ok(None),
         }

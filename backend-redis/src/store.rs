@@ -112,7 +112,7 @@ impl RedisOptions {
 /// Where the hint task connects: the server, or the cluster's nodes (it follows `MOVED`).
 #[derive(Clone)]
 pub(crate) enum HintTarget {
-    Single(ConnectionInfo),
+    Single(Box<ConnectionInfo>),
     #[cfg(feature = "cluster")]
     Cluster(Vec<ConnectionInfo>),
 }
@@ -229,7 +229,7 @@ impl RedisStore {
         Ok(RedisStore {
             inner: Arc::new(StoreInner {
                 conn: Conn::Single(manager),
-                hint_target: HintTarget::Single(info),
+                hint_target: HintTarget::Single(Box::new(info)),
                 options,
                 redacted: redact(url),
             }),
@@ -248,7 +248,9 @@ impl RedisStore {
             .map(|u| parse(u.as_ref()))
             .collect::<Result<Vec<_>>>()?;
         if infos.is_empty() {
-            return Err(Error::Config("a Redis Cluster needs at least one node URL".into()));
+            return Err(Error::Config(
+                "a Redis Cluster needs at least one node URL".into(),
+            ));
         }
         let client = redis::cluster::ClusterClientBuilder::new(infos.clone())
             .response_timeout(options.response_timeout)

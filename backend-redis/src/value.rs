@@ -19,7 +19,10 @@ impl Reply {
                 items: items.into_iter(),
                 operation,
             }),
-            other => Err(bad_reply(operation, format!("expected an array, got {other:?}"))),
+            other => Err(bad_reply(
+                operation,
+                format!("expected an array, got {other:?}"),
+            )),
         }
     }
 
@@ -47,7 +50,10 @@ impl Reply {
             Value::Okay => Ok(Some(Bytes::from_static(b"OK"))),
             Value::Int(i) => Ok(Some(Bytes::from(i.to_string()))),
             Value::Boolean(false) => Ok(None),
-            other => Err(bad_reply(self.operation, format!("expected a string, got {other:?}"))),
+            other => Err(bad_reply(
+                self.operation,
+                format!("expected a string, got {other:?}"),
+            )),
         }
     }
 
@@ -68,7 +74,10 @@ impl Reply {
             Value::BulkString(b) => parse_int(&b, self.operation),
             Value::SimpleString(s) => parse_int(s.as_bytes(), self.operation),
             Value::Double(d) if d.fract() == 0.0 => Ok(d as i64),
-            other => Err(bad_reply(self.operation, format!("expected an integer, got {other:?}"))),
+            other => Err(bad_reply(
+                self.operation,
+                format!("expected an integer, got {other:?}"),
+            )),
         }
     }
 

@@ -21,7 +21,11 @@ async fn durabledict_layout_round_trip() {
     // one MULTI/EXEC. Python's json.dumps escapes non-ASCII and puts spaces after separators.
     let (_, n): (i64, i64) = redis::pipe()
         .atomic()
-        .hset(&keyspace, "from-python", r#"{"enabled": true, "ratio": 0.5, "name": "caf\u00e9"}"#)
+        .hset(
+            &keyspace,
+            "from-python",
+            r#"{"enabled": true, "ratio": 0.5, "name": "caf\u00e9"}"#,
+        )
         .incr(&counter, 1)
         .query_async(&mut raw)
         .await
@@ -30,11 +34,15 @@ async fn durabledict_layout_round_trip() {
 
     let store = RedisStore::connect(&url).await.unwrap();
     let backend = store.durabledict(&keyspace).unwrap();
-    assert!(!backend.capabilities().delta, "this layout has no delta sync");
+    assert!(
+        !backend.capabilities().delta,
+        "this layout has no delta sync"
+    );
     assert!(!backend.capabilities().compare_and_swap);
-    let d: Dict<Value, Json> = Dict::open(store.durabledict(&keyspace).unwrap(), Json, Options::new())
-        .await
-        .unwrap();
+    let d: Dict<Value, Json> =
+        Dict::open(store.durabledict(&keyspace).unwrap(), Json, Options::new())
+            .await
+            .unwrap();
     let snapshot = d.snapshot();
     assert_eq!(
         snapshot.get("from-python"),
@@ -44,7 +52,10 @@ async fn durabledict_layout_round_trip() {
     assert_eq!(snapshot.version().epoch(), 0, "no epoch in this layout");
 
     // Rust writes: plain JSON text in the hash, the counter bumped by exactly one.
-    let v = d.insert("from-rust", json!({"n": [1, 2], "s": "é"})).await.unwrap();
+    let v = d
+        .insert("from-rust", json!({"n": [1, 2], "s": "é"}))
+        .await
+        .unwrap();
     assert_eq!(v.counter(), 2);
     let text: String = raw.hget(&keyspace, "from-rust").await.unwrap();
     let parsed: Value = serde_json::from_str(&text).unwrap();

@@ -45,7 +45,14 @@ impl OwnRedis {
     fn spawn(&mut self) {
         let child = Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args(["--save", "", "--appendonly", "yes", "--appendfsync", "always"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())
@@ -95,9 +102,13 @@ fn store_options() -> RedisOptions {
 }
 
 async fn open(url: &str, dict: &str, mode: Mode) -> Dict<i64, Json> {
-    let store = RedisStore::connect_with(url, store_options()).await.unwrap();
+    let store = RedisStore::connect_with(url, store_options())
+        .await
+        .unwrap();
     let backend = store.backend(&Name::new("faults").unwrap(), &Name::new(dict).unwrap());
-    Dict::open(backend, Json, handle_options(mode)).await.unwrap()
+    Dict::open(backend, Json, handle_options(mode))
+        .await
+        .unwrap()
 }
 
 async fn eventually<F, Fut>(what: &str, mut f: F)
@@ -157,8 +168,15 @@ async fn server_killed_then_restarted() {
         }
     })
     .await;
-    assert_eq!(reader.snapshot().get("k7"), Some(&7), "reads go on from the snapshot");
-    let err = writer.insert("lost", 1).await.expect_err("write while down");
+    assert_eq!(
+        reader.snapshot().get("k7"),
+        Some(&7),
+        "reads go on from the snapshot"
+    );
+    let err = writer
+        .insert("lost", 1)
+        .await
+        .expect_err("write while down");
     assert!(err.is_unavailable(), "{err:?}");
     let err = writer.remove("k0").await.expect_err("delete while down");
     assert!(err.is_unavailable(), "{err:?}");
@@ -167,10 +185,17 @@ async fn server_killed_then_restarted() {
 
     server.spawn();
     // Converge: nothing acknowledged is lost, nothing failed was applied.
-    eventually("the reader syncs again", || async { reader.sync().await.is_ok() }).await;
+    eventually("the reader syncs again", || async {
+        reader.sync().await.is_ok()
+    })
+    .await;
     let after = reader.snapshot();
     assert_eq!(after.len(), 20);
-    assert_eq!(after.version(), before.version(), "the append-only file kept every write");
+    assert_eq!(
+        after.version(),
+        before.version(),
+        "the append-only file kept every write"
+    );
     assert!(after.get("lost").is_none());
     assert_eq!(after.get("k0"), Some(&0));
 
@@ -241,7 +266,8 @@ async fn garbage_value_gives_a_decode_error_naming_the_key() {
     let client = redis::Client::open(url.as_str()).unwrap();
     let mut raw = client.get_multiplexed_async_connection().await.unwrap();
     let _: () = raw.hset(&entries, "bad key", "{not json").await.unwrap();
-    let opened = Dict::<i64, Json>::open(store.backend(&namespace, &dict), Json, Options::new()).await;
+    let opened =
+        Dict::<i64, Json>::open(store.backend(&namespace, &dict), Json, Options::new()).await;
     match opened {
         Err(Error::Decode { key, .. }) => assert_eq!(key, "bad key"),
         other => panic!("expected a decode error naming the key, got {other:?}"),
@@ -250,13 +276,20 @@ async fn garbage_value_gives_a_decode_error_naming_the_key() {
     // Written by another program through a versioned write: the existing handle's sync fails
     // with the key, and keeps its snapshot.
     let raw_dict: Dict<Vec<u8>, Raw> =
-        Dict::open(store.backend(&namespace, &dict), Raw, Options::new()).await.unwrap();
-    raw_dict.insert("worse", b"\xff\xfe".to_vec()).await.unwrap();
+        Dict::open(store.backend(&namespace, &dict), Raw, Options::new())
+            .await
+            .unwrap();
+    raw_dict
+        .insert("worse", b"\xff\xfe".to_vec())
+        .await
+        .unwrap();
     match d.sync().await {
         Err(Error::Decode { key, .. }) => assert!(key == "worse" || key == "bad key", "{key}"),
         other => panic!("expected a decode error, got {other:?}"),
     }
     assert_eq!(d.snapshot().get("good"), Some(&1));
 
-    common::delete_matching(&url, &format!("durable:{{{namespace}:*")).await.unwrap();
+    common::delete_matching(&url, &format!("durable:{{{namespace}:*"))
+        .await
+        .unwrap();
 }

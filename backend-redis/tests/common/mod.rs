@@ -21,7 +21,10 @@ fn err(e: redis::RedisError) -> durable_core::Error {
 /// Deletes every key matching `pattern` on one server (SCAN MATCH, never KEYS or FLUSHALL).
 pub async fn delete_matching(url: &str, pattern: &str) -> Result<()> {
     let client = redis::Client::open(url).map_err(err)?;
-    let mut conn = client.get_multiplexed_async_connection().await.map_err(err)?;
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(err)?;
     let mut cursor: u64 = 0;
     loop {
         let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
@@ -58,14 +61,20 @@ impl Harness for SingleHarness {
         let store = RedisStore::connect_with(&self.url, options()).await?;
         let backend = store.backend(namespace, dictionary);
         let client = redis::Client::open(self.url.as_str()).map_err(err)?;
-        let mut conn = client.get_multiplexed_async_connection().await.map_err(err)?;
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(err)?;
         let _: () = conn.del(&backend.redis_keys()[..]).await.map_err(err)?;
         Ok(())
     }
 
     async fn forget_history(&self, namespace: &Name, dictionary: &Name) -> Result<()> {
         let store = RedisStore::connect_with(&self.url, options()).await?;
-        store.backend(namespace, dictionary).forget_history().await?;
+        store
+            .backend(namespace, dictionary)
+            .forget_history()
+            .await?;
         Ok(())
     }
 
@@ -121,7 +130,10 @@ impl Harness for ClusterHarness {
 
     async fn forget_history(&self, namespace: &Name, dictionary: &Name) -> Result<()> {
         let store = self.store().await?;
-        store.backend(namespace, dictionary).forget_history().await?;
+        store
+            .backend(namespace, dictionary)
+            .forget_history()
+            .await?;
         Ok(())
     }
 
