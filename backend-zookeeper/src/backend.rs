@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_trait::async_trait;
 use bytes::Bytes;
 use durable_core::{
-    Backend, BatchOp, Capabilities, Changes, Delta, Error, Hints, IfAbsent, Load, Name,
-    Operation, Result, Revision, StoredEntry, Swap, Version, parse_counter,
+    Backend, BatchOp, Capabilities, Changes, Delta, Error, Hints, IfAbsent, Load, Name, Operation,
+    Result, Revision, StoredEntry, Swap, Version, parse_counter,
 };
 use parking_lot::Mutex;
 use zookeeper_client as zk;
@@ -27,6 +27,8 @@ pub const MAX_VALUE_SIZE: usize = 1_000_000;
 const MAX_REQUEST: usize = 1_040_000;
 /// Attempts of an optimistic write before giving up with [`Error::Contention`].
 const MAX_ATTEMPTS: u32 = 64;
+/// The longest pause between two attempts of a write that lost a race.
+const MAX_BACKOFF_MICROS: u64 = 50_000;
 /// Rounds of catching up with concurrent writers before a load or delta gives up.
 const MAX_ROUNDS: u32 = 32;
 /// Entries fetched per pipelined window in a full load.
@@ -123,9 +125,19 @@ struct Current {
 /// One entry operation of a write multi.
 #[derive(Debug)]
 enum EntryWrite {
-    Create { name: String, value: Bytes },
-    Set { name: String, value: Bytes, expected: Option<i32> },
-    Delete { name: String, expected: Option<i32> },
+    Create {
+        name: String,
+        value: Bytes,
+    },
+    Set {
+        name: String,
+        value: Bytes,
+        expected: Option<i32>,
+    },
+    Delete {
+        name: String,
+        expected: Option<i32>,
+    },
 }
 
 impl EntryWrite {
@@ -177,7 +189,10 @@ fn parse_entry(operation: Operation, key: String, data: Vec<u8>) -> Result<Store
     if data.len() < 8 {
         return Err(corrupt(
             operation,
-            format!("entry of key {key:?} is not a durable entry ({} bytes)", data.len()),
+            format!(
+                "entry of key {key:?} is not a durable entry ({} bytes)",
+                data.len()
+            ),
         ));
     }
     let mut revision = [0u8; 8];
@@ -196,7 +211,11 @@ fn decode_name(operation: Operation, name: &str) -> Result<String> {
 
 impl ZooKeeperBackend {
     pub(crate) fn new(store: ZooKeeperStore, namespace: Name, dictionary: Name) -> Self {
-        let paths = Arc::new(Paths::new(&store.inner.config.root, &namespace, &dictionary));
+        let paths = Arc::new(Paths::new(
+            &store.inner.config.root,
+            &namespace,
+            &dictionary,
+        ));
         ZooKeeperBackend {
             store,
             namespace,
@@ -281,9 +300,9 @@ impl ZooKeeperBackend {
         client.mkdir(&self.paths.namespace, &options).await?;
         // Pipelined: sent in this order, so each parent exists before its child is created.
         let creates: Vec<_> = [&self.paths.base, &self.paths.entries, &self.paths.log]
-        .into_iter()
-        .map(|path| client.create(path, b"", &options))
-        .collect();
+            .into_iter()
+            .map(|path| client.create(path, b"", &options))
+            .collect();
         for create in creates {
             match create.await {
                 Ok(_) | Err(zk::Error::NodeExists) => {}
@@ -309,7 +328,11 @@ impl ZooKeeperBackend {
     }
 
     /// The expected version node for a blind write: the cached one, or a fresh read.
-    async fn expected_node(&self, client: &zk::Client, operation: Operation) -> Result<Node, Failure> {
+    async fn expected_node(
+        &self,
+        client: &zk::Client,
+        operation: Operation,
+    ) -> Result<Node, Failure> {
         let cached = *self.cached.lock();
         match cached {
             Some(node) => Ok(node),
@@ -441,17 +464,13 @@ impl ZooKeeperBackend {
                 let conflict = match (index, source) {
                     (0, zk::Error::BadVersion) => Conflict::Moved,
                     (0, zk::Error::NoNode) => Conflict::TreeMissing,
-                    (i, e) if i >= 1 && i <= writes.len() => {
-                        match (&writes[i - 1], e) {
-                            (EntryWrite::Create { .. }, zk::Error::NodeExists) => {
-                                Conflict::EntryExists
-                            }
-                            (EntryWrite::Create { .. }, zk::Error::NoNode) => Conflict::TreeMissing,
-                            (_, zk::Error::NoNode) => Conflict::EntryAbsent,
-                            (_, zk::Error::BadVersion) => Conflict::EntryChanged,
-                            (_, e) => return Err(e.into()),
-                        }
-                    }
+                    (i, e) if i >= 1 && i <= writes.len() => match (&writes[i - 1], e) {
+                        (EntryWrite::Create { .. }, zk::Error::NodeExists) => Conflict::EntryExists,
+                        (EntryWrite::Create { .. }, zk::Error::NoNode) => Conflict::TreeMissing,
+                        (_, zk::Error::NoNode) => Conflict::EntryAbsent,
+                        (_, zk::Error::BadVersion) => Conflict::EntryChanged,
+                        (_, e) => return Err(e.into()),
+                    },
                     (_, zk::Error::NoNode) => Conflict::TreeMissing,
                     (_, zk::Error::NodeExists) => {
                         // A change-log node of this counter survived from an older tree.
@@ -593,8 +612,15 @@ impl ZooKeeperBackend {
                 Some(first)
             } else {
                 let mut removed = HashMap::new();
-                self.catch_up(client, operation, first.token(), last, &mut entries, &mut removed)
-                    .await?
+                self.catch_up(
+                    client,
+                    operation,
+                    first.token(),
+                    last,
+                    &mut entries,
+                    &mut removed,
+                )
+                .await?
             };
             if let Some(node) = version {
                 self.remember(Some(node));
@@ -604,7 +630,11 @@ impl ZooKeeperBackend {
                 });
             }
         }
-        Err(corrupt(operation, "no consistent load after repeated attempts".into()).into())
+        Err(corrupt(
+            operation,
+            "no consistent load after repeated attempts".into(),
+        )
+        .into())
     }
 
     async fn changes_once(&self, client: &zk::Client, since: Version) -> Result<Changes, Failure> {
@@ -625,15 +655,28 @@ impl ZooKeeperBackend {
         })
     }
 
-    async fn persist_once(&self, client: &zk::Client, name: &str, key: &str, value: &Bytes) -> Result<Version, Failure> {
+    async fn persist_once(
+        &self,
+        client: &zk::Client,
+        name: &str,
+        key: &str,
+        value: &Bytes,
+    ) -> Result<Version, Failure> {
         let operation = Operation::Persist;
         let mut create = self.guess_create.load(Ordering::Relaxed);
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
             let node = self.expected_node(client, operation).await?;
             let write = if create {
-                EntryWrite::Create { name: name.to_owned(), value: value.clone() }
+                EntryWrite::Create {
+                    name: name.to_owned(),
+                    value: value.clone(),
+                }
             } else {
-                EntryWrite::Set { name: name.to_owned(), value: value.clone(), expected: None }
+                EntryWrite::Set {
+                    name: name.to_owned(),
+                    value: value.clone(),
+                    expected: None,
+                }
             };
             match self.commit(client, operation, node, &[write]).await? {
                 Ok(version) => {
@@ -648,17 +691,25 @@ impl ZooKeeperBackend {
                     create = false;
                     self.remember(Some(node));
                 }
-                Err(_) => {}
+                Err(_) => backoff(attempt).await,
             }
         }
         Err(Self::contention(key))
     }
 
-    async fn depersist_once(&self, client: &zk::Client, name: &str, key: &str) -> Result<Option<Version>, Failure> {
+    async fn depersist_once(
+        &self,
+        client: &zk::Client,
+        name: &str,
+        key: &str,
+    ) -> Result<Option<Version>, Failure> {
         let operation = Operation::Depersist;
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
             let node = self.expected_node(client, operation).await?;
-            let write = EntryWrite::Delete { name: name.to_owned(), expected: None };
+            let write = EntryWrite::Delete {
+                name: name.to_owned(),
+                expected: None,
+            };
             match self.commit(client, operation, node, &[write]).await? {
                 Ok(version) => return Ok(Some(version)),
                 // The version check passed and the entry was absent: nothing to do, atomically.
@@ -666,7 +717,7 @@ impl ZooKeeperBackend {
                     self.remember(Some(node));
                     return Ok(None);
                 }
-                Err(_) => {}
+                Err(_) => backoff(attempt).await,
             }
         }
         Err(Self::contention(key))
@@ -681,7 +732,7 @@ impl ZooKeeperBackend {
         names: &[String],
         mut decide: impl FnMut(&[Option<Current>]) -> Result<Decision<T>>,
     ) -> Result<T, Failure> {
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
             let (node, current) = self.read_state(client, operation, names).await?;
             match decide(&current)? {
                 Decision::Done(value) => return Ok(value),
@@ -689,11 +740,21 @@ impl ZooKeeperBackend {
                     if let Ok(version) = self.commit(client, operation, node, &writes).await? {
                         return Ok(finish(version));
                     }
+                    backoff(attempt).await;
                 }
             }
         }
         Err(Self::contention(key))
     }
+}
+
+/// Waits a random time, growing with `attempt`, before retrying a write that lost a race: a
+/// writer with a fresh cached version commits in one round trip while a loser needs two (read,
+/// then commit), so without the pause a busy writer could starve the others.
+async fn backoff(attempt: u32) {
+    let ceiling = (200u64 << attempt.min(12)).min(MAX_BACKOFF_MICROS);
+    let micros = rand::random::<u64>() % (ceiling + 1);
+    tokio::time::sleep(std::time::Duration::from_micros(micros)).await;
 }
 
 /// What a conditional operation decided after reading.
@@ -945,7 +1006,7 @@ impl Backend for ZooKeeperBackend {
         let operation = Operation::Clear;
         self.store
             .run(operation, false, |client| async move {
-                for _ in 0..MAX_ATTEMPTS {
+                for attempt in 0..MAX_ATTEMPTS {
                     // The listing happens after the version read; the multi's version check
                     // proves nothing was written in between, so the listing is exact.
                     let node = self.read_node(&client, operation).await?;
@@ -959,11 +1020,15 @@ impl Backend for ZooKeeperBackend {
                     }
                     let writes: Vec<EntryWrite> = names
                         .into_iter()
-                        .map(|name| EntryWrite::Delete { name, expected: None })
+                        .map(|name| EntryWrite::Delete {
+                            name,
+                            expected: None,
+                        })
                         .collect();
                     if let Ok(version) = self.commit(&client, operation, node, &writes).await? {
                         return Ok(Some(version));
                     }
+                    backoff(attempt).await;
                 }
                 Err(Self::contention(""))
             })

@@ -98,7 +98,11 @@ impl ZooKeeperConfig {
 
     /// Authenticates the session with ZooKeeper's `digest` scheme (`user:password`). The
     /// password is kept out of `Debug` output.
-    pub fn with_digest_auth(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+    pub fn with_digest_auth(
+        mut self,
+        user: impl Into<String>,
+        password: impl Into<String>,
+    ) -> Self {
         self.auth = Some((user.into(), password.into()));
         self
     }
@@ -145,7 +149,10 @@ impl ZooKeeperConfig {
             )));
         }
         let chroot = chroot.filter(|c| *c != "/").map(str::to_owned);
-        for (what, path) in [("chroot", chroot.as_deref()), ("root", Some(&self.root[..]))] {
+        for (what, path) in [
+            ("chroot", chroot.as_deref()),
+            ("root", Some(&self.root[..])),
+        ] {
             if let Some(path) = path
                 && !valid_path(path)
             {
@@ -177,7 +184,10 @@ impl fmt::Debug for ZooKeeperConfig {
             .field("history", &self.history)
             .field(
                 "auth",
-                &self.auth.as_ref().map(|(user, _)| format!("digest {user}:***")),
+                &self
+                    .auth
+                    .as_ref()
+                    .map(|(user, _)| format!("digest {user}:***")),
             )
             .field("acls", &self.acls)
             .finish()

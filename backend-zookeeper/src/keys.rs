@@ -49,7 +49,9 @@ mod tests {
     #[test]
     fn round_trips_awkward_keys() {
         let long = "é".repeat(512);
-        for key in ["", "/", ".", "..", "a/b", "%", "%2F", "K", "k", "日本", "🎉", " ", "\0", &long] {
+        for key in [
+            "", "/", ".", "..", "a/b", "%", "%2F", "K", "k", "日本", "🎉", " ", "\0", &long,
+        ] {
             let name = encode(key);
             assert!(!name.contains('/') && name != "." && name != "..", "{name}");
             assert!(name.bytes().all(|b| b.is_ascii_graphic()), "{name}");

@@ -162,7 +162,10 @@ impl ZooKeeperStore {
     pub(crate) fn invalidate(&self, generation: u64) {
         let mut current = self.inner.current.lock();
         if current.as_ref().is_some_and(|(_, g)| *g == generation) {
-            tracing::info!(generation, "zookeeper session lost, a new client will be built");
+            tracing::info!(
+                generation,
+                "zookeeper session lost, a new client will be built"
+            );
             *current = None;
         }
     }

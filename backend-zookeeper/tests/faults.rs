@@ -138,12 +138,19 @@ async fn restart_within_session_timeout_keeps_hints() {
         .subscribe()
         .await
         .expect("subscribe");
-    let d: Dict<Vec<u8>, Raw> = Dict::open(listener.backend(ns, "restart").expect("backend"), Raw, background())
-        .await
-        .expect("open");
+    let d: Dict<Vec<u8>, Raw> = Dict::open(
+        listener.backend(ns, "restart").expect("backend"),
+        Raw,
+        background(),
+    )
+    .await
+    .expect("open");
     persist_eventually(&writer, "a", "1").await;
     wait_hint(&mut hints, Hint::Changed, Duration::from_secs(5)).await;
-    wait_for("the first write", Duration::from_secs(5), || has(&d, "a", "1")).await;
+    wait_for("the first write", Duration::from_secs(5), || {
+        has(&d, "a", "1")
+    })
+    .await;
 
     restart(&env).await;
     wait_hint(&mut hints, Hint::Resubscribed, Duration::from_secs(30)).await;
@@ -174,13 +181,20 @@ async fn outage_beyond_session_timeout_rebuilds_the_session() {
         .subscribe()
         .await
         .expect("subscribe");
-    let d: Dict<Vec<u8>, Raw> = Dict::open(listener.backend(ns, "expiry").expect("backend"), Raw, background())
-        .await
-        .expect("open");
+    let d: Dict<Vec<u8>, Raw> = Dict::open(
+        listener.backend(ns, "expiry").expect("backend"),
+        Raw,
+        background(),
+    )
+    .await
+    .expect("open");
     let writer = ZooKeeperStore::connect(cfg).await.expect("connect");
     let writer = writer.backend(ns, "expiry").expect("backend");
     persist_eventually(&writer, "before", "1").await;
-    wait_for("the first write", Duration::from_secs(5), || has(&d, "before", "1")).await;
+    wait_for("the first write", Duration::from_secs(5), || {
+        has(&d, "before", "1")
+    })
+    .await;
 
     ctl(&env, "stop").await;
     // Reads keep the last snapshot while the store is down.
@@ -189,9 +203,11 @@ async fn outage_beyond_session_timeout_rebuilds_the_session() {
     ctl(&env, "start").await;
     persist_eventually(&writer, "after", "2").await;
     wait_hint(&mut hints, Hint::Resubscribed, Duration::from_secs(30)).await;
-    wait_for("the write after the outage", Duration::from_secs(30), || {
-        has(&d, "after", "2")
-    })
+    wait_for(
+        "the write after the outage",
+        Duration::from_secs(30),
+        || has(&d, "after", "2"),
+    )
     .await;
     assert!(
         listener.sessions() >= 2,
@@ -201,9 +217,11 @@ async fn outage_beyond_session_timeout_rebuilds_the_session() {
     // Hints flow on the new session.
     persist_eventually(&writer, "later", "3").await;
     wait_hint(&mut hints, Hint::Changed, Duration::from_secs(5)).await;
-    wait_for("a write on the new session", Duration::from_secs(10), || {
-        has(&d, "later", "3")
-    })
+    wait_for(
+        "a write on the new session",
+        Duration::from_secs(10),
+        || has(&d, "later", "3"),
+    )
     .await;
     drop((d, hints, listener));
     cleanup(&env).await;
@@ -219,14 +237,19 @@ async fn deleted_tree_reloads_every_handle() {
     let open = |mode: Options| {
         let connect = env.connect.clone();
         async move {
-            let store = ZooKeeperStore::connect(config(&connect)).await.expect("connect");
-            let d: Dict<Vec<u8>, Raw> = Dict::open(store.backend(ns, "wiped").expect("backend"), Raw, mode)
+            let store = ZooKeeperStore::connect(config(&connect))
                 .await
-                .expect("open");
+                .expect("connect");
+            let d: Dict<Vec<u8>, Raw> =
+                Dict::open(store.backend(ns, "wiped").expect("backend"), Raw, mode)
+                    .await
+                    .expect("open");
             d
         }
     };
-    let manual = Options::new().with_mode(Mode::Manual).with_trust_hints_for(None);
+    let manual = Options::new()
+        .with_mode(Mode::Manual)
+        .with_trust_hints_for(None);
     let a = open(manual.clone()).await;
     let b = open(manual).await;
     let c = open(background()).await;
@@ -247,7 +270,10 @@ async fn deleted_tree_reloads_every_handle() {
     assert_ne!(a.stats().version, old, "a new epoch");
     assert_eq!(a.stats().reloads, reloads.0 + 1);
     assert_eq!(b.stats().reloads, reloads.1 + 1);
-    wait_for("c sees the wipe", Duration::from_secs(10), || c.snapshot().is_empty()).await;
+    wait_for("c sees the wipe", Duration::from_secs(10), || {
+        c.snapshot().is_empty()
+    })
+    .await;
     b.insert("y", b"2".to_vec()).await.expect("insert");
     let snapshot = a.sync().await.expect("sync");
     assert_eq!(snapshot.len(), 1);

@@ -72,7 +72,9 @@ pub async fn delete_recursive(client: &zk::Client, path: &str) -> Result<(), zk:
 impl Harness for ZkHarness {
     async fn open(&self, namespace: &Name, dictionary: &Name) -> Result<Box<dyn Backend>> {
         let store = ZooKeeperStore::connect(config(&self.connect)).await?;
-        Ok(Box::new(store.backend(namespace.as_str(), dictionary.as_str())?))
+        Ok(Box::new(
+            store.backend(namespace.as_str(), dictionary.as_str())?,
+        ))
     }
 
     async fn wipe(&self, namespace: &Name, dictionary: &Name) -> Result<()> {
@@ -95,7 +97,9 @@ impl Harness for ZkHarness {
     ) -> Result<Box<dyn Backend>> {
         // Port 1 on loopback: nothing listens there.
         let store = ZooKeeperStore::new(config("127.0.0.1:1"))?;
-        Ok(Box::new(store.backend(namespace.as_str(), dictionary.as_str())?))
+        Ok(Box::new(
+            store.backend(namespace.as_str(), dictionary.as_str())?,
+        ))
     }
 
     async fn cleanup(&self, namespace: &Name) -> Result<()> {
