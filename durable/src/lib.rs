@@ -12,6 +12,14 @@ pub use durable_core::*;
 )]
 pub use durable_sql as sql;
 
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use durable_redis as redis;
+
+#[cfg(feature = "zookeeper")]
+#[cfg_attr(docsrs, doc(cfg(feature = "zookeeper")))]
+pub use durable_zookeeper as zookeeper;
+
 /// A connected store, chosen by URL scheme; hands out backends for its dictionaries.
 ///
 /// | URL | store | feature |
@@ -20,6 +28,9 @@ pub use durable_sql as sql;
 /// | `sqlite://path/file.db`, `sqlite:file.db`, `sqlite::memory:` | SQLite | `sqlite` (default) |
 /// | `postgres://user:password@host:port/db` | PostgreSQL | `postgres` |
 /// | `mysql://user:password@host:port/db` | MySQL / MariaDB | `mysql` |
+/// | `redis://[user:password@]host:port/db`, `rediss://...` | Redis | `redis` (`redis-tls`) |
+/// | `redis://host:port,host:port,...` | Redis Cluster (several seed nodes) | `redis` |
+/// | `zk://host:port[,host:port...][/chroot]` | ZooKeeper | `zookeeper` |
 ///
 /// A scheme whose feature is disabled gives an [`Error::Config`] naming the feature to enable.
 #[derive(Clone)]
@@ -36,6 +47,12 @@ pub enum Store {
     /// A MySQL or MariaDB database.
     #[cfg(feature = "mysql")]
     MySql(durable_sql::MySqlStore),
+    /// A Redis server or cluster.
+    #[cfg(feature = "redis")]
+    Redis(durable_redis::RedisStore),
+    /// A ZooKeeper ensemble.
+    #[cfg(feature = "zookeeper")]
+    ZooKeeper(durable_zookeeper::ZooKeeperStore),
 }
 
 impl fmt::Debug for Store {
@@ -48,6 +65,10 @@ impl fmt::Debug for Store {
             Store::Postgres(store) => store.fmt(f),
             #[cfg(feature = "mysql")]
             Store::MySql(store) => store.fmt(f),
+            #[cfg(feature = "redis")]
+            Store::Redis(store) => store.fmt(f),
+            #[cfg(feature = "zookeeper")]
+            Store::ZooKeeper(store) => store.fmt(f),
         }
     }
 }
@@ -84,6 +105,7 @@ fn redacted(url: &str) -> String {
     }
 }
 
+#[cfg_attr(feature = "full", allow(dead_code))]
 fn feature_needed(scheme: &str, feature: &str) -> Error {
     Error::Config(format!(
         "store URL scheme `{scheme}:` needs the `{feature}` feature of the `durable` crate"
@@ -110,7 +132,19 @@ impl Store {
             "mysql" | "mariadb" => Ok(Store::MySql(durable_sql::MySqlStore::connect(url).await?)),
             #[cfg(not(feature = "mysql"))]
             "mysql" | "mariadb" => Err(feature_needed(&scheme, "mysql")),
+            #[cfg(feature = "redis")]
+            "redis" | "rediss" => Ok(Store::Redis(connect_redis(&scheme, url).await?)),
+            #[cfg(not(feature = "redis"))]
             "redis" | "rediss" => Err(feature_needed(&scheme, "redis")),
+            #[cfg(feature = "zookeeper")]
+            "zk" | "zookeeper" => {
+                let connect = url.split_once("://").map_or("", |(_, rest)| rest);
+                let config = durable_zookeeper::ZooKeeperConfig::new(connect);
+                Ok(Store::ZooKeeper(
+                    durable_zookeeper::ZooKeeperStore::connect(config).await?,
+                ))
+            }
+            #[cfg(not(feature = "zookeeper"))]
             "zk" | "zookeeper" => Err(feature_needed(&scheme, "zookeeper")),
             other => Err(Error::Config(format!(
                 "unknown store URL scheme `{other}:` in {:?} (expected memory:, sqlite://, \
@@ -130,6 +164,12 @@ impl Store {
             Store::Postgres(store) => Box::new(store.backend(namespace, dictionary)?),
             #[cfg(feature = "mysql")]
             Store::MySql(store) => Box::new(store.backend(namespace, dictionary)?),
+            #[cfg(feature = "redis")]
+            Store::Redis(store) => {
+                Box::new(store.backend(&Name::new(namespace)?, &Name::new(dictionary)?))
+            }
+            #[cfg(feature = "zookeeper")]
+            Store::ZooKeeper(store) => Box::new(store.backend(namespace, dictionary)?),
         })
     }
 
@@ -147,6 +187,21 @@ impl Store {
     {
         Dict::open(self.backend(namespace, dictionary)?, encoding, options).await
     }
+}
+
+/// A Redis server, or a cluster when several comma-separated nodes are given.
+#[cfg(feature = "redis")]
+async fn connect_redis(scheme: &str, url: &str) -> Result<durable_redis::RedisStore> {
+    let rest = url.split_once("://").map_or("", |(_, rest)| rest);
+    let (hosts, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    if !hosts.contains(',') {
+        return durable_redis::RedisStore::connect(url).await;
+    }
+    let nodes: Vec<String> = hosts
+        .split(',')
+        .map(|host| format!("{scheme}://{host}{path}"))
+        .collect();
+    durable_redis::RedisStore::connect_cluster(&nodes, durable_redis::RedisOptions::new()).await
 }
 
 #[cfg(test)]
