@@ -83,9 +83,9 @@ async fn run(
             }
         }
         tracing::debug!(target: "durable_redis", channel, "hint connection lost, reconnecting");
-        // Tell the engine at once: until a check succeeds it must not trust the silence of a
-        // dead connection (a no-change sync would otherwise skip its round trip).
-        if !sender.send(Hint::Changed) {
+        // Tell the engine at once: until the subscription is back it must not trust the
+        // silence of a dead connection (a no-change sync would otherwise skip its round trip).
+        if !sender.send(Hint::Lost) {
             return;
         }
         // Re-establish it, backing off, for as long as the engine listens.

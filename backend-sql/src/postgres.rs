@@ -274,6 +274,9 @@ async fn listen_task(shared: Arc<Shared>, mut listener: PgListener) {
             Ok(Err(error)) => {
                 tracing::warn!(backend = NAME, %error, "LISTEN connection failed; reconnecting");
                 drop(listener);
+                for sender in shared.listeners.lock().await.subscribers.values().flatten() {
+                    sender.send(Hint::Lost);
+                }
                 let mut delay = Duration::from_millis(100);
                 listener = loop {
                     if shared

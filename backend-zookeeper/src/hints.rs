@@ -99,6 +99,9 @@ impl HintTask {
                 (zk::EventType::Session, zk::SessionState::Disconnected) => {
                     tracing::debug!(path = %self.path, "zookeeper disconnected, hints paused");
                     disconnected = true;
+                    if !self.sender.send(Hint::Lost) {
+                        return;
+                    }
                 }
                 (
                     zk::EventType::Session,
@@ -120,6 +123,9 @@ impl HintTask {
                     // Expired, closed or auth failed: terminal. Never poll this watcher again
                     // (it panics after a terminal event); the next loop builds a new session.
                     tracing::info!(path = %self.path, %state, "zookeeper session ended, rebuilding");
+                    if !self.sender.send(Hint::Lost) {
+                        return;
+                    }
                     watcher = None;
                     self.store.invalidate(self.generation);
                 }

@@ -250,6 +250,9 @@ pub enum Hint {
     /// The hint connection was lost and is back; hints sent in between are lost, so the engine
     /// must check the version.
     Resubscribed,
+    /// The hint connection is down: until [`Hint::Resubscribed`], silence means nothing, so the
+    /// engine checks the version on every `sync()`.
+    Lost,
 }
 
 /// The receiving end of a backend's push hints.
@@ -275,6 +278,8 @@ pub struct HintSender {
 pub(crate) struct HintShared {
     changed: AtomicU64,
     resubscribed: AtomicU64,
+    /// True between a [`Hint::Lost`] and the next [`Hint::Resubscribed`].
+    down: AtomicBool,
     senders: AtomicUsize,
     receiver_gone: AtomicBool,
     notify: Notify,
@@ -296,7 +301,8 @@ impl Hints {
     }
 
     /// Waits for the next hint; `None` once every sender is gone. Hints that arrived since the
-    /// last call are coalesced into one ([`Hint::Resubscribed`] wins over [`Hint::Changed`]).
+    /// last call are coalesced into one ([`Hint::Lost`] or [`Hint::Resubscribed`], whichever
+    /// is current, win over [`Hint::Changed`]).
     pub async fn next(&mut self) -> Option<Hint> {
         let shared = self.shared.clone();
         loop {
@@ -315,7 +321,11 @@ impl Hints {
         let resubscribed = self.shared.resubscribed.load(Ordering::SeqCst);
         let changed = self.shared.changed.load(Ordering::SeqCst);
         let hint = if resubscribed != self.seen_resubscribed {
-            Some(Hint::Resubscribed)
+            Some(if self.shared.down.load(Ordering::SeqCst) {
+                Hint::Lost
+            } else {
+                Hint::Resubscribed
+            })
         } else if changed != self.seen_changed {
             Some(Hint::Changed)
         } else {
@@ -338,9 +348,9 @@ impl HintShared {
         self.changed.load(Ordering::SeqCst) + self.resubscribed.load(Ordering::SeqCst)
     }
 
-    /// True while at least one sender is alive.
+    /// True while at least one sender is alive and the hint connection is not down.
     pub(crate) fn is_live(&self) -> bool {
-        self.senders.load(Ordering::SeqCst) > 0
+        self.senders.load(Ordering::SeqCst) > 0 && !self.down.load(Ordering::SeqCst)
     }
 }
 
@@ -356,7 +366,14 @@ impl HintSender {
     pub fn send(&self, hint: Hint) -> bool {
         let counter = match hint {
             Hint::Changed => &self.shared.changed,
-            Hint::Resubscribed => &self.shared.resubscribed,
+            Hint::Resubscribed => {
+                self.shared.down.store(false, Ordering::SeqCst);
+                &self.shared.resubscribed
+            }
+            Hint::Lost => {
+                self.shared.down.store(true, Ordering::SeqCst);
+                &self.shared.resubscribed
+            }
         };
         counter.fetch_add(1, Ordering::SeqCst);
         self.shared.notify.notify_waiters();

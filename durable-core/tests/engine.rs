@@ -491,3 +491,16 @@ async fn handles_are_cheap_clones_sharing_one_snapshot() {
     assert_eq!(snapshot.len(), 9);
     assert_eq!(snapshot.version(), dict.snapshot().version());
 }
+
+#[tokio::test]
+async fn lost_hints_are_not_trusted_until_resubscribed() {
+    use durable_core::{Hint, Hints};
+    let (sender, mut hints) = Hints::channel();
+    assert!(sender.send(Hint::Lost));
+    assert_eq!(hints.next().await, Some(Hint::Lost));
+    assert!(sender.send(Hint::Changed));
+    assert!(sender.send(Hint::Resubscribed));
+    assert_eq!(hints.next().await, Some(Hint::Resubscribed), "coalesced, newest state wins");
+    drop(sender);
+    assert_eq!(hints.next().await, None);
+}
