@@ -310,7 +310,7 @@ impl Hints {
             if let Some(hint) = self.take() {
                 return Some(hint);
             }
-            if !shared.is_live() {
+            if shared.senders.load(Ordering::SeqCst) == 0 {
                 return self.take();
             }
             notified.await;

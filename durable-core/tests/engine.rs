@@ -498,9 +498,19 @@ async fn lost_hints_are_not_trusted_until_resubscribed() {
     let (sender, mut hints) = Hints::channel();
     assert!(sender.send(Hint::Lost));
     assert_eq!(hints.next().await, Some(Hint::Lost));
+    // The stream stays open while the connection is down.
+    let waiting = tokio::time::timeout(std::time::Duration::from_millis(50), hints.next()).await;
+    assert!(
+        waiting.is_err(),
+        "next() returned {waiting:?} while hints were down"
+    );
     assert!(sender.send(Hint::Changed));
     assert!(sender.send(Hint::Resubscribed));
-    assert_eq!(hints.next().await, Some(Hint::Resubscribed), "coalesced, newest state wins");
+    assert_eq!(
+        hints.next().await,
+        Some(Hint::Resubscribed),
+        "coalesced, newest state wins"
+    );
     drop(sender);
     assert_eq!(hints.next().await, None);
 }

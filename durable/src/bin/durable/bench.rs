@@ -1,0 +1,722 @@
+//! `durable bench`: the standard scenarios against one store, as a table and a JSON file.
+//!
+//! Every figure compares two things measured side by side in the same run, because the absolute
+//! numbers of a shared machine are noise; read the ratios.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use durable::{
+    Backend, Capabilities, Changes, Dict, Hints, Json, Load, Mode, Options, Result as DResult,
+    Store, Version, async_trait, bytes::Bytes,
+};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
+
+/// Options of `durable bench`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct BenchArgs {
+    /// Small sizes and few samples: seconds instead of minutes (what the tests run).
+    #[arg(long)]
+    quick: bool,
+    /// The largest dictionary size (default 1000000, or 10000 with --quick).
+    #[arg(long)]
+    max_size: Option<usize>,
+    /// Write the results as JSON to this file.
+    #[arg(long, default_value = "durable-bench.json")]
+    json: PathBuf,
+    /// Also write an SVG plot of sync time against dictionary size (delta vs full reload).
+    #[arg(long)]
+    svg: Option<PathBuf>,
+}
+
+/// A backend wrapper that counts round trips and can hide capabilities, so one store can be
+/// measured with and without delta sync or push hints.
+#[derive(Debug)]
+struct Probe {
+    inner: Box<dyn Backend>,
+    delta: bool,
+    push: bool,
+    calls: Arc<AtomicU64>,
+}
+
+impl Probe {
+    fn count(&self) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[async_trait]
+impl Backend for Probe {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn capabilities(&self) -> Capabilities {
+        let caps = self.inner.capabilities();
+        caps.with_delta(caps.delta && self.delta)
+            .with_push(caps.push && self.push)
+    }
+    async fn persist(&self, key: &str, value: Bytes) -> DResult<Version> {
+        self.count();
+        self.inner.persist(key, value).await
+    }
+    async fn depersist(&self, key: &str) -> DResult<Option<Version>> {
+        self.count();
+        self.inner.depersist(key).await
+    }
+    async fn durables(&self) -> DResult<Load> {
+        self.count();
+        self.inner.durables().await
+    }
+    async fn last_updated(&self) -> DResult<Version> {
+        self.count();
+        self.inner.last_updated().await
+    }
+    async fn changes_since(&self, since: Version) -> DResult<Changes> {
+        self.count();
+        self.inner.changes_since(since).await
+    }
+    async fn subscribe(&self) -> DResult<Hints> {
+        self.inner.subscribe().await
+    }
+}
+
+/// One measured figure.
+struct Row {
+    scenario: String,
+    value: f64,
+    unit: &'static str,
+    /// The comparison, e.g. "37x faster than a store round trip".
+    note: String,
+}
+
+struct Bench<'a> {
+    store: &'a Store,
+    namespace: &'a str,
+    run: String,
+    rows: Vec<Row>,
+    json: Vec<Value>,
+    quick: bool,
+}
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples.get(samples.len() / 2).copied().unwrap_or_default()
+}
+
+fn percentile(mut samples: Vec<Duration>, p: f64) -> Duration {
+    samples.sort();
+    let index = ((samples.len() as f64 - 1.0) * p).round() as usize;
+    samples.get(index).copied().unwrap_or_default()
+}
+
+/// Resident and peak memory of this process in bytes (Linux), if known.
+fn memory() -> (Option<u64>, Option<u64>) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn ratio(slow: f64, fast: f64) -> String {
+    if fast > 0.0 {
+        format!("{:.1}x", slow / fast)
+    } else {
+        "n/a".into()
+    }
+}
+
+impl Bench<'_> {
+    fn record(
+        &mut self,
+        scenario: String,
+        value: f64,
+        unit: &'static str,
+        note: String,
+        data: Value,
+    ) {
+        let mut entry = json!({ "scenario": scenario, "value": value, "unit": unit, "note": note });
+        if let (Value::Object(entry), Value::Object(data)) = (&mut entry, data) {
+            entry.extend(data);
+        }
+        self.json.push(entry);
+        self.rows.push(Row {
+            scenario,
+            value,
+            unit,
+            note,
+        });
+    }
+
+    fn name(&self, what: &str) -> String {
+        format!("bench-{}-{what}", self.run)
+    }
+
+    async fn probe(
+        &self,
+        dictionary: &str,
+        delta: bool,
+        push: bool,
+    ) -> Result<(Probe, Arc<AtomicU64>), String> {
+        let calls = Arc::new(AtomicU64::new(0));
+        let inner = self
+            .store
+            .backend(self.namespace, dictionary)
+            .map_err(err)?;
+        Ok((
+            Probe {
+                inner,
+                delta,
+                push,
+                calls: calls.clone(),
+            },
+            calls,
+        ))
+    }
+
+    async fn open(
+        &self,
+        dictionary: &str,
+        delta: bool,
+        push: bool,
+        options: Options,
+    ) -> Result<(Dict<u64>, Arc<AtomicU64>), String> {
+        let (probe, calls) = self.probe(dictionary, delta, push).await?;
+        let options = options
+            .with_timeout(Duration::from_secs(300))
+            .with_open_timeout(Duration::from_secs(600));
+        let dict = Dict::open(probe, Json, options).await.map_err(err)?;
+        Ok((dict, calls))
+    }
+
+    /// Fills `dictionary` with `n` keys, in batches where the store has them.
+    async fn populate(&self, dictionary: &str, n: usize) -> Result<(), String> {
+        let writer: Dict<u64> = self
+            .store
+            .open(self.namespace, dictionary, Json, Options::new())
+            .await
+            .map_err(err)?;
+        let bar = ProgressBar::new(n as u64).with_message(format!("filling {n} keys"));
+        bar.set_style(
+            ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} {eta}").map_err(err)?,
+        );
+        let chunk = if writer.capabilities().batch { 2000 } else { 1 };
+        let mut next = 0;
+        while next < n {
+            let end = (next + chunk).min(n);
+            if chunk == 1 {
+                writer
+                    .insert(&format!("key{next}"), next as u64)
+                    .await
+                    .map_err(err)?;
+            } else {
+                writer
+                    .insert_many((next..end).map(|i| (format!("key{i}"), i as u64)))
+                    .await
+                    .map_err(err)?;
+            }
+            bar.set_position(end as u64);
+            next = end;
+        }
+        bar.finish_and_clear();
+        Ok(())
+    }
+
+    async fn clear(&self, dictionary: &str) {
+        if let Ok(dict) = self
+            .store
+            .open::<u64, _>(self.namespace, dictionary, Json, Options::new())
+            .await
+            && dict.capabilities().clear
+        {
+            let _ = dict.clear().await;
+        }
+    }
+
+    /// Snapshot reads vs a store round trip per read.
+    async fn reads(&mut self) -> Result<(), String> {
+        let name = self.name("reads");
+        self.populate(&name, 1000).await?;
+        let (dict, _) = self.open(&name, true, false, Options::new()).await?;
+        let keys: Vec<String> = (0..1000).map(|i| format!("key{i}")).collect();
+        let n = if self.quick { 200_000 } else { 2_000_000 };
+        let start = Instant::now();
+        let mut sum = 0u64;
+        for i in 0..n {
+            sum = sum.wrapping_add(*dict.snapshot().get(&keys[i % keys.len()]).unwrap_or(&0));
+        }
+        std::hint::black_box(sum);
+        let local = start.elapsed() / n as u32;
+        let (probe, _) = self.probe(&name, true, false).await?;
+        let trips = if self.quick { 50 } else { 500 };
+        let start = Instant::now();
+        for _ in 0..trips {
+            probe.last_updated().await.map_err(err)?;
+        }
+        let remote = start.elapsed() / trips;
+        let note = format!(
+            "{} faster than one store round trip ({:.1} us)",
+            ratio(micros(remote), micros(local)),
+            micros(remote)
+        );
+        self.record(
+            "read: snapshot guard get (1k keys)".into(),
+            micros(local) * 1000.0,
+            "ns",
+            note,
+            json!({"store_round_trip_us": micros(remote)}),
+        );
+        self.clear(&name).await;
+        Ok(())
+    }
+
+    /// No-change sync with and without push hints.
+    async fn quiet_sync(&mut self) -> Result<(), String> {
+        let name = self.name("quiet");
+        self.populate(&name, 100).await?;
+        let (polling, _) = self
+            .open(
+                &name,
+                true,
+                false,
+                Options::new().with_trust_hints_for(None),
+            )
+            .await?;
+        let n = if self.quick { 50 } else { 500 };
+        let start = Instant::now();
+        for _ in 0..n {
+            polling.sync().await.map_err(err)?;
+        }
+        let without = start.elapsed() / n;
+        self.record(
+            "no-change sync(), version check".into(),
+            micros(without),
+            "us",
+            "one round trip".into(),
+            json!({}),
+        );
+        let (hinted, _) = self.open(&name, true, true, Options::new()).await?;
+        if hinted.capabilities().push {
+            hinted.sync().await.map_err(err)?;
+            let n = 100_000u32;
+            let start = Instant::now();
+            for _ in 0..n {
+                hinted.sync().await.map_err(err)?;
+            }
+            let with = start.elapsed() / n;
+            let note = format!(
+                "{} faster than the version check",
+                ratio(micros(without), micros(with))
+            );
+            self.record(
+                "no-change sync(), live push hints".into(),
+                micros(with) * 1000.0,
+                "ns",
+                note,
+                json!({}),
+            );
+        } else {
+            self.record(
+                "no-change sync(), live push hints".into(),
+                f64::NAN,
+                "ns",
+                "n/a: no push hints in this store".into(),
+                json!({}),
+            );
+        }
+        self.clear(&name).await;
+        Ok(())
+    }
+
+    /// Initial load, then sync after k changed keys, delta vs full reload, per size. Returns
+    /// (size, delta, full) for the plot.
+    async fn sizes(&mut self, sizes: &[usize]) -> Result<Vec<(usize, f64, f64)>, String> {
+        let mut plot = Vec::new();
+        for &size in sizes {
+            let name = self.name(&format!("n{size}"));
+            self.populate(&name, size).await?;
+            let (rss_before, _) = memory();
+            let start = Instant::now();
+            let (delta, _) = self
+                .open(
+                    &name,
+                    true,
+                    false,
+                    Options::new().with_trust_hints_for(None),
+                )
+                .await?;
+            let load = start.elapsed();
+            let (rss_after, peak) = memory();
+            let grown = rss_after
+                .zip(rss_before)
+                .map(|(a, b)| a.saturating_sub(b) as f64 / 1048576.0);
+            self.record(
+                format!("initial load, {size} keys"),
+                load.as_secs_f64() * 1000.0,
+                "ms",
+                format!("resident memory +{:.1} MiB, peak {:.1} MiB", grown.unwrap_or(f64::NAN), peak.unwrap_or(0) as f64 / 1048576.0),
+                json!({"size": size, "rss_growth_mib": grown, "peak_mib": peak.map(|p| p as f64 / 1048576.0)}),
+            );
+            let (full, _) = self
+                .open(
+                    &name,
+                    false,
+                    false,
+                    Options::new().with_trust_hints_for(None),
+                )
+                .await?;
+            let writer: Dict<u64> = self
+                .store
+                .open(self.namespace, &name, Json, Options::new())
+                .await
+                .map_err(err)?;
+            let repeats = if size >= 500_000 {
+                1
+            } else if self.quick {
+                3
+            } else {
+                5
+            };
+            for k in [1usize, 100] {
+                let mut delta_times = Vec::new();
+                let mut full_times = Vec::new();
+                for round in 0..repeats {
+                    let changes =
+                        (0..k).map(|i| (format!("key{}", (i * 7919 + round) % size), round as u64));
+                    if writer.capabilities().batch {
+                        writer.insert_many(changes).await.map_err(err)?;
+                    } else {
+                        for (key, value) in changes {
+                            writer.insert(&key, value).await.map_err(err)?;
+                        }
+                    }
+                    let start = Instant::now();
+                    delta.sync().await.map_err(err)?;
+                    delta_times.push(start.elapsed());
+                    let start = Instant::now();
+                    full.sync().await.map_err(err)?;
+                    full_times.push(start.elapsed());
+                }
+                let (d, f) = (median(delta_times), median(full_times));
+                let kind = if delta.capabilities().delta {
+                    "delta"
+                } else {
+                    "full (no delta in this store)"
+                };
+                self.record(
+                    format!("sync after {k} changed, {size} keys, {kind}"),
+                    micros(d),
+                    "us",
+                    format!(
+                        "{} faster than a full reload ({:.1} ms)",
+                        ratio(micros(f), micros(d)),
+                        f.as_secs_f64() * 1000.0
+                    ),
+                    json!({"size": size, "k": k, "delta_us": micros(d), "full_us": micros(f)}),
+                );
+                if k == 1 {
+                    plot.push((size, micros(d), micros(f)));
+                }
+            }
+            self.clear(&name).await;
+        }
+        Ok(plot)
+    }
+
+    /// Writes per second, one at a time vs batched.
+    async fn writes(&mut self) -> Result<(), String> {
+        let name = self.name("writes");
+        let dict: Dict<u64> = self
+            .store
+            .open(self.namespace, &name, Json, Options::new())
+            .await
+            .map_err(err)?;
+        let n = if self.quick { 50 } else { 1000 };
+        let start = Instant::now();
+        for i in 0..n {
+            dict.insert(&format!("w{i}"), i).await.map_err(err)?;
+        }
+        let sequential = n as f64 / start.elapsed().as_secs_f64();
+        self.record(
+            "writes, sequential".into(),
+            sequential,
+            "writes/s",
+            "one round trip each".into(),
+            json!({}),
+        );
+        if dict.capabilities().batch {
+            let (batches, size) = if self.quick { (2, 200) } else { (10, 1000) };
+            let start = Instant::now();
+            for b in 0..batches {
+                dict.insert_many((0..size).map(|i| (format!("b{b}-{i}"), i)))
+                    .await
+                    .map_err(err)?;
+            }
+            let batched = (batches * size) as f64 / start.elapsed().as_secs_f64();
+            let note = format!(
+                "batches of {size}: {} the sequential rate",
+                ratio(batched, sequential)
+            );
+            self.record(
+                "writes, batched".into(),
+                batched,
+                "keys/s",
+                note,
+                json!({"batch": size}),
+            );
+        }
+        self.clear(&name).await;
+        Ok(())
+    }
+
+    /// Delay from a write in one handle to another handle's snapshot, polling vs push.
+    async fn propagation(&mut self) -> Result<(), String> {
+        let name = self.name("propagation");
+        let writer: Dict<u64> = self
+            .store
+            .open(self.namespace, &name, Json, Options::new())
+            .await
+            .map_err(err)?;
+        let samples = if self.quick { 10 } else { 50 };
+        let push_capable = writer.capabilities().push;
+        for (label, push, interval) in [
+            ("polling every 100 ms", false, Duration::from_millis(100)),
+            ("push hints", true, Duration::from_secs(60)),
+        ] {
+            if push && !push_capable {
+                self.record(
+                    format!("propagation, {label}"),
+                    f64::NAN,
+                    "ms",
+                    "n/a: no push hints in this store".into(),
+                    json!({}),
+                );
+                continue;
+            }
+            let options = Options::new().with_mode(Mode::background(interval));
+            let (reader, _) = self.open(&name, true, push, options).await?;
+            let mut changes = reader.subscribe();
+            let mut delays = Vec::new();
+            for i in 0..samples {
+                let start = Instant::now();
+                writer.insert("p", i).await.map_err(err)?;
+                loop {
+                    let change = tokio::time::timeout(Duration::from_secs(30), changes.recv())
+                        .await
+                        .map_err(|_| {
+                            "a write did not reach the other handle within 30 s".to_owned()
+                        })?
+                        .map_err(err)?;
+                    if change.new.as_deref() == Some(&i) {
+                        break;
+                    }
+                }
+                delays.push(start.elapsed());
+            }
+            let (p50, p99) = (median(delays.clone()), percentile(delays, 0.99));
+            self.record(
+                format!("propagation to another handle, {label}"),
+                p50.as_secs_f64() * 1000.0,
+                "ms",
+                format!("median; p99 {:.2} ms", p99.as_secs_f64() * 1000.0),
+                json!({"p50_ms": p50.as_secs_f64() * 1000.0, "p99_ms": p99.as_secs_f64() * 1000.0}),
+            );
+        }
+        self.clear(&name).await;
+        Ok(())
+    }
+
+    /// 64 concurrent `sync()` callers vs the round trips they cause.
+    async fn coalescing(&mut self) -> Result<(), String> {
+        let name = self.name("coalescing");
+        self.populate(&name, 10).await?;
+        let (dict, calls) = self
+            .open(
+                &name,
+                true,
+                false,
+                Options::new().with_trust_hints_for(None),
+            )
+            .await?;
+        let before = calls.load(Ordering::Relaxed);
+        let tasks: Vec<_> = (0..64)
+            .map(|_| {
+                let dict = dict.clone();
+                tokio::spawn(async move { dict.sync().await.map(drop) })
+            })
+            .collect();
+        for task in tasks {
+            task.await.map_err(err)?.map_err(err)?;
+        }
+        let trips = calls.load(Ordering::Relaxed) - before;
+        self.record(
+            "64 concurrent sync() callers".into(),
+            trips as f64,
+            "round trips",
+            format!("{} callers per round trip", ratio(64.0, trips as f64)),
+            json!({"callers": 64, "round_trips": trips}),
+        );
+        self.clear(&name).await;
+        Ok(())
+    }
+}
+
+/// An SVG plot of sync time (log) against dictionary size (log): delta vs full reload.
+fn svg(points: &[(usize, f64, f64)]) -> String {
+    let (w, h, margin) = (640.0, 400.0, 60.0);
+    let xs: Vec<f64> = points.iter().map(|p| (p.0 as f64).log10()).collect();
+    let ys: Vec<f64> = points
+        .iter()
+        .flat_map(|p| [p.1, p.2])
+        .filter(|v| *v > 0.0)
+        .map(f64::log10)
+        .collect();
+    let (x0, x1) = (
+        xs.iter().cloned().fold(f64::MAX, f64::min),
+        xs.iter().cloned().fold(f64::MIN, f64::max),
+    );
+    let (y0, y1) = (
+        ys.iter().cloned().fold(f64::MAX, f64::min).floor(),
+        ys.iter().cloned().fold(f64::MIN, f64::max).ceil(),
+    );
+    let px = |x: f64| margin + (x - x0) / (x1 - x0).max(1e-9) * (w - 2.0 * margin);
+    let py = |y: f64| h - margin - (y - y0) / (y1 - y0).max(1e-9) * (h - 2.0 * margin);
+    let mut out = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">"
+    );
+    let _ = write!(
+        out,
+        "<rect width=\"100%\" height=\"100%\" fill=\"white\"/><text x=\"{margin}\" y=\"24\" font-size=\"14\">sync() after one change: delta vs full reload</text>"
+    );
+    for exp in (y0 as i32)..=(y1 as i32) {
+        let y = py(f64::from(exp));
+        let _ = write!(
+            out,
+            "<line x1=\"{margin}\" x2=\"{}\" y1=\"{y}\" y2=\"{y}\" stroke=\"#ddd\"/><text x=\"4\" y=\"{}\">{} us</text>",
+            w - margin,
+            y + 4.0,
+            10f64.powi(exp)
+        );
+    }
+    for (i, p) in points.iter().enumerate() {
+        let _ = write!(
+            out,
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{} keys</text>",
+            px(xs[i]),
+            h - margin + 20.0,
+            p.0
+        );
+    }
+    for (label, color, pick) in [("delta", "#0a7", 1), ("full reload", "#c33", 2)] {
+        let line: Vec<String> = points
+            .iter()
+            .zip(&xs)
+            .map(|(p, x)| (x, if pick == 1 { p.1 } else { p.2 }))
+            .filter(|(_, v)| *v > 0.0)
+            .map(|(x, v)| format!("{:.1},{:.1}", px(*x), py(v.log10())))
+            .collect();
+        let _ = write!(
+            out,
+            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>",
+            line.join(" ")
+        );
+        let legend_y = if pick == 1 { 44.0 } else { 60.0 };
+        let _ = write!(
+            out,
+            "<text x=\"{}\" y=\"{legend_y}\" fill=\"{color}\">{label}</text>",
+            w - margin - 80.0
+        );
+    }
+    out.push_str("</svg>\n");
+    out
+}
+
+pub(crate) async fn run(store: &Store, namespace: &str, args: &BenchArgs) -> Result<(), String> {
+    let max = args
+        .max_size
+        .unwrap_or(if args.quick { 10_000 } else { 1_000_000 });
+    let sizes: Vec<usize> = [1_000, 10_000, 100_000, 1_000_000]
+        .into_iter()
+        .filter(|s| *s <= max)
+        .collect();
+    let mut bench = Bench {
+        store,
+        namespace,
+        run: format!("{:08x}", rand_u32()),
+        rows: Vec::new(),
+        json: Vec::new(),
+        quick: args.quick,
+    };
+    let backend = store.backend(namespace, "probe").map_err(err)?;
+    eprintln!(
+        "durable bench: {} ({}), sizes {sizes:?}",
+        backend.name(),
+        if args.quick { "quick" } else { "full" }
+    );
+    bench.reads().await?;
+    bench.quiet_sync().await?;
+    let plot = bench.sizes(&sizes).await?;
+    bench.writes().await?;
+    bench.propagation().await?;
+    bench.coalescing().await?;
+
+    let width = bench
+        .rows
+        .iter()
+        .map(|r| r.scenario.len())
+        .max()
+        .unwrap_or(10);
+    println!(
+        "{:width$}  {:>12}  {:<10}  comparison",
+        "scenario", "value", "unit"
+    );
+    for row in &bench.rows {
+        let value = if row.value.is_nan() {
+            "-".to_owned()
+        } else {
+            format!("{:.2}", row.value)
+        };
+        println!(
+            "{:width$}  {value:>12}  {:<10}  {}",
+            row.scenario, row.unit, row.note
+        );
+    }
+    let report = json!({ "backend": backend.name(), "quick": args.quick, "results": bench.json });
+    std::fs::write(
+        &args.json,
+        serde_json::to_string_pretty(&report).map_err(err)? + "\n",
+    )
+    .map_err(|e| format!("cannot write {}: {e}", args.json.display()))?;
+    eprintln!("wrote {}", args.json.display());
+    if let Some(path) = &args.svg {
+        std::fs::write(path, svg(&plot))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// A run id, so concurrent benchmarks against one store do not collide.
+fn rand_u32() -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    nanos ^ std::process::id().rotate_left(16)
+}
