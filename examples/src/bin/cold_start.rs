@@ -19,7 +19,7 @@
 //!
 //! The outage is simulated with [`Outage`], a wrapper backend that fails every operation as a
 //! closed port would, so the example needs no server to stop. A real outage looks the same to
-//! the handle: `open` gets [`Error::Unavailable`](durable::Error::Unavailable) or a timeout, and
+//! the handle: `open` gets [`Error::Unavailable`] or a timeout, and
 //! falls back to the backup.
 
 use std::path::{Path, PathBuf};
@@ -52,6 +52,11 @@ const DICTIONARY: &str = "settings";
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    // Logs of the engine (reloads, errors, the backup) on stderr when RUST_LOG asks for them.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let (dir, temporary) = match &args.dir {
         Some(dir) => (dir.clone(), false),
         None => (

@@ -1,0 +1,72 @@
+//! Runs the examples that need no server (`counters`, `cold_start`) as processes and checks what
+//! they print.
+
+use std::process::Command;
+
+/// Runs a binary of this crate with `args`, asserts success and returns its standard output.
+fn run(binary: &str, args: &[&str]) -> String {
+    let output = Command::new(binary)
+        .args(args)
+        .env_remove("DURABLE_URL")
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {binary}: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{binary} failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    stdout
+}
+
+fn assert_has(output: &str, expected: &str) {
+    assert!(
+        output.contains(expected),
+        "expected {expected:?} in the output:\n{output}"
+    );
+}
+
+#[test]
+fn counters_on_sqlite_in_memory() {
+    let out = run(env!("CARGO_BIN_EXE_counters"), &[]);
+    assert_has(&out, "store: sqlite");
+    assert_has(&out, "visits = 100 ");
+    assert_has(&out, "stock left = 0, sold = 10, refused = 5");
+    assert_has(&out, "price after a 10% raise = 110");
+}
+
+#[test]
+fn counters_on_the_file_backend() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let url = format!("files:{}", dir.path().display());
+    let out = run(env!("CARGO_BIN_EXE_counters"), &["--url", &url]);
+    assert_has(&out, "store: files");
+    assert_has(&out, "visits = 100 ");
+    assert_has(&out, "stock left = 0, sold = 10, refused = 5");
+    // A second run against the same directory starts from a known state again.
+    let again = run(env!("CARGO_BIN_EXE_counters"), &["--url", &url]);
+    assert_has(&again, "visits = 100 ");
+}
+
+#[test]
+fn cold_start_from_the_backup_file() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let work = dir.path().to_str().expect("UTF-8 path");
+    let out = run(env!("CARGO_BIN_EXE_cold_start"), &["--dir", work]);
+    assert_has(&out, "3 settings written, backup saved to");
+    assert_has(&out, "without a backup file, open fails");
+    assert_has(&out, "from_backup=true, 3 settings, greeting=\"hello\"");
+    assert_has(
+        &out,
+        "sync() while down: sqlite: version check failed, store unavailable",
+    );
+    assert_has(&out, "a write while down fails and changes nothing");
+    assert_has(&out, "health: fresh=false");
+    assert_has(
+        &out,
+        "store is back: from_backup=false, greeting=\"hello again\", health: fresh=true",
+    );
+    assert!(dir.path().join("settings.backup").exists());
+}
