@@ -510,6 +510,18 @@ fn entry_name(key: &str) -> String {
     }
 }
 
+/// True for names [`entry_name`] can produce.
+fn is_entry_name(name: &str) -> bool {
+    let lower_hex = |s: &str| s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    match (name.strip_prefix('k'), name.strip_prefix('h')) {
+        (Some(hex), _) => {
+            hex.len() <= 2 * MAX_PLAIN_KEY && hex.len().is_multiple_of(2) && lower_hex(hex)
+        }
+        (_, Some(hash)) => hash.len() == 64 && lower_hex(hash),
+        _ => false,
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
@@ -853,10 +865,7 @@ impl Dir {
             let item = item.map_err(|e| io_error(operation, &dir, e))?;
             let name = item.file_name();
             // Skip anything that is not ours (an editor's backup file, say).
-            if !name
-                .to_str()
-                .is_some_and(|n| n.starts_with('k') || n.starts_with('h'))
-            {
+            if !name.to_str().is_some_and(is_entry_name) {
                 continue;
             }
             let path = item.path();
@@ -1128,6 +1137,43 @@ mod tests {
         assert_eq!(entry_name(&long).len(), 65);
         assert!(entry_name(&"x".repeat(MAX_PLAIN_KEY)).len() <= 255);
         assert_ne!(entry_name("K"), entry_name("k"));
+    }
+
+    #[test]
+    fn only_entry_names_are_read_as_entries() {
+        assert!(is_entry_name(&entry_name("")));
+        assert!(is_entry_name(&entry_name("é/..")));
+        assert!(is_entry_name(&entry_name(&"x".repeat(1024))));
+        assert!(!is_entry_name("hello.txt"));
+        assert!(!is_entry_name("k2f~"));
+        assert!(!is_entry_name("kabc"));
+    }
+
+    #[tokio::test]
+    async fn deltas_need_the_retained_history() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = FileStore::new(tmp.path()).with_history(2);
+        let backend = store.backend("ns", "d").unwrap();
+        let mut versions = Vec::new();
+        for i in 0..5 {
+            versions.push(
+                backend
+                    .persist(&format!("k{i}"), Bytes::new())
+                    .await
+                    .unwrap(),
+            );
+        }
+        assert_eq!(
+            backend.changes_since(versions[1]).await.unwrap(),
+            Changes::TooOld
+        );
+        let Changes::Delta(delta) = backend.changes_since(versions[2]).await.unwrap() else {
+            panic!("a token within the history was answered TooOld");
+        };
+        let keys: Vec<&str> = delta.upserts.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, vec!["k3", "k4"]);
+        let logs = fs::read_dir(backend.path().join("log")).unwrap().count();
+        assert_eq!(logs, 2, "the log was trimmed to the history");
     }
 
     #[test]

@@ -29,6 +29,7 @@ use std::time::Duration;
 use clap::Parser;
 use durable::{Dict, Json, Options, Result, Snapshot};
 use durable_examples::ExampleStore;
+use durable_examples::outage::Outage;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -73,9 +74,10 @@ async fn main() -> Result<()> {
     // Strict per-request freshness: every sync() asks the store (see the module docs).
     let trust = args.trust_hints.then_some(Duration::from_secs(1));
     let options = Options::new().with_trust_hints_for(trust);
-    let tenants: Tenants = store
-        .open(&args.namespace, "tenants", Json, options)
-        .await?;
+    // The Outage wrapper only lets the demo show a store outage; a real service opens
+    // `store.backend(..)` directly.
+    let (backend, outage) = Outage::new(store.backend(&args.namespace, "tenants")?);
+    let tenants: Tenants = Dict::open(backend, Json, options).await?;
     // Another process administering the tenants: a separate handle on the same dictionary.
     let admin: Tenants = store
         .open(&args.namespace, "tenants", Json, Options::new())
@@ -124,6 +126,13 @@ async fn main() -> Result<()> {
         get(&base, "/tenants/nobody").await
     );
     println!("GET /tenants        -> {}", get(&base, "/tenants").await);
+    outage.set_down(true);
+    println!("(the store goes down)");
+    println!(
+        "GET /tenants/acme   -> {}",
+        get(&base, "/tenants/acme").await
+    );
+    outage.set_down(false);
     let stats = tenants.stats();
     println!(
         "service handle: {} checks ({} unchanged), {} deltas, {} reloads, {} coalesced, \
@@ -257,7 +266,12 @@ async fn get(address: &str, path: &str) -> String {
             let status = response.lines().next().unwrap_or_default();
             let status = status.strip_prefix("HTTP/1.1 ").unwrap_or(status);
             let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
-            format!("{status} {body}")
+            let age = response
+                .lines()
+                .find_map(|l| l.strip_prefix("x-snapshot-age-ms: "))
+                .map(|ms| format!(" [x-snapshot-age-ms: {ms}]"))
+                .unwrap_or_default();
+            format!("{status}{age} {body}")
         }
         Err(error) => format!("request failed: {error}"),
     }
