@@ -153,7 +153,6 @@ fn options(mode: Mode) -> Options {
         .with_mode(mode)
         .with_timeout(Duration::from_secs(20))
         .with_open_timeout(Duration::from_secs(30))
-        .with_trust_hints_for(None)
 }
 
 /// Runs `rule` against the store of `harness` in a fresh namespace, then cleans up.

@@ -304,9 +304,9 @@ where
     /// changed, a delta (or a full reload) applied in O(changed keys).
     ///
     /// Concurrent calls share one round trip: a caller waits for a check that started after it
-    /// called, so the result includes every write acknowledged before the call. With live push
-    /// hints and none received since the last check (within
-    /// [`Options::with_trust_hints_for`]), it returns at once without a round trip.
+    /// called, so the result includes every write acknowledged before the call. If you opted in
+    /// with [`Options::with_trust_hints_for`], live push hints and none received since a recent
+    /// check let it return at once without a round trip.
     ///
     /// On failure the snapshot stays as it was and the error says why.
     pub async fn sync(&self) -> Result<Snapshot<V>> {

@@ -94,7 +94,7 @@ impl Default for Options {
             open_timeout: Duration::from_secs(10),
             backup_file: None,
             decode_errors: DecodeErrors::Fail,
-            trust_hints_for: Some(Duration::from_secs(1)),
+            trust_hints_for: None,
             max_update_attempts: 64,
             listener_capacity: 1024,
         }
@@ -103,8 +103,8 @@ impl Default for Options {
 
 impl Options {
     /// The defaults: manual mode, 5 s per operation, 10 s to open, no backup file, decode errors
-    /// fail the sync, quiet push hints trusted for 1 s, 64 update attempts, 1024 buffered change
-    /// events per listener.
+    /// fail the sync, every `sync()` checks the version (push hints only wake background mode),
+    /// 64 update attempts, 1024 buffered change events per listener.
     pub fn new() -> Self {
         Self::default()
     }
@@ -142,10 +142,17 @@ impl Options {
         self
     }
 
-    /// For backends with push hints: how long [`Dict::sync`](crate::Dict::sync) may skip the
-    /// version check when no hint arrived since the last check (default 1 s; `None` never skips).
-    /// Hints make a no-change `sync()` free; the window bounds how long a lost hint can hide a
-    /// change. Autosync reads never skip.
+    /// For backends with push hints: let [`Dict::sync`](crate::Dict::sync) skip the version check
+    /// when no hint arrived since the last check, as long as that check is younger than `window`
+    /// (default `None`: never skip).
+    ///
+    /// This makes a no-change `sync()` free (nanoseconds instead of a round trip), at a price:
+    /// a write acknowledged to another process a moment ago is seen only once its hint has
+    /// arrived (usually well under a millisecond on a LAN, but not bounded), and changes made
+    /// behind the backends' backs (a `TRUNCATE` or `FLUSHALL` by hand) send no hint, so they can
+    /// stay unseen for up to `window`. Turn it on where "eventually, within milliseconds" is
+    /// enough (per-request sync of feature flags in a busy service); leave it off where every
+    /// request must see every write acknowledged before it began. Autosync reads never skip.
     pub fn with_trust_hints_for(mut self, window: Option<Duration>) -> Self {
         self.trust_hints_for = window;
         self

@@ -21,7 +21,7 @@ where
 }
 
 fn manual() -> Options {
-    Options::new().with_trust_hints_for(None)
+    Options::new()
 }
 
 #[tokio::test(start_paused = true)]
@@ -338,7 +338,8 @@ async fn listeners_hear_local_and_synced_changes() {
 async fn push_hints_make_a_quiet_sync_free() {
     let store = MemoryStore::new();
     let writer: Dict<u32> = open(&store, manual()).await;
-    let reader: Dict<u32> = open(&store, Options::new()).await;
+    let trusting = Options::new().with_trust_hints_for(Some(Duration::from_secs(1)));
+    let reader: Dict<u32> = open(&store, trusting).await;
     reader.sync().await.unwrap();
     let calls = store.calls();
     for _ in 0..100 {

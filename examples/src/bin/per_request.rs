@@ -13,12 +13,13 @@
 //! after it never touch the network and all see the same version of the map. When the store is
 //! down the request gets `503` with the snapshot's age in a header, instead of hanging or a 500.
 //!
-//! **Push hints and read-after-write.** By default a handle trusts push hints for a moment
-//! ([`Options::with_trust_hints_for`], 1 s): a `sync()` with no hint since the last check skips
-//! the round trip. That is cheaper, but a request may then miss a write another process made a few
+//! **Push hints and read-after-write.** A handle can trust push hints for a moment
+//! ([`Options::with_trust_hints_for`]): a `sync()` with no hint since the last check skips the
+//! round trip. That is cheaper, but a request may then miss a write another process made a few
 //! milliseconds earlier, before its notification arrived. This service wants every request to see
-//! every write acknowledged before it began, so it turns that off and pays one small query per
-//! request (`--trust-hints` turns it back on; the second request may then miss the upgrade).
+//! every write acknowledged before it began, so it keeps the default (off) and pays one small
+//! query per request (`--trust-hints` turns trust on; the second request may then miss the
+//! upgrade).
 //!
 //! Without `--serve`, the example starts the service on a free port, acts as its own client and
 //! shows a change made by another process (another handle) being served on the very next
@@ -71,7 +72,7 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let store = ExampleStore::connect(&args.url).await?;
-    // Strict per-request freshness: every sync() asks the store (see the module docs).
+    // Strict per-request freshness by default: every sync() asks the store (see the module docs).
     let trust = args.trust_hints.then_some(Duration::from_secs(1));
     let options = Options::new().with_trust_hints_for(trust);
     // The Outage wrapper only lets the demo show a store outage; a real service opens

@@ -206,6 +206,17 @@ impl Bench<'_> {
         Ok((dict, calls))
     }
 
+    /// A handle that checks the version on every sync (no trust in push hints), with or without
+    /// delta sync.
+    async fn polling(
+        &self,
+        dictionary: &str,
+        delta: bool,
+    ) -> Result<(Dict<u64>, Arc<AtomicU64>), String> {
+        let options = Options::new().with_trust_hints_for(None);
+        self.open(dictionary, delta, false, options).await
+    }
+
     /// Fills `dictionary` with `n` keys, in batches where the store has them.
     async fn populate(&self, dictionary: &str, n: usize) -> Result<(), String> {
         let writer: Dict<u64> = self
@@ -291,14 +302,7 @@ impl Bench<'_> {
     async fn quiet_sync(&mut self) -> Result<(), String> {
         let name = self.name("quiet");
         self.populate(&name, 100).await?;
-        let (polling, _) = self
-            .open(
-                &name,
-                true,
-                false,
-                Options::new().with_trust_hints_for(None),
-            )
-            .await?;
+        let (polling, _) = self.polling(&name, true).await?;
         let n = if self.quick { 50 } else { 500 };
         let start = Instant::now();
         for _ in 0..n {
@@ -312,7 +316,8 @@ impl Bench<'_> {
             "one round trip".into(),
             json!({}),
         );
-        let (hinted, _) = self.open(&name, true, true, Options::new()).await?;
+        let trusting = Options::new().with_trust_hints_for(Some(Duration::from_secs(1)));
+        let (hinted, _) = self.open(&name, true, true, trusting).await?;
         if hinted.capabilities().push {
             hinted.sync().await.map_err(err)?;
             let n = 100_000u32;
@@ -354,14 +359,7 @@ impl Bench<'_> {
             self.populate(&name, size).await?;
             let (rss_before, _) = memory();
             let start = Instant::now();
-            let (delta, _) = self
-                .open(
-                    &name,
-                    true,
-                    false,
-                    Options::new().with_trust_hints_for(None),
-                )
-                .await?;
+            let (delta, _) = self.polling(&name, true).await?;
             let load = start.elapsed();
             let (rss_after, peak) = memory();
             let grown = rss_after
@@ -374,14 +372,7 @@ impl Bench<'_> {
                 format!("resident memory +{:.1} MiB, peak {:.1} MiB", grown.unwrap_or(f64::NAN), peak.unwrap_or(0) as f64 / 1048576.0),
                 json!({"size": size, "rss_growth_mib": grown, "peak_mib": peak.map(|p| p as f64 / 1048576.0)}),
             );
-            let (full, _) = self
-                .open(
-                    &name,
-                    false,
-                    false,
-                    Options::new().with_trust_hints_for(None),
-                )
-                .await?;
+            let (full, _) = self.polling(&name, false).await?;
             let writer: Dict<u64> = self
                 .store
                 .open(self.namespace, &name, Json, Options::new())
@@ -547,14 +538,7 @@ impl Bench<'_> {
     async fn coalescing(&mut self) -> Result<(), String> {
         let name = self.name("coalescing");
         self.populate(&name, 10).await?;
-        let (dict, calls) = self
-            .open(
-                &name,
-                true,
-                false,
-                Options::new().with_trust_hints_for(None),
-            )
-            .await?;
+        let (dict, calls) = self.polling(&name, true).await?;
         let before = calls.load(Ordering::Relaxed);
         let tasks: Vec<_> = (0..64)
             .map(|_| {

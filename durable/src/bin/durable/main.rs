@@ -246,7 +246,7 @@ fn parse_revision(text: &str) -> CliResult<Option<Revision>> {
 }
 
 fn manual() -> Options {
-    Options::new().with_trust_hints_for(None)
+    Options::new()
 }
 
 async fn run(cli: Cli) -> CliResult {
