@@ -282,8 +282,9 @@ return out
 });
 
 /// The first chunk of a full load, atomic with the token: `ARGV[5]` HSCAN cursor (`0`),
-/// `ARGV[6]` COUNT hint. Later chunks are plain `HSCAN` and `ZMSCORE` commands (cheaper than
-/// passing every value through Lua), repaired afterwards with the changes since the token.
+/// `ARGV[6]` COUNT hint. Later chunks are plain `HSCAN` pages and a `ZRANGE` walk of the log
+/// (cheaper than passing every value through Lua), repaired afterwards with the changes since
+/// the token.
 /// `{epoch, counter, next cursor, (key, value, revision)...}`.
 pub(crate) static LOAD_CHUNK: LazyLock<Script> = LazyLock::new(|| {
     script(

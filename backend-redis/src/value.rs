@@ -43,7 +43,12 @@ impl Reply {
 
     /// An item that may be nil.
     pub(crate) fn opt_bytes(&mut self) -> Result<Option<Bytes>, Error> {
-        match self.next()? {
+        let value = self.next()?;
+        self.to_bytes(value)
+    }
+
+    fn to_bytes(&self, value: Value) -> Result<Option<Bytes>, Error> {
+        match value {
             Value::Nil => Ok(None),
             Value::BulkString(b) => Ok(Some(Bytes::from(b))),
             Value::SimpleString(s) => Ok(Some(Bytes::from(s))),
@@ -63,8 +68,37 @@ impl Reply {
     }
 
     pub(crate) fn string(&mut self) -> Result<String, Error> {
-        let b = self.bytes()?;
-        String::from_utf8(b.to_vec()).map_err(|_| bad_reply(self.operation, "key is not UTF-8"))
+        let bytes = match self.next()? {
+            // Reuse the reply's buffer instead of copying it.
+            Value::BulkString(b) => b,
+            Value::SimpleString(s) => return Ok(s),
+            other => self
+                .to_bytes(other)?
+                .ok_or_else(|| bad_reply(self.operation, "unexpected nil"))?
+                .to_vec(),
+        };
+        String::from_utf8(bytes).map_err(|_| bad_reply(self.operation, "key is not UTF-8"))
+    }
+
+    /// A sorted set member and its integer score: two items (RESP2) or one pair (RESP3).
+    pub(crate) fn member_score(&mut self) -> Result<(Vec<u8>, u64), Error> {
+        if let Some(Value::Array(_)) = self.items.as_slice().first() {
+            let Some(pair) = self.items.next() else {
+                unreachable!("checked above")
+            };
+            let mut pair = Reply::new(pair, self.operation)?;
+            return pair.member_score();
+        }
+        let member = match self.next()? {
+            Value::BulkString(b) => b,
+            other => {
+                return Err(bad_reply(
+                    self.operation,
+                    format!("expected a member, got {other:?}"),
+                ));
+            }
+        };
+        Ok((member, self.u64()?))
     }
 
     /// An integer, sent as an integer reply or as decimal text (scores, hash fields).
