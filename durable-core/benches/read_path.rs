@@ -1,4 +1,5 @@
-//! The read path: `get` through a snapshot vs a plain `HashMap` and a `parking_lot::RwLock<HashMap>`,
+//! The read path: `get` through a snapshot vs a plain `HashMap` (std's SipHash, and foldhash as
+//! the snapshot uses) and a `parking_lot::RwLock<HashMap>`,
 //! on 1k, 100k and 1M keys, from one and two threads at once.
 //!
 //! `cargo bench -p durable-core --bench read_path`
@@ -20,6 +21,9 @@ const PROBES: usize = 4096;
 
 struct Fixture {
     plain: HashMap<String, u64>,
+    /// The same map with the snapshot's hash function (foldhash), to separate hashing cost from
+    /// structure cost.
+    fast: HashMap<String, u64, foldhash::fast::RandomState>,
     locked: RwLock<HashMap<String, u64>>,
     dict: Dict<u64>,
     probes: Vec<String>,
@@ -52,6 +56,7 @@ fn fixture(n: usize) -> Fixture {
     probes.shuffle(&mut rand::rng());
     probes.truncate(PROBES);
     Fixture {
+        fast: plain.iter().map(|(k, v)| (k.clone(), *v)).collect(),
         locked: RwLock::new(plain.clone()),
         plain,
         dict,
@@ -98,6 +103,9 @@ fn read_path(c: &mut Criterion) {
             let probes = &f.probes;
             group.bench_function(BenchmarkId::new("HashMap", n), |b| {
                 b.iter_custom(|iters| timed(threads, iters, probes, &|| (), &|_, k| f.plain[k]))
+            });
+            group.bench_function(BenchmarkId::new("HashMap (foldhash)", n), |b| {
+                b.iter_custom(|iters| timed(threads, iters, probes, &|| (), &|_, k| f.fast[k]))
             });
             group.bench_function(BenchmarkId::new("RwLock<HashMap>", n), |b| {
                 b.iter_custom(|iters| {
