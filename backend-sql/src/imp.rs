@@ -196,7 +196,7 @@ macro_rules! backend_impl {
             /// Writes do this by themselves from time to time (at most every half retention
             /// per backend value); call it from a maintenance job to control when it happens.
             pub async fn trim_tombstones(&self, older_than: std::time::Duration) -> Result<u64> {
-                let op = Operation::Depersist;
+                let op = Operation::Trim;
                 let older = i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX);
                 let cutoff = now_millis().saturating_sub(older);
                 let (mut tx, _) = self.begin(op).await?;

@@ -47,6 +47,8 @@ pub enum Operation {
     Subscribe,
     /// Creating or migrating the store's schema.
     Schema,
+    /// Trimming old tombstones and change-log records.
+    Trim,
 }
 
 impl Operation {
@@ -67,6 +69,7 @@ impl Operation {
             Operation::Clear => "clear",
             Operation::Subscribe => "subscribe",
             Operation::Schema => "schema",
+            Operation::Trim => "trim",
         }
     }
 }
