@@ -302,27 +302,44 @@ macro_rules! backend_impl {
 
             async fn durables(&self) -> Result<Load> {
                 let op = Operation::Load;
-                for _ in 0..5 {
+                let mut attempt = 0;
+                let mut missing = 0;
+                while missing < 5 {
                     let mut tx = begin_read(&self.shared.pool).await.map_err(Self::err(op))?;
-                    let version: Option<(i64, i64, i64)> =
-                        sqlx::query_as(AssertSqlSafe(self.shared.sql.select_version.as_str()))
+                    let read = async {
+                        let version: Option<(i64, i64, i64)> =
+                            sqlx::query_as(AssertSqlSafe(self.shared.sql.select_version.as_str()))
+                                .bind(self.ns())
+                                .bind(self.dict())
+                                .fetch_optional(&mut *tx)
+                                .await?;
+                        let Some((epoch, counter, _)) = version else {
+                            return Ok(None);
+                        };
+                        let rows = q(&self.shared.sql.load_entries)
                             .bind(self.ns())
                             .bind(self.dict())
-                            .fetch_optional(&mut *tx)
-                            .await
-                            .map_err(Self::err(op))?;
-                    let Some((epoch, counter, _)) = version else {
-                        Self::rollback(tx).await;
-                        self.ensure_version(op).await?;
-                        continue;
-                    };
-                    let rows = q(&self.shared.sql.load_entries)
-                        .bind(self.ns())
-                        .bind(self.dict())
-                        .fetch_all(&mut *tx)
-                        .await
-                        .map_err(Self::err(op))?;
+                            .fetch_all(&mut *tx)
+                            .await?;
+                        Ok(Some((epoch, counter, rows)))
+                    }
+                    .await;
                     Self::rollback(tx).await;
+                    let (epoch, counter, rows) = match read {
+                        Ok(Some(read)) => read,
+                        Ok(None) => {
+                            missing += 1;
+                            self.ensure_version(op).await?;
+                            continue;
+                        }
+                        // A deadlock or serialization failure: nothing was written, read again.
+                        Err(e) if attempt < 20 && $crate::common::is_retryable(&e) => {
+                            $crate::common::retry_pause(attempt).await;
+                            attempt += 1;
+                            continue;
+                        }
+                        Err(e) => return Err(map_err(NAME, op, e)),
+                    };
                     let mut entries = Vec::with_capacity(rows.len());
                     for row in rows {
                         let key = key_from(&row, 0).map_err(Self::err(op))?;

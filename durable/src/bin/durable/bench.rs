@@ -493,7 +493,7 @@ impl Bench<'_> {
         ] {
             if push && !push_capable {
                 self.record(
-                    format!("propagation, {label}"),
+                    format!("propagation to another handle, {label}"),
                     f64::NAN,
                     "ms",
                     "n/a: no push hints in this store".into(),
