@@ -13,3 +13,16 @@ pub mod outage;
 pub mod store;
 
 pub use store::ExampleStore;
+
+/// Sends the engine's logs (reloads, errors, the backup) to stderr, filtered by `RUST_LOG` or
+/// else by `default` (e.g. `"warn"`), in colour only on a terminal.
+pub fn init_logging(default: &str) {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}

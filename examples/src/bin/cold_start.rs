@@ -52,11 +52,7 @@ const DICTIONARY: &str = "settings";
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    // Logs of the engine (reloads, errors, the backup) on stderr when RUST_LOG asks for them.
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
+    durable_examples::init_logging("warn");
     let (dir, temporary) = match &args.dir {
         Some(dir) => (dir.clone(), false),
         None => (

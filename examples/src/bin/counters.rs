@@ -43,11 +43,7 @@ const BUYERS: u32 = 15;
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    // Logs of the engine (reloads, errors, the backup) on stderr when RUST_LOG asks for them.
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
+    durable_examples::init_logging("warn");
     let store = ExampleStore::connect(&args.url).await?;
     let open = || store.open::<i64, _>(&args.namespace, "counters", Json, Options::new());
     let counters: Dict<i64> = open().await?;

@@ -57,11 +57,7 @@ type Config = Dict<Value>;
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    // Logs of the engine (reloads, errors, the backup) on stderr when RUST_LOG asks for them.
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
+    durable_examples::init_logging("warn");
     let store = ExampleStore::connect(&args.url).await?;
 
     if let Some(assignment) = &args.set {

@@ -371,14 +371,7 @@ async fn seed(flags: &Flags) -> durable::Result<()> {
 
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,durable_core=info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    durable_examples::init_logging("info");
     if let Err(message) = run(Args::parse()).await {
         eprintln!("flags: {message}");
         std::process::exit(1);

@@ -66,11 +66,7 @@ type Tenants = Dict<Value>;
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    // Logs of the engine (reloads, errors, the backup) on stderr when RUST_LOG asks for them.
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
+    durable_examples::init_logging("warn");
     let store = ExampleStore::connect(&args.url).await?;
     // Strict per-request freshness by default: every sync() asks the store (see the module docs).
     let trust = args.trust_hints.then_some(Duration::from_secs(1));
