@@ -179,14 +179,8 @@ fn config_error(url: &str, err: redis::RedisError) -> Error {
     ))
 }
 
-/// Connection settings from a URL, with Nagle's algorithm off: with it on, a request written in
-/// more than one segment can wait for the server's delayed ACK (about 40 ms per round trip).
 fn parse(url: &str) -> Result<ConnectionInfo> {
-    let info = url
-        .into_connection_info()
-        .map_err(|e| config_error(url, e))?;
-    let tcp = info.tcp_settings().clone().set_nodelay(true);
-    Ok(info.set_tcp_settings(tcp))
+    url.into_connection_info().map_err(|e| config_error(url, e))
 }
 
 impl RedisStore {
