@@ -267,6 +267,35 @@ pub(crate) fn is_retryable(err: &sqlx::Error) -> bool {
     }
 }
 
+/// Runs a write transaction again, up to 20 times, while the database rolls it back as a
+/// deadlock or serialization failure (it then wrote nothing, so running it again is safe).
+pub(crate) async fn retry_rolled_back<T, F, Fut>(mut write: F) -> durable_core::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = durable_core::Result<T>>,
+{
+    let mut attempt = 0;
+    loop {
+        match write().await {
+            Err(e) if attempt < 20 && rolled_back(&e) => {
+                retry_pause(attempt).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// True for an error that says the database rolled the transaction back as a deadlock.
+fn rolled_back(error: &Error) -> bool {
+    match error {
+        Error::Unavailable { source, .. } | Error::Backend { source, .. } => source
+            .downcast_ref::<sqlx::Error>()
+            .is_some_and(is_retryable),
+        _ => false,
+    }
+}
+
 /// A short random pause before retrying after a deadlock.
 pub(crate) async fn retry_pause(attempt: u32) {
     let micros = rand::random_range(200..2000) * u64::from(attempt + 1);

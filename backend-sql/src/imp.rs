@@ -190,6 +190,66 @@ macro_rules! backend_impl {
                 }))
             }
 
+            /// One attempt of [`persist_batch`](durable_core::Backend::persist_batch).
+            async fn batch_once(&self, ops: &[BatchOp]) -> Result<Option<Version>> {
+                let op = Operation::Batch;
+                if ops.is_empty() {
+                    return Ok(None);
+                }
+                // The last operation on each key wins.
+                let mut last: std::collections::HashMap<&str, usize> =
+                    std::collections::HashMap::with_capacity(ops.len());
+                for (i, o) in ops.iter().enumerate() {
+                    check_key(NAME, o.key())?;
+                    last.insert(o.key(), i);
+                }
+                let mut puts: Vec<(&str, &[u8])> = Vec::new();
+                let mut deletes: Vec<&str> = Vec::new();
+                for (i, o) in ops.iter().enumerate() {
+                    if last.get(o.key()) != Some(&i) {
+                        continue;
+                    }
+                    match o {
+                        BatchOp::Put { key, value } => puts.push((key, value)),
+                        BatchOp::Delete { key } => deletes.push(key),
+                    }
+                }
+                let (mut tx, current) = self.begin(op).await?;
+                let revision = current.counter() + 1;
+                let mut changed = !puts.is_empty();
+                for key in deletes {
+                    changed |= self.tombstone(&mut tx, key, revision, op).await?;
+                }
+                if !changed {
+                    Self::rollback(tx).await;
+                    return Ok(None);
+                }
+                let sql = &self.shared.sql;
+                let now = now_millis();
+                for chunk in puts.chunks(200) {
+                    let mut text = sql.upsert_head.clone();
+                    for i in 0..chunk.len() {
+                        if i > 0 {
+                            text.push_str(", ");
+                        }
+                        text.push_str(&sql.upsert_row(i * 6));
+                    }
+                    text.push_str(&sql.upsert_tail);
+                    let mut query = sqlx::query(AssertSqlSafe(text));
+                    for (key, value) in chunk {
+                        query = query
+                            .bind(self.ns())
+                            .bind(self.dict())
+                            .bind(key_arg(key))
+                            .bind(*value)
+                            .bind(revision as i64)
+                            .bind(now);
+                    }
+                    query.execute(&mut *tx).await.map_err(Self::err(op))?;
+                }
+                self.commit(tx, current, op).await.map(Some)
+            }
+
             /// Trims tombstones written more than `older_than` ago, recording the oldest token
             /// that can still be served a delta. Returns how many tombstones were removed.
             ///
@@ -284,20 +344,27 @@ macro_rules! backend_impl {
             async fn persist(&self, key: &str, value: Bytes) -> Result<Version> {
                 let op = Operation::Persist;
                 check_key(NAME, key)?;
-                let (mut tx, current) = self.begin(op).await?;
-                self.upsert(&mut tx, key, &value, current.counter() + 1, op).await?;
-                self.commit(tx, current, op).await
+                let value = &value;
+                $crate::common::retry_rolled_back(|| async move {
+                    let (mut tx, current) = self.begin(op).await?;
+                    self.upsert(&mut tx, key, value, current.counter() + 1, op).await?;
+                    self.commit(tx, current, op).await
+                })
+                .await
             }
 
             async fn depersist(&self, key: &str) -> Result<Option<Version>> {
-                let op = Operation::Depersist;
-                check_key(NAME, key)?;
-                let (mut tx, current) = self.begin(op).await?;
-                if !self.tombstone(&mut tx, key, current.counter() + 1, op).await? {
-                    Self::rollback(tx).await;
-                    return Ok(None);
-                }
-                self.commit(tx, current, op).await.map(Some)
+                $crate::common::retry_rolled_back(|| async {
+                    let op = Operation::Depersist;
+                    check_key(NAME, key)?;
+                    let (mut tx, current) = self.begin(op).await?;
+                    if !self.tombstone(&mut tx, key, current.counter() + 1, op).await? {
+                        Self::rollback(tx).await;
+                        return Ok(None);
+                    }
+                    self.commit(tx, current, op).await.map(Some)
+                })
+                .await
             }
 
             async fn durables(&self) -> Result<Load> {
@@ -437,15 +504,18 @@ macro_rules! backend_impl {
             }
 
             async fn persist_if_absent(&self, key: &str, value: Bytes) -> Result<IfAbsent> {
-                let op = Operation::InsertIfAbsent;
-                check_key(NAME, key)?;
-                let (mut tx, current) = self.begin(op).await?;
-                if let Some(entry) = self.entry(&mut tx, key, op).await? {
-                    Self::rollback(tx).await;
-                    return Ok(IfAbsent::Present(entry));
-                }
-                self.upsert(&mut tx, key, &value, current.counter() + 1, op).await?;
-                self.commit(tx, current, op).await.map(IfAbsent::Inserted)
+                $crate::common::retry_rolled_back(|| async {
+                    let op = Operation::InsertIfAbsent;
+                    check_key(NAME, key)?;
+                    let (mut tx, current) = self.begin(op).await?;
+                    if let Some(entry) = self.entry(&mut tx, key, op).await? {
+                        Self::rollback(tx).await;
+                        return Ok(IfAbsent::Present(entry));
+                    }
+                    self.upsert(&mut tx, key, &value, current.counter() + 1, op).await?;
+                    self.commit(tx, current, op).await.map(IfAbsent::Inserted)
+                })
+                .await
             }
 
             async fn compare_and_swap(
@@ -454,137 +524,95 @@ macro_rules! backend_impl {
                 expected: Option<Revision>,
                 new: Option<Bytes>,
             ) -> Result<Swap> {
-                let op = Operation::CompareAndSwap;
-                check_key(NAME, key)?;
-                let (mut tx, current) = self.begin(op).await?;
-                let entry = self.entry(&mut tx, key, op).await?;
-                if entry.as_ref().map(|e| e.revision) != expected
-                    || (entry.is_none() && new.is_none())
-                {
-                    Self::rollback(tx).await;
-                    return Ok(Swap::Conflict(entry));
-                }
-                let revision = current.counter() + 1;
-                match new {
-                    Some(value) => self.upsert(&mut tx, key, &value, revision, op).await?,
-                    None => {
-                        self.tombstone(&mut tx, key, revision, op).await?;
+                $crate::common::retry_rolled_back(|| async {
+                    let op = Operation::CompareAndSwap;
+                    check_key(NAME, key)?;
+                    let (mut tx, current) = self.begin(op).await?;
+                    let entry = self.entry(&mut tx, key, op).await?;
+                    if entry.as_ref().map(|e| e.revision) != expected
+                        || (entry.is_none() && new.is_none())
+                    {
+                        Self::rollback(tx).await;
+                        return Ok(Swap::Conflict(entry));
                     }
-                }
-                self.commit(tx, current, op).await.map(Swap::Swapped)
+                    let revision = current.counter() + 1;
+                    match &new {
+                        Some(value) => self.upsert(&mut tx, key, value, revision, op).await?,
+                        None => {
+                            self.tombstone(&mut tx, key, revision, op).await?;
+                        }
+                    }
+                    self.commit(tx, current, op).await.map(Swap::Swapped)
+                })
+                .await
             }
 
             async fn pop(&self, key: &str) -> Result<Option<(Bytes, Version)>> {
-                let op = Operation::Pop;
-                check_key(NAME, key)?;
-                let (mut tx, current) = self.begin(op).await?;
-                let Some(entry) = self.entry(&mut tx, key, op).await? else {
-                    Self::rollback(tx).await;
-                    return Ok(None);
-                };
-                self.tombstone(&mut tx, key, current.counter() + 1, op).await?;
-                let version = self.commit(tx, current, op).await?;
-                Ok(Some((entry.value, version)))
+                $crate::common::retry_rolled_back(|| async {
+                    let op = Operation::Pop;
+                    check_key(NAME, key)?;
+                    let (mut tx, current) = self.begin(op).await?;
+                    let Some(entry) = self.entry(&mut tx, key, op).await? else {
+                        Self::rollback(tx).await;
+                        return Ok(None);
+                    };
+                    self.tombstone(&mut tx, key, current.counter() + 1, op).await?;
+                    let version = self.commit(tx, current, op).await?;
+                    Ok(Some((entry.value, version)))
+                })
+                .await
             }
 
             async fn increment(&self, key: &str, delta: i64) -> Result<(i64, Version)> {
-                let op = Operation::Increment;
-                check_key(NAME, key)?;
-                let (mut tx, current) = self.begin(op).await?;
-                let value = match self.entry(&mut tx, key, op).await? {
-                    Some(entry) => parse_counter(&entry.value),
-                    None => Some(0),
-                };
-                let Some(new) = value.and_then(|v| v.checked_add(delta)) else {
-                    Self::rollback(tx).await;
-                    return Err(Error::NotAnInteger {
-                        backend: NAME.to_owned(),
-                        key: key.to_owned(),
-                    });
-                };
-                let text = new.to_string();
-                self.upsert(&mut tx, key, text.as_bytes(), current.counter() + 1, op)
-                    .await?;
-                let version = self.commit(tx, current, op).await?;
-                Ok((new, version))
+                $crate::common::retry_rolled_back(|| async {
+                    let op = Operation::Increment;
+                    check_key(NAME, key)?;
+                    let (mut tx, current) = self.begin(op).await?;
+                    let value = match self.entry(&mut tx, key, op).await? {
+                        Some(entry) => parse_counter(&entry.value),
+                        None => Some(0),
+                    };
+                    let Some(new) = value.and_then(|v| v.checked_add(delta)) else {
+                        Self::rollback(tx).await;
+                        return Err(Error::NotAnInteger {
+                            backend: NAME.to_owned(),
+                            key: key.to_owned(),
+                        });
+                    };
+                    let text = new.to_string();
+                    self.upsert(&mut tx, key, text.as_bytes(), current.counter() + 1, op)
+                        .await?;
+                    let version = self.commit(tx, current, op).await?;
+                    Ok((new, version))
+                })
+                .await
             }
 
             async fn persist_batch(&self, ops: Vec<BatchOp>) -> Result<Option<Version>> {
-                let op = Operation::Batch;
-                if ops.is_empty() {
-                    return Ok(None);
-                }
-                // The last operation on each key wins.
-                let mut last: std::collections::HashMap<&str, usize> =
-                    std::collections::HashMap::with_capacity(ops.len());
-                for (i, o) in ops.iter().enumerate() {
-                    check_key(NAME, o.key())?;
-                    last.insert(o.key(), i);
-                }
-                let mut puts: Vec<(&str, &[u8])> = Vec::new();
-                let mut deletes: Vec<&str> = Vec::new();
-                for (i, o) in ops.iter().enumerate() {
-                    if last.get(o.key()) != Some(&i) {
-                        continue;
-                    }
-                    match o {
-                        BatchOp::Put { key, value } => puts.push((key, value)),
-                        BatchOp::Delete { key } => deletes.push(key),
-                    }
-                }
-                let (mut tx, current) = self.begin(op).await?;
-                let revision = current.counter() + 1;
-                let mut changed = !puts.is_empty();
-                for key in deletes {
-                    changed |= self.tombstone(&mut tx, key, revision, op).await?;
-                }
-                if !changed {
-                    Self::rollback(tx).await;
-                    return Ok(None);
-                }
-                let sql = &self.shared.sql;
-                let now = now_millis();
-                for chunk in puts.chunks(200) {
-                    let mut text = sql.upsert_head.clone();
-                    for i in 0..chunk.len() {
-                        if i > 0 {
-                            text.push_str(", ");
-                        }
-                        text.push_str(&sql.upsert_row(i * 6));
-                    }
-                    text.push_str(&sql.upsert_tail);
-                    let mut query = sqlx::query(AssertSqlSafe(text));
-                    for (key, value) in chunk {
-                        query = query
-                            .bind(self.ns())
-                            .bind(self.dict())
-                            .bind(key_arg(key))
-                            .bind(*value)
-                            .bind(revision as i64)
-                            .bind(now);
-                    }
-                    query.execute(&mut *tx).await.map_err(Self::err(op))?;
-                }
-                self.commit(tx, current, op).await.map(Some)
+                // A batch holds many row locks: the database may roll it back as a deadlock.
+                $crate::common::retry_rolled_back(|| self.batch_once(&ops)).await
             }
 
             async fn clear(&self) -> Result<Option<Version>> {
-                let op = Operation::Clear;
-                let (mut tx, current) = self.begin(op).await?;
-                let done = q(&self.shared.sql.clear)
-                    .bind(&[][..] as &[u8])
-                    .bind((current.counter() + 1) as i64)
-                    .bind(now_millis())
-                    .bind(self.ns())
-                    .bind(self.dict())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(Self::err(op))?;
-                if done.rows_affected() == 0 {
-                    Self::rollback(tx).await;
-                    return Ok(None);
-                }
-                self.commit(tx, current, op).await.map(Some)
+                $crate::common::retry_rolled_back(|| async {
+                    let op = Operation::Clear;
+                    let (mut tx, current) = self.begin(op).await?;
+                    let done = q(&self.shared.sql.clear)
+                        .bind(&[][..] as &[u8])
+                        .bind((current.counter() + 1) as i64)
+                        .bind(now_millis())
+                        .bind(self.ns())
+                        .bind(self.dict())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(Self::err(op))?;
+                    if done.rows_affected() == 0 {
+                        Self::rollback(tx).await;
+                        return Ok(None);
+                    }
+                    self.commit(tx, current, op).await.map(Some)
+                })
+                .await
             }
         }
     };
