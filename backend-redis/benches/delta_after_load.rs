@@ -201,7 +201,7 @@ async fn run(store: RedisStore, other: Other, sizes: &[usize], reps: usize) {
     );
     for &size in sizes {
         let name = Name::new(format!("n{size}")).unwrap();
-        let backend = store.backend(&ns, &name);
+        let backend = store.backend(ns.as_str(), name.as_str()).unwrap();
         let mut i = 0;
         while i < size {
             let end = (i + 5000).min(size);

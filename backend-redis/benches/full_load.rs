@@ -67,7 +67,7 @@ async fn run(url: &str, sizes: &[usize]) {
     );
     for &size in sizes {
         let name = Name::new(format!("load{size}")).unwrap();
-        let backend = store.backend(&ns, &name);
+        let backend = store.backend(ns.as_str(), name.as_str()).unwrap();
         let entries = backend.entries_key().to_owned();
         let have: usize = raw.hlen(&entries).await.unwrap();
         if have != size {

@@ -39,7 +39,7 @@ async fn open(
     trust: Option<Duration>,
 ) -> Dict<u64, Json> {
     Dict::open(
-        store.backend(ns, &Name::new(dict).unwrap()),
+        store.backend(ns.as_str(), dict).unwrap(),
         Json,
         Options::new()
             .with_trust_hints_for(trust)
@@ -51,7 +51,7 @@ async fn open(
 }
 
 async fn fill(store: &RedisStore, ns: &Name, dict: &str, n: usize) {
-    let backend = store.backend(ns, &Name::new(dict).unwrap());
+    let backend = store.backend(ns.as_str(), dict).unwrap();
     let mut i = 0;
     while i < n {
         let end = (i + 5000).min(n);
@@ -99,7 +99,8 @@ async fn run(url: &str, sizes: &[usize]) -> Vec<Row> {
     let snapshot_ns = per_op(t.elapsed(), n);
     push("read: snapshot().get() (ns)".into(), snapshot_ns, "ns/read");
     let entries = store
-        .backend(&ns, &Name::new("read").unwrap())
+        .backend(ns.as_str(), "read")
+        .unwrap()
         .entries_key()
         .to_owned();
     let n = 5000u64;
@@ -143,11 +144,7 @@ async fn run(url: &str, sizes: &[usize]) -> Vec<Row> {
     let t = Instant::now();
     for _ in 0..n {
         let v: (Option<String>, Option<String>) = redis::cmd("HMGET")
-            .arg(
-                store
-                    .backend(&ns, &Name::new("read").unwrap())
-                    .version_key(),
-            )
+            .arg(store.backend(ns.as_str(), "read").unwrap().version_key())
             .arg("epoch")
             .arg("counter")
             .query_async(&mut raw)
@@ -168,7 +165,7 @@ async fn run(url: &str, sizes: &[usize]) -> Vec<Row> {
         fill(&store, &ns, &name, size).await;
         eprintln!("(filled {size} keys in {:.1} s)", t.elapsed().as_secs_f64());
         let reader = open(&store, &ns, &name, None).await;
-        let writer = store.backend(&ns, &Name::new(&name).unwrap());
+        let writer = store.backend(ns.as_str(), &name).unwrap();
         let mut deltas = Vec::new();
         for i in 0..30u64 {
             writer

@@ -279,8 +279,12 @@ impl RedisStore {
 
     /// The backend of dictionary `dictionary` in `namespace`, in the native layout (every
     /// capability). Its keys are `durable:{<namespace>:<dictionary>}:*`.
-    pub fn backend(&self, namespace: &Name, dictionary: &Name) -> RedisBackend {
-        RedisBackend::new(self.clone(), namespace, dictionary)
+    pub fn backend(&self, namespace: &str, dictionary: &str) -> Result<RedisBackend> {
+        Ok(RedisBackend::new(
+            self.clone(),
+            &Name::new(namespace)?,
+            &Name::new(dictionary)?,
+        ))
     }
 
     /// The backend of the dictionary stored in Python durabledict's `RedisDict` layout under

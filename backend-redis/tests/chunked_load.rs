@@ -18,7 +18,7 @@ async fn chunked_load_is_consistent_while_writing() {
     let store = RedisStore::connect_with(&url, common::options().with_load_chunk(7))
         .await
         .unwrap();
-    let writer = store.backend(&namespace, &dict);
+    let writer = store.backend(namespace.as_str(), dict.as_str()).unwrap();
     // The state after each counter, replayed from the single writer's acknowledged writes.
     let mut history: Vec<BTreeMap<String, Vec<u8>>> = Vec::new();
     let mut state = BTreeMap::new();
@@ -32,7 +32,7 @@ async fn chunked_load_is_consistent_while_writing() {
         history[v.counter() as usize] = state.clone();
     }
     let loader = {
-        let backend = store.backend(&namespace, &dict);
+        let backend = store.backend(namespace.as_str(), dict.as_str()).unwrap();
         tokio::spawn(async move {
             let mut loads = Vec::new();
             for _ in 0..15 {

@@ -105,7 +105,7 @@ async fn open(url: &str, dict: &str, mode: Mode) -> Dict<i64, Json> {
     let store = RedisStore::connect_with(url, store_options())
         .await
         .unwrap();
-    let backend = store.backend(&Name::new("faults").unwrap(), &Name::new(dict).unwrap());
+    let backend = store.backend("faults", dict).unwrap();
     Dict::open(backend, Json, handle_options(mode))
         .await
         .unwrap()
@@ -256,18 +256,30 @@ async fn garbage_value_gives_a_decode_error_naming_the_key() {
     let namespace = Name::new(format!("g{:016x}", rand::random::<u64>())).unwrap();
     let dict = Name::new("garbage").unwrap();
     let store = RedisStore::connect(&url).await.unwrap();
-    let d: Dict<i64, Json> = Dict::open(store.backend(&namespace, &dict), Json, Options::new())
-        .await
-        .unwrap();
+    let d: Dict<i64, Json> = Dict::open(
+        store.backend(namespace.as_str(), dict.as_str()).unwrap(),
+        Json,
+        Options::new(),
+    )
+    .await
+    .unwrap();
     d.insert("good", 1).await.unwrap();
 
     // Written into the hash by hand, without a version bump: a new handle's full load sees it.
-    let entries = store.backend(&namespace, &dict).entries_key().to_owned();
+    let entries = store
+        .backend(namespace.as_str(), dict.as_str())
+        .unwrap()
+        .entries_key()
+        .to_owned();
     let client = redis::Client::open(url.as_str()).unwrap();
     let mut raw = client.get_multiplexed_async_connection().await.unwrap();
     let _: () = raw.hset(&entries, "bad key", "{not json").await.unwrap();
-    let opened =
-        Dict::<i64, Json>::open(store.backend(&namespace, &dict), Json, Options::new()).await;
+    let opened = Dict::<i64, Json>::open(
+        store.backend(namespace.as_str(), dict.as_str()).unwrap(),
+        Json,
+        Options::new(),
+    )
+    .await;
     match opened {
         Err(Error::Decode { key, .. }) => assert_eq!(key, "bad key"),
         other => panic!("expected a decode error naming the key, got {other:?}"),
@@ -275,10 +287,13 @@ async fn garbage_value_gives_a_decode_error_naming_the_key() {
 
     // Written by another program through a versioned write: the existing handle's sync fails
     // with the key, and keeps its snapshot.
-    let raw_dict: Dict<Vec<u8>, Raw> =
-        Dict::open(store.backend(&namespace, &dict), Raw, Options::new())
-            .await
-            .unwrap();
+    let raw_dict: Dict<Vec<u8>, Raw> = Dict::open(
+        store.backend(namespace.as_str(), dict.as_str()).unwrap(),
+        Raw,
+        Options::new(),
+    )
+    .await
+    .unwrap();
     raw_dict
         .insert("worse", b"\xff\xfe".to_vec())
         .await

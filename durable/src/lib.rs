@@ -165,9 +165,7 @@ impl Store {
             #[cfg(feature = "mysql")]
             Store::MySql(store) => Box::new(store.backend(namespace, dictionary)?),
             #[cfg(feature = "redis")]
-            Store::Redis(store) => {
-                Box::new(store.backend(&Name::new(namespace)?, &Name::new(dictionary)?))
-            }
+            Store::Redis(store) => Box::new(store.backend(namespace, dictionary)?),
             #[cfg(feature = "zookeeper")]
             Store::ZooKeeper(store) => Box::new(store.backend(namespace, dictionary)?),
         })

@@ -54,12 +54,14 @@ pub struct SingleHarness {
 impl Harness for SingleHarness {
     async fn open(&self, namespace: &Name, dictionary: &Name) -> Result<Box<dyn Backend>> {
         let store = RedisStore::connect_with(&self.url, options()).await?;
-        Ok(Box::new(store.backend(namespace, dictionary)))
+        Ok(Box::new(
+            store.backend(namespace.as_str(), dictionary.as_str())?,
+        ))
     }
 
     async fn wipe(&self, namespace: &Name, dictionary: &Name) -> Result<()> {
         let store = RedisStore::connect_with(&self.url, options()).await?;
-        let backend = store.backend(namespace, dictionary);
+        let backend = store.backend(namespace.as_str(), dictionary.as_str())?;
         let client = redis::Client::open(self.url.as_str()).map_err(err)?;
         let mut conn = client
             .get_multiplexed_async_connection()
@@ -72,7 +74,7 @@ impl Harness for SingleHarness {
     async fn forget_history(&self, namespace: &Name, dictionary: &Name) -> Result<()> {
         let store = RedisStore::connect_with(&self.url, options()).await?;
         store
-            .backend(namespace, dictionary)
+            .backend(namespace.as_str(), dictionary.as_str())?
             .forget_history()
             .await?;
         Ok(())
@@ -84,7 +86,9 @@ impl Harness for SingleHarness {
         dictionary: &Name,
     ) -> Result<Box<dyn Backend>> {
         let store = RedisStore::lazy("redis://127.0.0.1:1/", options())?;
-        Ok(Box::new(store.backend(namespace, dictionary)))
+        Ok(Box::new(
+            store.backend(namespace.as_str(), dictionary.as_str())?,
+        ))
     }
 
     async fn cleanup(&self, namespace: &Name) -> Result<()> {
@@ -116,11 +120,18 @@ impl ClusterHarness {
 #[durable_core::async_trait]
 impl Harness for ClusterHarness {
     async fn open(&self, namespace: &Name, dictionary: &Name) -> Result<Box<dyn Backend>> {
-        Ok(Box::new(self.store().await?.backend(namespace, dictionary)))
+        Ok(Box::new(
+            self.store()
+                .await?
+                .backend(namespace.as_str(), dictionary.as_str())?,
+        ))
     }
 
     async fn wipe(&self, namespace: &Name, dictionary: &Name) -> Result<()> {
-        let backend = self.store().await?.backend(namespace, dictionary);
+        let backend = self
+            .store()
+            .await?
+            .backend(namespace.as_str(), dictionary.as_str())?;
         let client = redis::cluster::ClusterClient::new(self.urls.clone()).map_err(err)?;
         let mut conn = client.get_async_connection().await.map_err(err)?;
         // One slot (shared hash tag), so one multi-key DEL works on a cluster.
@@ -131,7 +142,7 @@ impl Harness for ClusterHarness {
     async fn forget_history(&self, namespace: &Name, dictionary: &Name) -> Result<()> {
         let store = self.store().await?;
         store
-            .backend(namespace, dictionary)
+            .backend(namespace.as_str(), dictionary.as_str())?
             .forget_history()
             .await?;
         Ok(())
@@ -143,7 +154,9 @@ impl Harness for ClusterHarness {
         dictionary: &Name,
     ) -> Result<Box<dyn Backend>> {
         let store = RedisStore::lazy("redis://127.0.0.1:1/", options())?;
-        Ok(Box::new(store.backend(namespace, dictionary)))
+        Ok(Box::new(
+            store.backend(namespace.as_str(), dictionary.as_str())?,
+        ))
     }
 
     async fn cleanup(&self, namespace: &Name) -> Result<()> {
