@@ -40,26 +40,19 @@ macro_rules! backend_impl {
             /// Creates the version row with a fresh epoch if it is missing.
             /// Concurrent creators may deadlock on MySQL (duplicate-key inserts); they retry.
             async fn ensure_version(&self, op: Operation) -> Result<()> {
-                let sql = &self.shared.sql;
-                let mut attempt = 0;
-                loop {
-                    let done = q(&sql.insert_version)
+                $crate::common::retry_rolled_back(|| async {
+                    q(&self.shared.sql.insert_version)
                         .bind(self.ns())
                         .bind(self.dict())
                         .bind(fresh_epoch())
                         .bind(self.ns())
                         .bind(self.dict())
                         .execute(&self.shared.pool)
-                        .await;
-                    match done {
-                        Ok(_) => return Ok(()),
-                        Err(e) if attempt < 20 && $crate::common::is_retryable(&e) => {
-                            $crate::common::retry_pause(attempt).await;
-                            attempt += 1;
-                        }
-                        Err(e) => return Err(map_err(NAME, op, e)),
-                    }
-                }
+                        .await
+                        .map(drop)
+                        .map_err(Self::err(op))
+                })
+                .await
             }
 
             fn vanished(op: Operation) -> Error {
@@ -71,30 +64,22 @@ macro_rules! backend_impl {
             }
 
             /// Begins a write transaction holding the dictionary's version row (created if
-            /// missing) and returns the current token.
+            /// missing) and returns the current token. Callers run the whole transaction in
+            /// [`retry_rolled_back`]($crate::common::retry_rolled_back), which also covers a
+            /// deadlock while taking the lock here.
             async fn begin(&self, op: Operation) -> Result<(Tx, Version)> {
-                let mut attempt = 0;
                 let mut missing = 0;
                 while missing < 5 {
                     let mut tx = begin_write(&self.shared.pool)
                         .await
                         .map_err(Self::err(op))?;
-                    let row: std::result::Result<Option<(i64, i64)>, sqlx::Error> =
+                    let row: Option<(i64, i64)> =
                         sqlx::query_as(AssertSqlSafe(self.shared.sql.lock_version.as_str()))
                             .bind(self.ns())
                             .bind(self.dict())
                             .fetch_optional(&mut *tx)
-                            .await;
-                    let row = match row {
-                        Err(e) if attempt < 20 && $crate::common::is_retryable(&e) => {
-                            // Nothing written yet: run the transaction again.
-                            Self::rollback(tx).await;
-                            $crate::common::retry_pause(attempt).await;
-                            attempt += 1;
-                            continue;
-                        }
-                        other => other.map_err(Self::err(op))?,
-                    };
+                            .await
+                            .map_err(Self::err(op))?;
                     match row {
                         Some((epoch, counter)) => return Ok((tx, version_of(epoch, counter))),
                         None => {
@@ -256,47 +241,50 @@ macro_rules! backend_impl {
             /// Writes do this by themselves from time to time (at most every half retention
             /// per backend value); call it from a maintenance job to control when it happens.
             pub async fn trim_tombstones(&self, older_than: std::time::Duration) -> Result<u64> {
-                let op = Operation::Trim;
-                let older = i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX);
-                let cutoff = now_millis().saturating_sub(older);
-                let (mut tx, _) = self.begin(op).await?;
-                let max: Option<i64> =
-                    sqlx::query_scalar(AssertSqlSafe(self.shared.sql.trim_max.as_str()))
+                $crate::common::retry_rolled_back(|| async {
+                    let op = Operation::Trim;
+                    let older = i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX);
+                    let cutoff = now_millis().saturating_sub(older);
+                    let (mut tx, _) = self.begin(op).await?;
+                    let max: Option<i64> =
+                        sqlx::query_scalar(AssertSqlSafe(self.shared.sql.trim_max.as_str()))
+                            .bind(self.ns())
+                            .bind(self.dict())
+                            .bind(cutoff)
+                            .fetch_one(&mut *tx)
+                            .await
+                            .map_err(Self::err(op))?;
+                    let Some(max) = max else {
+                        Self::rollback(tx).await;
+                        return Ok(0);
+                    };
+                    let removed = q(&self.shared.sql.trim_delete)
                         .bind(self.ns())
                         .bind(self.dict())
-                        .bind(cutoff)
-                        .fetch_one(&mut *tx)
+                        .bind(max)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(Self::err(op))?
+                        .rows_affected();
+                    q(&self.shared.sql.set_oldest)
+                        .bind(max)
+                        .bind(self.ns())
+                        .bind(self.dict())
+                        .bind(max)
+                        .execute(&mut *tx)
                         .await
                         .map_err(Self::err(op))?;
-                let Some(max) = max else {
-                    Self::rollback(tx).await;
-                    return Ok(0);
-                };
-                let removed = q(&self.shared.sql.trim_delete)
-                    .bind(self.ns())
-                    .bind(self.dict())
-                    .bind(max)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(Self::err(op))?
-                    .rows_affected();
-                q(&self.shared.sql.set_oldest)
-                    .bind(max)
-                    .bind(self.ns())
-                    .bind(self.dict())
-                    .bind(max)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(Self::err(op))?;
-                tx.commit().await.map_err(Self::err(op))?;
-                tracing::debug!(
-                    backend = NAME,
-                    dictionary = %self.dictionary,
-                    removed,
-                    oldest_served = max,
-                    "trimmed tombstones"
-                );
-                Ok(removed)
+                    tx.commit().await.map_err(Self::err(op))?;
+                    tracing::debug!(
+                        backend = NAME,
+                        dictionary = %self.dictionary,
+                        removed,
+                        oldest_served = max,
+                        "trimmed tombstones"
+                    );
+                    Ok(removed)
+                })
+                .await
             }
 
             async fn maybe_trim(&self) {
@@ -369,61 +357,58 @@ macro_rules! backend_impl {
 
             async fn durables(&self) -> Result<Load> {
                 let op = Operation::Load;
-                let mut attempt = 0;
-                let mut missing = 0;
-                while missing < 5 {
-                    let mut tx = begin_read(&self.shared.pool).await.map_err(Self::err(op))?;
-                    let read = async {
-                        let version: Option<(i64, i64, i64)> =
-                            sqlx::query_as(AssertSqlSafe(self.shared.sql.select_version.as_str()))
+                // A deadlock or serialization failure wrote nothing: read again.
+                $crate::common::retry_rolled_back(|| async {
+                    let mut missing = 0;
+                    while missing < 5 {
+                        let mut tx = begin_read(&self.shared.pool).await.map_err(Self::err(op))?;
+                        let read = async {
+                            let version: Option<(i64, i64, i64)> =
+                                sqlx::query_as(AssertSqlSafe(self.shared.sql.select_version.as_str()))
+                                    .bind(self.ns())
+                                    .bind(self.dict())
+                                    .fetch_optional(&mut *tx)
+                                    .await?;
+                            let Some((epoch, counter, _)) = version else {
+                                return Ok(None);
+                            };
+                            let rows = q(&self.shared.sql.load_entries)
                                 .bind(self.ns())
                                 .bind(self.dict())
-                                .fetch_optional(&mut *tx)
+                                .fetch_all(&mut *tx)
                                 .await?;
-                        let Some((epoch, counter, _)) = version else {
-                            return Ok(None);
+                            Ok(Some((epoch, counter, rows)))
+                        }
+                        .await;
+                        Self::rollback(tx).await;
+                        let (epoch, counter, rows) = match read {
+                            Ok(Some(read)) => read,
+                            Ok(None) => {
+                                missing += 1;
+                                self.ensure_version(op).await?;
+                                continue;
+                            }
+                            Err(e) => return Err(map_err(NAME, op, e)),
                         };
-                        let rows = q(&self.shared.sql.load_entries)
-                            .bind(self.ns())
-                            .bind(self.dict())
-                            .fetch_all(&mut *tx)
-                            .await?;
-                        Ok(Some((epoch, counter, rows)))
-                    }
-                    .await;
-                    Self::rollback(tx).await;
-                    let (epoch, counter, rows) = match read {
-                        Ok(Some(read)) => read,
-                        Ok(None) => {
-                            missing += 1;
-                            self.ensure_version(op).await?;
-                            continue;
+                        let mut entries = Vec::with_capacity(rows.len());
+                        for row in rows {
+                            let key = key_from(&row, 0).map_err(Self::err(op))?;
+                            let value: Vec<u8> = row.try_get(1).map_err(Self::err(op))?;
+                            let revision: i64 = row.try_get(2).map_err(Self::err(op))?;
+                            entries.push(StoredEntry {
+                                key,
+                                value: Bytes::from(value),
+                                revision: Revision(revision as u64),
+                            });
                         }
-                        // A deadlock or serialization failure: nothing was written, read again.
-                        Err(e) if attempt < 20 && $crate::common::is_retryable(&e) => {
-                            $crate::common::retry_pause(attempt).await;
-                            attempt += 1;
-                            continue;
-                        }
-                        Err(e) => return Err(map_err(NAME, op, e)),
-                    };
-                    let mut entries = Vec::with_capacity(rows.len());
-                    for row in rows {
-                        let key = key_from(&row, 0).map_err(Self::err(op))?;
-                        let value: Vec<u8> = row.try_get(1).map_err(Self::err(op))?;
-                        let revision: i64 = row.try_get(2).map_err(Self::err(op))?;
-                        entries.push(StoredEntry {
-                            key,
-                            value: Bytes::from(value),
-                            revision: Revision(revision as u64),
+                        return Ok(Load {
+                            version: version_of(epoch, counter),
+                            entries,
                         });
                     }
-                    return Ok(Load {
-                        version: version_of(epoch, counter),
-                        entries,
-                    });
-                }
-                Err(Self::vanished(op))
+                    Err(Self::vanished(op))
+                })
+                .await
             }
 
             async fn last_updated(&self) -> Result<Version> {

@@ -703,14 +703,7 @@ where
         operation: Operation,
         fut: impl Future<Output = Result<T>>,
     ) -> Result<T> {
-        let result = match tokio::time::timeout(self.options.timeout, fut).await {
-            Ok(result) => result,
-            Err(_) => Err(Error::Timeout {
-                backend: self.name().to_owned(),
-                operation,
-                after: self.options.timeout,
-            }),
-        };
+        let result = self.timed(operation, fut).await;
         if let Err(error) = &result {
             self.counters.failed(error, false);
         }
@@ -835,7 +828,7 @@ where
     async fn check_now(&self) -> Result<()> {
         let hints_seen = self.hints.sent();
         let version = self
-            .call_unrecorded(Operation::Version, self.backend.last_updated())
+            .timed(Operation::Version, self.backend.last_updated())
             .await?;
         bump(&self.counters.checks);
         let current = self.state.load_full();
@@ -854,7 +847,7 @@ where
             false
         } else {
             let changes = if self.caps.delta {
-                self.call_unrecorded(
+                self.timed(
                     Operation::Changes,
                     self.backend.changes_since(current.version),
                 )
@@ -881,9 +874,7 @@ where
                     }
                 }
                 Changes::TooOld => {
-                    let load = self
-                        .call_unrecorded(Operation::Load, self.backend.durables())
-                        .await?;
+                    let load = self.timed(Operation::Load, self.backend.durables()).await?;
                     bump(&self.counters.reloads);
                     info!(entries = load.entries.len(), version = %load.version, "full reload");
                     let mut removals = Vec::new();
@@ -925,8 +916,9 @@ where
         Ok(())
     }
 
-    /// Like [`call`](Self::call) without counting the failure (the check counts it once).
-    async fn call_unrecorded<T>(
+    /// One store operation under the operation timeout (failures are counted by the caller: a
+    /// check counts its failure once, whichever step failed).
+    async fn timed<T>(
         &self,
         operation: Operation,
         fut: impl Future<Output = Result<T>>,
@@ -997,12 +989,13 @@ where
 
     /// Applies one key's write to `map`, telling listeners.
     fn apply(&self, map: &mut Map<V>, key: &Arc<str>, entry: Option<Entry<V>>, version: Version) {
-        let new = entry.clone();
+        let listening = self.listening();
+        let new = if listening { entry.clone() } else { None };
         let old = match entry {
             Some(entry) => map.upsert(entry),
             None => map.remove(key),
         };
-        if self.listening() {
+        if listening {
             self.emit(key, old.as_ref(), new.as_ref(), version);
         }
     }
