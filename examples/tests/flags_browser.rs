@@ -70,8 +70,14 @@ impl Browser {
         browser
     }
 
-    /// One WebDriver command; returns its `value`.
+    /// One WebDriver command; returns its `value`, failing the test on an error.
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        self.try_call(method, path, body)
+            .unwrap_or_else(|body| panic!("WebDriver {method} {path}: {body}"))
+    }
+
+    /// One WebDriver command: its `value`, or the error body.
+    fn try_call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, Value> {
         let url = if path == "/session" {
             format!("{}{path}", self.base)
         } else {
@@ -83,8 +89,11 @@ impl Browser {
             _ => self.http.get(&url).call(),
         };
         let (status, body) = common::json(response);
-        assert_eq!(status, 200, "WebDriver {method} {path}: {body}");
-        body["value"].clone()
+        if status == 200 {
+            Ok(body["value"].clone())
+        } else {
+            Err(body)
+        }
     }
 
     fn open(&self, url: &str) {
@@ -106,6 +115,18 @@ impl Browser {
             .as_str()
             .unwrap_or_default()
             .to_owned()
+    }
+
+    /// The text of `css`, or `None` while the page is still loading (the element is missing or
+    /// belongs to the page being replaced): for polling after a click that navigates.
+    fn try_text(&self, css: &str) -> Option<String> {
+        let query = json!({"using": "css selector", "value": css});
+        let found = self.try_call("POST", "/element", Some(query)).ok()?;
+        let element = found[ELEMENT].as_str()?;
+        let text = self
+            .try_call("GET", &format!("/element/{element}/text"), None)
+            .ok()?;
+        text.as_str().map(str::to_owned)
     }
 
     fn click(&self, css: &str) {
@@ -156,8 +177,9 @@ fn toggling_a_flag_on_one_instance_shows_on_the_other() {
     browser.click("#toggle-new-checkout");
     // The form posts and redirects back to the admin page.
     assert!(eventually(Duration::from_secs(10), || browser
-        .text("#flag-new-checkout .value")
-        == "on"));
+        .try_text("#flag-new-checkout .value")
+        .as_deref()
+        == Some("on")));
 
     browser.open(&format!("{}/admin", b.base));
     assert_eq!(
@@ -173,8 +195,9 @@ fn toggling_a_flag_on_one_instance_shows_on_the_other() {
 
     browser.click("#toggle-new-checkout");
     assert!(eventually(Duration::from_secs(10), || browser
-        .text("#flag-new-checkout .value")
-        == "off"));
+        .try_text("#flag-new-checkout .value")
+        .as_deref()
+        == Some("off")));
     browser.open(&format!("{}/admin", a.base));
     assert_eq!(browser.text("#flag-new-checkout .value"), "off");
 }
