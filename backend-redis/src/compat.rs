@@ -227,6 +227,7 @@ impl Backend for DurabledictBackend {
                     key,
                     value: Bytes::from(value),
                     revision: Revision(version.counter()),
+                    expires_at: None,
                 })
                 .collect(),
         })
@@ -257,6 +258,7 @@ impl Backend for DurabledictBackend {
             key: key.to_owned(),
             value,
             revision,
+            expires_at: None,
         }))
     }
 

@@ -171,6 +171,7 @@ impl RedisBackend {
             key: key.to_owned(),
             value,
             revision,
+            expires_at: None,
         })
     }
 
@@ -337,6 +338,7 @@ fn into_load(version: Version, entries: LoadMap) -> Load {
                 key,
                 value,
                 revision: Revision(revision.unwrap_or(0)),
+                expires_at: None,
             })
             .collect(),
     }
@@ -480,6 +482,7 @@ impl Backend for RedisBackend {
                     key,
                     value,
                     revision,
+                    expires_at: None,
                 }),
                 None => removals.push((key, revision)),
             }

@@ -172,6 +172,7 @@ macro_rules! backend_impl {
                     key: key.to_owned(),
                     value: Bytes::from(value),
                     revision: Revision(revision as u64),
+                    expires_at: None,
                 }))
             }
 
@@ -399,6 +400,7 @@ macro_rules! backend_impl {
                                 key,
                                 value: Bytes::from(value),
                                 revision: Revision(revision as u64),
+                                expires_at: None,
                             });
                         }
                         return Ok(Load {
@@ -474,6 +476,7 @@ macro_rules! backend_impl {
                             key,
                             value: Bytes::from(value),
                             revision: Revision(revision as u64),
+                            expires_at: None,
                         });
                     }
                 }

@@ -201,6 +201,7 @@ fn parse_entry(operation: Operation, key: String, data: Vec<u8>) -> Result<Store
         key,
         value: Bytes::from(data).slice(8..),
         revision: Revision(u64::from_be_bytes(revision)),
+        expires_at: None,
     })
 }
 

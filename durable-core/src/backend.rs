@@ -2,6 +2,7 @@
 
 use std::fmt::Debug;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -10,7 +11,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use tokio::sync::Notify;
 
 use crate::error::{Error, Operation, Result};
-use crate::types::{BatchOp, Capabilities, Changes, IfAbsent, Load, Revision, Swap, Version};
+use crate::types::{
+    BatchOp, Capabilities, Changes, IfAbsent, Load, Revision, StoreTime, Swap, Swept, Version,
+};
 
 /// One stored dictionary in one store.
 ///
@@ -71,6 +74,23 @@ use crate::types::{BatchOp, Capabilities, Changes, IfAbsent, Load, Revision, Swa
 ///   see each method.
 /// - `concurrent_compare_and_swap_has_one_winner`, `concurrent_increments_lose_nothing`,
 ///   `batch_is_all_or_nothing`.
+///
+/// **Expiry** (capability `expiry`). Times are the store's own clock ([`StoreTime`]), so that
+/// processes with skewed clocks agree.
+/// - `expiring_entry_carries_its_expiry`: [`persist_expiring`](Backend::persist_expiring)`(k, v,
+///   ttl)` stores the entry with `expires_at` = the store's time of the write plus `ttl`, returns
+///   it, and [`durables`](Backend::durables) and [`changes_since`](Backend::changes_since) return
+///   it with the entry. Every other write of a key (persist, increment, compare-and-swap, batch)
+///   stores it without expiry; entries without a TTL never expire.
+/// - `store_clock_is_close`: [`now`](Backend::now) reads the store's clock (between the
+///   store's times of two writes around it).
+/// - `sweep_removes_only_expired_entries`: [`sweep`](Backend::sweep) deletes, in one atomic
+///   step with one version bump, exactly the entries whose `expires_at` is at or before the
+///   store's time, records them as deletes for deltas like any delete, and returns their keys;
+///   with nothing expired it writes nothing and bumps nothing.
+/// - Until a sweep removes it, an expired entry is still stored, and every operation other than
+///   `sweep` treats it as present (the engine hides it from reads and sweeps first when it
+///   writes a key it sees expired).
 ///
 /// **Push** (capability `push`).
 /// - `push_hint_follows_a_write`: after [`subscribe`](Backend::subscribe), a write by another
@@ -181,6 +201,34 @@ pub trait Backend: Debug + Send + Sync + 'static {
     async fn clear(&self) -> Result<Option<Version>> {
         Err(Error::not_supported(self.name(), Operation::Clear))
     }
+
+    /// The store's clock now (capability `expiry`). The engine reads it to learn how far its own
+    /// clock is from the store's.
+    async fn now(&self) -> Result<StoreTime> {
+        Err(Error::not_supported(self.name(), Operation::Now))
+    }
+
+    /// Stores `value` under `key`, expiring `ttl` after the store's time of the write, and bumps
+    /// the version, in one atomic step (capability `expiry`). Returns the new token and the
+    /// expiry time.
+    async fn persist_expiring(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Duration,
+    ) -> Result<(Version, StoreTime)> {
+        let _ = (key, value, ttl);
+        Err(Error::not_supported(
+            self.name(),
+            Operation::PersistExpiring,
+        ))
+    }
+
+    /// Deletes every entry whose expiry is at or before the store's time, in one atomic step with
+    /// one version bump (capability `expiry`). `None` and no bump if nothing had expired.
+    async fn sweep(&self) -> Result<Option<Swept>> {
+        Err(Error::not_supported(self.name(), Operation::Sweep))
+    }
 }
 
 macro_rules! forward_backend {
@@ -233,6 +281,20 @@ macro_rules! forward_backend {
             }
             async fn clear(&self) -> Result<Option<Version>> {
                 (**self).clear().await
+            }
+            async fn now(&self) -> Result<StoreTime> {
+                (**self).now().await
+            }
+            async fn persist_expiring(
+                &self,
+                key: &str,
+                value: Bytes,
+                ttl: Duration,
+            ) -> Result<(Version, StoreTime)> {
+                (**self).persist_expiring(key, value, ttl).await
+            }
+            async fn sweep(&self) -> Result<Option<Swept>> {
+                (**self).sweep().await
             }
         }
     };

@@ -13,10 +13,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::types::{Revision, StoredEntry, Version};
+use crate::types::{Revision, StoreTime, StoredEntry, Version};
 
 const MAGIC: &[u8; 15] = b"DURABLE-BACKUP\n";
-const FORMAT: u32 = 1;
+/// Format 2 added each entry's expiry.
+const FORMAT: u32 = 2;
 const HEADER: usize = MAGIC.len() + 4 + 8 + 4;
 /// The largest payload accepted when reading a backup.
 const MAX_PAYLOAD: usize = 1 << 32;
@@ -28,7 +29,8 @@ pub(crate) struct BackupData {
     /// Milliseconds since the Unix epoch when the snapshot was last confirmed by the store.
     pub(crate) confirmed_unix_ms: u64,
     pub(crate) encoding: String,
-    pub(crate) entries: Vec<(String, Vec<u8>, u64)>,
+    /// Key, encoded value, revision, expiry (store time in milliseconds).
+    pub(crate) entries: Vec<(String, Vec<u8>, u64, Option<u64>)>,
 }
 
 impl BackupData {
@@ -59,10 +61,11 @@ impl BackupData {
     pub(crate) fn into_entries(self) -> impl Iterator<Item = StoredEntry> {
         self.entries
             .into_iter()
-            .map(|(key, value, revision)| StoredEntry {
+            .map(|(key, value, revision, expires_at)| StoredEntry {
                 key,
                 value: value.into(),
                 revision: Revision(revision),
+                expires_at: expires_at.map(StoreTime),
             })
     }
 }
@@ -141,7 +144,7 @@ mod tests {
         let path = dir.path().join("d.durable-backup");
         assert!(read(&path).unwrap().is_none());
         let mut data = BackupData::new(Version::new(7, 9), SystemTime::now(), "json");
-        data.entries.push(("k".into(), b"1".to_vec(), 9));
+        data.entries.push(("k".into(), b"1".to_vec(), 9, Some(5)));
         write(&path, &data).unwrap();
         let back = read(&path).unwrap().unwrap();
         assert_eq!(back.version(), Version::new(7, 9));

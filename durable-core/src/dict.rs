@@ -5,7 +5,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -18,6 +18,7 @@ use tracing::{Instrument, debug, debug_span, info, warn};
 
 use crate::backend::{Backend, HintShared, Hints};
 use crate::backup::{self, BackupData};
+use crate::clock::StoreClock;
 use crate::encoding::{Encoding, Json};
 use crate::error::{Error, Operation, Result};
 use crate::map::{Entry, Map};
@@ -25,7 +26,7 @@ use crate::options::{DecodeErrors, Mode, Options};
 use crate::snapshot::{Pending, Snapshot, State, Versioned};
 use crate::stats::{Counters, Health, Stats, bump};
 use crate::types::{
-    BatchOp, Capabilities, Changes, IfAbsent, Revision, StoredEntry, Swap, Version,
+    BatchOp, Capabilities, Changes, IfAbsent, Revision, StoreTime, StoredEntry, Swap, Version,
 };
 
 /// What happened to a key, as told to change listeners.
@@ -146,6 +147,10 @@ struct Inner<V, E> {
     counters: Counters,
     changes: broadcast::Sender<Change<V>>,
     origin: Instant,
+    /// The estimate of the store's clock, for expiry.
+    clock: Arc<StoreClock>,
+    /// True while a lazy sweep runs or rests (at most one a second).
+    sweeping: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -190,7 +195,14 @@ where
     pub async fn open<B: Backend>(backend: B, encoding: E, options: Options) -> Result<Self> {
         let backend: Arc<dyn Backend> = Arc::new(backend);
         let origin = Instant::now();
-        let placeholder = State::new(Map::new(), Version::new(0, 0), origin, origin);
+        let clock = Arc::new(StoreClock::new());
+        let placeholder = State::new(
+            Map::new(),
+            Version::new(0, 0),
+            origin,
+            clock.clone(),
+            origin,
+        );
         let inner = Arc::new(Inner {
             caps: backend.capabilities(),
             backend,
@@ -206,6 +218,8 @@ where
             backup_wake: Notify::new(),
             counters: Counters::default(),
             origin,
+            clock,
+            sweeping: AtomicBool::new(false),
         });
         let dict = Dict {
             inner: inner.clone(),
@@ -228,6 +242,11 @@ where
                     }
                     Err(error) => warn!(%error, "push hints unavailable, polling only"),
                 }
+            }
+            if inner.caps.expiry
+                && let Err(error) = inner.measure_clock().await
+            {
+                warn!(%error, "could not read the store's clock");
             }
             let loaded = tokio::time::timeout(options.open_timeout, inner.initial_load())
                 .await
@@ -328,11 +347,76 @@ where
             .await?;
         self.inner
             .publish_local(version, vec![self.inner.entry(key, value, size, version)]);
+        self.sweep_lazily();
         Ok(version)
+    }
+
+    /// Stores `value` under `key` for `ttl`: from `ttl` after the write, on the store's clock,
+    /// every handle hides the entry from reads, and the next sweep deletes it from the store
+    /// (capability `expiry`).
+    ///
+    /// Any later write of the key without a TTL makes it permanent again. Handles judge expiry by
+    /// their estimate of the store's clock, so they agree to within a few milliseconds (half
+    /// their round trips to the store) whatever their own clocks say.
+    pub async fn insert_with_ttl(&self, key: &str, value: V, ttl: Duration) -> Result<Version> {
+        let inner = &self.inner;
+        inner.require(inner.caps.expiry, Operation::PersistExpiring)?;
+        let bytes = inner.encode(key, &value)?;
+        let size = bytes.len();
+        let sent = inner.clock.local_millis();
+        let (version, expires_at) = inner
+            .write(
+                Operation::PersistExpiring,
+                inner.backend.persist_expiring(key, bytes, ttl),
+            )
+            .await?;
+        let ttl_millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        let written_at = StoreTime(expires_at.0.saturating_sub(ttl_millis));
+        inner
+            .clock
+            .observe(written_at, sent, inner.clock.local_millis());
+        let (key, mut entry) = inner.entry(key, value, size, version);
+        if let Some(entry) = &mut entry {
+            entry.expires_at = Some(expires_at);
+        }
+        inner.publish_local(version, vec![(key, entry)]);
+        self.sweep_lazily();
+        Ok(version)
+    }
+
+    /// Deletes every entry that has expired by the store's clock, in one atomic step with one
+    /// version bump that other handles and change listeners see like any delete (capability
+    /// `expiry`). Returns how many entries it removed; 0 bumps nothing.
+    ///
+    /// Any handle may sweep; handles also sweep by themselves after their own writes when their
+    /// snapshot holds an expired entry, and in [`Mode::Background`] after each poll.
+    pub async fn sweep(&self) -> Result<usize> {
+        self.inner.sweep().await
+    }
+
+    /// Starts a sweep in the background if the snapshot holds an expired entry and no sweep ran
+    /// in the last second.
+    fn sweep_lazily(&self) {
+        let inner = &self.inner;
+        if !inner.caps.expiry
+            || !inner.state.load().has_expired()
+            || inner.sweeping.swap(true, Ordering::SeqCst)
+        {
+            return;
+        }
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            if let Err(error) = inner.sweep().await {
+                debug!(%error, "lazy sweep failed");
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            inner.sweeping.store(false, Ordering::SeqCst);
+        });
     }
 
     /// Deletes `key`; true if it existed. A missing key changes nothing and bumps nothing.
     pub async fn remove(&self, key: &str) -> Result<bool> {
+        self.inner.sweep_if_expired(key).await?;
         let removed = self
             .inner
             .write(Operation::Depersist, self.inner.backend.depersist(key))
@@ -340,12 +424,14 @@ where
         if let Some(version) = removed {
             self.inner.publish_local(version, vec![(key.into(), None)]);
         }
+        self.sweep_lazily();
         Ok(removed.is_some())
     }
 
     /// Deletes `key` and returns its value, in one atomic step (capability `pop`).
     pub async fn pop(&self, key: &str) -> Result<Option<V>> {
         self.inner.require(self.inner.caps.pop, Operation::Pop)?;
+        self.inner.sweep_if_expired(key).await?;
         let Some((bytes, version)) = self
             .inner
             .write(Operation::Pop, self.inner.backend.pop(key))
@@ -354,15 +440,28 @@ where
             return Ok(None);
         };
         self.inner.publish_local(version, vec![(key.into(), None)]);
+        self.sweep_lazily();
         self.inner.decode(key, &bytes).map(Some)
     }
 
     /// Returns the value of `key`, storing `default` first if the key is absent, in one atomic
     /// step (capability `insert_if_absent`). A present key is left alone and bumps nothing.
     pub async fn setdefault(&self, key: &str, default: V) -> Result<Arc<V>> {
+        Ok(self.put_if_absent(key, default).await?.0)
+    }
+
+    /// Stores `value` under `key` only if the key is absent, in one atomic step (capability
+    /// `insert_if_absent`); true if it was stored. A present key is left alone and bumps nothing.
+    pub async fn insert_if_absent(&self, key: &str, value: V) -> Result<bool> {
+        Ok(self.put_if_absent(key, value).await?.1)
+    }
+
+    /// The value of `key` after an insert-if-absent of `value`, and whether it was inserted.
+    async fn put_if_absent(&self, key: &str, value: V) -> Result<(Arc<V>, bool)> {
         self.inner
             .require(self.inner.caps.insert_if_absent, Operation::InsertIfAbsent)?;
-        let bytes = self.inner.encode(key, &default)?;
+        self.inner.sweep_if_expired(key).await?;
+        let bytes = self.inner.encode(key, &value)?;
         let size = bytes.len();
         let outcome = self
             .inner
@@ -373,18 +472,22 @@ where
             .await?;
         match outcome {
             IfAbsent::Inserted(version) => {
-                let value = Arc::new(default);
+                let value = Arc::new(value);
                 let entry = Entry {
                     key: key.into(),
                     value: value.clone(),
                     revision: version.revision(),
+                    expires_at: None,
                     size,
                 };
                 self.inner
                     .publish_local(version, vec![(entry.key.clone(), Some(entry))]);
-                Ok(value)
+                self.sweep_lazily();
+                Ok((value, true))
             }
-            IfAbsent::Present(entry) => Ok(Arc::new(self.inner.decode(key, &entry.value)?)),
+            IfAbsent::Present(entry) => {
+                Ok((Arc::new(self.inner.decode(key, &entry.value)?), false))
+            }
         }
     }
 
@@ -399,6 +502,7 @@ where
     ) -> Result<Cas<V>> {
         self.inner
             .require(self.inner.caps.compare_and_swap, Operation::CompareAndSwap)?;
+        self.inner.sweep_if_expired(key).await?;
         let encoded = match &new {
             Some(value) => Some(self.inner.encode(key, value)?),
             None => None,
@@ -418,6 +522,7 @@ where
                     None => (key.into(), None),
                 };
                 self.inner.publish_local(version, vec![write]);
+                self.sweep_lazily();
                 Ok(Cas::Swapped { version })
             }
             Swap::Conflict(current) => Ok(Cas::Conflict {
@@ -434,8 +539,10 @@ where
     where
         F: FnMut(Option<&V>) -> Option<V>,
     {
+        self.inner.sweep_if_expired(key).await?;
         let current = self.snapshot().get_versioned(key);
-        self.inner
+        let written = self
+            .inner
             .swap_loop(
                 key,
                 current.map(|c| (c.value, c.revision)),
@@ -448,7 +555,9 @@ where
                     Ok(Some((bytes, value)))
                 },
             )
-            .await
+            .await?;
+        self.sweep_lazily();
+        Ok(written)
     }
 
     /// Adds `delta` to the integer stored under `key` (absent counts as 0) and returns the new
@@ -459,6 +568,7 @@ where
         E: Encoding<i64>,
     {
         let inner = &self.inner;
+        inner.sweep_if_expired(key).await?;
         let native = inner.caps.increment
             && Encoding::<i64>::integers_are_decimal_text(&inner.encoding)
             && Encoding::<V>::integers_are_decimal_text(&inner.encoding);
@@ -472,6 +582,7 @@ where
                 version,
                 vec![inner.entry(key, decoded, bytes.len(), version)],
             );
+            self.sweep_lazily();
             return Ok(value);
         }
         inner.require(inner.caps.compare_and_swap, Operation::Increment)?;
@@ -504,6 +615,7 @@ where
                 Ok(Some((bytes, decoded)))
             })
             .await?;
+        self.sweep_lazily();
         Ok(result)
     }
 
@@ -559,6 +671,7 @@ where
         if let Some(version) = version {
             self.inner.publish_local(version, writes(version));
         }
+        self.sweep_lazily();
         Ok(version)
     }
 
@@ -631,9 +744,49 @@ where
     }
 
     fn snapshot(&self) -> Snapshot<V> {
-        Snapshot {
-            state: self.state.load(),
+        Snapshot::new(self.state.load())
+    }
+
+    /// Reads the store's clock to correct the estimate of it.
+    async fn measure_clock(&self) -> Result<()> {
+        let sent = self.clock.local_millis();
+        let now = self.call(Operation::Now, self.backend.now()).await?;
+        self.clock.observe(now, sent, self.clock.local_millis());
+        debug!(offset = ?self.clock.offset(), "store clock measured");
+        Ok(())
+    }
+
+    /// See [`Dict::sweep`].
+    async fn sweep(&self) -> Result<usize> {
+        self.require(self.caps.expiry, Operation::Sweep)?;
+        let swept = self.write(Operation::Sweep, self.backend.sweep()).await?;
+        let removed = swept.as_ref().map_or(0, |s| s.keys.len());
+        if let Some(swept) = swept {
+            debug!(removed, version = %swept.version, "swept expired entries");
+            let keys = swept.keys.into_iter().map(|k| (k.into(), None)).collect();
+            self.publish_local(swept.version, keys);
         }
+        let _guard = self.publish.lock();
+        let mut next = self.state.load().successor();
+        next.map.recompute_earliest_expiry();
+        self.state.store(Arc::new(next));
+        Ok(removed)
+    }
+
+    /// Sweeps first if `key` has expired in the snapshot, so that a conditional write or a
+    /// delete sees it absent, as reads do.
+    async fn sweep_if_expired(&self, key: &str) -> Result<()> {
+        let expired = {
+            let state = self.state.load();
+            state
+                .map
+                .get(key)
+                .is_some_and(|e| !e.is_live(state.clock.now()))
+        };
+        if expired {
+            self.sweep().await?;
+        }
+        Ok(())
     }
 
     fn require(&self, capable: bool, operation: Operation) -> Result<()> {
@@ -692,6 +845,7 @@ where
             key: key.clone(),
             value: Arc::new(value),
             revision: version.revision(),
+            expires_at: None,
             size,
         };
         (key, Some(entry))
@@ -891,6 +1045,12 @@ where
         };
         self.hints.checked.store(hints_seen, Ordering::SeqCst);
         self.counters.check_succeeded(changed);
+        if self.state.load().map.expiring() > 0
+            && self.clock.is_older_than(CLOCK_READING_LIFETIME)
+            && let Err(error) = self.measure_clock().await
+        {
+            debug!(%error, "could not read the store's clock");
+        }
         for error in &skipped {
             warn!(%error, "skipped an undecodable value");
             self.counters.skipped(error);
@@ -948,6 +1108,7 @@ where
                     key: stored.key.into(),
                     value: Arc::new(value),
                     revision: stored.revision,
+                    expires_at: stored.expires_at,
                     size: stored.value.len(),
                 }),
                 Err(error) if self.options.decode_errors == DecodeErrors::Skip => {
@@ -1020,7 +1181,13 @@ where
                 if self.listening() {
                     self.emit_diff(&current, &map, version);
                 }
-                let mut next = State::new(map, version, self.origin, Instant::now());
+                let mut next = State::new(
+                    map,
+                    version,
+                    self.origin,
+                    self.clock.clone(),
+                    Instant::now(),
+                );
                 next.pending = current.pending.clone();
                 next
             }
@@ -1134,7 +1301,13 @@ where
         let mut skipped = Vec::new();
         let entries =
             self.decode_all(data.into_entries().collect(), &mut skipped, &mut Vec::new())?;
-        let mut state = State::new(Map::from_entries(entries), version, self.origin, confirmed);
+        let mut state = State::new(
+            Map::from_entries(entries),
+            version,
+            self.origin,
+            self.clock.clone(),
+            confirmed,
+        );
         state.from_backup = true;
         warn!(
             %error,
@@ -1157,12 +1330,20 @@ where
         data.entries.reserve(state.map.len());
         for entry in state.map.iter() {
             let bytes = self.encode(&entry.key, &entry.value)?;
-            data.entries
-                .push((entry.key.to_string(), bytes.to_vec(), entry.revision.0));
+            data.entries.push((
+                entry.key.to_string(),
+                bytes.to_vec(),
+                entry.revision.0,
+                entry.expires_at.map(|at| at.0),
+            ));
         }
         backup::write(path, &data)
     }
 }
+
+/// How long a reading of the store's clock is trusted while entries with a time to live are held
+/// (clocks drift apart by well under a millisecond a minute).
+const CLOCK_READING_LIFETIME: Duration = Duration::from_secs(60);
 
 /// Moves the token forward over pending local writes that directly follow it.
 fn fold_pending<V>(state: &mut State<V>) {
@@ -1214,7 +1395,15 @@ async fn poll_loop<V, E>(
         }
         match inner.check().await {
             Ok(()) if until_ok => return,
-            Ok(()) => delay = interval,
+            Ok(()) => {
+                delay = interval;
+                if inner.caps.expiry
+                    && inner.state.load().has_expired()
+                    && let Err(error) = inner.sweep().await
+                {
+                    debug!(%error, "background sweep failed");
+                }
+            }
             Err(_) => delay = (delay * 2).min(max_backoff),
         }
     }

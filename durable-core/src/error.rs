@@ -49,6 +49,12 @@ pub enum Operation {
     Schema,
     /// Trimming old tombstones and change-log records.
     Trim,
+    /// Reading the store's clock.
+    Now,
+    /// Storing one value with a time to live.
+    PersistExpiring,
+    /// Deleting the expired entries.
+    Sweep,
 }
 
 impl Operation {
@@ -70,6 +76,9 @@ impl Operation {
             Operation::Subscribe => "subscribe",
             Operation::Schema => "schema",
             Operation::Trim => "trim",
+            Operation::Now => "store clock",
+            Operation::PersistExpiring => "persist with TTL",
+            Operation::Sweep => "sweep",
         }
     }
 }

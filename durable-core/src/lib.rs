@@ -3,12 +3,15 @@
 
 mod backend;
 mod backup;
+mod clock;
+mod counter;
 mod dict;
 mod encoding;
 mod error;
 mod map;
 mod memory;
 mod options;
+mod set;
 mod snapshot;
 mod stats;
 mod types;
@@ -18,16 +21,18 @@ mod types;
 pub mod conformance;
 
 pub use backend::{Backend, Hint, HintSender, Hints};
+pub use counter::ShardedCounter;
 pub use dict::{Cas, Change, ChangeKind, Dict};
 pub use encoding::{Bincode, Encoding, EncodingError, Json, Raw};
 pub use error::{Error, Operation, Result, Source};
 pub use memory::{MemoryBackend, MemoryStore};
 pub use options::{DecodeErrors, Mode, Options};
+pub use set::{DurableSet, SetSnapshot};
 pub use snapshot::{Snapshot, Versioned};
 pub use stats::{Health, Stats};
 pub use types::{
-    BatchOp, Capabilities, Changes, Delta, IfAbsent, Load, Name, Revision, StoredEntry, Swap,
-    Version, parse_counter,
+    BatchOp, Capabilities, Changes, Delta, IfAbsent, Load, Name, Revision, StoreTime, StoredEntry,
+    Swap, Swept, Version, parse_counter,
 };
 
 /// Re-exported so backend crates and custom backends use the same version.

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use foldhash::fast::RandomState;
 use hashbrown::HashTable;
 
-use crate::types::Revision;
+use crate::types::{Revision, StoreTime};
 
 /// One entry of a snapshot.
 #[derive(Debug)]
@@ -21,8 +21,18 @@ pub(crate) struct Entry<V> {
     pub(crate) key: Arc<str>,
     pub(crate) value: Arc<V>,
     pub(crate) revision: Revision,
+    /// When the entry expires, on the store's clock.
+    pub(crate) expires_at: Option<StoreTime>,
     /// The encoded size in bytes, for statistics.
     pub(crate) size: usize,
+}
+
+impl<V> Entry<V> {
+    /// True unless the entry has expired at `now`.
+    #[inline]
+    pub(crate) fn is_live(&self, now: StoreTime) -> bool {
+        self.expires_at.is_none_or(|at| now < at)
+    }
 }
 
 impl<V> Clone for Entry<V> {
@@ -31,6 +41,7 @@ impl<V> Clone for Entry<V> {
             key: self.key.clone(),
             value: self.value.clone(),
             revision: self.revision,
+            expires_at: self.expires_at,
             size: self.size,
         }
     }
@@ -45,6 +56,10 @@ pub(crate) struct Map<V> {
     mask: usize,
     len: usize,
     bytes: usize,
+    /// How many entries have an expiry.
+    expiring: usize,
+    /// No entry expires before this (a lower bound: removals do not raise it).
+    earliest_expiry: Option<StoreTime>,
 }
 
 impl<V> Clone for Map<V> {
@@ -55,6 +70,8 @@ impl<V> Clone for Map<V> {
             mask: self.mask,
             len: self.len,
             bytes: self.bytes,
+            expiring: self.expiring,
+            earliest_expiry: self.earliest_expiry,
         }
     }
 }
@@ -91,20 +108,21 @@ impl<V> Map<V> {
             mask: count - 1,
             len: 0,
             bytes: 0,
+            expiring: 0,
+            earliest_expiry: None,
         };
         for entry in entries {
             let hash = map.hasher.hash_one(&*entry.key);
             let table = &mut tables[shard_of(hash, map.mask)];
+            map.added(&entry);
             let hasher = &map.hasher;
             match table.entry(hash, |e| e.key == entry.key, |e| hasher.hash_one(&*e.key)) {
                 hashbrown::hash_table::Entry::Occupied(mut o) => {
-                    map.bytes -= o.get().size;
-                    map.bytes += entry.size;
-                    *o.get_mut() = entry;
+                    let old = std::mem::replace(o.get_mut(), entry);
+                    map.removed(&old);
                 }
                 hashbrown::hash_table::Entry::Vacant(v) => {
                     map.len += 1;
-                    map.bytes += entry.size;
                     v.insert(entry);
                 }
             }
@@ -113,8 +131,44 @@ impl<V> Map<V> {
         map
     }
 
+    /// Accounts for an entry coming in (sizes and expiry; the caller counts `len`).
+    fn added(&mut self, entry: &Entry<V>) {
+        self.bytes += entry.size;
+        if let Some(at) = entry.expires_at {
+            self.expiring += 1;
+            self.earliest_expiry = Some(self.earliest_expiry.map_or(at, |e| e.min(at)));
+        }
+    }
+
+    /// Accounts for an entry going out.
+    fn removed(&mut self, entry: &Entry<V>) {
+        self.bytes -= entry.size;
+        if entry.expires_at.is_some() {
+            self.expiring -= 1;
+            if self.expiring == 0 {
+                self.earliest_expiry = None;
+            }
+        }
+    }
+
+    /// The number of entries, expired or not.
     pub(crate) fn len(&self) -> usize {
         self.len
+    }
+
+    /// How many entries have an expiry.
+    pub(crate) fn expiring(&self) -> usize {
+        self.expiring
+    }
+
+    /// True if some entry may have expired at `now`.
+    pub(crate) fn may_have_expired(&self, now: StoreTime) -> bool {
+        self.earliest_expiry.is_some_and(|at| at <= now)
+    }
+
+    /// Sets the earliest expiry exactly (a scan of every entry).
+    pub(crate) fn recompute_earliest_expiry(&mut self) {
+        self.earliest_expiry = self.iter().filter_map(|e| e.expires_at).min();
     }
 
     pub(crate) fn bytes(&self) -> usize {
@@ -130,14 +184,12 @@ impl<V> Map<V> {
     /// Inserts or replaces an entry, returning the replaced one. Copies only the entry's shard.
     pub(crate) fn upsert(&mut self, entry: Entry<V>) -> Option<Entry<V>> {
         let hash = self.hasher.hash_one(&*entry.key);
+        self.added(&entry);
         let hasher = &self.hasher;
         let table = Arc::make_mut(&mut self.shards[shard_of(hash, self.mask)]);
-        self.bytes += entry.size;
         let old = match table.entry(hash, |e| e.key == entry.key, |e| hasher.hash_one(&*e.key)) {
             hashbrown::hash_table::Entry::Occupied(mut o) => {
-                let old = std::mem::replace(o.get_mut(), entry);
-                self.bytes -= old.size;
-                Some(old)
+                Some(std::mem::replace(o.get_mut(), entry))
             }
             hashbrown::hash_table::Entry::Vacant(v) => {
                 v.insert(entry);
@@ -145,6 +197,9 @@ impl<V> Map<V> {
                 None
             }
         };
+        if let Some(old) = &old {
+            self.removed(old);
+        }
         if shard_bits(self.len) > self.mask.count_ones() + 1 {
             self.reshard();
         }
@@ -159,7 +214,7 @@ impl<V> Map<V> {
         let table = Arc::make_mut(&mut self.shards[index]);
         let (old, _) = table.find_entry(hash, |e| &*e.key == key).ok()?.remove();
         self.len -= 1;
-        self.bytes -= old.size;
+        self.removed(&old);
         Some(old)
     }
 
@@ -184,6 +239,7 @@ mod tests {
             key: key.into(),
             value: Arc::new(value),
             revision: Revision(u64::from(value)),
+            expires_at: None,
             size: 4,
         }
     }

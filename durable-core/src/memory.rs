@@ -3,7 +3,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -11,10 +11,11 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 
 use crate::backend::{Backend, Hint, HintSender, Hints};
+use crate::clock::LocalClock;
 use crate::error::{Error, Operation, Result};
 use crate::types::{
-    BatchOp, Capabilities, Changes, Delta, IfAbsent, Load, Name, Revision, StoredEntry, Swap,
-    Version, parse_counter,
+    BatchOp, Capabilities, Changes, Delta, IfAbsent, Load, Name, Revision, StoreTime, StoredEntry,
+    Swap, Swept, Version, parse_counter,
 };
 
 /// A store held in memory, shared by every [`MemoryBackend`] opened from it (clones share it).
@@ -47,6 +48,19 @@ struct Shared {
     unavailable: std::sync::atomic::AtomicBool,
     latency_micros: AtomicU64,
     calls: AtomicU64,
+    clock: LocalClock,
+    /// Milliseconds added to the local clock to give the store's clock.
+    clock_offset: AtomicI64,
+}
+
+impl Shared {
+    fn now(&self) -> StoreTime {
+        let millis = self
+            .clock
+            .now_millis()
+            .saturating_add(self.clock_offset.load(Ordering::SeqCst));
+        StoreTime(u64::try_from(millis).unwrap_or(0))
+    }
 }
 
 impl fmt::Debug for MemoryStore {
@@ -63,7 +77,7 @@ struct Stored {
     counter: u64,
     /// Tokens with a counter below this cannot be served a delta (tombstones were trimmed).
     oldest_served: u64,
-    entries: HashMap<String, (Bytes, u64)>,
+    entries: HashMap<String, (Bytes, u64, Option<StoreTime>)>,
     tombstones: HashMap<String, u64>,
     /// Every key's last write (value or tombstone) by revision, so deltas cost O(changes).
     log: BTreeSet<(u64, String)>,
@@ -100,20 +114,39 @@ impl Stored {
     }
 
     fn put(&mut self, key: &str, value: Bytes, rev: u64) {
+        self.put_expiring(key, value, rev, None);
+    }
+
+    fn put_expiring(&mut self, key: &str, value: Bytes, rev: u64, expires: Option<StoreTime>) {
         let old = self.tombstones.remove(key);
         let old = self
             .entries
-            .insert(key.to_owned(), (value, rev))
-            .map(|(_, r)| r)
+            .insert(key.to_owned(), (value, rev, expires))
+            .map(|(_, r, _)| r)
             .or(old);
         self.log_write(key, old, rev);
     }
 
     fn delete(&mut self, key: &str, rev: u64) -> Option<Bytes> {
-        let (old, old_rev) = self.entries.remove(key)?;
+        let (old, old_rev, _) = self.entries.remove(key)?;
         self.tombstones.insert(key.to_owned(), rev);
         self.log_write(key, Some(old_rev), rev);
         Some(old)
+    }
+
+    /// Deletes `keys` (all present) in one write; `None` if there are none.
+    fn delete_all(&mut self, keys: Vec<String>) -> Option<Swept> {
+        if keys.is_empty() {
+            return None;
+        }
+        let rev = self.bump();
+        for key in &keys {
+            self.delete(key, rev);
+        }
+        Some(Swept {
+            version: self.committed(),
+            keys,
+        })
     }
 
     fn log_write(&mut self, key: &str, old: Option<u64>, rev: u64) {
@@ -124,11 +157,14 @@ impl Stored {
     }
 
     fn entry(&self, key: &str) -> Option<StoredEntry> {
-        self.entries.get(key).map(|(value, rev)| StoredEntry {
-            key: key.to_owned(),
-            value: value.clone(),
-            revision: Revision(*rev),
-        })
+        self.entries
+            .get(key)
+            .map(|(value, rev, expires_at)| StoredEntry {
+                key: key.to_owned(),
+                value: value.clone(),
+                revision: Revision(*rev),
+                expires_at: *expires_at,
+            })
     }
 }
 
@@ -156,6 +192,12 @@ impl MemoryStore {
     pub fn set_latency(&self, latency: Duration) {
         let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         self.shared.latency_micros.store(micros, Ordering::SeqCst);
+    }
+
+    /// Sets the store's clock `offset` milliseconds ahead of the local clock (negative: behind),
+    /// to test that expiry follows the store's clock.
+    pub fn set_clock_offset(&self, offset: i64) {
+        self.shared.clock_offset.store(offset, Ordering::SeqCst);
     }
 
     /// How many backend operations (round trips) all backends of this store have made.
@@ -212,7 +254,11 @@ pub struct MemoryBackend {
 impl MemoryBackend {
     /// Simulates one round trip: half the latency on the way there, availability, `f` on the
     /// dictionary's data, and half the latency on the way back.
-    async fn call<T>(&self, operation: Operation, f: impl FnOnce(&mut Stored) -> T) -> Result<T> {
+    async fn call<T>(
+        &self,
+        operation: Operation,
+        f: impl FnOnce(&mut Stored, StoreTime) -> T,
+    ) -> Result<T> {
         let shared = &self.store.shared;
         shared.calls.fetch_add(1, Ordering::SeqCst);
         self.travel().await;
@@ -225,7 +271,11 @@ impl MemoryBackend {
         }
         let result = {
             let mut dicts = shared.dicts.lock();
-            f(dicts.entry(self.id.clone()).or_insert_with(Stored::new))
+            let now = shared.now();
+            f(
+                dicts.entry(self.id.clone()).or_insert_with(Stored::new),
+                now,
+            )
         };
         self.travel().await;
         Ok(result)
@@ -250,7 +300,7 @@ impl Backend for MemoryBackend {
     }
 
     async fn persist(&self, key: &str, value: Bytes) -> Result<Version> {
-        self.call(Operation::Persist, |s| {
+        self.call(Operation::Persist, |s, _| {
             let rev = s.bump();
             s.put(key, value, rev);
             s.committed()
@@ -259,7 +309,7 @@ impl Backend for MemoryBackend {
     }
 
     async fn depersist(&self, key: &str) -> Result<Option<Version>> {
-        self.call(Operation::Depersist, |s| {
+        self.call(Operation::Depersist, |s, _| {
             if !s.entries.contains_key(key) {
                 return None;
             }
@@ -271,7 +321,7 @@ impl Backend for MemoryBackend {
     }
 
     async fn durables(&self) -> Result<Load> {
-        self.call(Operation::Load, |s| Load {
+        self.call(Operation::Load, |s, _| Load {
             version: s.version(),
             entries: s.entries.keys().filter_map(|k| s.entry(k)).collect(),
         })
@@ -279,11 +329,11 @@ impl Backend for MemoryBackend {
     }
 
     async fn last_updated(&self) -> Result<Version> {
-        self.call(Operation::Version, |s| s.version()).await
+        self.call(Operation::Version, |s, _| s.version()).await
     }
 
     async fn changes_since(&self, since: Version) -> Result<Changes> {
-        self.call(Operation::Changes, |s| {
+        self.call(Operation::Changes, |s, _| {
             if since.epoch() != s.epoch
                 || since.counter() < s.oldest_served
                 || since.counter() > s.counter
@@ -309,13 +359,13 @@ impl Backend for MemoryBackend {
 
     async fn subscribe(&self) -> Result<Hints> {
         let (sender, hints) = Hints::channel();
-        self.call(Operation::Subscribe, |s| s.subscribers.push(sender))
+        self.call(Operation::Subscribe, |s, _| s.subscribers.push(sender))
             .await?;
         Ok(hints)
     }
 
     async fn persist_if_absent(&self, key: &str, value: Bytes) -> Result<IfAbsent> {
-        self.call(Operation::InsertIfAbsent, |s| {
+        self.call(Operation::InsertIfAbsent, |s, _| {
             if let Some(entry) = s.entry(key) {
                 return IfAbsent::Present(entry);
             }
@@ -332,7 +382,7 @@ impl Backend for MemoryBackend {
         expected: Option<Revision>,
         new: Option<Bytes>,
     ) -> Result<Swap> {
-        self.call(Operation::CompareAndSwap, |s| {
+        self.call(Operation::CompareAndSwap, |s, _| {
             let current = s.entry(key);
             if current.as_ref().map(|e| e.revision) != expected
                 || (current.is_none() && new.is_none())
@@ -352,7 +402,7 @@ impl Backend for MemoryBackend {
     }
 
     async fn pop(&self, key: &str) -> Result<Option<(Bytes, Version)>> {
-        self.call(Operation::Pop, |s| {
+        self.call(Operation::Pop, |s, _| {
             if !s.entries.contains_key(key) {
                 return None;
             }
@@ -364,9 +414,9 @@ impl Backend for MemoryBackend {
     }
 
     async fn increment(&self, key: &str, delta: i64) -> Result<(i64, Version)> {
-        self.call(Operation::Increment, |s| {
+        self.call(Operation::Increment, |s, _| {
             let current = match s.entries.get(key) {
-                Some((value, _)) => parse_counter(value),
+                Some((value, _, _)) => parse_counter(value),
                 None => Some(0),
             };
             let Some(new) = current.and_then(|c| c.checked_add(delta)) else {
@@ -383,7 +433,7 @@ impl Backend for MemoryBackend {
     }
 
     async fn persist_batch(&self, ops: Vec<BatchOp>) -> Result<Option<Version>> {
-        self.call(Operation::Batch, |s| {
+        self.call(Operation::Batch, |s, _| {
             let changes = ops.iter().any(|op| match op {
                 BatchOp::Put { .. } => true,
                 BatchOp::Delete { key } => s.entries.contains_key(key),
@@ -406,16 +456,41 @@ impl Backend for MemoryBackend {
     }
 
     async fn clear(&self) -> Result<Option<Version>> {
-        self.call(Operation::Clear, |s| {
-            if s.entries.is_empty() {
-                return None;
-            }
-            let rev = s.bump();
+        self.call(Operation::Clear, |s, _| {
             let keys: Vec<String> = s.entries.keys().cloned().collect();
-            for key in keys {
-                s.delete(&key, rev);
-            }
-            Some(s.committed())
+            s.delete_all(keys).map(|swept| swept.version)
+        })
+        .await
+    }
+
+    async fn now(&self) -> Result<StoreTime> {
+        self.call(Operation::Now, |_, now| now).await
+    }
+
+    async fn persist_expiring(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Duration,
+    ) -> Result<(Version, StoreTime)> {
+        self.call(Operation::PersistExpiring, |s, now| {
+            let rev = s.bump();
+            let expires_at = now.add(ttl);
+            s.put_expiring(key, value, rev, Some(expires_at));
+            (s.committed(), expires_at)
+        })
+        .await
+    }
+
+    async fn sweep(&self) -> Result<Option<Swept>> {
+        self.call(Operation::Sweep, |s, now| {
+            let expired = s
+                .entries
+                .iter()
+                .filter(|(_, (_, _, expires))| expires.is_some_and(|at| at <= now))
+                .map(|(key, _)| key.clone())
+                .collect();
+            s.delete_all(expired)
         })
         .await
     }

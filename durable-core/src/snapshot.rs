@@ -8,8 +8,9 @@ use std::time::Duration;
 use arc_swap::Guard;
 use tokio::time::Instant;
 
+use crate::clock::StoreClock;
 use crate::map::{Entry, Map};
-use crate::types::{Revision, Version};
+use crate::types::{Revision, StoreTime, Version};
 
 /// A value with the revision that wrote it, as returned by writes and compare-and-swap.
 #[derive(Debug)]
@@ -59,6 +60,8 @@ pub(crate) struct State<V> {
     pub(crate) from_backup: bool,
     /// Clock origin shared by the whole dictionary handle.
     pub(crate) origin: Instant,
+    /// The handle's estimate of the store's clock, to hide expired entries.
+    pub(crate) clock: Arc<StoreClock>,
     /// When the store last confirmed this state (nanoseconds after `origin`). Updated in place by
     /// no-change checks, so a superseded state stops being confirmed and ages.
     pub(crate) confirmed: AtomicU64,
@@ -69,6 +72,7 @@ impl<V> State<V> {
         map: Map<V>,
         version: Version,
         origin: Instant,
+        clock: Arc<StoreClock>,
         confirmed_at: Instant,
     ) -> Self {
         let state = State {
@@ -77,6 +81,7 @@ impl<V> State<V> {
             pending: Vec::new(),
             from_backup: false,
             origin,
+            clock,
             confirmed: AtomicU64::new(0),
         };
         state.confirm(confirmed_at);
@@ -91,6 +96,7 @@ impl<V> State<V> {
             pending: self.pending.clone(),
             from_backup: self.from_backup,
             origin: self.origin,
+            clock: self.clock.clone(),
             confirmed: AtomicU64::new(self.confirmed.load(Ordering::Relaxed)),
         }
     }
@@ -99,6 +105,20 @@ impl<V> State<V> {
         let nanos =
             u64::try_from(at.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX);
         self.confirmed.fetch_max(nanos, Ordering::Relaxed);
+    }
+
+    /// The store time to judge expiry at, if any entry expires (otherwise it is never read).
+    pub(crate) fn expiry_now(&self) -> StoreTime {
+        if self.map.expiring() == 0 {
+            StoreTime(0)
+        } else {
+            self.clock.now()
+        }
+    }
+
+    /// True if some entry has expired (by the estimated store clock) and waits for a sweep.
+    pub(crate) fn has_expired(&self) -> bool {
+        self.map.expiring() > 0 && self.map.may_have_expired(self.clock.now())
     }
 
     pub(crate) fn age(&self) -> Duration {
@@ -113,53 +133,84 @@ impl<V> State<V> {
 /// plain hash lookups. Take one guard per unit of work (a web request) to see one version of
 /// every key; take a new one to see newer data. Guards are cheap but pin the state they read, so
 /// do not keep one for minutes.
+///
+/// Entries with a time to live disappear from a snapshot once they expire, judged by the handle's
+/// estimate of the store's clock at the moment the snapshot was taken: every read of one snapshot
+/// agrees.
 pub struct Snapshot<V> {
     pub(crate) state: Guard<Arc<State<V>>>,
+    /// The store time expiry is judged at.
+    pub(crate) now: StoreTime,
 }
 
 impl<V> Snapshot<V> {
+    pub(crate) fn new(state: Guard<Arc<State<V>>>) -> Self {
+        let now = state.expiry_now();
+        Snapshot { state, now }
+    }
+
+    #[inline]
+    fn entry(&self, key: &str) -> Option<&Entry<V>> {
+        self.state.map.get(key).filter(|e| e.is_live(self.now))
+    }
+
+    fn entries(&self) -> impl Iterator<Item = &Entry<V>> + '_ {
+        let now = self.now;
+        self.state.map.iter().filter(move |e| e.is_live(now))
+    }
+
     /// The value of `key`, if present.
     #[inline]
     pub fn get(&self, key: &str) -> Option<&V> {
-        self.state.map.get(key).map(|e| &*e.value)
+        self.entry(key).map(|e| &*e.value)
     }
 
     /// The value of `key` with its revision (for [`Dict::compare_and_swap`](crate::Dict::compare_and_swap)).
     pub fn get_versioned(&self, key: &str) -> Option<Versioned<V>> {
-        self.state.map.get(key).map(|e| Versioned {
+        self.entry(key).map(|e| Versioned {
             value: e.value.clone(),
             revision: e.revision,
         })
     }
 
-    /// True if `key` is present.
-    pub fn contains_key(&self, key: &str) -> bool {
-        self.state.map.get(key).is_some()
+    /// When `key` expires, on the store's clock; `None` if it is absent or has no time to live.
+    pub fn expires_at(&self, key: &str) -> Option<StoreTime> {
+        self.entry(key).and_then(|e| e.expires_at)
     }
 
-    /// The number of entries.
+    /// True if `key` is present.
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.entry(key).is_some()
+    }
+
+    /// The number of entries: O(1), or a count of the live ones while some entry has a time to
+    /// live.
     pub fn len(&self) -> usize {
-        self.state.map.len()
+        if self.state.map.expiring() == 0 {
+            self.state.map.len()
+        } else {
+            self.entries().count()
+        }
     }
 
     /// True if there are no entries.
     pub fn is_empty(&self) -> bool {
-        self.state.map.len() == 0
+        self.len() == 0
     }
 
     /// Every entry, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &V)> + '_ {
-        self.state.map.iter().map(|e| (&*e.key, &*e.value))
+        self.entries().map(|e| (&*e.key, &*e.value))
     }
 
     /// Every key, in no particular order.
     pub fn keys(&self) -> impl Iterator<Item = &str> + '_ {
-        self.state.map.iter().map(|e| &*e.key)
+        self.entries().map(|e| &*e.key)
     }
 
     /// Every value, in no particular order.
     pub fn values(&self) -> impl Iterator<Item = &V> + '_ {
-        self.state.map.iter().map(|e| &*e.value)
+        self.entries().map(|e| &*e.value)
     }
 
     /// The version token this snapshot reflects.

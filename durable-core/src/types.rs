@@ -1,6 +1,7 @@
 //! Small value types shared by the engine and the backends.
 
 use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
@@ -129,6 +130,41 @@ impl fmt::Display for Revision {
     }
 }
 
+/// A point in time on the store's clock: milliseconds since the Unix epoch.
+///
+/// Expiry times are taken from the store's clock (Redis `TIME`, SQL `now()`, a ZooKeeper znode's
+/// `mtime`), never from the writer's, so processes with skewed clocks agree on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StoreTime(pub u64);
+
+impl StoreTime {
+    /// The time `after` this one (saturating).
+    pub fn add(self, after: Duration) -> StoreTime {
+        let millis = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
+        StoreTime(self.0.saturating_add(millis))
+    }
+
+    /// This time as a [`SystemTime`] (on the store's clock).
+    pub fn to_system_time(self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.0)
+    }
+
+    /// The milliseconds since the Unix epoch of `time` (0 before the epoch).
+    pub fn from_system_time(time: SystemTime) -> StoreTime {
+        let millis = time
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
+        StoreTime(u64::try_from(millis).unwrap_or(u64::MAX))
+    }
+}
+
+impl fmt::Display for StoreTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}ms", self.0)
+    }
+}
+
 /// One stored entry as a backend returns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredEntry {
@@ -138,6 +174,8 @@ pub struct StoredEntry {
     pub value: Bytes,
     /// The revision that wrote it.
     pub revision: Revision,
+    /// When the entry expires, on the store's clock; `None`: never.
+    pub expires_at: Option<StoreTime>,
 }
 
 /// A full load: every entry and the token they reflect.
@@ -217,6 +255,15 @@ pub enum Swap {
     Conflict(Option<StoredEntry>),
 }
 
+/// Outcome of a [`Backend::sweep`](crate::Backend::sweep) that removed something.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Swept {
+    /// The dictionary's token after the sweep (one bump for all removed entries).
+    pub version: Version,
+    /// The keys removed because they had expired.
+    pub keys: Vec<String>,
+}
+
 /// Which optional operations a backend offers.
 ///
 /// Each one is done atomically by the store or not offered at all: the engine never emulates a
@@ -241,6 +288,9 @@ pub struct Capabilities {
     pub batch: bool,
     /// [`clear`](crate::Backend::clear).
     pub clear: bool,
+    /// [`now`](crate::Backend::now), [`persist_expiring`](crate::Backend::persist_expiring) and
+    /// [`sweep`](crate::Backend::sweep): entries with a time to live.
+    pub expiry: bool,
     /// The largest encoded value the backend stores, if it has a limit.
     pub max_value_size: Option<usize>,
 }
@@ -257,6 +307,7 @@ impl Capabilities {
             increment: false,
             batch: false,
             clear: false,
+            expiry: false,
             max_value_size: None,
         }
     }
@@ -272,6 +323,7 @@ impl Capabilities {
             increment: true,
             batch: true,
             clear: true,
+            expiry: true,
             max_value_size: None,
         }
     }
@@ -333,6 +385,12 @@ impl Capabilities {
     /// Sets [`Capabilities::clear`].
     pub const fn with_clear(mut self, yes: bool) -> Self {
         self.clear = yes;
+        self
+    }
+
+    /// Sets [`Capabilities::expiry`].
+    pub const fn with_expiry(mut self, yes: bool) -> Self {
+        self.expiry = yes;
         self
     }
 

@@ -849,6 +849,7 @@ impl Dir {
             key,
             value,
             revision: Revision(revision),
+            expires_at: None,
         })
     }
 
