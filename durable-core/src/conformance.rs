@@ -30,8 +30,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::{
-    Backend, BatchOp, Capabilities, Changes, Dict, Error, Hint, IfAbsent, Json, Mode, Name,
-    Options, Raw, Result, Revision, Swap, Version,
+    Backend, BatchOp, Capabilities, ChangeKind, Changes, Dict, DurableSet, Error, Hint, IfAbsent,
+    Json, Mode, Name, Options, Raw, Result, Revision, ShardedCounter, StoreTime, Swap, Version,
 };
 
 /// What the suite needs from a store under test.
@@ -58,6 +58,14 @@ pub trait Harness: Send + Sync + 'static {
 
     /// Removes everything stored under `namespace`; called after each test.
     async fn cleanup(&self, namespace: &Name) -> Result<()>;
+
+    /// Restarts the store's server (stop, then start) and returns once it is started again; false
+    /// if this harness cannot. Rules call it in the middle of their work to check that nothing
+    /// acknowledged is lost. Only give it to harnesses in a test binary of their own: it takes the
+    /// server away from every test running at the same time.
+    async fn restart(&self) -> Result<bool> {
+        Ok(false)
+    }
 }
 
 /// Reads the connection string of a test server from environment variable `var`.
@@ -129,6 +137,28 @@ impl Ctx {
         Dict::open(self.backend(dictionary).await, Json, options(mode))
             .await
             .expect("open a dictionary")
+    }
+
+    /// A handle on `dictionary` with JSON integer values and the given options, over a new backend.
+    pub async fn counters_with(&self, dictionary: &str, options: Options) -> Dict<i64, Json> {
+        Dict::open(self.backend(dictionary).await, Json, options)
+            .await
+            .expect("open a dictionary")
+    }
+
+    /// A set of strings over `dictionary`, over a new backend.
+    pub async fn set(&self, dictionary: &str, mode: Mode) -> DurableSet<String, Json> {
+        DurableSet::open(self.backend(dictionary).await, Json, options(mode))
+            .await
+            .expect("open a set")
+    }
+
+    /// Restarts the store's server if the harness can (see [`Harness::restart`]).
+    pub async fn restart(&self) -> bool {
+        self.harness
+            .restart()
+            .await
+            .expect("harness restarts the server")
     }
 
     /// Wipes `dictionary` behind the backends' backs.
@@ -223,6 +253,18 @@ macro_rules! conformance_tests {
             push_hint_follows_a_write,
             unavailable_store_gives_typed_errors,
             read_your_writes,
+            expiring_entry_carries_its_expiry,
+            store_clock_is_close,
+            sweep_removes_only_expired_entries,
+            expired_entry_is_hidden_by_every_handle,
+            writes_sweep_expired_entries_lazily,
+            expired_key_is_absent_for_conditional_writes,
+            set_insert_remove_contains,
+            set_batch_is_one_atomic_step,
+            sharded_counter_sums_its_shards,
+            sharded_counter_keeps_total_when_resharded,
+            sharded_counter_remove_deletes_every_shard_at_once,
+            sharded_counter_total_matches_acknowledged_increments,
         );
     };
     (@rules $factory:path; $($rule:ident),* $(,)?) => {
@@ -1263,4 +1305,593 @@ pub async fn unavailable_store_gives_typed_errors(ctx: &Ctx) {
         Err(e) if e.is_unavailable() => {}
         other => panic!("open on an unreachable store gave {other:?}"),
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Expiry
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// Polls `backend.now()` until the store's clock has passed `at`.
+async fn wait_for_store_time(backend: &dyn Backend, at: StoreTime) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = backend.now().await.expect("now");
+        if now > at {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the store's clock did not pass {at} (now {now})"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn expiry_of(load: &crate::Load, key: &str) -> Option<StoreTime> {
+    load.entries
+        .iter()
+        .find(|e| e.key == key)
+        .unwrap_or_else(|| panic!("{key} is missing from durables"))
+        .expires_at
+}
+
+/// `persist_expiring` stores the entry with the store's time of the write plus the TTL, and
+/// `durables` and `changes_since` return that expiry with it; a later plain write of the key
+/// removes the expiry, and entries written without a TTL have none.
+pub async fn expiring_entry_carries_its_expiry(ctx: &Ctx) {
+    if ctx.skip_unless(ctx.capabilities().expiry, "expiry") {
+        return;
+    }
+    let b = ctx.backend("ttl").await;
+    b.persist("plain", bytes("p")).await.expect("persist");
+    let before = token(&*b).await;
+    let start = b.now().await.expect("now");
+    let (version, expires_at) = b
+        .persist_expiring("k", bytes("v"), MINUTE)
+        .await
+        .expect("persist_expiring");
+    let end = b.now().await.expect("now");
+    assert_eq!(version.counter(), before.counter() + 1, "one bump");
+    assert!(
+        start.add(MINUTE) <= expires_at && expires_at <= end.add(MINUTE),
+        "expiry {expires_at} is not the store's time of the write ({start}..{end}) plus 60 s"
+    );
+    let load = b.durables().await.expect("durables");
+    assert_eq!(expiry_of(&load, "k"), Some(expires_at));
+    assert_eq!(expiry_of(&load, "plain"), None, "no TTL, no expiry");
+    if ctx.capabilities().delta {
+        let Changes::Delta(delta) = b.changes_since(before).await.expect("changes") else {
+            panic!("a delta from the previous token");
+        };
+        let entry = delta
+            .upserts
+            .iter()
+            .find(|e| e.key == "k")
+            .expect("k in delta");
+        assert_eq!(
+            entry.expires_at,
+            Some(expires_at),
+            "the expiry travels in deltas"
+        );
+    }
+    b.persist("k", bytes("w")).await.expect("persist");
+    let load = b.durables().await.expect("durables");
+    assert_eq!(
+        expiry_of(&load, "k"),
+        None,
+        "a plain write makes the entry permanent"
+    );
+    let caps = ctx.capabilities();
+    if caps.increment {
+        b.persist_expiring("n", bytes("1"), MINUTE)
+            .await
+            .expect("persist_expiring");
+        b.increment("n", 1).await.expect("increment");
+        assert_eq!(expiry_of(&b.durables().await.expect("durables"), "n"), None);
+    }
+    if caps.batch {
+        b.persist_expiring("m", bytes("1"), MINUTE)
+            .await
+            .expect("persist_expiring");
+        let ops = vec![BatchOp::Put {
+            key: "m".into(),
+            value: bytes("2"),
+        }];
+        b.persist_batch(ops).await.expect("batch");
+        assert_eq!(expiry_of(&b.durables().await.expect("durables"), "m"), None);
+    }
+    if caps.compare_and_swap {
+        b.persist_expiring("c", bytes("1"), MINUTE)
+            .await
+            .expect("persist_expiring");
+        let current = entries(&*b).await;
+        assert!(current.contains_key("c"));
+        let revision = b
+            .durables()
+            .await
+            .expect("durables")
+            .entries
+            .into_iter()
+            .find(|e| e.key == "c")
+            .map(|e| e.revision);
+        let swap = b
+            .compare_and_swap("c", revision, Some(bytes("2")))
+            .await
+            .expect("cas");
+        assert!(matches!(swap, Swap::Swapped(_)), "{swap:?}");
+        assert_eq!(expiry_of(&b.durables().await.expect("durables"), "c"), None);
+    }
+}
+
+/// `now` reads the store's clock: it lies between the store's times of writes made around it.
+pub async fn store_clock_is_close(ctx: &Ctx) {
+    if ctx.skip_unless(ctx.capabilities().expiry, "expiry") {
+        return;
+    }
+    let b = ctx.backend("clock").await;
+    let (_, first) = b
+        .persist_expiring("a", bytes("1"), Duration::ZERO)
+        .await
+        .expect("persist_expiring");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let now = b.now().await.expect("now");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let (_, last) = b
+        .persist_expiring("b", bytes("1"), Duration::ZERO)
+        .await
+        .expect("persist_expiring");
+    assert!(
+        first <= now && now <= last,
+        "now() = {now} is not between the writes around it ({first}, {last})"
+    );
+    let local = StoreTime::from_system_time(std::time::SystemTime::now());
+    assert!(
+        now.0.abs_diff(local.0) < 3_600_000,
+        "the store's clock ({now}) is more than an hour from this machine's ({local})"
+    );
+}
+
+/// `sweep` deletes exactly the expired entries, in one step with one bump, records them as
+/// deletes for deltas, and returns their keys; a sweep with nothing expired bumps nothing.
+pub async fn sweep_removes_only_expired_entries(ctx: &Ctx) {
+    if ctx.skip_unless(ctx.capabilities().expiry, "expiry") {
+        return;
+    }
+    let b = ctx.backend("sweep").await;
+    b.persist("permanent", bytes("p")).await.expect("persist");
+    b.persist_expiring("long", bytes("l"), Duration::from_secs(3600))
+        .await
+        .expect("persist_expiring");
+    let t = token(&*b).await;
+    assert_eq!(b.sweep().await.expect("sweep"), None, "nothing expired yet");
+    assert_eq!(token(&*b).await, t, "an empty sweep bumped");
+    let mut expired_at = StoreTime(0);
+    for key in ["short1", "short2"] {
+        let (_, at) = b
+            .persist_expiring(key, bytes("s"), Duration::from_millis(200))
+            .await
+            .expect("persist_expiring");
+        expired_at = expired_at.max(at);
+    }
+    wait_for_store_time(&*b, expired_at).await;
+    let before = token(&*b).await;
+    assert_eq!(
+        entries(&*b).await.len(),
+        4,
+        "expired entries stay stored until a sweep"
+    );
+    let swept = b
+        .sweep()
+        .await
+        .expect("sweep")
+        .expect("two entries expired");
+    let mut keys = swept.keys.clone();
+    keys.sort();
+    assert_eq!(keys, ["short1", "short2"]);
+    assert_eq!(swept.version.counter(), before.counter() + 1, "one bump");
+    assert_eq!(token(&*b).await, swept.version);
+    let left: Vec<String> = entries(&*b).await.into_keys().collect();
+    assert_eq!(left, ["long", "permanent"]);
+    if ctx.capabilities().delta {
+        let Changes::Delta(delta) = b.changes_since(before).await.expect("changes") else {
+            panic!("a delta from the token before the sweep");
+        };
+        let mut removed: Vec<String> = delta.removals.into_iter().map(|(k, _)| k).collect();
+        removed.sort();
+        assert_eq!(
+            removed,
+            ["short1", "short2"],
+            "swept keys are deletes in deltas"
+        );
+        assert!(delta.upserts.is_empty());
+    }
+    assert_eq!(b.sweep().await.expect("sweep"), None);
+    assert_eq!(token(&*b).await, swept.version);
+}
+
+/// An entry with a TTL disappears from every handle's reads once it expires, with no sync (the
+/// expiry travelled with the entry); a sweep by any handle then removes it from the store, and
+/// the other handles and their listeners see a delete.
+pub async fn expired_entry_is_hidden_by_every_handle(ctx: &Ctx) {
+    if ctx.skip_unless(ctx.capabilities().expiry, "expiry") {
+        return;
+    }
+    let ttl = Duration::from_millis(1500);
+    let a = ctx.dict("ttl-read", Mode::Manual).await;
+    let b = ctx.dict("ttl-read", Mode::Manual).await;
+    a.insert("keep", b"k".to_vec()).await.expect("insert");
+    a.insert_with_ttl("gone", b"g".to_vec(), ttl)
+        .await
+        .expect("insert_with_ttl");
+    let seen = b.sync().await.expect("sync");
+    assert_eq!(
+        seen.get("gone"),
+        Some(&b"g".to_vec()),
+        "visible before it expires"
+    );
+    assert!(seen.expires_at("gone").is_some());
+    assert_eq!(seen.expires_at("keep"), None);
+    drop(seen);
+    let mut listener = a.subscribe();
+    tokio::time::sleep(ttl + Duration::from_millis(500)).await;
+    for (name, dict) in [("writer", &a), ("reader", &b)] {
+        let snapshot = dict.snapshot();
+        assert_eq!(
+            snapshot.get("gone"),
+            None,
+            "{name} still shows the expired entry"
+        );
+        assert!(!snapshot.contains_key("gone"));
+        assert_eq!(snapshot.len(), 1);
+        assert_eq!(snapshot.keys().collect::<Vec<_>>(), ["keep"]);
+    }
+    let before = b.snapshot().version();
+    assert_eq!(b.sweep().await.expect("sweep"), 1);
+    assert_ne!(
+        b.snapshot().version(),
+        before,
+        "the sweep bumped the version"
+    );
+    let backend = ctx.backend("ttl-read").await;
+    assert!(
+        !entries(&*backend).await.contains_key("gone"),
+        "swept from the store"
+    );
+    assert_eq!(
+        a.sync().await.expect("sync").version(),
+        b.snapshot().version()
+    );
+    let change = tokio::time::timeout(HINT_WAIT, listener.recv())
+        .await
+        .expect("a change event")
+        .expect("an event");
+    assert_eq!(&*change.key, "gone");
+    assert_eq!(change.kind, ChangeKind::Removed);
+}
+
+/// Writes through a handle whose snapshot holds an expired entry sweep the store soon after,
+/// without anyone calling `sweep`.
+pub async fn writes_sweep_expired_entries_lazily(ctx: &Ctx) {
+    if ctx.skip_unless(ctx.capabilities().expiry, "expiry") {
+        return;
+    }
+    let a = ctx.dict("ttl-lazy", Mode::Manual).await;
+    a.insert_with_ttl("gone", b"g".to_vec(), Duration::from_millis(300))
+        .await
+        .expect("insert_with_ttl");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    a.insert("other", b"o".to_vec()).await.expect("insert");
+    let backend = ctx.backend("ttl-lazy").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while entries(&*backend).await.contains_key("gone") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a write did not sweep the expired entry"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(entries(&*backend).await.contains_key("other"));
+}
+
+/// A key whose entry has expired is absent for conditional writes too: insert-if-absent stores,
+/// an increment starts from 0, and a delete reports it absent.
+pub async fn expired_key_is_absent_for_conditional_writes(ctx: &Ctx) {
+    if ctx.skip_unless(ctx.capabilities().expiry, "expiry") {
+        return;
+    }
+    let caps = ctx.capabilities();
+    let d = ctx.counters("ttl-cond", Mode::Manual).await;
+    let ttl = Duration::from_millis(300);
+    for key in ["a", "n", "r"] {
+        d.insert_with_ttl(key, 41, ttl)
+            .await
+            .expect("insert_with_ttl");
+    }
+    tokio::time::sleep(ttl + Duration::from_millis(500)).await;
+    if caps.insert_if_absent {
+        assert!(d.insert_if_absent("a", 1).await.expect("insert_if_absent"));
+        assert_eq!(d.snapshot().get("a"), Some(&1));
+    }
+    if caps.increment || caps.compare_and_swap {
+        assert_eq!(d.increment("n", 1).await.expect("increment"), 1);
+    }
+    assert!(
+        !d.remove("r").await.expect("remove"),
+        "an expired key is absent"
+    );
+    let backend = ctx.backend("ttl-cond").await;
+    let stored = backend.durables().await.expect("durables");
+    assert!(
+        stored.entries.iter().all(|e| e.expires_at.is_none()),
+        "what is left is permanent: {stored:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sets
+
+/// A set adds, removes and tests members, syncs to other handles like a dictionary, and adding a
+/// present member bumps nothing (where the backend has insert-if-absent).
+pub async fn set_insert_remove_contains(ctx: &Ctx) {
+    let a = ctx.set("set", Mode::Manual).await;
+    let b = ctx
+        .set(
+            "set",
+            Mode::Autosync {
+                max_staleness: Duration::ZERO,
+            },
+        )
+        .await;
+    for member in ["ada", "grace", "a \"quoted\" /key"] {
+        assert!(
+            a.insert(member.to_owned()).await.expect("insert"),
+            "{member} is new"
+        );
+    }
+    let version = a.snapshot().version();
+    assert!(
+        !a.insert("ada".to_owned()).await.expect("insert"),
+        "ada was present"
+    );
+    if ctx.capabilities().insert_if_absent {
+        assert_eq!(
+            a.snapshot().version(),
+            version,
+            "adding a member again bumped"
+        );
+    }
+    assert!(b.contains(&"grace".to_owned()).await);
+    assert_eq!(b.len().await, 3);
+    assert!(a.remove(&"grace".to_owned()).await.expect("remove"));
+    assert!(
+        !a.remove(&"grace".to_owned()).await.expect("remove"),
+        "already gone"
+    );
+    assert!(
+        !b.contains(&"grace".to_owned()).await,
+        "autosync sees the removal"
+    );
+    let mut members: Vec<String> = b.read().await.iter().cloned().collect();
+    members.sort();
+    assert_eq!(members, ["a \"quoted\" /key", "ada"]);
+    assert!(!b.is_empty().await);
+    let stored = entries(&*ctx.backend("set").await).await;
+    assert!(
+        stored.contains_key("\"ada\""),
+        "members are stored under their JSON text"
+    );
+}
+
+/// `insert_many` and `remove_many` change every member in one atomic step with one bump.
+pub async fn set_batch_is_one_atomic_step(ctx: &Ctx) {
+    if ctx.skip_unless(ctx.capabilities().batch, "batch") {
+        return;
+    }
+    let a = ctx.set("set-batch", Mode::Manual).await;
+    let b = ctx.set("set-batch", Mode::Manual).await;
+    let start = a.snapshot().version();
+    let members = ["x", "y", "z"].map(String::from);
+    let added = a
+        .insert_many(members.clone())
+        .await
+        .expect("insert_many")
+        .expect("a bump");
+    assert_eq!(
+        added.counter(),
+        start.counter() + 1,
+        "one bump for three members"
+    );
+    let seen = b.sync().await.expect("sync");
+    assert_eq!(seen.len(), 3);
+    assert_eq!(seen.version(), added);
+    let removed = a
+        .remove_many(&members[..2])
+        .await
+        .expect("remove_many")
+        .expect("a bump");
+    assert_eq!(removed.counter(), added.counter() + 1);
+    assert_eq!(
+        a.remove_many(&members[..2]).await.expect("remove_many"),
+        None,
+        "removing absent members bumps nothing"
+    );
+    let seen = b.sync().await.expect("sync");
+    assert_eq!(seen.iter().collect::<Vec<_>>(), [&"z".to_owned()]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sharded counters
+
+fn can_count(ctx: &Ctx) -> bool {
+    let caps = ctx.capabilities();
+    !ctx.skip_unless(
+        caps.increment || caps.compare_and_swap,
+        "increment or compare_and_swap",
+    )
+}
+
+/// A sharded counter's value is the sum of its shards, the same from every handle, with at most
+/// one key per shard.
+pub async fn sharded_counter_sums_its_shards(ctx: &Ctx) {
+    if !can_count(ctx) {
+        return;
+    }
+    let a = ctx.counters("sharded", Mode::Manual).await;
+    let b = ctx.counters("sharded", Mode::Manual).await;
+    let on_a = ShardedCounter::new(&a, "views", 16).expect("counter");
+    let on_b = ShardedCounter::new(&b, "views", 16).expect("counter");
+    let mut expected = 0;
+    for i in 0..40 {
+        on_a.increment(i).await.expect("increment");
+        expected += i;
+    }
+    for writer in 0..20 {
+        on_b.increment_as(writer, -1).await.expect("increment_as");
+        expected -= 1;
+    }
+    assert_eq!(on_a.sync().await.expect("sync"), expected);
+    assert_eq!(on_b.sync().await.expect("sync"), expected);
+    b.insert("views#x", 1000).await.expect("insert");
+    b.insert("viewsfoo", 1000).await.expect("insert");
+    assert_eq!(on_b.value(), expected, "other keys are not shards");
+    let stored = entries(&*ctx.backend("sharded").await).await;
+    let shards = stored
+        .keys()
+        .filter(|k| *k == "views" || k.starts_with("views#") && k[6..].parse::<u32>().is_ok())
+        .count();
+    assert!((2..=16).contains(&shards), "{shards} shard keys");
+    assert!(ShardedCounter::new(&a, "bad#name", 4).is_err());
+    assert!(ShardedCounter::new(&a, "views", 0).is_err());
+}
+
+/// Changing the shard count keeps the total, whichever handle uses which count.
+pub async fn sharded_counter_keeps_total_when_resharded(ctx: &Ctx) {
+    if !can_count(ctx) {
+        return;
+    }
+    let a = ctx.counters("reshard", Mode::Manual).await;
+    let b = ctx.counters("reshard", Mode::Manual).await;
+    a.increment("hits", 5).await.expect("a plain counter");
+    let wide = ShardedCounter::new(&a, "hits", 16).expect("counter");
+    assert_eq!(wide.value(), 5, "a plain counter is shard 0");
+    for writer in 0..16 {
+        wide.increment_as(writer, 2).await.expect("increment");
+    }
+    assert_eq!(wide.value(), 37);
+    let narrow = wide.with_shards(2).expect("reshard");
+    assert_eq!(narrow.value(), 37, "fewer shards, same total");
+    narrow.increment(3).await.expect("increment");
+    let other = ShardedCounter::new(&b, "hits", 64).expect("counter");
+    other.increment_as(63, 10).await.expect("increment");
+    assert_eq!(other.sync().await.expect("sync"), 50);
+    assert_eq!(narrow.sync().await.expect("sync"), 50);
+}
+
+/// Removing a sharded counter deletes every shard in one atomic step, leaving other keys alone.
+pub async fn sharded_counter_remove_deletes_every_shard_at_once(ctx: &Ctx) {
+    if !can_count(ctx) || ctx.skip_unless(ctx.capabilities().batch, "batch") {
+        return;
+    }
+    let a = ctx.counters("shard-rm", Mode::Manual).await;
+    let b = ctx.counters("shard-rm", Mode::Manual).await;
+    let counter = ShardedCounter::new(&a, "jobs", 8).expect("counter");
+    for writer in 0..8 {
+        counter.increment_as(writer, 1).await.expect("increment");
+    }
+    let wider = ShardedCounter::new(&b, "jobs", 32).expect("counter");
+    wider.increment_as(31, 1).await.expect("a shard beyond 8");
+    b.insert("jobs-done", 7).await.expect("insert");
+    let before = a.sync().await.expect("sync").version();
+    let version = counter.remove().await.expect("remove").expect("a bump");
+    assert_eq!(version.counter(), before.counter() + 1, "one atomic step");
+    assert_eq!(counter.value(), 0);
+    let stored = entries(&*ctx.backend("shard-rm").await).await;
+    assert_eq!(stored.keys().collect::<Vec<_>>(), ["jobs-done"]);
+    assert_eq!(wider.sync().await.expect("sync"), 0);
+    assert_eq!(
+        counter.remove().await.expect("remove"),
+        None,
+        "nothing left"
+    );
+}
+
+/// Property: the total of a sharded counter equals the sum of the increments the store
+/// acknowledged, for many concurrent tasks with random deltas and shards, with the store's server
+/// restarted once in the middle where the harness can ([`Harness::restart`]). An increment that
+/// failed (only `Unavailable` or `Timeout` are allowed, and only around a restart) may or may not
+/// have been applied before the connection dropped, so it widens the bound by its delta.
+pub async fn sharded_counter_total_matches_acknowledged_increments(ctx: &Ctx) {
+    if !can_count(ctx) {
+        return;
+    }
+    let seed: u64 = rand::random();
+    eprintln!("sharded counter property: seed {seed}");
+    let (tasks, each, shards) = (16u64, 40u64, 16u32);
+    let options = options(Mode::Manual)
+        .with_timeout(Duration::from_secs(5))
+        .with_max_update_attempts(1000);
+    let progress = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut handles = Vec::new();
+    for task in 0..tasks {
+        let dict = ctx.counters_with("shard-prop", options.clone()).await;
+        let progress = progress.clone();
+        handles.push(tokio::spawn(async move {
+            use rand::{Rng, SeedableRng};
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ task);
+            let counter = ShardedCounter::new(&dict, "total", shards).expect("counter");
+            let (mut acknowledged, mut unknown, mut failed) = (0i64, 0i64, 0u64);
+            for _ in 0..each {
+                let delta = rng.random_range(1..=100);
+                let result = if rng.random_bool(0.5) {
+                    counter.increment(delta).await
+                } else {
+                    counter.increment_as(rng.random(), delta).await
+                };
+                match result {
+                    Ok(()) => acknowledged += delta,
+                    Err(error) => {
+                        // The connection may have dropped after the store applied it.
+                        assert!(error.is_unavailable(), "increment failed with {error:?}");
+                        unknown += delta;
+                        failed += 1;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+                progress.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            (acknowledged, unknown, failed)
+        }));
+    }
+    let total_ops = tasks * each;
+    while progress.load(std::sync::atomic::Ordering::SeqCst) < total_ops / 3 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let restarted = ctx.restart().await;
+    let (mut acknowledged, mut unknown, mut failed) = (0, 0, 0);
+    for handle in handles {
+        let (a, u, f) = handle.await.expect("task");
+        acknowledged += a;
+        unknown += u;
+        failed += f;
+    }
+    eprintln!(
+        "restarted: {restarted}, acknowledged {acknowledged}, unknown {unknown}, {failed} failed"
+    );
+    if !restarted {
+        assert_eq!(
+            (unknown, failed),
+            (0, 0),
+            "increments failed without a restart"
+        );
+    }
+    let reader = ctx.counters("shard-prop", Mode::Manual).await;
+    let total = ShardedCounter::new(&reader, "total", 1)
+        .expect("counter")
+        .value();
+    assert!(
+        acknowledged <= total && total <= acknowledged + unknown,
+        "total {total}, acknowledged {acknowledged}, unknown outcome {unknown} (seed {seed})"
+    );
+    assert!(acknowledged > 0);
 }
