@@ -515,3 +515,104 @@ async fn lost_hints_are_not_trusted_until_resubscribed() {
     drop(sender);
     assert_eq!(hints.next().await, None);
 }
+
+/// Expiry follows the store's clock, not the handle's: with the store an hour ahead or behind,
+/// an entry still lives exactly its TTL as every handle sees it.
+#[tokio::test(start_paused = true)]
+async fn expiry_follows_the_store_clock_whatever_the_skew() {
+    for skew_ms in [3_600_000, -3_600_000, 0] {
+        let store = MemoryStore::new();
+        store.set_clock_offset(skew_ms);
+        let writer: Dict<u32> = open(&store, manual()).await;
+        let reader: Dict<u32> = open(&store, manual()).await;
+        writer
+            .insert_with_ttl("k", 1, Duration::from_secs(10))
+            .await
+            .unwrap();
+        reader.sync().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(9_900)).await;
+        assert_eq!(writer.snapshot().get("k"), Some(&1), "skew {skew_ms}");
+        assert_eq!(reader.snapshot().get("k"), Some(&1), "skew {skew_ms}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let calls = store.calls();
+        assert_eq!(writer.snapshot().get("k"), None, "skew {skew_ms}");
+        assert_eq!(reader.snapshot().get("k"), None, "skew {skew_ms}");
+        assert_eq!(store.calls(), calls, "hiding an expired entry needs no round trip");
+    }
+}
+
+/// One snapshot judges every read at one instant; the entry is stored until a sweep, which
+/// bumps the version once and reaches the other handles as a delete.
+#[tokio::test(start_paused = true)]
+async fn a_snapshot_judges_expiry_at_one_instant_and_sweeps_bump_once() {
+    let store = MemoryStore::new();
+    let a: Dict<u32> = open(&store, manual()).await;
+    let b: Dict<u32> = open(&store, manual()).await;
+    a.insert_with_ttl("k", 1, Duration::from_secs(1)).await.unwrap();
+    a.insert("permanent", 2).await.unwrap();
+    let before = a.snapshot();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(before.get("k"), Some(&1), "a snapshot taken earlier keeps its instant");
+    assert_eq!(before.len(), 2);
+    assert_eq!(a.snapshot().len(), 1);
+    let version = b.sync().await.unwrap().version();
+    let mut changes = b.subscribe();
+    assert_eq!(a.sweep().await.unwrap(), 1);
+    assert_eq!(a.sweep().await.unwrap(), 0, "nothing left to sweep");
+    let synced = b.sync().await.unwrap();
+    assert_eq!(synced.version().counter(), version.counter() + 1);
+    let change = changes.recv().await.unwrap();
+    assert_eq!((&*change.key, change.kind), ("k", ChangeKind::Removed));
+}
+
+/// A background handle sweeps expired entries by itself.
+#[tokio::test(start_paused = true)]
+async fn background_mode_sweeps_expired_entries() {
+    let store = MemoryStore::new();
+    let writer: Dict<u32> = open(&store, manual()).await;
+    let poller: Dict<u32> = open(
+        &store,
+        Options::new().with_mode(Mode::background(Duration::from_secs(1))),
+    )
+    .await;
+    writer
+        .insert_with_ttl("k", 1, Duration::from_secs(3))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let backend = store.backend(NS, "d").unwrap();
+    let load = durable_core::Backend::durables(&backend).await.unwrap();
+    assert!(load.entries.is_empty(), "still stored: {:?}", load.entries);
+    assert_eq!(poller.stats().entries, 0);
+}
+
+/// A sharded counter starts from the backup file like any dictionary (real time: the backup
+/// writer runs on a blocking thread at most once a second).
+#[tokio::test]
+async fn sharded_counters_start_from_a_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = MemoryStore::new();
+    let path = dir.path().join("counters.backup");
+    let options = || Options::new().with_backup_file(&path);
+    let counters: Dict<i64> = open(&store, options()).await;
+    let views = durable_core::ShardedCounter::new(&counters, "views", 8).unwrap();
+    for writer in 0..8 {
+        views.increment_as(writer, 3).await.unwrap();
+    }
+    let mut value = None;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if !path.exists() {
+            continue;
+        }
+        store.set_available(false);
+        let cold: Dict<i64> = open(&store, options()).await;
+        assert!(cold.snapshot().is_from_backup());
+        value = Some(durable_core::ShardedCounter::new(&cold, "views", 2).unwrap().value());
+        store.set_available(true);
+        if value == Some(24) {
+            break;
+        }
+    }
+    assert_eq!(value, Some(24), "the backup holds every shard");
+}
