@@ -31,6 +31,34 @@ pub(crate) struct BenchArgs {
     /// Also write an SVG plot of sync time against dictionary size (delta vs full reload).
     #[arg(long)]
     svg: Option<PathBuf>,
+    /// Run only these scenarios (default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Scenario>,
+    /// Concurrent writers in the `counters` scenario.
+    #[arg(long, default_value_t = 64)]
+    writers: usize,
+    /// Shards of the sharded counter in the `counters` scenario.
+    #[arg(long, default_value_t = 16)]
+    shards: u32,
+}
+
+/// A benchmark scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Scenario {
+    /// Snapshot reads vs a store round trip.
+    Reads,
+    /// No-change sync with and without push hints.
+    QuietSync,
+    /// Sync time against dictionary size, delta vs full reload.
+    Sizes,
+    /// Writes per second, sequential vs batched.
+    Writes,
+    /// Delay from a write to another handle, polling vs push.
+    Propagation,
+    /// Concurrent syncs sharing round trips.
+    Coalescing,
+    /// Increments per second on one hot counter from many writers, plain vs sharded.
+    Counters,
 }
 
 /// A backend wrapper that counts round trips and can hide capabilities, so one store can be
@@ -100,6 +128,40 @@ struct Bench<'a> {
     rows: Vec<Row>,
     json: Vec<Value>,
     quick: bool,
+}
+
+/// Runs `writers` tasks, each with its own handle on `dictionary`, calling `increment` with its
+/// writer number for `duration`; returns the acknowledged increments per second and the count.
+async fn hammer<F, Fut>(
+    handles: &[Dict<i64>],
+    duration: Duration,
+    increment: F,
+) -> Result<(f64, u64), String>
+where
+    F: Fn(Dict<i64>, u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = DResult<()>> + Send,
+{
+    let start = Instant::now();
+    let tasks: Vec<tokio::task::JoinHandle<DResult<u64>>> = handles
+        .iter()
+        .enumerate()
+        .map(|(writer, dict)| {
+            let (dict, increment) = (dict.clone(), increment.clone());
+            tokio::spawn(async move {
+                let mut done = 0u64;
+                while start.elapsed() < duration {
+                    increment(dict.clone(), writer as u64).await?;
+                    done += 1;
+                }
+                DResult::Ok(done)
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for task in tasks {
+        total += task.await.map_err(err)?.map_err(err)?;
+    }
+    Ok((total as f64 / start.elapsed().as_secs_f64(), total))
 }
 
 fn err(e: impl std::fmt::Display) -> String {
@@ -477,6 +539,73 @@ impl Bench<'_> {
         Ok(())
     }
 
+    /// Increments per second on one hot counter from many concurrent writers (each with its own
+    /// handle, as separate processes would), a plain counter key vs a sharded counter, in
+    /// alternating rounds so both see the same machine.
+    async fn counters(&mut self, writers: usize, shards: u32) -> Result<(), String> {
+        let name = self.name("counters");
+        let mut handles = Vec::with_capacity(writers);
+        for _ in 0..writers {
+            let dict: Dict<i64> = self
+                .store
+                .open(self.namespace, &name, Json, Options::new())
+                .await
+                .map_err(err)?;
+            handles.push(dict);
+        }
+        let round = Duration::from_secs(if self.quick { 1 } else { 5 });
+        let (mut plain, mut sharded) = (Vec::new(), Vec::new());
+        let (mut plain_count, mut sharded_count) = (0, 0);
+        for _ in 0..2 {
+            let (rate, count) = hammer(&handles, round, |dict: Dict<i64>, _| async move {
+                dict.increment("hot", 1).await.map(drop)
+            })
+            .await?;
+            plain.push(rate);
+            plain_count += count;
+            let (rate, count) = hammer(&handles, round, move |dict: Dict<i64>, writer| async move {
+                let counter = durable::ShardedCounter::new(&dict, "hot-sharded", shards)?;
+                counter.increment_as(writer, 1).await
+            })
+            .await?;
+            sharded.push(rate);
+            sharded_count += count;
+        }
+        let check: Dict<i64> = self
+            .store
+            .open(self.namespace, &name, Json, Options::new())
+            .await
+            .map_err(err)?;
+        let stored_plain = check.snapshot().get("hot").copied().unwrap_or(0);
+        let stored_sharded = durable::ShardedCounter::new(&check, "hot-sharded", 1)
+            .map_err(err)?
+            .value();
+        if stored_plain != plain_count as i64 || stored_sharded != sharded_count as i64 {
+            return Err(format!(
+                "counter totals do not match the acknowledged increments: plain {stored_plain} \
+                 vs {plain_count}, sharded {stored_sharded} vs {sharded_count}"
+            ));
+        }
+        let mean = |rates: &[f64]| rates.iter().sum::<f64>() / rates.len() as f64;
+        let (plain, sharded) = (mean(&plain), mean(&sharded));
+        self.record(
+            format!("hot counter, {writers} writers, plain"),
+            plain,
+            "incr/s",
+            "one key".into(),
+            json!({"writers": writers}),
+        );
+        self.record(
+            format!("hot counter, {writers} writers, {shards} shards"),
+            sharded,
+            "incr/s",
+            format!("{} the plain counter's rate", ratio(sharded, plain)),
+            json!({"writers": writers, "shards": shards}),
+        );
+        self.clear(&name).await;
+        Ok(())
+    }
+
     /// Delay from a write in one handle to another handle's snapshot, polling vs push.
     async fn propagation(&mut self) -> Result<(), String> {
         let name = self.name("propagation");
@@ -654,12 +783,29 @@ pub(crate) async fn run(store: &Store, namespace: &str, args: &BenchArgs) -> Res
         backend.name(),
         if args.quick { "quick" } else { "full" }
     );
-    bench.reads().await?;
-    bench.quiet_sync().await?;
-    let plot = bench.sizes(&sizes).await?;
-    bench.writes().await?;
-    bench.propagation().await?;
-    bench.coalescing().await?;
+    let wanted = |scenario| args.only.is_empty() || args.only.contains(&scenario);
+    if wanted(Scenario::Reads) {
+        bench.reads().await?;
+    }
+    if wanted(Scenario::QuietSync) {
+        bench.quiet_sync().await?;
+    }
+    let mut plot = Vec::new();
+    if wanted(Scenario::Sizes) {
+        plot = bench.sizes(&sizes).await?;
+    }
+    if wanted(Scenario::Writes) {
+        bench.writes().await?;
+    }
+    if wanted(Scenario::Propagation) {
+        bench.propagation().await?;
+    }
+    if wanted(Scenario::Coalescing) {
+        bench.coalescing().await?;
+    }
+    if wanted(Scenario::Counters) {
+        bench.counters(args.writers, args.shards).await?;
+    }
 
     let width = bench
         .rows

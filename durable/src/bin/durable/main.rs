@@ -69,7 +69,12 @@ enum Command {
         /// Store the value's bytes as they are, not as JSON.
         #[arg(long)]
         raw: bool,
+        /// Expire the entry after this many seconds (on the store's clock).
+        #[arg(long, value_name = "SECONDS")]
+        ttl: Option<f64>,
     },
+    /// Delete every expired entry now (one atomic step) and print how many there were.
+    Sweep,
     /// Delete a key.
     Del {
         /// The key.
@@ -270,11 +275,31 @@ async fn run(cli: Cli) -> CliResult {
                 writeln!(out, "{}", shown(&entry.value)).map_err(err)?;
             }
         }
-        Command::Set { key, value, raw } => {
+        Command::Set {
+            key,
+            value,
+            raw,
+            ttl,
+        } => {
             let bytes = value_bytes(value, *raw)?;
+            let ttl = ttl
+                .map(|seconds| {
+                    Duration::try_from_secs_f64(seconds)
+                        .map_err(|_| format!("--ttl {seconds}: give a number of seconds >= 0"))
+                })
+                .transpose()?;
             let (_, dict) = open(&cli, manual()).await?;
-            let version = dict.insert(key, bytes).await.map_err(err)?;
+            let version = match ttl {
+                Some(ttl) => dict.insert_with_ttl(key, bytes, ttl).await,
+                None => dict.insert(key, bytes).await,
+            }
+            .map_err(err)?;
             writeln!(out, "{version}").map_err(err)?;
+        }
+        Command::Sweep => {
+            let (_, dict) = open(&cli, manual()).await?;
+            let removed = dict.sweep().await.map_err(err)?;
+            writeln!(out, "{removed}").map_err(err)?;
         }
         Command::Del { key } => {
             let (_, dict) = open(&cli, manual()).await?;
