@@ -1294,10 +1294,7 @@ where
             });
         }
         let version = data.version();
-        let confirmed = Instant::now()
-            .checked_sub(data.age())
-            .unwrap_or(self.origin)
-            .max(self.origin);
+        let age = data.age();
         let mut skipped = Vec::new();
         let entries =
             self.decode_all(data.into_entries().collect(), &mut skipped, &mut Vec::new())?;
@@ -1306,8 +1303,9 @@ where
             version,
             self.origin,
             self.clock.clone(),
-            confirmed,
+            Instant::now(),
         );
+        state.set_age(age);
         state.from_backup = true;
         warn!(
             %error,

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use arc_swap::Guard;
@@ -62,9 +62,10 @@ pub(crate) struct State<V> {
     pub(crate) origin: Instant,
     /// The handle's estimate of the store's clock, to hide expired entries.
     pub(crate) clock: Arc<StoreClock>,
-    /// When the store last confirmed this state (nanoseconds after `origin`). Updated in place by
-    /// no-change checks, so a superseded state stops being confirmed and ages.
-    pub(crate) confirmed: AtomicU64,
+    /// When the store last confirmed this state, in nanoseconds after `origin` (negative for a
+    /// state confirmed before the handle existed, such as one read from a backup file). Updated in
+    /// place by no-change checks, so a superseded state stops being confirmed and ages.
+    pub(crate) confirmed: AtomicI64,
 }
 
 impl<V> State<V> {
@@ -82,7 +83,7 @@ impl<V> State<V> {
             from_backup: false,
             origin,
             clock,
-            confirmed: AtomicU64::new(0),
+            confirmed: AtomicI64::new(i64::MIN),
         };
         state.confirm(confirmed_at);
         state
@@ -97,14 +98,25 @@ impl<V> State<V> {
             from_backup: self.from_backup,
             origin: self.origin,
             clock: self.clock.clone(),
-            confirmed: AtomicU64::new(self.confirmed.load(Ordering::Relaxed)),
+            confirmed: AtomicI64::new(self.confirmed.load(Ordering::Relaxed)),
         }
     }
 
+    /// Nanoseconds from `origin` to `at`.
+    fn since_origin(&self, at: Instant) -> i64 {
+        i64::try_from(at.saturating_duration_since(self.origin).as_nanos()).unwrap_or(i64::MAX)
+    }
+
     pub(crate) fn confirm(&self, at: Instant) {
-        let nanos =
-            u64::try_from(at.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX);
-        self.confirmed.fetch_max(nanos, Ordering::Relaxed);
+        self.confirmed
+            .fetch_max(self.since_origin(at), Ordering::Relaxed);
+    }
+
+    /// Marks the state as last confirmed `age` ago (which may be before the handle existed).
+    pub(crate) fn set_age(&self, age: Duration) {
+        let age = i64::try_from(age.as_nanos()).unwrap_or(i64::MAX);
+        let at = self.since_origin(Instant::now()).saturating_sub(age);
+        self.confirmed.store(at, Ordering::Relaxed);
     }
 
     /// The store time to judge expiry at, if any entry expires (otherwise it is never read).
@@ -122,8 +134,9 @@ impl<V> State<V> {
     }
 
     pub(crate) fn age(&self) -> Duration {
-        let confirmed = self.origin + Duration::from_nanos(self.confirmed.load(Ordering::Relaxed));
-        Instant::now().saturating_duration_since(confirmed)
+        let now = self.since_origin(Instant::now());
+        let age = now.saturating_sub(self.confirmed.load(Ordering::Relaxed));
+        Duration::from_nanos(u64::try_from(age).unwrap_or(0))
     }
 }
 

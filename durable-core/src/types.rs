@@ -139,6 +139,10 @@ pub struct StoreTime(pub u64);
 
 impl StoreTime {
     /// The time `after` this one (saturating).
+    #[expect(
+        clippy::should_implement_trait,
+        reason = "saturates at the end of time instead of panicking on overflow like `+`"
+    )]
     pub fn add(self, after: Duration) -> StoreTime {
         let millis = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
         StoreTime(self.0.saturating_add(millis))

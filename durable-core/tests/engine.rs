@@ -439,6 +439,7 @@ async fn backup_file_lets_a_handle_start_while_the_store_is_down() {
     }
     assert!(found, "backup file written");
     drop(dict);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
 
     store.set_available(false);
     let cold: Dict<String, Raw> = Dict::open(store.backend(NS, "d").unwrap(), Raw, options.clone())
@@ -446,6 +447,11 @@ async fn backup_file_lets_a_handle_start_while_the_store_is_down() {
         .unwrap();
     let snapshot = cold.snapshot();
     assert!(snapshot.is_from_backup());
+    assert!(
+        snapshot.age() >= Duration::from_secs(1),
+        "the age counts from the backup's last confirmation, not from the open: {:?}",
+        snapshot.age()
+    );
     assert_eq!(snapshot.get("greeting").map(String::as_str), Some("hello"));
     assert!(!cold.health().fresh);
     drop(snapshot);
@@ -537,7 +543,11 @@ async fn expiry_follows_the_store_clock_whatever_the_skew() {
         let calls = store.calls();
         assert_eq!(writer.snapshot().get("k"), None, "skew {skew_ms}");
         assert_eq!(reader.snapshot().get("k"), None, "skew {skew_ms}");
-        assert_eq!(store.calls(), calls, "hiding an expired entry needs no round trip");
+        assert_eq!(
+            store.calls(),
+            calls,
+            "hiding an expired entry needs no round trip"
+        );
     }
 }
 
@@ -548,11 +558,17 @@ async fn a_snapshot_judges_expiry_at_one_instant_and_sweeps_bump_once() {
     let store = MemoryStore::new();
     let a: Dict<u32> = open(&store, manual()).await;
     let b: Dict<u32> = open(&store, manual()).await;
-    a.insert_with_ttl("k", 1, Duration::from_secs(1)).await.unwrap();
+    a.insert_with_ttl("k", 1, Duration::from_secs(1))
+        .await
+        .unwrap();
     a.insert("permanent", 2).await.unwrap();
     let before = a.snapshot();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(before.get("k"), Some(&1), "a snapshot taken earlier keeps its instant");
+    assert_eq!(
+        before.get("k"),
+        Some(&1),
+        "a snapshot taken earlier keeps its instant"
+    );
     assert_eq!(before.len(), 2);
     assert_eq!(a.snapshot().len(), 1);
     let version = b.sync().await.unwrap().version();
@@ -608,7 +624,11 @@ async fn sharded_counters_start_from_a_backup() {
         store.set_available(false);
         let cold: Dict<i64> = open(&store, options()).await;
         assert!(cold.snapshot().is_from_backup());
-        value = Some(durable_core::ShardedCounter::new(&cold, "views", 2).unwrap().value());
+        value = Some(
+            durable_core::ShardedCounter::new(&cold, "views", 2)
+                .unwrap()
+                .value(),
+        );
         store.set_available(true);
         if value == Some(24) {
             break;

@@ -563,11 +563,12 @@ impl Bench<'_> {
             .await?;
             plain.push(rate);
             plain_count += count;
-            let (rate, count) = hammer(&handles, round, move |dict: Dict<i64>, writer| async move {
-                let counter = durable::ShardedCounter::new(&dict, "hot-sharded", shards)?;
-                counter.increment_as(writer, 1).await
-            })
-            .await?;
+            let (rate, count) =
+                hammer(&handles, round, move |dict: Dict<i64>, writer| async move {
+                    let counter = durable::ShardedCounter::new(&dict, "hot-sharded", shards)?;
+                    counter.increment_as(writer, 1).await
+                })
+                .await?;
             sharded.push(rate);
             sharded_count += count;
         }
