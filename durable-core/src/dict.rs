@@ -701,12 +701,18 @@ where
     /// Counters of what this handle has done.
     pub fn stats(&self) -> Stats {
         let state = self.inner.state.load();
-        self.inner.counters.stats(
+        let mut stats = self.inner.counters.stats(
             state.version,
             state.map.len(),
             state.map.bytes(),
             state.age(),
-        )
+        );
+        stats.expiring = state.map.expiring();
+        if let Some((offset, uncertainty)) = self.inner.clock.offset() {
+            stats.store_clock_offset_ms = Some(offset);
+            stats.store_clock_uncertainty_ms = u64::try_from(uncertainty.as_millis()).ok();
+        }
+        stats
     }
 
     /// Readiness and freshness of this handle.

@@ -64,6 +64,13 @@ pub struct Stats {
     pub errors: u64,
     /// Stored values left out because they could not be decoded ([`DecodeErrors::Skip`](crate::DecodeErrors::Skip)).
     pub skipped_values: u64,
+    /// Entries in the snapshot that have a time to live (expired ones included until swept).
+    pub expiring: usize,
+    /// How far the store's clock is ahead of this process's (negative: behind), in milliseconds,
+    /// once measured (backends with capability `expiry`).
+    pub store_clock_offset_ms: Option<i64>,
+    /// The uncertainty of that offset (half the round trip of its reading), in milliseconds.
+    pub store_clock_uncertainty_ms: Option<u64>,
 }
 
 /// Is the handle ready, and is its data fresh?
@@ -141,6 +148,9 @@ impl Counters {
             writes: get(&self.writes),
             errors: get(&self.errors),
             skipped_values: get(&self.skipped_values),
+            expiring: 0,
+            store_clock_offset_ms: None,
+            store_clock_uncertainty_ms: None,
         }
     }
 

@@ -540,6 +540,11 @@ async fn expiry_follows_the_store_clock_whatever_the_skew() {
         assert_eq!(writer.snapshot().get("k"), Some(&1), "skew {skew_ms}");
         assert_eq!(reader.snapshot().get("k"), Some(&1), "skew {skew_ms}");
         tokio::time::sleep(Duration::from_millis(200)).await;
+        let offset = writer.stats().store_clock_offset_ms.expect("measured");
+        assert!(
+            (offset - skew_ms).abs() <= 1,
+            "offset {offset} for skew {skew_ms}"
+        );
         let calls = store.calls();
         assert_eq!(writer.snapshot().get("k"), None, "skew {skew_ms}");
         assert_eq!(reader.snapshot().get("k"), None, "skew {skew_ms}");
