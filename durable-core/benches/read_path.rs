@@ -1,6 +1,7 @@
 //! The read path: `get` through a snapshot vs a plain `HashMap` (std's SipHash, and foldhash as
 //! the snapshot uses) and a `parking_lot::RwLock<HashMap>`,
-//! on 1k, 100k and 1M keys, from one and two threads at once.
+//! on 1k, 100k and 1M keys, from one and two threads at once; and (up to 100k keys) a snapshot
+//! whose every entry has a time to live, to price the expiry check.
 //!
 //! `cargo bench -p durable-core --bench read_path`
 
@@ -16,6 +17,8 @@ use parking_lot::RwLock;
 use rand::seq::SliceRandom;
 
 const SIZES: [usize; 3] = [1_000, 100_000, 1_000_000];
+/// The largest size measured with expiring entries (they are written one at a time).
+const EXPIRING_UP_TO: usize = 100_000;
 /// Lookups cycle through this many random keys of the map.
 const PROBES: usize = 4096;
 
@@ -26,6 +29,8 @@ struct Fixture {
     fast: HashMap<String, u64, foldhash::fast::RandomState>,
     locked: RwLock<HashMap<String, u64>>,
     dict: Dict<u64>,
+    /// The same entries, each with a time to live (only built up to `EXPIRING_UP_TO` keys).
+    expiring: Option<Dict<u64>>,
     probes: Vec<String>,
     _runtime: tokio::runtime::Runtime,
 }
@@ -37,8 +42,8 @@ fn fixture(n: usize) -> Fixture {
         .expect("runtime");
     let keys: Vec<String> = (0..n).map(|i| format!("flag:{i}")).collect();
     let plain: HashMap<String, u64> = keys.iter().cloned().zip(0..).collect();
+    let store = MemoryStore::new();
     let dict = runtime.block_on(async {
-        let store = MemoryStore::new();
         let dict: Dict<u64> = Dict::open(
             store.backend("bench", "read").unwrap(),
             Json,
@@ -52,6 +57,23 @@ fn fixture(n: usize) -> Fixture {
         }
         dict
     });
+    let expiring = (n <= EXPIRING_UP_TO).then(|| {
+        runtime.block_on(async {
+            let dict: Dict<u64> = Dict::open(
+                store.backend("bench", "expiring").unwrap(),
+                Json,
+                Options::new(),
+            )
+            .await
+            .expect("open");
+            for key in &keys {
+                dict.insert_with_ttl(key, plain[key], Duration::from_secs(3600))
+                    .await
+                    .expect("insert");
+            }
+            dict
+        })
+    });
     let mut probes: Vec<String> = keys.clone();
     probes.shuffle(&mut rand::rng());
     probes.truncate(PROBES);
@@ -60,6 +82,7 @@ fn fixture(n: usize) -> Fixture {
         locked: RwLock::new(plain.clone()),
         plain,
         dict,
+        expiring,
         probes,
         _runtime: runtime,
     }
@@ -130,6 +153,29 @@ fn read_path(c: &mut Criterion) {
                     })
                 })
             });
+            if let Some(expiring) = &f.expiring {
+                group.bench_function(BenchmarkId::new("snapshot guard held, TTLs", n), |b| {
+                    b.iter_custom(|iters| {
+                        timed(
+                            threads,
+                            iters,
+                            probes,
+                            &|| expiring.snapshot(),
+                            &|snapshot, k| *snapshot.get(k).expect("present"),
+                        )
+                    })
+                });
+                group.bench_function(
+                    BenchmarkId::new("snapshot guard per lookup, TTLs", n),
+                    |b| {
+                        b.iter_custom(|iters| {
+                            timed(threads, iters, probes, &|| (), &|_, k| {
+                                *expiring.snapshot().get(k).expect("present")
+                            })
+                        })
+                    },
+                );
+            }
             group.finish();
         }
     }
