@@ -4,12 +4,13 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use durable_core::{
     Backend, BatchOp, Capabilities, Changes, Delta, Error, Hints, IfAbsent, Load, Name, Operation,
-    Result, Revision, StoredEntry, Swap, Version, parse_counter,
+    Result, Revision, StoreTime, StoredEntry, Swap, Swept, Version, parse_counter,
 };
 use parking_lot::Mutex;
 use zookeeper_client as zk;
@@ -18,8 +19,8 @@ use crate::keys::{self, MAX_KEY_LEN};
 use crate::store::{Failure, NAME, ZooKeeperStore};
 
 /// The largest value stored, in bytes: ZooKeeper refuses requests above `jute.maxbuffer`
-/// (1 MiB by default), and a write also carries the entry's path, an 8-byte revision and a
-/// change-log line, so values are capped a little below.
+/// (1 MiB by default), and a write also carries the entry's path, its header (revision and
+/// time to live) and a change-log line, so values are capped a little below.
 pub const MAX_VALUE_SIZE: usize = 1_000_000;
 
 /// The estimated size of one multi request that is refused before sending (below ZooKeeper's
@@ -31,8 +32,11 @@ const MAX_ATTEMPTS: u32 = 64;
 const MAX_BACKOFF_MICROS: u64 = 50_000;
 /// Rounds of catching up with concurrent writers before a load or delta gives up.
 const MAX_ROUNDS: u32 = 32;
-/// Entries fetched per pipelined window in a full load.
+/// Entries fetched per pipelined window in a full load or a sweep.
 const LOAD_WINDOW: usize = 8192;
+/// Set in the revision field of an entry's header when the entry has a time to live: 8 more
+/// bytes follow, the TTL in milliseconds. Revisions (znode data versions) stay below 2^31.
+const HAS_TTL: u64 = 1 << 63;
 
 /// One dictionary in ZooKeeper. Every optional capability, atomically.
 ///
@@ -68,6 +72,9 @@ pub(crate) struct Paths {
     pub(crate) version: String,
     pub(crate) entries: String,
     pub(crate) log: String,
+    /// The namespace's clock znode, written to read the server's time (its `mtime`). It sits
+    /// outside every dictionary znode, so the hint watches never see it.
+    pub(crate) clock: String,
 }
 
 impl Paths {
@@ -81,6 +88,8 @@ impl Paths {
             version: base.clone(),
             entries: format!("{base}/entries"),
             log: format!("{base}/log"),
+            // Names never start with '.', so no dictionary is called `.clock`.
+            clock: format!("{namespace}/.clock"),
             namespace,
             base,
         }
@@ -122,16 +131,37 @@ struct Current {
     znode_version: i32,
 }
 
-/// One entry operation of a write multi.
+/// What the last read of a changed entry saw, while catching up with the change log.
+#[derive(Debug, Clone, Copy)]
+enum Seen {
+    /// The entry as written by this counter.
+    Written(u64),
+    /// No entry, in a state at or after this counter (the version known when it was sent).
+    Absent(u64),
+}
+
+impl Seen {
+    /// Whether the read shows the state after the key's last logged change, `last`.
+    fn is_current(self, last: u64) -> bool {
+        match self {
+            Seen::Written(revision) => revision == last,
+            Seen::Absent(after) => last <= after,
+        }
+    }
+}
+
+/// One entry operation of a write multi. `ttl`: the entry expires that long after the write.
 #[derive(Debug)]
 enum EntryWrite {
     Create {
         name: String,
         value: Bytes,
+        ttl: Option<Duration>,
     },
     Set {
         name: String,
         value: Bytes,
+        ttl: Option<Duration>,
         expected: Option<i32>,
     },
     Delete {
@@ -151,7 +181,7 @@ impl EntryWrite {
 
     fn size(&self) -> usize {
         let value = match self {
-            EntryWrite::Create { value, .. } | EntryWrite::Set { value, .. } => value.len() + 8,
+            EntryWrite::Create { value, .. } | EntryWrite::Set { value, .. } => value.len() + 16,
             EntryWrite::Delete { .. } => 0,
         };
         // The path twice (entry and change log) and the op header with ACLs.
@@ -174,19 +204,55 @@ enum Conflict {
     EntryChanged,
 }
 
-fn entry_data(revision: u64, value: &[u8]) -> Vec<u8> {
-    let mut data = Vec::with_capacity(8 + value.len());
-    data.extend_from_slice(&revision.to_be_bytes());
+/// An entry znode's data: the revision (8 bytes, big-endian; [`HAS_TTL`] set if a TTL follows),
+/// the TTL in milliseconds if any (8 bytes), then the value.
+fn entry_data(revision: u64, ttl: Option<Duration>, value: &[u8]) -> Vec<u8> {
+    let mut data = Vec::with_capacity(16 + value.len());
+    match ttl {
+        Some(ttl) => {
+            data.extend_from_slice(&(revision | HAS_TTL).to_be_bytes());
+            data.extend_from_slice(&millis(ttl).to_be_bytes());
+        }
+        None => data.extend_from_slice(&revision.to_be_bytes()),
+    }
     data.extend_from_slice(value);
     data
+}
+
+/// `ttl` in whole milliseconds, saturating.
+fn millis(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The server's time of the write that last changed a znode.
+fn mtime(stat: &zk::Stat) -> StoreTime {
+    StoreTime(u64::try_from(stat.mtime).unwrap_or(0))
 }
 
 fn corrupt(operation: Operation, what: String) -> Error {
     Error::backend(NAME, operation, what)
 }
 
-fn parse_entry(operation: Operation, key: String, data: Vec<u8>) -> Result<StoredEntry> {
-    if data.len() < 8 {
+/// Reads an entry znode (see [`entry_data`]); an entry with a TTL expires that long after the
+/// znode's `mtime`, the server's time of the write that stored it.
+fn parse_entry(
+    operation: Operation,
+    key: String,
+    data: Vec<u8>,
+    stat: &zk::Stat,
+) -> Result<StoredEntry> {
+    let word = |at: usize| {
+        data.get(at..at + 8)
+            .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
+    };
+    let header = word(0).and_then(|revision| {
+        if revision & HAS_TTL == 0 {
+            return Some((revision, None, 8));
+        }
+        let ttl = Duration::from_millis(word(8)?);
+        Some((revision & !HAS_TTL, Some(mtime(stat).add(ttl)), 16))
+    });
+    let Some((revision, expires_at, len)) = header else {
         return Err(corrupt(
             operation,
             format!(
@@ -194,14 +260,12 @@ fn parse_entry(operation: Operation, key: String, data: Vec<u8>) -> Result<Store
                 data.len()
             ),
         ));
-    }
-    let mut revision = [0u8; 8];
-    revision.copy_from_slice(&data[..8]);
+    };
     Ok(StoredEntry {
         key,
-        value: Bytes::from(data).slice(8..),
-        revision: Revision(u64::from_be_bytes(revision)),
-        expires_at: None,
+        value: Bytes::from(data).slice(len..),
+        revision: Revision(revision),
+        expires_at,
     })
 }
 
@@ -362,7 +426,7 @@ impl ZooKeeperBackend {
             for (name, read) in names.iter().zip(reads) {
                 current.push(match read.await {
                     Ok((data, stat)) => Some(Current {
-                        entry: parse_entry(operation, decode_name(operation, name)?, data)?,
+                        entry: parse_entry(operation, decode_name(operation, name)?, data, &stat)?,
                         znode_version: stat.version,
                     }),
                     Err(zk::Error::NoNode) => None,
@@ -377,14 +441,15 @@ impl ZooKeeperBackend {
     }
 
     /// One write multi: the version node checked and bumped, the entry operations, and the
-    /// change-log node of the new counter, all or nothing.
+    /// change-log node of the new counter, all or nothing. Returns the new token and the
+    /// server's time of the write (the `mtime` of every znode the multi wrote).
     async fn commit(
         &self,
         client: &zk::Client,
         operation: Operation,
         node: Node,
         writes: &[EntryWrite],
-    ) -> Result<Result<Version, Conflict>, Failure> {
+    ) -> Result<Result<(Version, StoreTime), Conflict>, Failure> {
         let Some(next) = node.version.checked_add(1) else {
             return Err(corrupt(
                 operation,
@@ -411,18 +476,19 @@ impl ZooKeeperBackend {
         multi.add_set_data(&self.paths.version, b"", Some(node.version))?;
         for write in writes {
             match write {
-                EntryWrite::Create { name, value } => multi.add_create(
+                EntryWrite::Create { name, value, ttl } => multi.add_create(
                     &self.paths.entry(name),
-                    &entry_data(revision, value),
+                    &entry_data(revision, *ttl, value),
                     &options,
                 )?,
                 EntryWrite::Set {
                     name,
                     value,
+                    ttl,
                     expected,
                 } => multi.add_set_data(
                     &self.paths.entry(name),
-                    &entry_data(revision, value),
+                    &entry_data(revision, *ttl, value),
                     *expected,
                 )?,
                 EntryWrite::Delete { name, expected } => {
@@ -457,7 +523,7 @@ impl ZooKeeperBackend {
                 if revision > history {
                     drop(client.delete(&self.paths.log_node(revision - history), None));
                 }
-                Ok(Ok(new.token()))
+                Ok(Ok((new.token(), mtime(&stat))))
             }
             Err(zk::MultiWriteError::RequestFailed { source }) => Err(source.into()),
             Err(zk::MultiWriteError::OperationFailed { index, source }) => {
@@ -488,6 +554,45 @@ impl ZooKeeperBackend {
         }
     }
 
+    /// `persist` and `persist_expiring`: checks, then [`persist_once`](Self::persist_once).
+    async fn store_value(
+        &self,
+        operation: Operation,
+        key: &str,
+        value: Bytes,
+        ttl: Option<Duration>,
+    ) -> Result<(Version, StoreTime)> {
+        let name = self.check_key(key)?;
+        Self::check_value(key, &value)?;
+        let (name, value) = (&name, &value);
+        self.store
+            .run(operation, false, |client| async move {
+                self.persist_once(&client, operation, name, key, value, ttl)
+                    .await
+            })
+            .await
+    }
+
+    /// Writes the namespace's clock znode and returns its new `mtime`: the server's time now.
+    async fn now_once(&self, client: &zk::Client) -> Result<StoreTime, Failure> {
+        for _ in 0..5 {
+            match client.set_data(&self.paths.clock, b"", None).await {
+                Ok(stat) => return Ok(mtime(&stat)),
+                Err(zk::Error::NoNode) => {}
+                Err(e) => return Err(e.into()),
+            }
+            let options = self.store.inner.config.create_options();
+            client.mkdir(&self.paths.namespace, &options).await?;
+            match client.create(&self.paths.clock, b"", &options).await {
+                // Another process created it meanwhile, or a concurrent wipe removed the
+                // namespace again: write again.
+                Ok(_) | Err(zk::Error::NodeExists | zk::Error::NoNode) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(corrupt(Operation::Now, "the clock node keeps disappearing".into()).into())
+    }
+
     fn contention(key: &str) -> Failure {
         Failure::Durable(Error::Contention {
             backend: NAME.into(),
@@ -500,6 +605,11 @@ impl ZooKeeperBackend {
     /// starting with the version node `target`, by reading the change log. Keys found deleted
     /// go to `removed` with the counter of their last change. `None`: the log cannot serve
     /// `since` (another epoch, trimmed history, a wiped tree).
+    ///
+    /// Each round reads the log up to the target, then (if a read is not current) every changed
+    /// entry again and the version node, which becomes the next target. The state of a target
+    /// is reached when each changed key's last read saw its last logged change: writers may
+    /// stay busy all along, since a write that lands before its key's read is seen by the read.
     async fn catch_up(
         &self,
         client: &zk::Client,
@@ -510,23 +620,23 @@ impl ZooKeeperBackend {
         removed: &mut HashMap<String, Revision>,
     ) -> Result<Option<Node>, Failure> {
         let history = u64::from(self.store.inner.config.history);
-        let mut from = since.counter();
+        // Per changed entry (znode name): the counter of its last logged change up to `known`,
+        // and what its last read saw.
+        let mut changed: HashMap<String, u64> = HashMap::new();
+        let mut seen: HashMap<String, Seen> = HashMap::new();
+        let mut known = since.counter();
         for _ in 0..MAX_ROUNDS {
             let to = target.token();
             if to.epoch() != since.epoch()
-                || to.counter() < from
+                || to.counter() < known
                 || to.counter() - since.counter() > history
             {
                 return Ok(None);
             }
-            if to.counter() == from {
-                return Ok(Some(target));
-            }
-            // Round trip 1: the change-log nodes of the counters (from, to].
-            let logs: Vec<_> = (from + 1..=to.counter())
+            // Round trip 1: the change-log nodes of the counters (known, to].
+            let logs: Vec<_> = (known + 1..=to.counter())
                 .map(|c| (c, client.get_data(&self.paths.log_node(c))))
                 .collect();
-            let mut changed: HashMap<String, u64> = HashMap::new();
             for (counter, log) in logs {
                 match log.await {
                     Ok((data, _)) => {
@@ -541,22 +651,33 @@ impl ZooKeeperBackend {
                     Err(e) => return Err(e.into()),
                 }
             }
-            // Round trip 2: those entries, then the version node again.
+            known = to.counter();
+            let current = changed
+                .iter()
+                .all(|(name, last)| seen.get(name).is_some_and(|s| s.is_current(*last)));
+            if current {
+                return Ok(Some(target));
+            }
+            // Round trip 2: every changed entry, then the version node. (Reading only the
+            // stale ones would chase writers that keep hitting other keys.)
             let reads: Vec<_> = changed
                 .iter()
-                .map(|(name, counter)| (name, *counter, client.get_data(&self.paths.entry(name))))
+                .map(|(name, last)| (name, *last, client.get_data(&self.paths.entry(name))))
                 .collect();
             let version = client.check_stat(&self.paths.version);
-            for (name, counter, read) in reads {
+            for (name, last, read) in reads {
                 let key = decode_name(operation, name)?;
                 match read.await {
-                    Ok((data, _)) => {
+                    Ok((data, stat)) => {
+                        let entry = parse_entry(operation, key.clone(), data, &stat)?;
+                        seen.insert(name.clone(), Seen::Written(entry.revision.0));
                         removed.remove(&key);
-                        entries.insert(key.clone(), parse_entry(operation, key, data)?);
+                        entries.insert(key, entry);
                     }
                     Err(zk::Error::NoNode) => {
+                        seen.insert(name.clone(), Seen::Absent(known));
                         entries.remove(&key);
-                        removed.insert(key, Revision(counter));
+                        removed.insert(key, Revision(last));
                     }
                     Err(e) => return Err(e.into()),
                 }
@@ -564,13 +685,7 @@ impl ZooKeeperBackend {
             let Some(stat) = version.await? else {
                 return Ok(None);
             };
-            let now = Node::from_stat(&stat);
-            if now == target {
-                return Ok(Some(target));
-            }
-            // Writers were busy meanwhile: what was read may be newer than `to`; catch up.
-            from = to.counter();
-            target = now;
+            target = Node::from_stat(&stat);
         }
         Err(corrupt(
             operation,
@@ -579,32 +694,53 @@ impl ZooKeeperBackend {
         .into())
     }
 
+    /// Lists and reads every entry (pipelined in windows), by znode name. `None`: the tree is
+    /// missing. Entries deleted meanwhile are left out; callers check the version afterwards.
+    async fn read_all(
+        &self,
+        client: &zk::Client,
+        operation: Operation,
+    ) -> Result<Option<Vec<(String, Current)>>, Failure> {
+        let names = match client.list_children(&self.paths.entries).await {
+            Ok(names) => names,
+            Err(zk::Error::NoNode) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let mut entries = Vec::with_capacity(names.len());
+        for window in names.chunks(LOAD_WINDOW) {
+            let reads: Vec<_> = window
+                .iter()
+                .map(|name| (name, client.get_data(&self.paths.entry(name))))
+                .collect();
+            for (name, read) in reads {
+                match read.await {
+                    Ok((data, stat)) => {
+                        let key = decode_name(operation, name)?;
+                        let current = Current {
+                            entry: parse_entry(operation, key, data, &stat)?,
+                            znode_version: stat.version,
+                        };
+                        entries.push((name.clone(), current));
+                    }
+                    Err(zk::Error::NoNode) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(Some(entries))
+    }
+
     async fn load_once(&self, client: &zk::Client) -> Result<Load, Failure> {
         let operation = Operation::Load;
         for _ in 0..MAX_ROUNDS {
             let first = self.read_node(client, operation).await?;
-            let names = match client.list_children(&self.paths.entries).await {
-                Ok(names) => names,
-                Err(zk::Error::NoNode) => continue,
-                Err(e) => return Err(e.into()),
+            let Some(read) = self.read_all(client, operation).await? else {
+                continue;
             };
-            let mut entries = HashMap::with_capacity(names.len());
-            for window in names.chunks(LOAD_WINDOW) {
-                let reads: Vec<_> = window
-                    .iter()
-                    .map(|name| (name, client.get_data(&self.paths.entry(name))))
-                    .collect();
-                for (name, read) in reads {
-                    match read.await {
-                        Ok((data, _)) => {
-                            let key = decode_name(operation, name)?;
-                            entries.insert(key.clone(), parse_entry(operation, key, data)?);
-                        }
-                        Err(zk::Error::NoNode) => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-            }
+            let mut entries: HashMap<String, StoredEntry> = read
+                .into_iter()
+                .map(|(_, current)| (current.entry.key.clone(), current.entry))
+                .collect();
             let Some(stat) = client.check_stat(&self.paths.version).await? else {
                 continue;
             };
@@ -656,14 +792,17 @@ impl ZooKeeperBackend {
         })
     }
 
+    /// Stores `value` under `key` (znode `name`), expiring `ttl` after the write if given, with
+    /// a blind write against the cached version. Returns the token and the time of the write.
     async fn persist_once(
         &self,
         client: &zk::Client,
+        operation: Operation,
         name: &str,
         key: &str,
         value: &Bytes,
-    ) -> Result<Version, Failure> {
-        let operation = Operation::Persist;
+        ttl: Option<Duration>,
+    ) -> Result<(Version, StoreTime), Failure> {
         let mut create = self.guess_create.load(Ordering::Relaxed);
         for attempt in 0..MAX_ATTEMPTS {
             let node = self.expected_node(client, operation).await?;
@@ -671,18 +810,20 @@ impl ZooKeeperBackend {
                 EntryWrite::Create {
                     name: name.to_owned(),
                     value: value.clone(),
+                    ttl,
                 }
             } else {
                 EntryWrite::Set {
                     name: name.to_owned(),
                     value: value.clone(),
+                    ttl,
                     expected: None,
                 }
             };
             match self.commit(client, operation, node, &[write]).await? {
-                Ok(version) => {
+                Ok(written) => {
                     self.guess_create.store(create, Ordering::Relaxed);
-                    return Ok(version);
+                    return Ok(written);
                 }
                 Err(Conflict::EntryAbsent) => {
                     create = true;
@@ -712,7 +853,7 @@ impl ZooKeeperBackend {
                 expected: None,
             };
             match self.commit(client, operation, node, &[write]).await? {
-                Ok(version) => return Ok(Some(version)),
+                Ok((version, _)) => return Ok(Some(version)),
                 // The version check passed and the entry was absent: nothing to do, atomically.
                 Err(Conflict::EntryAbsent) => {
                     self.remember(Some(node));
@@ -738,7 +879,7 @@ impl ZooKeeperBackend {
             match decide(&current)? {
                 Decision::Done(value) => return Ok(value),
                 Decision::Write(writes, finish) => {
-                    if let Ok(version) = self.commit(client, operation, node, &writes).await? {
+                    if let Ok((version, _)) = self.commit(client, operation, node, &writes).await? {
                         return Ok(finish(version));
                     }
                     backoff(attempt).await;
@@ -766,17 +907,19 @@ enum Decision<T> {
     Write(Vec<EntryWrite>, Box<dyn FnOnce(Version) -> T + Send>),
 }
 
-/// The write that stores `value` given the entry's current state.
+/// The write that stores `value`, without expiry, given the entry's current state.
 fn put(name: &str, current: Option<&Current>, value: Bytes) -> EntryWrite {
     match current {
         Some(current) => EntryWrite::Set {
             name: name.to_owned(),
             value,
+            ttl: None,
             expected: Some(current.znode_version),
         },
         None => EntryWrite::Create {
             name: name.to_owned(),
             value,
+            ttl: None,
         },
     }
 }
@@ -792,14 +935,10 @@ impl Backend for ZooKeeperBackend {
     }
 
     async fn persist(&self, key: &str, value: Bytes) -> Result<Version> {
-        let name = self.check_key(key)?;
-        Self::check_value(key, &value)?;
-        let (name, value) = (&name, &value);
-        self.store
-            .run(Operation::Persist, false, |client| async move {
-                self.persist_once(&client, name, key, value).await
-            })
-            .await
+        let (version, _) = self
+            .store_value(Operation::Persist, key, value, None)
+            .await?;
+        Ok(version)
     }
 
     async fn depersist(&self, key: &str) -> Result<Option<Version>> {
@@ -1026,7 +1165,8 @@ impl Backend for ZooKeeperBackend {
                             expected: None,
                         })
                         .collect();
-                    if let Ok(version) = self.commit(&client, operation, node, &writes).await? {
+                    if let Ok((version, _)) = self.commit(&client, operation, node, &writes).await?
+                    {
                         return Ok(Some(version));
                     }
                     backoff(attempt).await;
@@ -1034,5 +1174,104 @@ impl Backend for ZooKeeperBackend {
                 Err(Self::contention(""))
             })
             .await
+    }
+
+    async fn now(&self) -> Result<StoreTime> {
+        // Writing the clock node again changes nothing else: retried on a new session like a read.
+        self.store
+            .run(Operation::Now, true, |client| async move {
+                self.now_once(&client).await
+            })
+            .await
+    }
+
+    async fn persist_expiring(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Duration,
+    ) -> Result<(Version, StoreTime)> {
+        let (version, written_at) = self
+            .store_value(Operation::PersistExpiring, key, value, Some(ttl))
+            .await?;
+        Ok((version, written_at.add(ttl)))
+    }
+
+    async fn sweep(&self) -> Result<Option<Swept>> {
+        let operation = Operation::Sweep;
+        self.store
+            .run(operation, false, |client| async move {
+                let now = self.now_once(&client).await?;
+                for attempt in 0..MAX_ATTEMPTS {
+                    // As in `clear`: the multi's version check proves that the entries read
+                    // after the version are still the dictionary's.
+                    let node = self.read_node(&client, operation).await?;
+                    let Some(entries) = self.read_all(&client, operation).await? else {
+                        continue;
+                    };
+                    let expired: Vec<(String, Current)> = entries
+                        .into_iter()
+                        .filter(|(_, c)| c.entry.expires_at.is_some_and(|at| at <= now))
+                        .collect();
+                    if expired.is_empty() {
+                        return Ok(None);
+                    }
+                    let writes: Vec<EntryWrite> = expired
+                        .iter()
+                        .map(|(name, current)| EntryWrite::Delete {
+                            name: name.clone(),
+                            expected: Some(current.znode_version),
+                        })
+                        .collect();
+                    if let Ok((version, _)) = self.commit(&client, operation, node, &writes).await?
+                    {
+                        let keys = expired.into_iter().map(|(_, c)| c.entry.key).collect();
+                        return Ok(Some(Swept { version, keys }));
+                    }
+                    backoff(attempt).await;
+                }
+                Err(Self::contention(""))
+            })
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stat(mtime: i64) -> zk::Stat {
+        zk::Stat {
+            czxid: 1,
+            mzxid: 2,
+            pzxid: 2,
+            ctime: mtime,
+            mtime,
+            version: 0,
+            cversion: 0,
+            aversion: 0,
+            ephemeral_owner: 0,
+            data_length: 0,
+            num_children: 0,
+        }
+    }
+
+    #[test]
+    fn entry_header_carries_revision_and_ttl() {
+        let op = Operation::Load;
+        let plain = parse_entry(op, "k".into(), entry_data(7, None, b"v"), &stat(1000)).unwrap();
+        assert_eq!(
+            (plain.revision, plain.expires_at, &plain.value[..]),
+            (Revision(7), None, &b"v"[..])
+        );
+        let ttl = Some(Duration::from_millis(1500));
+        let expiring = parse_entry(op, "k".into(), entry_data(7, ttl, b""), &stat(1000)).unwrap();
+        assert_eq!(
+            (expiring.revision, expiring.expires_at, &expiring.value[..]),
+            (Revision(7), Some(StoreTime(2500)), &b""[..])
+        );
+        for bad in [&b"1234567"[..], &(7 | HAS_TTL).to_be_bytes()[..]] {
+            assert!(parse_entry(op, "k".into(), bad.to_vec(), &stat(0)).is_err());
+        }
     }
 }

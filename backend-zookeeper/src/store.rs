@@ -244,7 +244,11 @@ pub(crate) fn map_error(operation: Operation, e: zk::Error) -> Error {
         | zk::Error::SessionMoved
         | zk::Error::ClientClosed
         | zk::Error::Throttled
-        | zk::Error::NotReadOnly => Error::unavailable(NAME, operation, e),
+        | zk::Error::NotReadOnly
+        // zookeeper-client 0.11 fails the requests in flight with the error that broke the
+        // connection: a socket error (reset by a restarting server, ...) or "no response from
+        // connection", both wrapped in `Custom`, which it uses for nothing else.
+        | zk::Error::Custom(_) => Error::unavailable(NAME, operation, e),
         e => Error::backend(NAME, operation, e),
     }
 }

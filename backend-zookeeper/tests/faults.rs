@@ -40,31 +40,12 @@ fn rand_u64() -> u64 {
 }
 
 async fn ctl(env: &Env, action: &'static str) {
-    // `start` is retried: the control script refuses a port the old process still holds for a
-    // moment after `stop`.
-    let attempts = if action == "start" { 10 } else { 1 };
-    let mut status = None;
-    for _ in 0..attempts {
-        let script = env.ctl.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            std::process::Command::new(script).arg(action).status()
-        })
-        .await
-        .expect("ctl task")
-        .expect("run the zookeeper control script");
-        if result.success() {
-            return;
-        }
-        status = Some(result);
-        sleep(Duration::from_millis(500)).await;
-    }
-    panic!("zookeeper control script {action}: {status:?}");
+    common::ctl(&env.ctl, action).await;
 }
 
 /// Stop and start again at once (well within the session timeout).
 async fn restart(env: &Env) {
-    ctl(env, "stop").await;
-    ctl(env, "start").await;
+    ctl(env, "restart").await;
 }
 
 fn background() -> Options {

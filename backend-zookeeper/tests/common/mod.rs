@@ -19,12 +19,25 @@ pub fn config(connect: &str) -> ZooKeeperConfig {
 pub struct ZkHarness {
     pub connect: String,
     admin: ZooKeeperStore,
+    /// The server's control script, for [`Harness::restart`]; `None`: restarts are not offered.
+    ctl: Option<String>,
 }
 
 impl ZkHarness {
     pub fn new(connect: String) -> Self {
         let admin = ZooKeeperStore::new(config(&connect)).expect("valid config");
-        ZkHarness { connect, admin }
+        ZkHarness {
+            connect,
+            admin,
+            ctl: None,
+        }
+    }
+
+    /// Offers [`Harness::restart`] through the control script `ctl`. Only for a test binary of
+    /// its own: a restart takes the server away from every test running meanwhile.
+    pub fn with_ctl(mut self, ctl: String) -> Self {
+        self.ctl = Some(ctl);
+        self
     }
 
     pub async fn delete_tree(&self, path: &str) -> Result<()> {
@@ -33,6 +46,33 @@ impl ZkHarness {
             .await
             .map_err(|e| Error::backend("zookeeper", Operation::Clear, e))
     }
+}
+
+/// Runs the ZooKeeper control script `script` with `action` (stop, start, restart, kill,
+/// status). A failed `start` or `restart` is followed by up to ten `start`s: the script refuses a
+/// port the old process still holds for a moment after `stop`.
+pub async fn ctl(script: &str, action: &'static str) {
+    let mut action = action;
+    let mut status = None;
+    for _ in 0..10 {
+        let script = script.to_owned();
+        let result = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(script).arg(action).status()
+        })
+        .await
+        .expect("ctl task")
+        .expect("run the zookeeper control script");
+        if result.success() {
+            return;
+        }
+        status = Some(result);
+        if !matches!(action, "start" | "restart") {
+            break;
+        }
+        action = "start";
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("zookeeper control script {action}: {status:?}");
 }
 
 /// Deletes `path` and everything below it, as `deleteall` in zkCli does, retrying when live
@@ -105,8 +145,23 @@ impl Harness for ZkHarness {
     async fn cleanup(&self, namespace: &Name) -> Result<()> {
         self.delete_tree(&format!("{ROOT}/{namespace}")).await
     }
+
+    async fn restart(&self) -> Result<bool> {
+        let Some(script) = &self.ctl else {
+            return Ok(false);
+        };
+        ctl(script, "restart").await;
+        Ok(true)
+    }
 }
 
 pub async fn harness() -> Option<ZkHarness> {
     server_from_env("DURABLE_TEST_ZOOKEEPER").map(ZkHarness::new)
+}
+
+/// [`harness`] with restarts through the script in `DURABLE_TEST_ZOOKEEPER_CTL`.
+pub async fn restartable_harness() -> Option<ZkHarness> {
+    let harness = harness().await?;
+    let script = server_from_env("DURABLE_TEST_ZOOKEEPER_CTL")?;
+    Some(harness.with_ctl(script))
 }
