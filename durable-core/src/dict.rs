@@ -243,11 +243,6 @@ where
                     Err(error) => warn!(%error, "push hints unavailable, polling only"),
                 }
             }
-            if inner.caps.expiry
-                && let Err(error) = inner.measure_clock().await
-            {
-                warn!(%error, "could not read the store's clock");
-            }
             let loaded = tokio::time::timeout(options.open_timeout, inner.initial_load())
                 .await
                 .unwrap_or_else(|_| {
@@ -753,6 +748,17 @@ where
         Snapshot::new(self.state.load())
     }
 
+    /// Reads the store's clock if the snapshot holds expiring entries and the last reading is
+    /// missing or older than a minute (a handle that never sees a TTL never reads it).
+    async fn measure_clock_if_needed(&self) {
+        if self.state.load().map.expiring() > 0
+            && self.clock.is_older_than(CLOCK_READING_LIFETIME)
+            && let Err(error) = self.measure_clock().await
+        {
+            warn!(%error, "could not read the store's clock; judging expiry by the local clock");
+        }
+    }
+
     /// Reads the store's clock to correct the estimate of it.
     async fn measure_clock(&self) -> Result<()> {
         let sent = self.clock.local_millis();
@@ -1051,12 +1057,7 @@ where
         };
         self.hints.checked.store(hints_seen, Ordering::SeqCst);
         self.counters.check_succeeded(changed);
-        if self.state.load().map.expiring() > 0
-            && self.clock.is_older_than(CLOCK_READING_LIFETIME)
-            && let Err(error) = self.measure_clock().await
-        {
-            debug!(%error, "could not read the store's clock");
-        }
+        self.measure_clock_if_needed().await;
         for error in &skipped {
             warn!(%error, "skipped an undecodable value");
             self.counters.skipped(error);
@@ -1074,6 +1075,7 @@ where
             version: load.version,
             entries,
         });
+        self.measure_clock_if_needed().await;
         self.counters.check_succeeded(true);
         for error in &skipped {
             warn!(%error, "skipped an undecodable value");
