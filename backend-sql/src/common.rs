@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use durable_core::{Error, Operation};
+use durable_core::{Error, Operation, StoreTime};
 
 /// Options shared by every SQL store.
 ///
@@ -199,12 +199,23 @@ pub(crate) fn redact_url(url: &str) -> String {
     out
 }
 
-/// Milliseconds since the Unix epoch, for tombstone ages.
+/// Milliseconds since the Unix epoch on this process's clock, for tombstone ages (expiry times
+/// come from the database's clock instead).
 pub(crate) fn now_millis() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .map(millis)
         .unwrap_or(0)
+}
+
+/// `duration` in whole milliseconds, as stored (saturating).
+pub(crate) fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A stored time (milliseconds since the Unix epoch on the database's clock) as a [`StoreTime`].
+pub(crate) fn store_time(millis: i64) -> StoreTime {
+    StoreTime(u64::try_from(millis).unwrap_or(0))
 }
 
 /// A fresh random epoch, never 0, as stored (a BIGINT holding the u64's bits).
@@ -311,6 +322,9 @@ pub(crate) fn map_err(backend: &str, operation: Operation, err: sqlx::Error) -> 
     }
 }
 
+/// How many parameters one row of a multi-row upsert binds.
+pub(crate) const UPSERT_PARAMS: usize = 7;
+
 /// The SQL dialects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Dialect {
@@ -339,20 +353,30 @@ pub(crate) struct Sql {
     pub(crate) insert_version: String,
     /// (counter, ns, dict)
     pub(crate) update_counter: String,
-    /// (ns, dict, key) -> value, revision of a live entry; locks it in a write transaction.
+    /// () -> the database's clock: milliseconds since the Unix epoch, a BIGINT.
+    pub(crate) now: String,
+    /// (ns, dict, key) -> key, value, revision, expires_at of a live entry; locks it in a write
+    /// transaction.
     pub(crate) select_entry: String,
-    /// (ns, dict, key, value, revision, written_at)
+    /// (ns, dict, key, value, revision, written_at, expires_at): one row of `upsert_head`.
     pub(crate) upsert_entry: String,
-    /// The start of a multi-row upsert: append rows of 6 placeholders then `upsert_tail`.
+    /// The start of a multi-row upsert: append [`upsert_row`](Sql::upsert_row)s, then
+    /// `upsert_tail`.
     pub(crate) upsert_head: String,
     pub(crate) upsert_tail: String,
-    /// (revision, written_at, ns, dict, key): turns a live entry into a tombstone.
+    /// (value, revision, written_at, ns, dict, key): turns a live entry into a tombstone.
     pub(crate) tombstone_entry: String,
-    /// (revision, written_at, ns, dict): tombstones every live entry.
+    /// (value, revision, written_at, ns, dict): tombstones every live entry.
     pub(crate) clear: String,
-    /// (ns, dict) -> key, value, revision of live entries.
+    /// (ns, dict, at) -> key of every live entry expiring at or before `at`; locks them in a
+    /// write transaction.
+    pub(crate) select_expired: String,
+    /// (value, revision, written_at, ns, dict, at): tombstones every live entry expiring at or
+    /// before `at`.
+    pub(crate) sweep: String,
+    /// (ns, dict) -> key, value, revision, expires_at of live entries.
     pub(crate) load_entries: String,
-    /// (ns, dict, after) -> key, value, revision, tombstone.
+    /// (ns, dict, after) -> key, value, revision, expires_at, tombstone.
     pub(crate) changes: String,
     /// (ns, dict, cutoff) -> highest revision of tombstones older than the cutoff.
     pub(crate) trim_max: String,
@@ -371,12 +395,15 @@ impl Sql {
     pub(crate) fn new(dialect: Dialect, prefix: &str) -> Sql {
         let e = format!("{prefix}_entries");
         let v = format!("{prefix}_versions");
+        // Each dialect: the row lock suffix, the DDL, the version row creation, the end of an
+        // upsert, and the database's clock in milliseconds since the Unix epoch.
         #[allow(unreachable_patterns)]
-        let (lock, schema, insert_version, upsert_tail): (
+        let (lock, schema, insert_version, upsert_tail, clock): (
             &str,
             Vec<String>,
             String,
             String,
+            &str,
         ) = match dialect {
             #[cfg(feature = "postgres")]
             Dialect::Postgres => (
@@ -391,11 +418,16 @@ impl Sql {
                         "CREATE TABLE IF NOT EXISTS {e} (namespace TEXT NOT NULL, dictionary TEXT \
                          NOT NULL, entry_key TEXT NOT NULL, value BYTEA NOT NULL, revision BIGINT \
                          NOT NULL, tombstone BOOLEAN NOT NULL DEFAULT FALSE, written_at BIGINT \
-                         NOT NULL DEFAULT 0, PRIMARY KEY (namespace, dictionary, entry_key))"
+                         NOT NULL DEFAULT 0, expires_at BIGINT, PRIMARY KEY (namespace, \
+                         dictionary, entry_key))"
                     ),
                     format!(
                         "CREATE INDEX IF NOT EXISTS {e}_revision ON {e} (namespace, dictionary, \
                          revision)"
+                    ),
+                    format!(
+                        "CREATE INDEX IF NOT EXISTS {e}_expiry ON {e} (namespace, dictionary, \
+                         expires_at) WHERE expires_at IS NOT NULL"
                     ),
                 ],
                 format!(
@@ -405,8 +437,10 @@ impl Sql {
                 ),
                 " ON CONFLICT (namespace, dictionary, entry_key) DO UPDATE SET value = \
                  EXCLUDED.value, revision = EXCLUDED.revision, tombstone = FALSE, written_at = \
-                 EXCLUDED.written_at"
+                 EXCLUDED.written_at, expires_at = EXCLUDED.expires_at"
                     .to_owned(),
+                // The time of the statement, not of the transaction's start (`now()`).
+                "(extract(epoch FROM clock_timestamp()) * 1000)::bigint",
             ),
             #[cfg(feature = "mysql")]
             Dialect::MySql => (
@@ -423,8 +457,9 @@ impl Sql {
                          dictionary VARBINARY(128) NOT NULL, entry_key VARBINARY({MAX_KEY_LEN}) \
                          NOT NULL, value LONGBLOB NOT NULL, revision BIGINT NOT NULL, tombstone \
                          BOOLEAN NOT NULL DEFAULT FALSE, written_at BIGINT NOT NULL DEFAULT 0, \
-                         PRIMARY KEY (namespace, dictionary, entry_key), INDEX {e}_revision \
-                         (namespace, dictionary, revision)) ENGINE=InnoDB"
+                         expires_at BIGINT NULL, PRIMARY KEY (namespace, dictionary, \
+                         entry_key), INDEX {e}_revision (namespace, dictionary, revision), \
+                         INDEX {e}_expiry (namespace, dictionary, expires_at)) ENGINE=InnoDB"
                     ),
                 ],
                 format!(
@@ -434,8 +469,12 @@ impl Sql {
                      namespace = namespace"
                 ),
                 " ON DUPLICATE KEY UPDATE value = VALUES(value), revision = VALUES(revision), \
-                 tombstone = FALSE, written_at = VALUES(written_at)"
+                 tombstone = FALSE, written_at = VALUES(written_at), expires_at = \
+                 VALUES(expires_at)"
                     .to_owned(),
+                // UTC arithmetic: `UNIX_TIMESTAMP(NOW(3))` goes through the session's time zone
+                // and is an hour off in the repeated hour of a daylight saving change.
+                "TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6)) DIV 1000",
             ),
             #[cfg(feature = "sqlite")]
             Dialect::Sqlite => (
@@ -451,11 +490,16 @@ impl Sql {
                         "CREATE TABLE IF NOT EXISTS {e} (namespace TEXT NOT NULL, dictionary TEXT \
                          NOT NULL, entry_key TEXT NOT NULL, value BLOB NOT NULL, revision INTEGER \
                          NOT NULL, tombstone BOOLEAN NOT NULL DEFAULT FALSE, written_at INTEGER \
-                         NOT NULL DEFAULT 0, PRIMARY KEY (namespace, dictionary, entry_key))"
+                         NOT NULL DEFAULT 0, expires_at INTEGER, PRIMARY KEY (namespace, \
+                         dictionary, entry_key))"
                     ),
                     format!(
                         "CREATE INDEX IF NOT EXISTS {e}_revision ON {e} (namespace, dictionary, \
                          revision)"
+                    ),
+                    format!(
+                        "CREATE INDEX IF NOT EXISTS {e}_expiry ON {e} (namespace, dictionary, \
+                         expires_at) WHERE expires_at IS NOT NULL"
                     ),
                 ],
                 format!(
@@ -465,15 +509,23 @@ impl Sql {
                 ),
                 " ON CONFLICT (namespace, dictionary, entry_key) DO UPDATE SET value = \
                  excluded.value, revision = excluded.revision, tombstone = FALSE, written_at = \
-                 excluded.written_at"
+                 excluded.written_at, expires_at = excluded.expires_at"
                     .to_owned(),
+                // 'now' has millisecond precision; 2440587.5 is the Julian day of the Unix epoch.
+                "CAST(ROUND((julianday('now') - 2440587.5) * 86400000) AS INTEGER)",
             ),
         };
         let upsert_head = format!(
             "INSERT INTO {e} (namespace, dictionary, entry_key, value, revision, tombstone, \
-             written_at) VALUES "
+             written_at, expires_at) VALUES "
         );
-        let sql = Sql {
+        // What `StoredEntry`s are read from, in this order.
+        let columns = "entry_key, value, revision, expires_at";
+        let tombstoning = format!(
+            "UPDATE {e} SET tombstone = TRUE, value = ?, revision = ?, written_at = ?, expires_at \
+             = NULL WHERE namespace = ? AND dictionary = ? AND tombstone = FALSE"
+        );
+        let mut sql = Sql {
             schema,
             select_version: format!(
                 "SELECT epoch, counter, oldest_served FROM {v} WHERE namespace = ? AND dictionary = ?"
@@ -485,28 +537,29 @@ impl Sql {
             update_counter: format!(
                 "UPDATE {v} SET counter = ? WHERE namespace = ? AND dictionary = ?"
             ),
+            now: format!("SELECT {clock}"),
             select_entry: format!(
-                "SELECT value, revision FROM {e} WHERE namespace = ? AND dictionary = ? AND \
-                 entry_key = ? AND tombstone = FALSE{lock}"
+                "SELECT {columns} FROM {e} WHERE namespace = ? AND dictionary = ? AND entry_key = \
+                 ? AND tombstone = FALSE{lock}"
             ),
-            upsert_entry: format!("{upsert_head}(?, ?, ?, ?, ?, FALSE, ?){upsert_tail}"),
+            // Filled in below, from `upsert_row`.
+            upsert_entry: String::new(),
             upsert_head,
             upsert_tail,
-            tombstone_entry: format!(
-                "UPDATE {e} SET tombstone = TRUE, value = ?, revision = ?, written_at = ? WHERE \
-                 namespace = ? AND dictionary = ? AND entry_key = ? AND tombstone = FALSE"
+            tombstone_entry: format!("{tombstoning} AND entry_key = ?"),
+            select_expired: format!(
+                "SELECT entry_key FROM {e} WHERE namespace = ? AND dictionary = ? AND tombstone = \
+                 FALSE AND expires_at <= ?{lock}"
             ),
-            clear: format!(
-                "UPDATE {e} SET tombstone = TRUE, value = ?, revision = ?, written_at = ? WHERE \
-                 namespace = ? AND dictionary = ? AND tombstone = FALSE"
-            ),
+            sweep: format!("{tombstoning} AND expires_at <= ?"),
+            clear: tombstoning,
             load_entries: format!(
-                "SELECT entry_key, value, revision FROM {e} WHERE namespace = ? AND dictionary = \
-                 ? AND tombstone = FALSE"
+                "SELECT {columns} FROM {e} WHERE namespace = ? AND dictionary = ? AND tombstone = \
+                 FALSE"
             ),
             changes: format!(
-                "SELECT entry_key, value, revision, tombstone FROM {e} WHERE namespace = ? AND \
-                 dictionary = ? AND revision > ?"
+                "SELECT {columns}, tombstone FROM {e} WHERE namespace = ? AND dictionary = ? AND \
+                 revision > ?"
             ),
             trim_max: format!(
                 "SELECT MAX(revision) FROM {e} WHERE namespace = ? AND dictionary = ? AND \
@@ -526,23 +579,21 @@ impl Sql {
             versions: v,
             dialect,
         };
+        sql.upsert_entry = format!(
+            "{}{}{}",
+            sql.upsert_head,
+            sql.upsert_row(0),
+            sql.upsert_tail
+        );
         sql.numbered()
     }
 
-    /// The placeholders of one row of a multi-row upsert, starting after `bound` parameters.
+    /// The placeholders of one row of a multi-row upsert ([`UPSERT_PARAMS`] parameters: ns,
+    /// dict, key, value, revision, written_at, expires_at), starting after `bound` parameters.
     pub(crate) fn upsert_row(&self, bound: usize) -> String {
-        let mut row = String::from("(");
-        for i in 0..6 {
-            if i == 5 {
-                row.push_str("FALSE, ");
-            }
-            row.push_str(&self.placeholder(bound + i + 1));
-            if i < 5 {
-                row.push_str(", ");
-            }
-        }
-        row.push(')');
-        row
+        let [ns, dict, key, value, revision, written_at, expires_at]: [String; UPSERT_PARAMS] =
+            std::array::from_fn(|i| self.placeholder(bound + i + 1));
+        format!("({ns}, {dict}, {key}, {value}, {revision}, FALSE, {written_at}, {expires_at})")
     }
 
     /// The `n`th placeholder (1-based).
@@ -582,9 +633,10 @@ impl Sql {
                 &mut self.insert_version,
                 &mut self.update_counter,
                 &mut self.select_entry,
-                &mut self.upsert_entry,
                 &mut self.tombstone_entry,
                 &mut self.clear,
+                &mut self.select_expired,
+                &mut self.sweep,
                 &mut self.load_entries,
                 &mut self.changes,
                 &mut self.trim_max,

@@ -10,18 +10,35 @@
 
 macro_rules! backend_impl {
     ($Backend:ident) => {
-        use $crate::common::{check_key, fresh_epoch, map_err, now_millis, version_of};
+        use $crate::common::{
+            UPSERT_PARAMS, check_key, fresh_epoch, map_err, millis, now_millis, store_time,
+            version_of,
+        };
         use durable_core::{
             BatchOp, Capabilities, Changes, Delta, Error, Hints, IfAbsent, Load, Operation,
-            Result, Revision, StoredEntry, Swap, Version, parse_counter,
+            Result, Revision, StoreTime, StoredEntry, Swap, Swept, Version, parse_counter,
         };
         use durable_core::bytes::Bytes;
         use sqlx::{AssertSqlSafe, Row};
 
         type Tx = sqlx::Transaction<'static, Db>;
+        type Query<'q> = sqlx::query::Query<'q, Db, <Db as sqlx::Database>::Arguments>;
 
-        fn q(sql: &str) -> sqlx::query::Query<'_, Db, <Db as sqlx::Database>::Arguments> {
+        fn q(sql: &str) -> Query<'_> {
             sqlx::query(AssertSqlSafe(sql))
+        }
+
+        /// An entry from a row whose first columns are `entry_key, value, revision, expires_at`.
+        fn stored_entry(row: &<Db as sqlx::Database>::Row) -> Result<StoredEntry, sqlx::Error> {
+            let value: Vec<u8> = row.try_get(1)?;
+            let revision: i64 = row.try_get(2)?;
+            let expires_at: Option<i64> = row.try_get(3)?;
+            Ok(StoredEntry {
+                key: key_from(row, 0)?,
+                value: Bytes::from(value),
+                revision: Revision(revision as u64),
+                expires_at: expires_at.map(store_time),
+            })
         }
 
         impl $Backend {
@@ -114,25 +131,63 @@ macro_rules! backend_impl {
                 let _ = tx.rollback().await;
             }
 
-            async fn upsert(
-                &self,
-                tx: &mut Tx,
-                key: &str,
-                value: &[u8],
+            /// The database's clock, in milliseconds since the Unix epoch.
+            async fn clock<'e, E>(&self, executor: E, op: Operation) -> Result<i64>
+            where
+                E: sqlx::Executor<'e, Database = Db>,
+            {
+                sqlx::query_scalar(AssertSqlSafe(self.shared.sql.now.as_str()))
+                    .fetch_one(executor)
+                    .await
+                    .map_err(Self::err(op))
+            }
+
+            /// Binds one row of an upsert (see [`Sql::upsert_row`]($crate::common::Sql::upsert_row)).
+            fn bind_upsert<'q>(
+                &'q self,
+                query: Query<'q>,
+                key: &'q str,
+                value: &'q [u8],
                 revision: u64,
-                op: Operation,
-            ) -> Result<()> {
-                q(&self.shared.sql.upsert_entry)
+                expires_at: Option<i64>,
+            ) -> Query<'q> {
+                query
                     .bind(self.ns())
                     .bind(self.dict())
                     .bind(key_arg(key))
                     .bind(value)
                     .bind(revision as i64)
                     .bind(now_millis())
+                    .bind(expires_at)
+            }
+
+            /// Stores `value` under `key`, expiring at `expires_at` (store time) or never.
+            async fn upsert(
+                &self,
+                tx: &mut Tx,
+                key: &str,
+                value: &[u8],
+                revision: u64,
+                expires_at: Option<i64>,
+                op: Operation,
+            ) -> Result<()> {
+                let query = q(&self.shared.sql.upsert_entry);
+                self.bind_upsert(query, key, value, revision, expires_at)
                     .execute(&mut **tx)
                     .await
                     .map_err(Self::err(op))?;
                 Ok(())
+            }
+
+            /// `sql`, one of the statements that turn live entries into tombstones, with its
+            /// first five parameters bound (see [`Sql::clear`]($crate::common::Sql::clear)).
+            fn tombstoning<'q>(&'q self, sql: &'q str, revision: u64) -> Query<'q> {
+                q(sql)
+                    .bind(&[][..] as &[u8])
+                    .bind(revision as i64)
+                    .bind(now_millis())
+                    .bind(self.ns())
+                    .bind(self.dict())
             }
 
             /// Turns a live entry into a tombstone; false if there was none.
@@ -143,12 +198,8 @@ macro_rules! backend_impl {
                 revision: u64,
                 op: Operation,
             ) -> Result<bool> {
-                let done = q(&self.shared.sql.tombstone_entry)
-                    .bind(&[][..] as &[u8])
-                    .bind(revision as i64)
-                    .bind(now_millis())
-                    .bind(self.ns())
-                    .bind(self.dict())
+                let done = self
+                    .tombstoning(&self.shared.sql.tombstone_entry, revision)
                     .bind(key_arg(key))
                     .execute(&mut **tx)
                     .await
@@ -165,15 +216,7 @@ macro_rules! backend_impl {
                     .fetch_optional(&mut **tx)
                     .await
                     .map_err(Self::err(op))?;
-                let Some(row) = row else { return Ok(None) };
-                let value: Vec<u8> = row.try_get(0).map_err(Self::err(op))?;
-                let revision: i64 = row.try_get(1).map_err(Self::err(op))?;
-                Ok(Some(StoredEntry {
-                    key: key.to_owned(),
-                    value: Bytes::from(value),
-                    revision: Revision(revision as u64),
-                    expires_at: None,
-                }))
+                row.as_ref().map(stored_entry).transpose().map_err(Self::err(op))
             }
 
             /// One attempt of [`persist_batch`](durable_core::Backend::persist_batch).
@@ -211,25 +254,18 @@ macro_rules! backend_impl {
                     return Ok(None);
                 }
                 let sql = &self.shared.sql;
-                let now = now_millis();
                 for chunk in puts.chunks(200) {
                     let mut text = sql.upsert_head.clone();
                     for i in 0..chunk.len() {
                         if i > 0 {
                             text.push_str(", ");
                         }
-                        text.push_str(&sql.upsert_row(i * 6));
+                        text.push_str(&sql.upsert_row(i * UPSERT_PARAMS));
                     }
                     text.push_str(&sql.upsert_tail);
-                    let mut query = sqlx::query(AssertSqlSafe(text));
+                    let mut query = q(&text);
                     for (key, value) in chunk {
-                        query = query
-                            .bind(self.ns())
-                            .bind(self.dict())
-                            .bind(key_arg(key))
-                            .bind(*value)
-                            .bind(revision as i64)
-                            .bind(now);
+                        query = self.bind_upsert(query, key, value, revision, None);
                     }
                     query.execute(&mut *tx).await.map_err(Self::err(op))?;
                 }
@@ -244,8 +280,7 @@ macro_rules! backend_impl {
             pub async fn trim_tombstones(&self, older_than: std::time::Duration) -> Result<u64> {
                 $crate::common::retry_rolled_back(|| async {
                     let op = Operation::Trim;
-                    let older = i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX);
-                    let cutoff = now_millis().saturating_sub(older);
+                    let cutoff = now_millis().saturating_sub(millis(older_than));
                     let (mut tx, _) = self.begin(op).await?;
                     let max: Option<i64> =
                         sqlx::query_scalar(AssertSqlSafe(self.shared.sql.trim_max.as_str()))
@@ -336,7 +371,7 @@ macro_rules! backend_impl {
                 let value = &value;
                 $crate::common::retry_rolled_back(|| async move {
                     let (mut tx, current) = self.begin(op).await?;
-                    self.upsert(&mut tx, key, value, current.counter() + 1, op).await?;
+                    self.upsert(&mut tx, key, value, current.counter() + 1, None, op).await?;
                     self.commit(tx, current, op).await
                 })
                 .await
@@ -391,18 +426,11 @@ macro_rules! backend_impl {
                             }
                             Err(e) => return Err(map_err(NAME, op, e)),
                         };
-                        let mut entries = Vec::with_capacity(rows.len());
-                        for row in rows {
-                            let key = key_from(&row, 0).map_err(Self::err(op))?;
-                            let value: Vec<u8> = row.try_get(1).map_err(Self::err(op))?;
-                            let revision: i64 = row.try_get(2).map_err(Self::err(op))?;
-                            entries.push(StoredEntry {
-                                key,
-                                value: Bytes::from(value),
-                                revision: Revision(revision as u64),
-                                expires_at: None,
-                            });
-                        }
+                        let entries = rows
+                            .iter()
+                            .map(stored_entry)
+                            .collect::<Result<_, _>>()
+                            .map_err(Self::err(op))?;
                         return Ok(Load {
                             version: version_of(epoch, counter),
                             entries,
@@ -465,19 +493,12 @@ macro_rules! backend_impl {
                 let mut upserts = Vec::new();
                 let mut removals = Vec::new();
                 for row in rows {
-                    let key = key_from(&row, 0).map_err(Self::err(op))?;
-                    let revision: i64 = row.try_get(2).map_err(Self::err(op))?;
-                    let tombstone: bool = row.try_get(3).map_err(Self::err(op))?;
+                    let entry = stored_entry(&row).map_err(Self::err(op))?;
+                    let tombstone: bool = row.try_get(4).map_err(Self::err(op))?;
                     if tombstone {
-                        removals.push((key, Revision(revision as u64)));
+                        removals.push((entry.key, entry.revision));
                     } else {
-                        let value: Vec<u8> = row.try_get(1).map_err(Self::err(op))?;
-                        upserts.push(StoredEntry {
-                            key,
-                            value: Bytes::from(value),
-                            revision: Revision(revision as u64),
-                            expires_at: None,
-                        });
+                        upserts.push(entry);
                     }
                 }
                 Ok(Changes::Delta(Delta {
@@ -500,7 +521,7 @@ macro_rules! backend_impl {
                         Self::rollback(tx).await;
                         return Ok(IfAbsent::Present(entry));
                     }
-                    self.upsert(&mut tx, key, &value, current.counter() + 1, op).await?;
+                    self.upsert(&mut tx, key, &value, current.counter() + 1, None, op).await?;
                     self.commit(tx, current, op).await.map(IfAbsent::Inserted)
                 })
                 .await
@@ -525,7 +546,7 @@ macro_rules! backend_impl {
                     }
                     let revision = current.counter() + 1;
                     match &new {
-                        Some(value) => self.upsert(&mut tx, key, value, revision, op).await?,
+                        Some(value) => self.upsert(&mut tx, key, value, revision, None, op).await?,
                         None => {
                             self.tombstone(&mut tx, key, revision, op).await?;
                         }
@@ -568,7 +589,7 @@ macro_rules! backend_impl {
                         });
                     };
                     let text = new.to_string();
-                    self.upsert(&mut tx, key, text.as_bytes(), current.counter() + 1, op)
+                    self.upsert(&mut tx, key, text.as_bytes(), current.counter() + 1, None, op)
                         .await?;
                     let version = self.commit(tx, current, op).await?;
                     Ok((new, version))
@@ -585,12 +606,8 @@ macro_rules! backend_impl {
                 $crate::common::retry_rolled_back(|| async {
                     let op = Operation::Clear;
                     let (mut tx, current) = self.begin(op).await?;
-                    let done = q(&self.shared.sql.clear)
-                        .bind(&[][..] as &[u8])
-                        .bind((current.counter() + 1) as i64)
-                        .bind(now_millis())
-                        .bind(self.ns())
-                        .bind(self.dict())
+                    let done = self
+                        .tombstoning(&self.shared.sql.clear, current.counter() + 1)
                         .execute(&mut *tx)
                         .await
                         .map_err(Self::err(op))?;
@@ -599,6 +616,65 @@ macro_rules! backend_impl {
                         return Ok(None);
                     }
                     self.commit(tx, current, op).await.map(Some)
+                })
+                .await
+            }
+
+            async fn now(&self) -> Result<StoreTime> {
+                self.clock(&self.shared.pool, Operation::Now).await.map(store_time)
+            }
+
+            async fn persist_expiring(
+                &self,
+                key: &str,
+                value: Bytes,
+                ttl: std::time::Duration,
+            ) -> Result<(Version, StoreTime)> {
+                let op = Operation::PersistExpiring;
+                check_key(NAME, key)?;
+                let value = &value;
+                $crate::common::retry_rolled_back(|| async move {
+                    let (mut tx, current) = self.begin(op).await?;
+                    // The database's time of the write, read under the version row lock.
+                    let expires_at = self.clock(&mut *tx, op).await?.saturating_add(millis(ttl));
+                    self.upsert(&mut tx, key, value, current.counter() + 1, Some(expires_at), op)
+                        .await?;
+                    let version = self.commit(tx, current, op).await?;
+                    Ok((version, store_time(expires_at)))
+                })
+                .await
+            }
+
+            async fn sweep(&self) -> Result<Option<Swept>> {
+                $crate::common::retry_rolled_back(|| async {
+                    let op = Operation::Sweep;
+                    let (mut tx, current) = self.begin(op).await?;
+                    // One reading of the clock for both statements, so that they agree on what
+                    // has expired (writers of the dictionary wait for the version row lock).
+                    let now = self.clock(&mut *tx, op).await?;
+                    let rows = q(&self.shared.sql.select_expired)
+                        .bind(self.ns())
+                        .bind(self.dict())
+                        .bind(now)
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(Self::err(op))?;
+                    if rows.is_empty() {
+                        Self::rollback(tx).await;
+                        return Ok(None);
+                    }
+                    let keys = rows
+                        .iter()
+                        .map(|row| key_from(row, 0))
+                        .collect::<Result<_, _>>()
+                        .map_err(Self::err(op))?;
+                    self.tombstoning(&self.shared.sql.sweep, current.counter() + 1)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(Self::err(op))?;
+                    let version = self.commit(tx, current, op).await?;
+                    Ok(Some(Swept { version, keys }))
                 })
                 .await
             }

@@ -13,7 +13,9 @@ use support::{Store, random_name};
 /// Each test gets private tables, so that truncating them disturbs nobody.
 async fn private_store(kind: &str, url: &str) -> Store {
     let options = SqlOptions::new().with_table_prefix(random_name("fault_"));
-    Store::open(kind, url, options).await
+    Store::open(kind, url, options)
+        .await
+        .expect("open the store")
 }
 
 async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
@@ -155,7 +157,9 @@ async fn sqlite_child_writer() {
         return;
     };
     let id = std::env::var("DURABLE_SQL_CHILD_ID").unwrap();
-    let store = Store::open("sqlite", &url, SqlOptions::new()).await;
+    let store = Store::open("sqlite", &url, SqlOptions::new())
+        .await
+        .expect("open the store");
     let counters = store
         .dict::<i64, _>("procs", "shared", Json, Mode::Manual)
         .await;
@@ -173,7 +177,9 @@ async fn two_processes_share_one_sqlite_file_without_lost_writes() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("shared.db").display());
     // Create the file and schema first, as the first process of a deployment would.
-    let store = Store::open("sqlite", &url, SqlOptions::new()).await;
+    let store = Store::open("sqlite", &url, SqlOptions::new())
+        .await
+        .expect("open the store");
     let exe = std::env::current_exe().unwrap();
     let children: Vec<_> = ["a", "b"]
         .iter()

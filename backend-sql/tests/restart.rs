@@ -1,26 +1,30 @@
 //! The database restarted while handles run (needs `DURABLE_TEST_POSTGRES_CTL` /
 //! `DURABLE_TEST_MYSQL_CTL`, set by scripts/test.sh). A separate test binary, so that no other
-//! test runs against the server while it is down.
+//! test runs against the server while it is down; within it, the tests of one server take turns
+//! ([`server_lock`]).
 
 mod support;
 
 use std::time::Duration;
 
-use durable_core::conformance::server_from_env;
+use durable_core::conformance::{self, server_from_env};
 use durable_core::{Mode, Raw};
 use durable_sql::SqlOptions;
-use support::{Store, random_name};
+use support::{SqlHarness, Store, ctl, random_name};
+use tokio::sync::{Mutex, MutexGuard};
 
-async fn ctl(command: &str, action: &str) {
-    let status = tokio::process::Command::new(command)
-        .arg(action)
-        .status()
-        .await
-        .expect("run the control script");
-    assert!(status.success(), "{command} {action} failed");
+/// Held by each test for its whole run: one server is stopped and started by one test at a time.
+async fn server_lock(kind: &str) -> MutexGuard<'static, ()> {
+    static POSTGRES: Mutex<()> = Mutex::const_new(());
+    static MYSQL: Mutex<()> = Mutex::const_new(());
+    match kind {
+        "postgres" => POSTGRES.lock().await,
+        _ => MYSQL.lock().await,
+    }
 }
 
 async fn restart_while_handles_run(kind: &str, url_var: &str, ctl_var: &str) {
+    let _turn = server_lock(kind).await;
     let Some(url) = server_from_env(url_var) else {
         return;
     };
@@ -28,7 +32,9 @@ async fn restart_while_handles_run(kind: &str, url_var: &str, ctl_var: &str) {
         return;
     };
     let options = SqlOptions::new().with_acquire_timeout(Duration::from_secs(2));
-    let store = Store::open(kind, &url, options).await;
+    let store = Store::open(kind, &url, options)
+        .await
+        .expect("open the store");
     let ns = random_name("ns");
     let a = store.dict::<Vec<u8>, _>(&ns, "d", Raw, Mode::Manual).await;
     let b = store
@@ -89,4 +95,23 @@ async fn postgres_restart_while_handles_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mysql_restart_while_handles_run() {
     restart_while_handles_run("mysql", "DURABLE_TEST_MYSQL_URL", "DURABLE_TEST_MYSQL_CTL").await;
+}
+
+/// The conformance property of sharded counters, with the server restarted in the middle.
+async fn sharded_counter_survives_a_restart(kind: &'static str) {
+    let _turn = server_lock(kind).await;
+    conformance::run(SqlHarness::restartable(kind).await, |ctx| async move {
+        conformance::sharded_counter_total_matches_acknowledged_increments(&ctx).await
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_sharded_counter_survives_a_restart() {
+    sharded_counter_survives_a_restart("postgres").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_sharded_counter_survives_a_restart() {
+    sharded_counter_survives_a_restart("mysql").await;
 }
