@@ -1299,6 +1299,18 @@ pub async fn unavailable_store_gives_typed_errors(ctx: &Ctx) {
         .await
         .expect("bounded");
     check("depersist", d.map(drop));
+    if b.capabilities().expiry {
+        let n = tokio::time::timeout(limit, b.now()).await.expect("bounded");
+        check("now", n.map(drop));
+        let e = tokio::time::timeout(limit, b.persist_expiring("k", bytes("v"), MINUTE))
+            .await
+            .expect("bounded");
+        check("persist_expiring", e.map(drop));
+        let s = tokio::time::timeout(limit, b.sweep())
+            .await
+            .expect("bounded");
+        check("sweep", s.map(drop));
+    }
     let options = Options::new().with_open_timeout(limit).with_timeout(limit);
     let opened = Dict::<Vec<u8>, Raw>::open(b, Raw, options).await;
     match opened {
