@@ -41,13 +41,16 @@
 //!     async fn last_updated(&self) -> Result<Version> { .. }
 //!
 //!     // optional, declared in capabilities(): changes_since (delta), persist_if_absent,
-//!     // compare_and_swap, pop, increment, persist_batch, clear, subscribe (push)
+//!     // compare_and_swap, pop, increment, persist_batch, clear, subscribe (push),
+//!     // now + persist_expiring + sweep (expiry)
 //! }
 //! ```
 //!
-//! This backend offers every optional capability except push hints (`delta`,
-//! `insert_if_absent`, `compare_and_swap`, `pop`, `increment`, `batch`, `clear`): under an
-//! exclusive lock they are all easy to make atomic.
+//! This backend offers every optional capability except push hints and expiring entries
+//! (`delta`, `insert_if_absent`, `compare_and_swap`, `pop`, `increment`, `batch`, `clear`): under
+//! an exclusive lock they are all easy to make atomic. Expiry is left out because a directory has
+//! no clock of its own that every process reads alike; sets and sharded counters, which are layers
+//! over the dictionary, work on it unchanged.
 //!
 //! # Layout
 //!
@@ -245,7 +248,7 @@ impl Backend for FileBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::all().with_push(false)
+        Capabilities::all().with_push(false).with_expiry(false)
     }
 
     async fn persist(&self, key: &str, value: Bytes) -> Result<Version> {
