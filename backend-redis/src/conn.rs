@@ -35,10 +35,25 @@ impl Conn {
     }
 }
 
+/// Whether a request the [`ConnectionManager`] answered with `result` reached no server (the
+/// connection was refused), so that sending it again is safe. The manager answers the first request after
+/// an outage with the error of its last reconnect attempt (made while the server was down) and
+/// only then reconnects, so without this retry the first request after every outage would fail.
+/// Nothing else is retried: a request whose connection dropped may have been applied.
+fn never_sent<T>(result: &redis::RedisResult<T>) -> bool {
+    matches!(result, Err(err) if err.is_connection_refusal())
+}
+
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
-            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Single(c) => Box::pin(async move {
+                let result = c.send_packed_command(cmd).await;
+                if never_sent(&result) {
+                    return c.send_packed_command(cmd).await;
+                }
+                result
+            }),
             #[cfg(feature = "cluster")]
             Conn::Cluster(c) => c.req_packed_command(cmd),
         }
@@ -51,7 +66,13 @@ impl ConnectionLike for Conn {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
-            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Single(c) => Box::pin(async move {
+                let result = c.send_packed_commands(pipeline, offset, count).await;
+                if never_sent(&result) {
+                    return c.send_packed_commands(pipeline, offset, count).await;
+                }
+                result
+            }),
             #[cfg(feature = "cluster")]
             Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
         }

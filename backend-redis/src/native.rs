@@ -1,13 +1,15 @@
 //! The native layout: [`RedisBackend`].
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fmt;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use durable_core::{
     Backend, BatchOp, Capabilities, Changes, Delta, Error, Hints, IfAbsent, Load, Name, Operation,
-    Result, Revision, StoredEntry, Swap, Version,
+    Result, Revision, StoreTime, StoredEntry, Swap, Swept, Version,
 };
 use redis::{Script, Value};
 
@@ -19,6 +21,11 @@ use crate::value::Reply;
 /// How often a full load starts over when the dictionary changed too much while it ran.
 const LOAD_ATTEMPTS: u32 = 5;
 
+/// The longest time to live stored as given (2^52 ms, about 142 000 years); longer ones are
+/// shortened to it. Expiries are whole milliseconds in Lua numbers and sorted set scores
+/// (doubles), which are exact below 2^53.
+const MAX_TTL_MILLIS: u64 = 1 << 52;
+
 /// The keys of one dictionary, all sharing the hash tag `{namespace:dictionary}`.
 #[derive(Debug, Clone)]
 pub(crate) struct Keys {
@@ -26,6 +33,7 @@ pub(crate) struct Keys {
     pub(crate) entries: String,
     pub(crate) log: String,
     pub(crate) tombstones: String,
+    pub(crate) expiries: String,
     pub(crate) channel: String,
 }
 
@@ -37,6 +45,7 @@ impl Keys {
             entries: format!("{prefix}entries"),
             log: format!("{prefix}log"),
             tombstones: format!("{prefix}tombstones"),
+            expiries: format!("{prefix}expiries"),
             channel: format!("{prefix}hints"),
         }
     }
@@ -99,13 +108,14 @@ impl RedisBackend {
         &self.keys.channel
     }
 
-    /// Every Redis key of this dictionary (version, entries, change log, tombstones).
-    pub fn redis_keys(&self) -> [&str; 4] {
+    /// Every Redis key of this dictionary (version, entries, change log, tombstones, expiries).
+    pub fn redis_keys(&self) -> [&str; 5] {
         [
             &self.keys.version,
             &self.keys.entries,
             &self.keys.log,
             &self.keys.tombstones,
+            &self.keys.expiries,
         ]
     }
 
@@ -134,6 +144,7 @@ impl RedisBackend {
             .key(&self.keys.entries)
             .key(&self.keys.log)
             .key(&self.keys.tombstones)
+            .key(&self.keys.expiries)
             .arg(rand::random::<u64>().to_string())
             .arg(u64::try_from(options.tombstone_retention().as_millis()).unwrap_or(u64::MAX))
             .arg(conn.publish_command())
@@ -164,14 +175,16 @@ impl RedisBackend {
         }
     }
 
+    /// An entry sent as (value, revision, expiry or nil).
     fn entry(key: &str, reply: &mut Reply) -> Result<StoredEntry> {
         let value = reply.bytes()?;
         let revision = Revision(reply.u64()?);
+        let expires_at = reply.opt_u64()?.map(StoreTime);
         Ok(StoredEntry {
             key: key.to_owned(),
             value,
             revision,
-            expires_at: None,
+            expires_at,
         })
     }
 
@@ -187,58 +200,96 @@ impl RedisBackend {
         let mut reply = Reply::new(value, Operation::Load)?;
         let version = reply.version()?;
         let next = reply.string()?;
-        into.reserve(reply.len() / 3);
+        into.reserve(reply.len() / 4);
         while reply.len() > 0 {
             let key = reply.string()?;
             let value = reply.bytes()?;
-            let revision = reply.u64()?;
-            into.insert(key, (value, Some(revision)));
+            let revision = Some(reply.u64()?);
+            let expires_at = reply.opt_u64()?.map(StoreTime);
+            into.insert(
+                key,
+                Loading {
+                    value,
+                    revision,
+                    expires_at,
+                },
+            );
         }
         Ok((version, next))
     }
 
-    /// The values of the remaining chunks: plain `HSCAN` pages from `cursor`. Each next page
-    /// is requested as soon as the previous reply arrives, so the server works on it while
-    /// this task decodes the previous one.
+    /// The values of the remaining chunks: `HSCAN` pages from `cursor`.
     async fn scan_values(&self, cursor: String, into: &mut LoadMap) -> Result<()> {
+        self.scan("HSCAN", &self.keys.entries, cursor, |items| {
+            let key = items.string()?;
+            let value = items.bytes()?;
+            // A key seen twice (the hash was resized during the scan) keeps its revision.
+            match into.entry(key) {
+                Entry::Occupied(mut e) => e.get_mut().value = value,
+                Entry::Vacant(e) => {
+                    e.insert(Loading {
+                        value,
+                        revision: None,
+                        expires_at: None,
+                    });
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// The expiries of the entries read by [`scan_values`](Self::scan_values): `ZSCAN` pages of
+    /// the expiry index. A full `ZSCAN` returns every member that stays in the set while it
+    /// runs, and an entry unchanged since the load's token keeps its expiry (only a write of the
+    /// key changes it); the changes since the token repair the others.
+    async fn scan_expiries(&self, into: &mut LoadMap) -> Result<()> {
+        self.scan("ZSCAN", &self.keys.expiries, "0".to_owned(), |items| {
+            let key = items.string()?;
+            let expires_at = items.u64()?;
+            if let Some(entry) = into.get_mut(&key) {
+                entry.expires_at = Some(StoreTime(expires_at));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Every page of an `HSCAN` or `ZSCAN` (`command`) of `key` from `cursor`, handing the
+    /// items of each page to `each` (which reads one pair per call). Each next page is requested
+    /// as soon as the previous reply arrives, so the server works on it while this task decodes
+    /// the previous one.
+    async fn scan(
+        &self,
+        command: &'static str,
+        key: &str,
+        cursor: String,
+        mut each: impl FnMut(&mut Reply) -> Result<()>,
+    ) -> Result<()> {
         let chunk = self.store.inner.options.load_chunk();
         let request = |cursor: String| {
             let mut conn = self.store.conn();
-            let cmd = {
-                let mut cmd = redis::cmd("HSCAN");
-                cmd.arg(&self.keys.entries)
-                    .arg(cursor)
-                    .arg("COUNT")
-                    .arg(chunk);
-                cmd
-            };
+            let mut cmd = redis::cmd(command);
+            cmd.arg(key).arg(cursor).arg("COUNT").arg(chunk);
             tokio::spawn(async move { cmd.query_async::<Value>(&mut conn).await })
         };
         let mut pending = Some(request(cursor));
         while let Some(task) = pending.take() {
             let page = task
                 .await
-                .map_err(|e| bad_reply(Operation::Load, format!("HSCAN task failed: {e}")))?
+                .map_err(|e| bad_reply(Operation::Load, format!("{command} task failed: {e}")))?
                 .map_err(|e| map_err(Operation::Load, e))?;
             let mut page = Reply::new(page, Operation::Load)?;
             let cursor = page.string()?;
             if cursor != "0" {
                 pending = Some(request(cursor));
             }
-            let items = page
-                .next_value()
-                .ok_or_else(|| bad_reply(Operation::Load, "HSCAN reply is too short"))?;
+            let items = page.next_value().ok_or_else(|| {
+                bad_reply(Operation::Load, format!("{command} reply is too short"))
+            })?;
             let mut items = Reply::new(items, Operation::Load)?;
             while items.len() > 0 {
-                let key = items.string()?;
-                let value = items.bytes()?;
-                // A key seen twice (the hash was resized during the scan) keeps its revision.
-                match into.entry(key) {
-                    std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().0 = value,
-                    std::collections::hash_map::Entry::Vacant(e) => {
-                        e.insert((value, None));
-                    }
-                }
+                each(&mut items)?;
             }
         }
         Ok(())
@@ -288,7 +339,7 @@ impl RedisBackend {
                         .ok()
                         .and_then(|key| into.get_mut(key))
                     {
-                        slot.1 = Some(score);
+                        slot.revision = Some(score);
                     }
                 }
                 if seen < chunk || top > start.counter() {
@@ -302,7 +353,7 @@ impl RedisBackend {
         }
         let missing: Vec<String> = into
             .iter()
-            .filter(|(_, (_, revision))| revision.is_none())
+            .filter(|(_, entry)| entry.revision.is_none())
             .map(|(key, _)| key.clone())
             .collect();
         let mut conn = self.store.conn();
@@ -318,7 +369,7 @@ impl RedisBackend {
                 // A key written into the hash by hand has no logged revision: 0.
                 let revision = revisions.opt_u64()?.unwrap_or(0);
                 if let Some(slot) = into.get_mut(key) {
-                    slot.1 = Some(revision);
+                    slot.revision = Some(revision);
                 }
             }
         }
@@ -326,19 +377,27 @@ impl RedisBackend {
     }
 }
 
-/// Entries being loaded: key to value and revision (`None` until known).
-type LoadMap = HashMap<String, (Bytes, Option<u64>)>;
+/// One entry being loaded.
+struct Loading {
+    value: Bytes,
+    /// `None` until known.
+    revision: Option<u64>,
+    expires_at: Option<StoreTime>,
+}
+
+/// Entries being loaded, by key.
+type LoadMap = HashMap<String, Loading>;
 
 fn into_load(version: Version, entries: LoadMap) -> Load {
     Load {
         version,
         entries: entries
             .into_iter()
-            .map(|(key, (value, revision))| StoredEntry {
+            .map(|(key, entry)| StoredEntry {
                 key,
-                value,
-                revision: Revision(revision.unwrap_or(0)),
-                expires_at: None,
+                value: entry.value,
+                revision: Revision(entry.revision.unwrap_or(0)),
+                expires_at: entry.expires_at,
             })
             .collect(),
     }
@@ -391,6 +450,7 @@ impl Backend for RedisBackend {
             }
             self.scan_values(cursor, &mut entries).await?;
             self.read_revisions(start, &mut entries).await?;
+            self.scan_expiries(&mut entries).await?;
             // The chunks may mix states after `start`: repair with every change since it.
             match self.changes_since(start).await? {
                 Changes::Delta(delta) => {
@@ -398,7 +458,14 @@ impl Backend for RedisBackend {
                         entries.remove(&key);
                     }
                     for entry in delta.upserts {
-                        entries.insert(entry.key, (entry.value, Some(entry.revision.0)));
+                        entries.insert(
+                            entry.key,
+                            Loading {
+                                value: entry.value,
+                                revision: Some(entry.revision.0),
+                                expires_at: entry.expires_at,
+                            },
+                        );
                     }
                     tracing::debug!(
                         target: "durable_redis",
@@ -477,12 +544,14 @@ impl Backend for RedisBackend {
         while reply.len() > 0 {
             let key = reply.string()?;
             let revision = Revision(reply.u64()?);
-            match reply.opt_bytes()? {
+            let value = reply.opt_bytes()?;
+            let expires_at = reply.opt_u64()?.map(StoreTime);
+            match value {
                 Some(value) => upserts.push(StoredEntry {
                     key,
                     value,
                     revision,
-                    expires_at: None,
+                    expires_at,
                 }),
                 None => removals.push((key, revision)),
             }
@@ -601,6 +670,54 @@ impl Backend for RedisBackend {
             .await?
         {
             Written::Changed(version, _) => Ok(Some(version)),
+            _ => Ok(None),
+        }
+    }
+
+    async fn now(&self) -> Result<StoreTime> {
+        let value = self.run(&scripts::NOW, Operation::Now, |_| {}).await?;
+        Reply::new(value, Operation::Now)?.u64().map(StoreTime)
+    }
+
+    async fn persist_expiring(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Duration,
+    ) -> Result<(Version, StoreTime)> {
+        let ttl = u64::try_from(ttl.as_millis())
+            .unwrap_or(u64::MAX)
+            .min(MAX_TTL_MILLIS);
+        match self
+            .write(
+                &scripts::PERSIST_EXPIRING,
+                Operation::PersistExpiring,
+                |inv| {
+                    inv.arg(key).arg(value.as_ref()).arg(ttl);
+                },
+            )
+            .await?
+        {
+            Written::Changed(version, mut reply) => Ok((version, StoreTime(reply.u64()?))),
+            _ => Err(bad_reply(
+                Operation::PersistExpiring,
+                "a store did not change anything",
+            )),
+        }
+    }
+
+    async fn sweep(&self) -> Result<Option<Swept>> {
+        match self
+            .write(&scripts::SWEEP, Operation::Sweep, |_| {})
+            .await?
+        {
+            Written::Changed(version, mut reply) => {
+                let mut keys = Vec::with_capacity(reply.len());
+                while reply.len() > 0 {
+                    keys.push(reply.string()?);
+                }
+                Ok(Some(Swept { version, keys }))
+            }
             _ => Ok(None),
         }
     }

@@ -4,18 +4,23 @@
 //! Calling convention of every native script:
 //! - `KEYS[1]` version hash (`epoch`, `counter`, `oldest`), `KEYS[2]` entries hash, `KEYS[3]`
 //!   change log (sorted set, member = key, score = revision of the last write or delete),
-//!   `KEYS[4]` tombstones (sorted set, member = deleted key, score = deletion time in ms).
+//!   `KEYS[4]` tombstones (sorted set, member = deleted key, score = deletion time in ms),
+//!   `KEYS[5]` expiries (sorted set, member = key of an entry written with a time to live,
+//!   score = its expiry in ms on the server's clock; every other write or delete of the key
+//!   removes it).
 //! - `ARGV[1]` a fresh random epoch (used only if the version record must be created),
 //!   `ARGV[2]` tombstone retention in ms, `ARGV[3]` publish command (`PUBLISH`/`SPUBLISH`),
 //!   `ARGV[4]` hint channel; operation arguments from `ARGV[5]`.
 //! - Writes reply `{0, ...}` when nothing changed and `{1, epoch, counter, ...}` otherwise.
+//! - Times are the server's `TIME` in ms (a script may write after reading it: Redis 7
+//!   replicates scripts by their effects).
 
 use std::sync::LazyLock;
 
 use redis::Script;
 
 const PRELUDE: &str = r#"
-local V, E, L, T = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local V, E, L, T, X = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local function current()
   local v = redis.call('HMGET', V, 'epoch', 'counter')
   if not v[1] then
@@ -49,19 +54,34 @@ local function bump()
   local ep = current()
   return ep, redis.call('HINCRBY', V, 'counter', 1)
 end
-local function put(k, val, rev)
-  redis.call('HSET', E, k, val)
+-- records a write of k at rev, expiring at exp (ms; nil: never)
+local function wrote(k, rev, exp)
   redis.call('ZADD', L, rev, k)
   redis.call('ZREM', T, k)
+  if exp then
+    redis.call('ZADD', X, string.format('%d', exp), k)
+  else
+    redis.call('ZREM', X, k)
+  end
+end
+local function put(k, val, rev, exp)
+  redis.call('HSET', E, k, val)
+  wrote(k, rev, exp)
 end
 local function del(k, rev, now)
   if redis.call('HDEL', E, k) == 0 then return false end
   redis.call('ZADD', L, rev, k)
   redis.call('ZADD', T, now, k)
+  redis.call('ZREM', X, k)
   return true
 end
 local function rev_of(k)
   return tonumber(redis.call('ZSCORE', L, k) or '0')
+end
+-- the expiry of k in ms, or false (a nil in the reply) if it has none
+local function exp_of(k)
+  local s = redis.call('ZSCORE', X, k)
+  return s and tonumber(s)
 end
 local function done(ep, rev)
   trim(now_ms())
@@ -85,6 +105,21 @@ return done(ep, rev)
     )
 });
 
+/// `ARGV[5]` key, `ARGV[6]` value, `ARGV[7]` time to live in ms. Done: `{1, epoch, counter,
+/// expiry}`.
+pub(crate) static PERSIST_EXPIRING: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local ep, rev = bump()
+local exp = now_ms() + tonumber(ARGV[7])
+put(ARGV[5], ARGV[6], rev, exp)
+local r = done(ep, rev)
+r[4] = exp
+return r
+"#,
+    )
+});
+
 /// `ARGV[5]` key.
 pub(crate) static DEPERSIST: LazyLock<Script> = LazyLock::new(|| {
     script(
@@ -97,12 +132,12 @@ return done(ep, rev)
     )
 });
 
-/// `ARGV[5]` key, `ARGV[6]` value. Present: `{0, value, revision}`.
+/// `ARGV[5]` key, `ARGV[6]` value. Present: `{0, value, revision, expiry or nil}`.
 pub(crate) static INSERT_IF_ABSENT: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
 local cur = redis.call('HGET', E, ARGV[5])
-if cur then return {0, cur, rev_of(ARGV[5])} end
+if cur then return {0, cur, rev_of(ARGV[5]), exp_of(ARGV[5])} end
 local ep, rev = bump()
 put(ARGV[5], ARGV[6], rev)
 return done(ep, rev)
@@ -111,7 +146,7 @@ return done(ep, rev)
 });
 
 /// `ARGV[5]` key, `ARGV[6]` expected revision (empty: absent), `ARGV[7]` `1` to store
-/// `ARGV[8]`, `0` to delete. Conflict: `{0}` (absent) or `{0, value, revision}`.
+/// `ARGV[8]`, `0` to delete. Conflict: `{0}` (absent) or `{0, value, revision, expiry or nil}`.
 pub(crate) static COMPARE_AND_SWAP: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
@@ -122,7 +157,7 @@ if cur then currev = rev_of(k) end
 local matches
 if ARGV[6] == '' then matches = (cur == false) else matches = (cur ~= false and currev == tonumber(ARGV[6])) end
 if (not matches) or (cur == false and ARGV[7] == '0') then
-  if cur then return {0, cur, currev} end
+  if cur then return {0, cur, currev, exp_of(k)} end
   return {0}
 end
 local ep, rev = bump()
@@ -182,8 +217,7 @@ pub(crate) static INCREMENT: LazyLock<Script> = LazyLock::new(|| {
 local new = incr(E, ARGV[5], ARGV[6])
 if not new then return {{-1}} end
 local ep, rev = bump()
-redis.call('ZADD', L, rev, ARGV[5])
-redis.call('ZREM', T, ARGV[5])
+wrote(ARGV[5], rev)
 local r = done(ep, rev)
 r[4] = new
 return r
@@ -225,11 +259,36 @@ for _, k in ipairs(keys) do
   redis.call('ZADD', L, rev, k)
   redis.call('ZADD', T, now, k)
 end
-redis.call('DEL', E)
+redis.call('DEL', E, X)
 return done(ep, rev)
 "#,
     )
 });
+
+/// Deletes every entry whose expiry is at or before the server's time, with one bump. Swept:
+/// `{1, epoch, counter, key...}`. Members of the expiry index without an entry (possible only
+/// after a hand edit) are dropped from it without a bump.
+pub(crate) static SWEEP: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local now = now_ms()
+local swept = {}
+for _, k in ipairs(redis.call('ZRANGEBYSCORE', X, '-inf', string.format('%d', now))) do
+  if redis.call('HEXISTS', E, k) == 1 then swept[#swept + 1] = k else redis.call('ZREM', X, k) end
+end
+if #swept == 0 then return {0} end
+local ep, rev = bump()
+for _, k in ipairs(swept) do del(k, rev, now) end
+local r = done(ep, rev)
+for _, k in ipairs(swept) do r[#r + 1] = k end
+return r
+"#,
+    )
+});
+
+/// The server's clock in ms, `{now}` (run with the dictionary's keys, so a cluster answers from
+/// the node whose clock the dictionary's expiries use).
+pub(crate) static NOW: LazyLock<Script> = LazyLock::new(|| script("return {now_ms()}"));
 
 /// The current token, creating the version record if it is missing: `{epoch, counter}`.
 pub(crate) static TOUCH: LazyLock<Script> = LazyLock::new(|| {
@@ -258,7 +317,8 @@ return {ep, c}
 });
 
 /// `ARGV[5]` caller's epoch, `ARGV[6]` caller's counter, `ARGV[7]` most changes served.
-/// Too old: `{0}`. Otherwise `{1, epoch, counter, (key, revision, value or nil)...}`.
+/// Too old: `{0}`. Otherwise `{1, epoch, counter, (key, revision, value or nil, expiry or
+/// nil)...}`.
 pub(crate) static CHANGES: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
@@ -275,6 +335,7 @@ for i = 1, #changed, 2 do
   out[#out + 1] = changed[i]
   out[#out + 1] = changed[i + 1]
   out[#out + 1] = redis.call('HGET', E, changed[i])
+  out[#out + 1] = exp_of(changed[i])
 end
 return out
 "#,
@@ -282,10 +343,10 @@ return out
 });
 
 /// The first chunk of a full load, atomic with the token: `ARGV[5]` HSCAN cursor (`0`),
-/// `ARGV[6]` COUNT hint. Later chunks are plain `HSCAN` pages and a `ZRANGE` walk of the log
-/// (cheaper than passing every value through Lua), repaired afterwards with the changes since
-/// the token.
-/// `{epoch, counter, next cursor, (key, value, revision)...}`.
+/// `ARGV[6]` COUNT hint. Later chunks are plain `HSCAN` pages, a `ZRANGE` walk of the log and
+/// `ZSCAN` pages of the expiries (cheaper than passing every value through Lua), repaired
+/// afterwards with the changes since the token.
+/// `{epoch, counter, next cursor, (key, value, revision, expiry or nil)...}`.
 pub(crate) static LOAD_CHUNK: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
@@ -297,10 +358,12 @@ if #kv == 0 then return out end
 local ks = {}
 for i = 1, #kv, 2 do ks[#ks + 1] = kv[i] end
 local revs = redis.call('ZMSCORE', L, unpack(ks))
+local exps = redis.call('ZMSCORE', X, unpack(ks))
 for i = 1, #ks do
   out[#out + 1] = ks[i]
   out[#out + 1] = kv[2 * i]
   out[#out + 1] = tonumber(revs[i] or '0')
+  out[#out + 1] = exps[i] and tonumber(exps[i])
 end
 return out
 "#,

@@ -48,6 +48,16 @@ pub async fn delete_matching(url: &str, pattern: &str) -> Result<()> {
 
 pub struct SingleHarness {
     pub url: String,
+    /// The server's control script (`DURABLE_TEST_REDIS_CTL`: `stop`, `start`, `restart`); with
+    /// it, [`Harness::restart`] restarts the server. Only for a test binary of its own.
+    pub ctl: Option<String>,
+}
+
+impl SingleHarness {
+    /// A harness over the server at `url` that cannot restart it.
+    pub fn new(url: String) -> Self {
+        SingleHarness { url, ctl: None }
+    }
 }
 
 #[durable_core::async_trait]
@@ -93,6 +103,27 @@ impl Harness for SingleHarness {
 
     async fn cleanup(&self, namespace: &Name) -> Result<()> {
         delete_matching(&self.url, &format!("durable:{{{namespace}:*")).await
+    }
+
+    /// `$CTL restart`: SHUTDOWN SAVE, then start again from dump.rdb.
+    async fn restart(&self) -> Result<bool> {
+        let Some(ctl) = self.ctl.as_deref() else {
+            return Ok(false);
+        };
+        let command = ctl.to_owned();
+        let status = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(command).arg("restart").status()
+        })
+        .await
+        .expect("the restart task");
+        match status {
+            Ok(status) if status.success() => Ok(true),
+            other => Err(durable_core::Error::backend(
+                "redis",
+                durable_core::Operation::Open,
+                format!("`{ctl} restart` failed: {other:?}"),
+            )),
+        }
     }
 }
 
