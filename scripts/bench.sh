@@ -5,6 +5,8 @@
 # Usage:
 #   scripts/bench.sh [BENCH ARG...]      e.g. scripts/bench.sh --max-size 100000
 #   scripts/bench.sh --quick             small sizes, a minute or two in all
+#   BENCH_OUT=docs/bench/counters scripts/bench.sh --only counters
+#                                         one scenario, written to another directory
 #
 # The release build of the `durable` command is made first. Stores, in order: memory, SQLite
 # (a file in a temporary directory), PostgreSQL, MariaDB, Redis, Redis Cluster, ZooKeeper.
@@ -15,7 +17,7 @@ cd "$here/.."
 
 cargo build --release -p durable --features cli,full
 bin=$PWD/target/release/durable
-out=$PWD/docs/bench
+out=$PWD/${BENCH_OUT:-docs/bench}
 mkdir -p "$out"
 
 # shellcheck source=scripts/test-servers.sh
