@@ -1267,8 +1267,20 @@ where
             let mut next = current.successor();
             let follows = version.predecessor() == Some(next.version);
             for (key, entry) in writes {
+                // A later write of ours to the same key may have been published first.
+                let superseded = next.pending.iter().any(|p| {
+                    p.key == key
+                        && p.version.epoch() == version.epoch()
+                        && p.version.counter() > version.counter()
+                });
+                if superseded {
+                    continue;
+                }
                 self.apply(&mut next.map, &key, entry.clone(), version);
                 if !follows {
+                    // Only a key's latest write needs re-applying: the list stays as long as
+                    // the number of keys written since the last sync, not the number of writes.
+                    next.pending.retain(|p| p.key != key);
                     next.pending.push(Pending {
                         version,
                         key,

@@ -641,3 +641,22 @@ async fn sharded_counters_start_from_a_backup() {
     }
     assert_eq!(value, Some(24), "the backup holds every shard");
 }
+
+/// Writes interleaved with another process's keep at most one pending record per key, however
+/// many writes happen between syncs, and a sync still lands on the right values.
+#[tokio::test(start_paused = true)]
+async fn interleaved_writes_between_syncs_stay_correct() {
+    let store = MemoryStore::new();
+    let a: Dict<i64> = open(&store, manual()).await;
+    let b: Dict<i64> = open(&store, manual()).await;
+    for i in 0..2000 {
+        a.increment("hot", 1).await.unwrap();
+        b.increment("hot", 1).await.unwrap();
+        a.insert(&format!("k{}", i % 3), i).await.unwrap();
+    }
+    assert_eq!(a.snapshot().get("hot"), Some(&3999), "a's own last write");
+    assert_eq!(a.sync().await.unwrap().get("hot"), Some(&4000));
+    assert_eq!(b.sync().await.unwrap().get("hot"), Some(&4000));
+    assert_eq!(b.snapshot().get("k1"), Some(&1999));
+    assert_eq!(a.snapshot().get("k1"), Some(&1999));
+}

@@ -130,38 +130,66 @@ struct Bench<'a> {
     quick: bool,
 }
 
-/// Runs `writers` tasks, each with its own handle on `dictionary`, calling `increment` with its
-/// writer number for `duration`; returns the acknowledged increments per second and the count.
+/// Acknowledged and abandoned increments of one [`hammer`] run.
+#[derive(Default)]
+struct Tally {
+    acknowledged: u64,
+    /// Increments the store refused after too many conflicting attempts ([`durable::Error::Contention`]).
+    gave_up: u64,
+}
+
+impl Tally {
+    fn add(&mut self, other: &Tally) {
+        self.acknowledged += other.acknowledged;
+        self.gave_up += other.gave_up;
+    }
+
+    /// A note on abandoned increments, if there were any.
+    fn note(&self) -> String {
+        match self.gave_up {
+            0 => String::new(),
+            n => format!("; {n} gave up on contention"),
+        }
+    }
+}
+
+/// Runs one task per handle, each calling `increment` with its writer number for `duration`;
+/// returns the acknowledged increments per second and the tally. Contention errors are counted,
+/// any other error ends the run.
 async fn hammer<F, Fut>(
     handles: &[Dict<i64>],
     duration: Duration,
     increment: F,
-) -> Result<(f64, u64), String>
+) -> Result<(f64, Tally), String>
 where
     F: Fn(Dict<i64>, u64) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = DResult<()>> + Send,
 {
     let start = Instant::now();
-    let tasks: Vec<tokio::task::JoinHandle<DResult<u64>>> = handles
+    let tasks: Vec<tokio::task::JoinHandle<DResult<Tally>>> = handles
         .iter()
         .enumerate()
         .map(|(writer, dict)| {
             let (dict, increment) = (dict.clone(), increment.clone());
             tokio::spawn(async move {
-                let mut done = 0u64;
+                let mut tally = Tally::default();
                 while start.elapsed() < duration {
-                    increment(dict.clone(), writer as u64).await?;
-                    done += 1;
+                    match increment(dict.clone(), writer as u64).await {
+                        Ok(()) => tally.acknowledged += 1,
+                        Err(durable::Error::Contention { .. }) => tally.gave_up += 1,
+                        Err(error) => return Err(error),
+                    }
                 }
-                DResult::Ok(done)
+                Ok(tally)
             })
         })
         .collect();
-    let mut total = 0;
+    let mut total = Tally::default();
     for task in tasks {
-        total += task.await.map_err(err)?.map_err(err)?;
+        total.add(&task.await.map_err(err)?.map_err(err)?);
     }
-    Ok((total as f64 / start.elapsed().as_secs_f64(), total))
+    let rate = total.acknowledged as f64 / start.elapsed().as_secs_f64();
+    Ok((rate, total))
 }
 
 fn err(e: impl std::fmt::Display) -> String {
@@ -555,23 +583,24 @@ impl Bench<'_> {
         }
         let round = Duration::from_secs(if self.quick { 1 } else { 5 });
         let (mut plain, mut sharded) = (Vec::new(), Vec::new());
-        let (mut plain_count, mut sharded_count) = (0, 0);
+        let (mut plain_tally, mut sharded_tally) = (Tally::default(), Tally::default());
         for _ in 0..2 {
-            let (rate, count) = hammer(&handles, round, |dict: Dict<i64>, _| async move {
+            let (rate, tally) = hammer(&handles, round, |dict: Dict<i64>, _| async move {
                 dict.increment("hot", 1).await.map(drop)
             })
             .await?;
             plain.push(rate);
-            plain_count += count;
-            let (rate, count) =
+            plain_tally.add(&tally);
+            let (rate, tally) =
                 hammer(&handles, round, move |dict: Dict<i64>, writer| async move {
                     let counter = durable::ShardedCounter::new(&dict, "hot-sharded", shards)?;
                     counter.increment_as(writer, 1).await
                 })
                 .await?;
             sharded.push(rate);
-            sharded_count += count;
+            sharded_tally.add(&tally);
         }
+        let (plain_count, sharded_count) = (plain_tally.acknowledged, sharded_tally.acknowledged);
         let check: Dict<i64> = self
             .store
             .open(self.namespace, &name, Json, Options::new())
@@ -581,6 +610,7 @@ impl Bench<'_> {
         let stored_sharded = durable::ShardedCounter::new(&check, "hot-sharded", 1)
             .map_err(err)?
             .value();
+        // An increment that gave up wrote nothing; every acknowledged one must be there.
         if stored_plain != plain_count as i64 || stored_sharded != sharded_count as i64 {
             return Err(format!(
                 "counter totals do not match the acknowledged increments: plain {stored_plain} \
@@ -593,15 +623,19 @@ impl Bench<'_> {
             format!("hot counter, {writers} writers, plain"),
             plain,
             "incr/s",
-            "one key".into(),
-            json!({"writers": writers}),
+            format!("one key{}", plain_tally.note()),
+            json!({"writers": writers, "gave_up": plain_tally.gave_up}),
         );
         self.record(
             format!("hot counter, {writers} writers, {shards} shards"),
             sharded,
             "incr/s",
-            format!("{} the plain counter's rate", ratio(sharded, plain)),
-            json!({"writers": writers, "shards": shards}),
+            format!(
+                "{} the plain counter's rate{}",
+                ratio(sharded, plain),
+                sharded_tally.note()
+            ),
+            json!({"writers": writers, "shards": shards, "gave_up": sharded_tally.gave_up}),
         );
         self.clear(&name).await;
         Ok(())
