@@ -870,7 +870,7 @@ pub(crate) async fn run(store: &Store, namespace: &str, args: &BenchArgs) -> Res
     )
     .map_err(|e| format!("cannot write {}: {e}", args.json.display()))?;
     eprintln!("wrote {}", args.json.display());
-    if let Some(path) = &args.svg {
+    if let Some(path) = args.svg.as_ref().filter(|_| !plot.is_empty()) {
         std::fs::write(path, svg(&plot))
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         eprintln!("wrote {}", path.display());
