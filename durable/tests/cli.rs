@@ -96,6 +96,22 @@ fn edit_round_trip(url: &str) {
     std::fs::write(&file, &exported).unwrap();
     ok(url, ns, &["-d", "copy", "import", file.to_str().unwrap()]);
     assert_eq!(ok(url, ns, &["-d", "copy", "export"]), exported);
+
+    // Expiring entries: hidden once expired, removed by a sweep.
+    ok(
+        url,
+        ns,
+        &["-d", "ttl", "set", "--ttl", "3600", "session", "1"],
+    );
+    ok(url, ns, &["-d", "ttl", "set", "--ttl", "0", "gone", "2"]);
+    assert_eq!(ok(url, ns, &["-d", "ttl", "get", "session"]), "1\n");
+    let (code, _, _) = durable(url, ns, &["-d", "ttl", "get", "gone"]);
+    assert_eq!(code, 1, "an expired entry is not found");
+    assert_eq!(ok(url, ns, &["-d", "ttl", "sweep"]), "1\n");
+    assert_eq!(ok(url, ns, &["-d", "ttl", "sweep"]), "0\n");
+    let (code, _, err) = durable(url, ns, &["set", "--ttl", "-1", "x", "1"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--ttl"), "{err}");
 }
 
 #[test]

@@ -70,7 +70,7 @@ enum Command {
         #[arg(long)]
         raw: bool,
         /// Expire the entry after this many seconds (on the store's clock).
-        #[arg(long, value_name = "SECONDS")]
+        #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
         ttl: Option<f64>,
     },
     /// Delete every expired entry now (one atomic step) and print how many there were.
