@@ -12,23 +12,25 @@ use crate::types::StoreTime;
 /// tokio's paused test clock.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct LocalClock {
-    system: SystemTime,
+    /// Milliseconds since the Unix epoch at `instant`.
+    system_millis: i64,
     instant: Instant,
 }
 
 impl LocalClock {
     pub(crate) fn new() -> Self {
+        let system = StoreTime::from_system_time(SystemTime::now()).0;
         LocalClock {
-            system: SystemTime::now(),
+            system_millis: i64::try_from(system).unwrap_or(i64::MAX),
             instant: Instant::now(),
         }
     }
 
     /// Milliseconds since the Unix epoch, now.
+    #[inline]
     pub(crate) fn now_millis(&self) -> i64 {
-        let now = self.system + self.instant.elapsed();
-        let millis = StoreTime::from_system_time(now).0;
-        i64::try_from(millis).unwrap_or(i64::MAX)
+        let elapsed = i64::try_from(self.instant.elapsed().as_millis()).unwrap_or(i64::MAX);
+        self.system_millis.saturating_add(elapsed)
     }
 }
 
