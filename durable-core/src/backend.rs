@@ -87,7 +87,9 @@ use crate::types::{
 /// - `sweep_removes_only_expired_entries`: [`sweep`](Backend::sweep) deletes, in one atomic
 ///   step with one version bump, exactly the entries whose `expires_at` is at or before the
 ///   store's time, records them as deletes for deltas like any delete, and returns their keys;
-///   with nothing expired it writes nothing and bumps nothing.
+///   with nothing expired it writes nothing and bumps nothing. A backend whose atomic step is
+///   limited in size may remove only the entries that expired first, as many as fit in one step;
+///   the rest stay (hidden by every handle) for the next sweep.
 /// - Until a sweep removes it, an expired entry is still stored, and every operation other than
 ///   `sweep` treats it as present (the engine hides it from reads and sweeps first when it
 ///   writes a key it sees expired).
@@ -225,7 +227,9 @@ pub trait Backend: Debug + Send + Sync + 'static {
     }
 
     /// Deletes every entry whose expiry is at or before the store's time, in one atomic step with
-    /// one version bump (capability `expiry`). `None` and no bump if nothing had expired.
+    /// one version bump (capability `expiry`), and returns their keys. `None` and no bump if
+    /// nothing had expired. A store with a size limit per atomic step may remove only the entries
+    /// that expired first, as many as fit.
     async fn sweep(&self) -> Result<Option<Swept>> {
         Err(Error::not_supported(self.name(), Operation::Sweep))
     }

@@ -381,7 +381,8 @@ where
 
     /// Deletes every entry that has expired by the store's clock, in one atomic step with one
     /// version bump that other handles and change listeners see like any delete (capability
-    /// `expiry`). Returns how many entries it removed; 0 bumps nothing.
+    /// `expiry`); a store that limits the size of one step (ZooKeeper) takes a few steps, oldest
+    /// expiries first. Returns how many entries it removed; 0 bumps nothing.
     ///
     /// Any handle may sweep; handles also sweep by themselves after their own writes when their
     /// snapshot holds an expired entry, and in [`Mode::Background`] after each poll.
@@ -768,21 +769,34 @@ where
         Ok(())
     }
 
-    /// See [`Dict::sweep`].
+    /// See [`Dict::sweep`]. Sweeps again (up to [`MAX_SWEEPS`] steps) while a step removed
+    /// something and the snapshot still holds expired entries, for stores that sweep at most
+    /// as much as fits in one atomic step.
     async fn sweep(&self) -> Result<usize> {
         self.require(self.caps.expiry, Operation::Sweep)?;
-        let swept = self.write(Operation::Sweep, self.backend.sweep()).await?;
-        let removed = swept.as_ref().map_or(0, |s| s.keys.len());
-        if let Some(swept) = swept {
-            debug!(removed, version = %swept.version, "swept expired entries");
+        let mut removed = 0;
+        for _ in 0..MAX_SWEEPS {
+            let Some(swept) = self.write(Operation::Sweep, self.backend.sweep()).await? else {
+                self.recompute_earliest_expiry();
+                break;
+            };
+            removed += swept.keys.len();
+            debug!(removed = swept.keys.len(), version = %swept.version, "swept expired entries");
             let keys = swept.keys.into_iter().map(|k| (k.into(), None)).collect();
             self.publish_local(swept.version, keys);
+            self.recompute_earliest_expiry();
+            if !self.state.load().has_expired() {
+                break;
+            }
         }
+        Ok(removed)
+    }
+
+    fn recompute_earliest_expiry(&self) {
         let _guard = self.publish.lock();
         let mut next = self.state.load().successor();
         next.map.recompute_earliest_expiry();
         self.state.store(Arc::new(next));
-        Ok(removed)
     }
 
     /// Sweeps first if `key` has expired in the snapshot, so that a conditional write or a
@@ -1358,6 +1372,9 @@ where
         backup::write(path, &data)
     }
 }
+
+/// The most atomic sweep steps one [`Dict::sweep`] makes.
+const MAX_SWEEPS: usize = 16;
 
 /// How long a reading of the store's clock is trusted while entries with a time to live are held
 /// (clocks drift apart by well under a millisecond a minute).
