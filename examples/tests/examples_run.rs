@@ -35,6 +35,10 @@ fn counters_on_sqlite_in_memory() {
     assert_has(&out, "visits = 100 ");
     assert_has(&out, "stock left = 0, sold = 10, refused = 5");
     assert_has(&out, "price after a 10% raise = 110");
+    assert_has(
+        &out,
+        "page views = 100 over 4 shard keys; with 4 shards still 100",
+    );
 }
 
 #[test]
@@ -48,6 +52,7 @@ fn counters_on_the_file_backend() {
     // A second run against the same directory starts from a known state again.
     let again = run(env!("CARGO_BIN_EXE_counters"), &["--url", &url]);
     assert_has(&again, "visits = 100 ");
+    assert_has(&again, "page views = 100 over 4 shard keys");
 }
 
 #[test]

@@ -14,12 +14,14 @@
 //!    its revision, and writes `stock - 1` only if nobody wrote in between, retrying on a
 //!    conflict. Exactly ten sales succeed and the stock never goes below zero.
 //! 3. `update`: the same read-modify-write loop as a closure.
+//! 4. `ShardedCounter`: the same four workers on a counter spread over 16 keys; its value is the
+//!    sum of the shards in the snapshot, and changing the shard count keeps it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use clap::Parser;
-use durable::{Cas, Dict, Json, Options, Result};
+use durable::{Cas, Dict, Json, Options, Result, ShardedCounter};
 use durable_examples::ExampleStore;
 
 /// Command-line options.
@@ -57,6 +59,9 @@ async fn main() -> Result<()> {
     for key in ["visits", "stock", "sold", "price"] {
         counters.remove(key).await?;
     }
+    ShardedCounter::new(&counters, "page-views", 16)?
+        .remove()
+        .await?;
 
     // 1. Increments from several handles ("processes") at once.
     let mut workers = Vec::new();
@@ -113,6 +118,33 @@ async fn main() -> Result<()> {
     println!(
         "price after a 10% raise = {}",
         price.as_deref().copied().unwrap_or(0)
+    );
+
+    // 4. A sharded counter: each worker keeps to its own shard, so they never write one key.
+    let mut workers = Vec::new();
+    for writer in 0..WORKERS {
+        let views = ShardedCounter::new(&open().await?, "page-views", 16)?;
+        workers.push(tokio::spawn(async move {
+            for _ in 0..INCREMENTS {
+                views.increment_as(writer as u64, 1).await?;
+            }
+            Ok::<_, durable::Error>(())
+        }));
+    }
+    for worker in workers {
+        worker.await.expect("worker task")?;
+    }
+    let views = ShardedCounter::new(&counters, "page-views", 16)?;
+    let total = views.sync().await?;
+    let shards = counters
+        .snapshot()
+        .keys()
+        .filter(|k| k.starts_with("page-views"))
+        .count();
+    let fewer = views.with_shards(4)?;
+    println!(
+        "page views = {total} over {shards} shard keys; with 4 shards still {}",
+        fewer.value()
     );
     Ok(())
 }
