@@ -189,6 +189,25 @@ impl EntryWrite {
     }
 }
 
+/// The estimated size of the multi request of `writes`: the entry operations, the version
+/// check and the change-log node. [`commit`](ZooKeeperBackend::commit) refuses one above
+/// [`MAX_REQUEST`].
+fn request_size(writes: &[EntryWrite]) -> usize {
+    writes.iter().map(EntryWrite::size).sum::<usize>() + 256
+}
+
+/// How many of `writes`, from the first, fit in one multi request (see [`request_size`]).
+fn fitting(writes: &[EntryWrite]) -> usize {
+    let mut size = request_size(&[]);
+    writes
+        .iter()
+        .take_while(|write| {
+            size += write.size();
+            size <= MAX_REQUEST
+        })
+        .count()
+}
+
 /// Why a write multi was refused.
 #[derive(Debug)]
 enum Conflict {
@@ -460,7 +479,7 @@ impl ZooKeeperBackend {
         let revision = u64::try_from(next).unwrap_or(0);
         let log: Vec<&str> = writes.iter().map(EntryWrite::name).collect();
         let log = log.join("/");
-        let size: usize = writes.iter().map(EntryWrite::size).sum::<usize>() + 256;
+        let size = request_size(writes);
         if size > MAX_REQUEST {
             return Err(corrupt(
                 operation,
@@ -1209,20 +1228,29 @@ impl Backend for ZooKeeperBackend {
                     let Some(entries) = self.read_all(&client, operation).await? else {
                         continue;
                     };
-                    let expired: Vec<(String, Current)> = entries
+                    let mut expired: Vec<(String, Current)> = entries
                         .into_iter()
                         .filter(|(_, c)| c.entry.expires_at.is_some_and(|at| at <= now))
                         .collect();
                     if expired.is_empty() {
                         return Ok(None);
                     }
-                    let writes: Vec<EntryWrite> = expired
+                    // Earliest expiry first: when they do not all fit in one request, this
+                    // sweep deletes the first ones that fit and the rest wait for the next.
+                    expired.sort_unstable_by(|(_, a), (_, b)| {
+                        (a.entry.expires_at, &a.entry.key).cmp(&(b.entry.expires_at, &b.entry.key))
+                    });
+                    let mut writes: Vec<EntryWrite> = expired
                         .iter()
                         .map(|(name, current)| EntryWrite::Delete {
                             name: name.clone(),
                             expected: Some(current.znode_version),
                         })
                         .collect();
+                    // At least one: a single delete that does not fit fails in `commit`.
+                    let fit = fitting(&writes).max(1);
+                    writes.truncate(fit);
+                    expired.truncate(fit);
                     if let Ok((version, _)) = self.commit(&client, operation, node, &writes).await?
                     {
                         let keys = expired.into_iter().map(|(_, c)| c.entry.key).collect();
@@ -1254,6 +1282,22 @@ mod tests {
             data_length: 0,
             num_children: 0,
         }
+    }
+
+    #[test]
+    fn fitting_counts_the_writes_commit_accepts() {
+        let delete = |i: usize| EntryWrite::Delete {
+            name: format!("k{i:04}{}", "x".repeat(995)),
+            expected: None,
+        };
+        let writes: Vec<EntryWrite> = (0..1000).map(delete).collect();
+        assert!(request_size(&writes) > MAX_REQUEST);
+        let fit = fitting(&writes);
+        assert!(fit > 0 && fit < writes.len());
+        assert!(request_size(&writes[..fit]) <= MAX_REQUEST);
+        assert!(request_size(&writes[..=fit]) > MAX_REQUEST);
+        assert_eq!(fitting(&writes[..fit]), fit);
+        assert_eq!(fitting(&[]), 0);
     }
 
     #[test]
