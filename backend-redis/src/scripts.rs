@@ -265,15 +265,18 @@ return done(ep, rev)
     )
 });
 
-/// Deletes every entry whose expiry is at or before the server's time, with one bump. Swept:
-/// `{1, epoch, counter, key...}`. Members of the expiry index without an entry (possible only
-/// after a hand edit) are dropped from it without a bump.
+/// Deletes the entries whose expiry is at or before the server's time, with one bump: at most
+/// 10,000 per call, earliest first, so that one script never blocks the server for long (the
+/// engine sweeps again while expired entries remain). Swept: `{1, epoch, counter, key...}`.
+/// Members of the expiry index without an entry (possible only after a hand edit) are dropped
+/// from it without a bump.
 pub(crate) static SWEEP: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
 local now = now_ms()
 local swept = {}
-for _, k in ipairs(redis.call('ZRANGEBYSCORE', X, '-inf', string.format('%d', now))) do
+local due = redis.call('ZRANGEBYSCORE', X, '-inf', string.format('%d', now), 'LIMIT', 0, 10000)
+for _, k in ipairs(due) do
   if redis.call('HEXISTS', E, k) == 1 then swept[#swept + 1] = k else redis.call('ZREM', X, k) end
 end
 if #swept == 0 then return {0} end
