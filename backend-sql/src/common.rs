@@ -348,11 +348,15 @@ pub(crate) struct Sql {
     pub(crate) select_version: String,
     /// (ns, dict) -> epoch, counter; locks the row in a write transaction.
     pub(crate) lock_version: String,
+    /// (ns, dict): adds one to the counter, which locks the version row until the transaction
+    /// ends; returns the new epoch, counter where the dialect has `UPDATE ... RETURNING`.
+    pub(crate) bump: String,
+    /// Where `bump` returns nothing (MySQL): `lock_version`, run after it to read the new
+    /// counter.
+    pub(crate) read_bumped: Option<String>,
     /// (ns, dict, epoch, ns, dict): creates the version row if missing, counter = highest
     /// stored revision.
     pub(crate) insert_version: String,
-    /// (counter, ns, dict)
-    pub(crate) update_counter: String,
     /// () -> the database's clock: milliseconds since the Unix epoch, a BIGINT.
     pub(crate) now: String,
     /// (ns, dict, key) -> key, value, revision, expires_at of a live entry; locks it in a write
@@ -521,6 +525,13 @@ impl Sql {
         );
         // What `StoredEntry`s are read from, in this order.
         let columns = "entry_key, value, revision, expires_at";
+        // MySQL has no `UPDATE ... RETURNING`: it reads the bumped row with `lock_version`.
+        #[allow(unreachable_patterns)]
+        let returning = match dialect {
+            #[cfg(feature = "mysql")]
+            Dialect::MySql => "",
+            _ => " RETURNING epoch, counter",
+        };
         let tombstoning = format!(
             "UPDATE {e} SET tombstone = TRUE, value = ?, revision = ?, written_at = ?, expires_at \
              = NULL WHERE namespace = ? AND dictionary = ? AND tombstone = FALSE"
@@ -534,9 +545,10 @@ impl Sql {
                 "SELECT epoch, counter FROM {v} WHERE namespace = ? AND dictionary = ?{lock}"
             ),
             insert_version,
-            update_counter: format!(
-                "UPDATE {v} SET counter = ? WHERE namespace = ? AND dictionary = ?"
+            bump: format!(
+                "UPDATE {v} SET counter = counter + 1 WHERE namespace = ? AND dictionary = ?{returning}"
             ),
+            read_bumped: None,
             now: format!("SELECT {clock}"),
             select_entry: format!(
                 "SELECT {columns} FROM {e} WHERE namespace = ? AND dictionary = ? AND entry_key = \
@@ -579,6 +591,9 @@ impl Sql {
             versions: v,
             dialect,
         };
+        if returning.is_empty() {
+            sql.read_bumped = Some(sql.lock_version.clone());
+        }
         sql.upsert_entry = format!(
             "{}{}{}",
             sql.upsert_head,
@@ -631,7 +646,7 @@ impl Sql {
                 &mut self.select_version,
                 &mut self.lock_version,
                 &mut self.insert_version,
-                &mut self.update_counter,
+                &mut self.bump,
                 &mut self.select_entry,
                 &mut self.tombstone_entry,
                 &mut self.clear,
