@@ -322,6 +322,13 @@ pub(crate) fn map_err(backend: &str, operation: Operation, err: sqlx::Error) -> 
     }
 }
 
+/// The PostgreSQL `NOTIFY` channel of the tables with this prefix; the payload of a write is
+/// `namespace/dictionary`.
+#[cfg(feature = "postgres")]
+pub(crate) fn notify_channel(prefix: &str) -> String {
+    format!("{prefix}_changes")
+}
+
 /// How many parameters one row of a multi-row upsert binds.
 pub(crate) const UPSERT_PARAMS: usize = 7;
 
@@ -526,11 +533,17 @@ impl Sql {
         // What `StoredEntry`s are read from, in this order.
         let columns = "entry_key, value, revision, expires_at";
         // MySQL has no `UPDATE ... RETURNING`: it reads the bumped row with `lock_version`.
+        // PostgreSQL queues the push hint in the same statement (sent if the write commits).
         #[allow(unreachable_patterns)]
         let returning = match dialect {
             #[cfg(feature = "mysql")]
-            Dialect::MySql => "",
-            _ => " RETURNING epoch, counter",
+            Dialect::MySql => String::new(),
+            #[cfg(feature = "postgres")]
+            Dialect::Postgres => format!(
+                " RETURNING epoch, counter, pg_notify('{}', namespace || '/' || dictionary)::text",
+                notify_channel(prefix)
+            ),
+            _ => " RETURNING epoch, counter".to_owned(),
         };
         let tombstoning = format!(
             "UPDATE {e} SET tombstone = TRUE, value = ?, revision = ?, written_at = ?, expires_at \

@@ -4,7 +4,7 @@
 //!
 //! The invoking module defines: `type Db`, `const NAME`, `begin_write(&Pool)`,
 //! `begin_read(&Pool)`, `key_arg(&str)`, `key_from(&Row, usize)`, and on the backend type
-//! `notify(&self, &mut Transaction)`, `capabilities_impl(&self)`, `subscribe_impl(&self)`.
+//! `capabilities_impl(&self)`, `subscribe_impl(&self)`.
 //! The backend type has fields `shared: Arc<Shared>` (with `pool`, `sql`, `options`),
 //! `namespace: Name`, `dictionary: Name`, `last_trim: Mutex<Instant>`.
 
@@ -80,24 +80,39 @@ macro_rules! backend_impl {
                 )
             }
 
-            /// Begins a write transaction holding the dictionary's version row (created if
-            /// missing) and returns the current token. Callers run the whole transaction in
+            /// Begins a write transaction that holds the dictionary's version row (created if
+            /// missing) and returns the token it commits: with `bump`, the counter is already
+            /// one higher (rolling back undoes that), so that the lock is taken and the
+            /// counter read and bumped in one round trip (two on MySQL); without, the current
+            /// token. Callers run the whole transaction in
             /// [`retry_rolled_back`]($crate::common::retry_rolled_back), which also covers a
             /// deadlock while taking the lock here.
-            async fn begin(&self, op: Operation) -> Result<(Tx, Version)> {
+            async fn begin(&self, op: Operation, bump: bool) -> Result<(Tx, Version)> {
+                let sql = &self.shared.sql;
                 let mut missing = 0;
                 while missing < 5 {
                     let mut tx = begin_write(&self.shared.pool)
                         .await
                         .map_err(Self::err(op))?;
-                    let row: Option<(i64, i64)> =
-                        sqlx::query_as(AssertSqlSafe(self.shared.sql.lock_version.as_str()))
+                    // A statement to run first, and the one that returns (epoch, counter).
+                    let (first, read) = match (bump, &sql.read_bumped) {
+                        (true, Some(read)) => (Some(&sql.bump), read),
+                        (true, None) => (None, &sql.bump),
+                        (false, _) => (None, &sql.lock_version),
+                    };
+                    let version: Option<(i64, i64)> = async {
+                        if let Some(first) = first {
+                            q(first).bind(self.ns()).bind(self.dict()).execute(&mut *tx).await?;
+                        }
+                        sqlx::query_as(AssertSqlSafe(read.as_str()))
                             .bind(self.ns())
                             .bind(self.dict())
                             .fetch_optional(&mut *tx)
                             .await
-                            .map_err(Self::err(op))?;
-                    match row {
+                    }
+                    .await
+                    .map_err(Self::err(op))?;
+                    match version {
                         Some((epoch, counter)) => return Ok((tx, version_of(epoch, counter))),
                         None => {
                             let _ = tx.rollback().await;
@@ -109,20 +124,12 @@ macro_rules! backend_impl {
                 Err(Self::vanished(op))
             }
 
-            /// Bumps the counter, sends the push hint and commits.
-            async fn commit(&self, mut tx: Tx, current: Version, op: Operation) -> Result<Version> {
-                let counter = current.counter() + 1;
-                q(&self.shared.sql.update_counter)
-                    .bind(counter as i64)
-                    .bind(self.ns())
-                    .bind(self.dict())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(Self::err(op))?;
-                self.notify(&mut tx).await.map_err(Self::err(op))?;
+            /// Commits the write of `version` (from `begin(op, true)`, which also queued
+            /// PostgreSQL's push hint).
+            async fn commit(&self, tx: Tx, version: Version, op: Operation) -> Result<Version> {
                 tx.commit().await.map_err(Self::err(op))?;
                 self.maybe_trim().await;
-                Ok(Version::new(current.epoch(), counter))
+                Ok(version)
             }
 
             async fn rollback(tx: Tx) {
@@ -243,8 +250,8 @@ macro_rules! backend_impl {
                         BatchOp::Delete { key } => deletes.push(key),
                     }
                 }
-                let (mut tx, current) = self.begin(op).await?;
-                let revision = current.counter() + 1;
+                let (mut tx, current) = self.begin(op, true).await?;
+                let revision = current.counter();
                 let mut changed = !puts.is_empty();
                 for key in deletes {
                     changed |= self.tombstone(&mut tx, key, revision, op).await?;
@@ -281,7 +288,7 @@ macro_rules! backend_impl {
                 $crate::common::retry_rolled_back(|| async {
                     let op = Operation::Trim;
                     let cutoff = now_millis().saturating_sub(millis(older_than));
-                    let (mut tx, _) = self.begin(op).await?;
+                    let (mut tx, _) = self.begin(op, false).await?;
                     let max: Option<i64> =
                         sqlx::query_scalar(AssertSqlSafe(self.shared.sql.trim_max.as_str()))
                             .bind(self.ns())
@@ -370,8 +377,8 @@ macro_rules! backend_impl {
                 check_key(NAME, key)?;
                 let value = &value;
                 $crate::common::retry_rolled_back(|| async move {
-                    let (mut tx, current) = self.begin(op).await?;
-                    self.upsert(&mut tx, key, value, current.counter() + 1, None, op).await?;
+                    let (mut tx, current) = self.begin(op, true).await?;
+                    self.upsert(&mut tx, key, value, current.counter(), None, op).await?;
                     self.commit(tx, current, op).await
                 })
                 .await
@@ -381,8 +388,8 @@ macro_rules! backend_impl {
                 $crate::common::retry_rolled_back(|| async {
                     let op = Operation::Depersist;
                     check_key(NAME, key)?;
-                    let (mut tx, current) = self.begin(op).await?;
-                    if !self.tombstone(&mut tx, key, current.counter() + 1, op).await? {
+                    let (mut tx, current) = self.begin(op, true).await?;
+                    if !self.tombstone(&mut tx, key, current.counter(), op).await? {
                         Self::rollback(tx).await;
                         return Ok(None);
                     }
@@ -516,12 +523,12 @@ macro_rules! backend_impl {
                 $crate::common::retry_rolled_back(|| async {
                     let op = Operation::InsertIfAbsent;
                     check_key(NAME, key)?;
-                    let (mut tx, current) = self.begin(op).await?;
+                    let (mut tx, current) = self.begin(op, true).await?;
                     if let Some(entry) = self.entry(&mut tx, key, op).await? {
                         Self::rollback(tx).await;
                         return Ok(IfAbsent::Present(entry));
                     }
-                    self.upsert(&mut tx, key, &value, current.counter() + 1, None, op).await?;
+                    self.upsert(&mut tx, key, &value, current.counter(), None, op).await?;
                     self.commit(tx, current, op).await.map(IfAbsent::Inserted)
                 })
                 .await
@@ -536,7 +543,7 @@ macro_rules! backend_impl {
                 $crate::common::retry_rolled_back(|| async {
                     let op = Operation::CompareAndSwap;
                     check_key(NAME, key)?;
-                    let (mut tx, current) = self.begin(op).await?;
+                    let (mut tx, current) = self.begin(op, true).await?;
                     let entry = self.entry(&mut tx, key, op).await?;
                     if entry.as_ref().map(|e| e.revision) != expected
                         || (entry.is_none() && new.is_none())
@@ -544,7 +551,7 @@ macro_rules! backend_impl {
                         Self::rollback(tx).await;
                         return Ok(Swap::Conflict(entry));
                     }
-                    let revision = current.counter() + 1;
+                    let revision = current.counter();
                     match &new {
                         Some(value) => self.upsert(&mut tx, key, value, revision, None, op).await?,
                         None => {
@@ -560,12 +567,12 @@ macro_rules! backend_impl {
                 $crate::common::retry_rolled_back(|| async {
                     let op = Operation::Pop;
                     check_key(NAME, key)?;
-                    let (mut tx, current) = self.begin(op).await?;
+                    let (mut tx, current) = self.begin(op, true).await?;
                     let Some(entry) = self.entry(&mut tx, key, op).await? else {
                         Self::rollback(tx).await;
                         return Ok(None);
                     };
-                    self.tombstone(&mut tx, key, current.counter() + 1, op).await?;
+                    self.tombstone(&mut tx, key, current.counter(), op).await?;
                     let version = self.commit(tx, current, op).await?;
                     Ok(Some((entry.value, version)))
                 })
@@ -576,7 +583,7 @@ macro_rules! backend_impl {
                 $crate::common::retry_rolled_back(|| async {
                     let op = Operation::Increment;
                     check_key(NAME, key)?;
-                    let (mut tx, current) = self.begin(op).await?;
+                    let (mut tx, current) = self.begin(op, true).await?;
                     let value = match self.entry(&mut tx, key, op).await? {
                         Some(entry) => parse_counter(&entry.value),
                         None => Some(0),
@@ -589,7 +596,7 @@ macro_rules! backend_impl {
                         });
                     };
                     let text = new.to_string();
-                    self.upsert(&mut tx, key, text.as_bytes(), current.counter() + 1, None, op)
+                    self.upsert(&mut tx, key, text.as_bytes(), current.counter(), None, op)
                         .await?;
                     let version = self.commit(tx, current, op).await?;
                     Ok((new, version))
@@ -605,9 +612,9 @@ macro_rules! backend_impl {
             async fn clear(&self) -> Result<Option<Version>> {
                 $crate::common::retry_rolled_back(|| async {
                     let op = Operation::Clear;
-                    let (mut tx, current) = self.begin(op).await?;
+                    let (mut tx, current) = self.begin(op, true).await?;
                     let done = self
-                        .tombstoning(&self.shared.sql.clear, current.counter() + 1)
+                        .tombstoning(&self.shared.sql.clear, current.counter())
                         .execute(&mut *tx)
                         .await
                         .map_err(Self::err(op))?;
@@ -634,10 +641,10 @@ macro_rules! backend_impl {
                 check_key(NAME, key)?;
                 let value = &value;
                 $crate::common::retry_rolled_back(|| async move {
-                    let (mut tx, current) = self.begin(op).await?;
+                    let (mut tx, current) = self.begin(op, true).await?;
                     // The database's time of the write, read under the version row lock.
                     let expires_at = self.clock(&mut *tx, op).await?.saturating_add(millis(ttl));
-                    self.upsert(&mut tx, key, value, current.counter() + 1, Some(expires_at), op)
+                    self.upsert(&mut tx, key, value, current.counter(), Some(expires_at), op)
                         .await?;
                     let version = self.commit(tx, current, op).await?;
                     Ok((version, store_time(expires_at)))
@@ -648,7 +655,7 @@ macro_rules! backend_impl {
             async fn sweep(&self) -> Result<Option<Swept>> {
                 $crate::common::retry_rolled_back(|| async {
                     let op = Operation::Sweep;
-                    let (mut tx, current) = self.begin(op).await?;
+                    let (mut tx, current) = self.begin(op, true).await?;
                     // One reading of the clock for both statements, so that they agree on what
                     // has expired (writers of the dictionary wait for the version row lock).
                     let now = self.clock(&mut *tx, op).await?;
@@ -668,7 +675,7 @@ macro_rules! backend_impl {
                         .map(|row| key_from(row, 0))
                         .collect::<Result<_, _>>()
                         .map_err(Self::err(op))?;
-                    self.tombstoning(&self.shared.sql.sweep, current.counter() + 1)
+                    self.tombstoning(&self.shared.sql.sweep, current.counter())
                         .bind(now)
                         .execute(&mut *tx)
                         .await

@@ -178,7 +178,7 @@ impl fmt::Debug for MySqlBackend {
     }
 }
 
-/// Write transactions hold the dictionary's version row lock (`FOR UPDATE`) first, so writers
+/// Write transactions lock the dictionary's version row first (bumping its counter), so writers
 /// of one dictionary are serialized, and every later read in them is a locking read that sees
 /// the latest committed rows.
 async fn begin_write(pool: &MySqlPool) -> Result<sqlx::Transaction<'static, Db>, sqlx::Error> {
@@ -205,10 +205,6 @@ fn key_from(row: &MySqlRow, i: usize) -> Result<String, sqlx::Error> {
 }
 
 impl MySqlBackend {
-    async fn notify(&self, _tx: &mut sqlx::Transaction<'static, Db>) -> Result<(), sqlx::Error> {
-        Ok(())
-    }
-
     fn capabilities_impl(&self) -> durable_core::Capabilities {
         durable_core::Capabilities::all().with_push(false)
     }

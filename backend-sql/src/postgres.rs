@@ -106,7 +106,7 @@ impl PostgresStore {
                 pool,
                 listen_pool,
                 sql: Sql::new(Dialect::Postgres, options.table_prefix()),
-                channel: format!("{}_changes", options.table_prefix()),
+                channel: crate::common::notify_channel(options.table_prefix()),
                 options,
                 url: shown.to_owned(),
                 listeners: tokio::sync::Mutex::new(Listeners::default()),
@@ -213,15 +213,6 @@ fn key_from(row: &PgRow, i: usize) -> Result<String, sqlx::Error> {
 }
 
 impl PostgresBackend {
-    async fn notify(&self, tx: &mut sqlx::Transaction<'static, Db>) -> Result<(), sqlx::Error> {
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(&self.shared.channel)
-            .bind(&self.payload)
-            .execute(&mut **tx)
-            .await?;
-        Ok(())
-    }
-
     fn capabilities_impl(&self) -> durable_core::Capabilities {
         durable_core::Capabilities::all()
     }

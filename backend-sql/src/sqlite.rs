@@ -204,10 +204,6 @@ fn key_from(row: &SqliteRow, i: usize) -> Result<String, sqlx::Error> {
 }
 
 impl SqliteBackend {
-    async fn notify(&self, _tx: &mut sqlx::Transaction<'static, Db>) -> Result<(), sqlx::Error> {
-        Ok(())
-    }
-
     fn capabilities_impl(&self) -> durable_core::Capabilities {
         durable_core::Capabilities::all().with_push(false)
     }
