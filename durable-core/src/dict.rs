@@ -365,11 +365,15 @@ where
                 inner.backend.persist_expiring(key, bytes, ttl),
             )
             .await?;
+        // The store's time of the write is a clock reading, unless the store shortened a huge
+        // TTL to what it can hold.
         let ttl_millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-        let written_at = StoreTime(expires_at.0.saturating_sub(ttl_millis));
-        inner
-            .clock
-            .observe(written_at, sent, inner.clock.local_millis());
+        if ttl_millis < MAX_OBSERVED_TTL_MILLIS
+            && let Some(written_at) = expires_at.0.checked_sub(ttl_millis)
+        {
+            let received = inner.clock.local_millis();
+            inner.clock.observe(StoreTime(written_at), sent, received);
+        }
         let (key, mut entry) = inner.entry(key, value, size, version);
         if let Some(entry) = &mut entry {
             entry.expires_at = Some(expires_at);
@@ -1372,6 +1376,10 @@ where
         backup::write(path, &data)
     }
 }
+
+/// TTLs from which a write's expiry is not used as a reading of the store's clock (about 35
+/// years: stores shorten larger ones to what they can hold).
+const MAX_OBSERVED_TTL_MILLIS: u64 = 1 << 40;
 
 /// The most atomic sweep steps one [`Dict::sweep`] makes.
 const MAX_SWEEPS: usize = 16;

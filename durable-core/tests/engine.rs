@@ -660,3 +660,23 @@ async fn interleaved_writes_between_syncs_stay_correct() {
     assert_eq!(b.snapshot().get("k1"), Some(&1999));
     assert_eq!(a.snapshot().get("k1"), Some(&1999));
 }
+
+/// A TTL too large for the store (shortened by it) does not skew the handle's clock: other
+/// entries still expire on time.
+#[tokio::test(start_paused = true)]
+async fn a_huge_ttl_does_not_skew_expiry() {
+    let store = MemoryStore::new();
+    let dict: Dict<u32> = open(&store, manual()).await;
+    dict.insert_with_ttl("soon", 2, Duration::from_secs(1))
+        .await
+        .unwrap();
+    dict.insert_with_ttl("forever", 1, Duration::MAX)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(dict.snapshot().get("soon"), Some(&2));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let snapshot = dict.snapshot();
+    assert_eq!(snapshot.get("soon"), None);
+    assert_eq!(snapshot.get("forever"), Some(&1));
+}
