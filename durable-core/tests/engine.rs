@@ -680,3 +680,47 @@ async fn a_huge_ttl_does_not_skew_expiry() {
     assert_eq!(snapshot.get("soon"), None);
     assert_eq!(snapshot.get("forever"), Some(&1));
 }
+
+/// Concurrent increments of one key through one handle are combined into few store writes; each
+/// caller still gets the value right after its own delta, and nothing is lost.
+#[tokio::test(start_paused = true)]
+async fn concurrent_increments_on_one_handle_are_combined() {
+    let store = MemoryStore::new();
+    let dict: Dict<i64> = open(&store, manual()).await;
+    store.set_latency(Duration::from_millis(10));
+    let before = store.calls();
+    let callers: Vec<_> = (0..64)
+        .map(|_| {
+            let dict = dict.clone();
+            tokio::spawn(async move { dict.increment("hot", 1).await.unwrap() })
+        })
+        .collect();
+    let mut seen = Vec::new();
+    for caller in callers {
+        seen.push(caller.await.unwrap());
+    }
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        (1..=64).collect::<Vec<i64>>(),
+        "each caller saw its own step"
+    );
+    let writes = store.calls() - before;
+    assert!(writes <= 3, "64 increments took {writes} store writes");
+    assert_eq!(dict.snapshot().get("hot"), Some(&64));
+    let other: Dict<i64> = open(&store, manual()).await;
+    assert_eq!(other.snapshot().get("hot"), Some(&64));
+    // A failed combined write fails every increment in it and changes nothing.
+    store.set_available(false);
+    let failing: Vec<_> = (0..8)
+        .map(|_| {
+            let dict = dict.clone();
+            tokio::spawn(async move { dict.increment("hot", 1).await })
+        })
+        .collect();
+    for caller in failing {
+        assert!(caller.await.unwrap().unwrap_err().is_unavailable());
+    }
+    store.set_available(true);
+    assert_eq!(dict.increment("hot", 1).await.unwrap(), 65);
+}

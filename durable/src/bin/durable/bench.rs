@@ -600,6 +600,14 @@ impl Bench<'_> {
             sharded.push(rate);
             sharded_tally.add(&tally);
         }
+        // The same writers as tasks of one process: clones of one handle, whose concurrent
+        // increments of a key are combined into one store write.
+        let shared = vec![handles[0].clone(); writers];
+        let (one_handle, tally) = hammer(&shared, round, |dict: Dict<i64>, _| async move {
+            dict.increment("hot", 1).await.map(drop)
+        })
+        .await?;
+        plain_tally.add(&tally);
         let (plain_count, sharded_count) = (plain_tally.acknowledged, sharded_tally.acknowledged);
         let check: Dict<i64> = self
             .store
@@ -636,6 +644,16 @@ impl Bench<'_> {
                 sharded_tally.note()
             ),
             json!({"writers": writers, "shards": shards, "gave_up": sharded_tally.gave_up}),
+        );
+        self.record(
+            format!("hot counter, {writers} tasks on one handle"),
+            one_handle,
+            "incr/s",
+            format!(
+                "{} the {writers} handles' rate (increments combined)",
+                ratio(one_handle, plain)
+            ),
+            json!({"writers": writers, "handles": 1}),
         );
         self.clear(&name).await;
         Ok(())
