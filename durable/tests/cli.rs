@@ -112,7 +112,11 @@ fn edit_round_trip(url: &str) {
     assert!(first == "1\n" || first == "0\n", "{first}");
     assert_eq!(ok(url, ns, &["-d", "ttl", "sweep"]), "0\n");
     let export = ok(url, ns, &["-d", "ttl", "export"]);
-    assert_eq!(export.lines().count(), 1, "only the live entry is left: {export}");
+    assert_eq!(
+        export.lines().count(),
+        1,
+        "only the live entry is left: {export}"
+    );
     assert!(export.contains("session"), "{export}");
     let (code, _, err) = durable(url, ns, &["set", "--ttl", "-1", "x", "1"]);
     assert_eq!(code, 1);
