@@ -1414,19 +1414,12 @@ pub async fn expiring_entry_carries_its_expiry(ctx: &Ctx) {
         assert_eq!(expiry_of(&b.durables().await.expect("durables"), "m"), None);
     }
     if caps.compare_and_swap {
-        b.persist_expiring("c", bytes("1"), MINUTE)
+        // The swap below succeeds only if "c" is stored at the revision of this write.
+        let (written, _) = b
+            .persist_expiring("c", bytes("1"), MINUTE)
             .await
             .expect("persist_expiring");
-        let current = entries(&*b).await;
-        assert!(current.contains_key("c"));
-        let revision = b
-            .durables()
-            .await
-            .expect("durables")
-            .entries
-            .into_iter()
-            .find(|e| e.key == "c")
-            .map(|e| e.revision);
+        let revision = Some(written.revision());
         let swap = b
             .compare_and_swap("c", revision, Some(bytes("2")))
             .await

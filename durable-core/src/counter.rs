@@ -171,19 +171,16 @@ impl<E: Encoding<i64>> ShardedCounter<E> {
         i64::try_from(sum).unwrap_or(if sum < 0 { i64::MIN } else { i64::MAX })
     }
 
-    /// Deletes every shard of the counter in one atomic step (capability `batch`): the shards
-    /// in a freshly synced snapshot and every shard below the current count. Returns the token
-    /// of the delete, `None` if there was nothing to delete.
+    /// Deletes every shard of the counter (every shard key in a freshly synced snapshot, of any
+    /// shard count) in one atomic step (capability `batch`). Returns the token of the delete,
+    /// `None` if there was nothing to delete.
     pub async fn remove(&self) -> Result<Option<Version>> {
         let snapshot = self.dict.sync().await?;
-        let mut keys: Vec<String> = snapshot
+        let keys: Vec<String> = snapshot
             .keys()
             .filter(|key| self.is_shard(key))
             .map(str::to_owned)
             .collect();
-        keys.extend((0..self.shards).map(|shard| self.shard_key(shard)));
-        keys.sort_unstable();
-        keys.dedup();
         self.dict.remove_many(keys).await
     }
 }

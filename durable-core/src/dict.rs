@@ -5,8 +5,8 @@ use std::fmt;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{OnceLock, Weak};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -129,6 +129,8 @@ impl Drop for Tasks {
 }
 
 struct Inner<V, E> {
+    /// The handle's own `Arc`, to start background work from `&self`.
+    this: Weak<Inner<V, E>>,
     backend: Arc<dyn Backend>,
     caps: Capabilities,
     encoding: E,
@@ -210,7 +212,8 @@ where
             clock.clone(),
             origin,
         );
-        let inner = Arc::new(Inner {
+        let inner = Arc::new_cyclic(|this| Inner {
+            this: this.clone(),
             caps: backend.capabilities(),
             backend,
             encoding,
@@ -350,7 +353,6 @@ where
             .await?;
         self.inner
             .publish_local(version, vec![self.inner.entry(key, value, size, version)]);
-        self.sweep_lazily();
         Ok(version)
     }
 
@@ -387,7 +389,6 @@ where
             entry.expires_at = Some(expires_at);
         }
         inner.publish_local(version, vec![(key, entry)]);
-        self.sweep_lazily();
         Ok(version)
     }
 
@@ -402,26 +403,6 @@ where
         self.inner.sweep().await
     }
 
-    /// Starts a sweep in the background if the snapshot holds an expired entry and no sweep ran
-    /// in the last second.
-    fn sweep_lazily(&self) {
-        let inner = &self.inner;
-        if !inner.caps.expiry
-            || !inner.state.load().has_expired()
-            || inner.sweeping.swap(true, Ordering::SeqCst)
-        {
-            return;
-        }
-        let inner = inner.clone();
-        tokio::spawn(async move {
-            if let Err(error) = inner.sweep().await {
-                debug!(%error, "lazy sweep failed");
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            inner.sweeping.store(false, Ordering::SeqCst);
-        });
-    }
-
     /// Deletes `key`; true if it existed. A missing key changes nothing and bumps nothing.
     pub async fn remove(&self, key: &str) -> Result<bool> {
         self.inner.sweep_if_expired(key).await;
@@ -432,7 +413,6 @@ where
         if let Some(version) = removed {
             self.inner.publish_local(version, vec![(key.into(), None)]);
         }
-        self.sweep_lazily();
         Ok(removed.is_some())
     }
 
@@ -448,7 +428,6 @@ where
             return Ok(None);
         };
         self.inner.publish_local(version, vec![(key.into(), None)]);
-        self.sweep_lazily();
         self.inner.decode(key, &bytes).map(Some)
     }
 
@@ -490,7 +469,6 @@ where
                 };
                 self.inner
                     .publish_local(version, vec![(entry.key.clone(), Some(entry))]);
-                self.sweep_lazily();
                 Ok((value, true))
             }
             IfAbsent::Present(entry) => {
@@ -530,7 +508,6 @@ where
                     None => (key.into(), None),
                 };
                 self.inner.publish_local(version, vec![write]);
-                self.sweep_lazily();
                 Ok(Cas::Swapped { version })
             }
             Swap::Conflict(current) => Ok(Cas::Conflict {
@@ -549,8 +526,7 @@ where
     {
         self.inner.sweep_if_expired(key).await;
         let current = self.snapshot().get_versioned(key);
-        let written = self
-            .inner
+        self.inner
             .swap_loop(
                 key,
                 current.map(|c| (c.value, c.revision)),
@@ -563,9 +539,7 @@ where
                     Ok(Some((bytes, value)))
                 },
             )
-            .await?;
-        self.sweep_lazily();
-        Ok(written)
+            .await
     }
 
     /// Adds `delta` to the integer stored under `key` (absent counts as 0) and returns the new
@@ -612,7 +586,6 @@ where
                     "the increment task stopped (runtime shutting down)",
                 ))
             })?;
-            self.sweep_lazily();
             return Ok(value);
         }
         inner.require(inner.caps.compare_and_swap, Operation::Increment)?;
@@ -645,7 +618,6 @@ where
                 Ok(Some((bytes, decoded)))
             })
             .await?;
-        self.sweep_lazily();
         Ok(result)
     }
 
@@ -701,7 +673,6 @@ where
         if let Some(version) = version {
             self.inner.publish_local(version, writes(version));
         }
-        self.sweep_lazily();
         Ok(version)
     }
 
@@ -947,8 +918,33 @@ where
         let result = self.call(operation, fut).await;
         if result.is_ok() {
             bump(&self.counters.writes);
+            if operation != Operation::Sweep {
+                self.sweep_lazily();
+            }
         }
         result
+    }
+
+    /// After a write: starts a sweep in the background if the snapshot holds an expired entry
+    /// and no sweep ran in the last second (the store's expired entries go away without anyone
+    /// calling [`Dict::sweep`]).
+    fn sweep_lazily(&self) {
+        if !self.caps.expiry
+            || !self.state.load().has_expired()
+            || self.sweeping.swap(true, Ordering::SeqCst)
+        {
+            return;
+        }
+        let Some(inner) = self.this.upgrade() else {
+            return;
+        };
+        tokio::spawn(async move {
+            if let Err(error) = inner.sweep().await {
+                debug!(%error, "lazy sweep failed");
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            inner.sweeping.store(false, Ordering::SeqCst);
+        });
     }
 
     /// The compare-and-swap retry loop behind `update` and `increment`. `current` is the caller's
@@ -1532,12 +1528,7 @@ async fn poll_loop<V, E>(
             Ok(()) if until_ok => return,
             Ok(()) => {
                 delay = interval;
-                if inner.caps.expiry
-                    && inner.state.load().has_expired()
-                    && let Err(error) = inner.sweep().await
-                {
-                    debug!(%error, "background sweep failed");
-                }
+                inner.sweep_lazily();
             }
             Err(_) => delay = (delay * 2).min(max_backoff),
         }

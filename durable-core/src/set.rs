@@ -59,8 +59,13 @@ impl<T, E> fmt::Debug for DurableSet<T, E> {
 }
 
 /// The key a member is stored under: its JSON text.
-fn member_key<T: Serialize>(backend: &str, member: &T) -> Result<String> {
-    serde_json::to_string(member).map_err(|e| Error::Encode {
+fn member_key<T: Serialize>(member: &T) -> serde_json::Result<String> {
+    serde_json::to_string(member)
+}
+
+/// [`member_key`], with an error naming the backend.
+fn checked_member_key<T: Serialize>(backend: &str, member: &T) -> Result<String> {
+    member_key(member).map_err(|e| Error::Encode {
         backend: backend.to_owned(),
         key: "(set member)".to_owned(),
         encoding: "json member key",
@@ -87,7 +92,7 @@ where
     }
 
     fn key(&self, member: &T) -> Result<String> {
-        member_key(self.dict.backend_name(), member)
+        checked_member_key(self.dict.backend_name(), member)
     }
 
     /// Adds `member`; true if it was not already a member. Adding a present member writes
@@ -182,7 +187,7 @@ impl<T: Serialize> SetSnapshot<T> {
     /// True if `member` is in the set (false for a member that cannot be serialized, which no
     /// insert could have stored).
     pub fn contains(&self, member: &T) -> bool {
-        serde_json::to_string(member).is_ok_and(|key| self.inner.contains_key(&key))
+        member_key(member).is_ok_and(|key| self.inner.contains_key(&key))
     }
 
     /// The number of members.

@@ -642,8 +642,8 @@ async fn sharded_counters_start_from_a_backup() {
     assert_eq!(value, Some(24), "the backup holds every shard");
 }
 
-/// Writes interleaved with another process's keep at most one pending record per key, however
-/// many writes happen between syncs, and a sync still lands on the right values.
+/// Many own writes interleaved with another process's between syncs (each one pending, since
+/// the token cannot follow it) leave the right values locally and after a sync.
 #[tokio::test(start_paused = true)]
 async fn interleaved_writes_between_syncs_stay_correct() {
     let store = MemoryStore::new();
