@@ -12,10 +12,12 @@
 
 #![allow(missing_docs)]
 
+mod common;
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use durable_core::{Backend, BatchOp, Dict, Json, Name, Options};
+use durable_core::{Backend, Dict, Json, Name, Options};
 use durable_redis::redis::{self, AsyncCommands, Value};
 use durable_redis::{RedisOptions, RedisStore};
 
@@ -73,18 +75,7 @@ async fn run(url: &str, sizes: &[usize]) {
         if have != size {
             let _: () = raw.del(&backend.redis_keys()[..]).await.unwrap();
             let t = Instant::now();
-            let mut i = 0;
-            while i < size {
-                let end = (i + 5000).min(size);
-                let ops = (i..end)
-                    .map(|k| BatchOp::Put {
-                        key: format!("flag:{k}"),
-                        value: k.to_string().into(),
-                    })
-                    .collect();
-                backend.persist_batch(ops).await.expect("fill");
-                i = end;
-            }
+            common::fill(&backend, size).await;
             eprintln!("(filled {size} keys in {:.1} s)", t.elapsed().as_secs_f64());
         }
         let reps = std::env::var("DURABLE_BENCH_REPS")
@@ -169,17 +160,11 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let Some(url) = std::env::var("DURABLE_BENCH_REDIS_URL")
-        .or_else(|_| std::env::var("DURABLE_TEST_REDIS_URL"))
-        .ok()
-    else {
+    let Some(url) = common::single_url() else {
         eprintln!("skipped: set DURABLE_BENCH_REDIS_URL (or DURABLE_TEST_REDIS_URL)");
         return;
     };
-    let sizes: Vec<usize> = std::env::var("DURABLE_BENCH_SIZES")
-        .ok()
-        .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
-        .unwrap_or_else(|| vec![1_000, 100_000, 1_000_000]);
+    let sizes = common::sizes(&[1_000, 100_000, 1_000_000]);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -10,6 +10,8 @@
 
 #![allow(missing_docs)]
 
+mod common;
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -51,19 +53,7 @@ async fn open(
 }
 
 async fn fill(store: &RedisStore, ns: &Name, dict: &str, n: usize) {
-    let backend = store.backend(ns.as_str(), dict).unwrap();
-    let mut i = 0;
-    while i < n {
-        let end = (i + 5000).min(n);
-        let ops = (i..end)
-            .map(|k| durable_core::BatchOp::Put {
-                key: format!("flag:{k}"),
-                value: k.to_string().into(),
-            })
-            .collect();
-        backend.persist_batch(ops).await.expect("fill");
-        i = end;
-    }
+    common::fill(&store.backend(ns.as_str(), dict).unwrap(), n).await;
 }
 
 async fn run(url: &str, sizes: &[usize]) -> Vec<Row> {
@@ -294,17 +284,11 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let Some(url) = std::env::var("DURABLE_BENCH_REDIS_URL")
-        .or_else(|_| std::env::var("DURABLE_TEST_REDIS_URL"))
-        .ok()
-    else {
+    let Some(url) = common::single_url() else {
         eprintln!("skipped: set DURABLE_BENCH_REDIS_URL (or DURABLE_TEST_REDIS_URL)");
         return;
     };
-    let sizes: Vec<usize> = std::env::var("DURABLE_BENCH_SIZES")
-        .ok()
-        .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
-        .unwrap_or_else(|| vec![1_000, 100_000, 1_000_000]);
+    let sizes = common::sizes(&[1_000, 100_000, 1_000_000]);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -156,13 +156,14 @@ impl Tally {
 /// Runs one task per handle, each calling `increment` with its writer number for `duration`;
 /// returns the acknowledged increments per second and the tally. Contention errors are counted,
 /// any other error ends the run.
-async fn hammer<F, Fut>(
-    handles: &[Dict<i64>],
+async fn hammer<H, F, Fut>(
+    handles: &[H],
     duration: Duration,
     increment: F,
 ) -> Result<(f64, Tally), String>
 where
-    F: Fn(Dict<i64>, u64) -> Fut + Clone + Send + 'static,
+    H: Clone + Send + 'static,
+    F: Fn(H, u64) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = DResult<()>> + Send,
 {
     let start = Instant::now();
@@ -582,6 +583,11 @@ impl Bench<'_> {
             handles.push(dict);
         }
         let round = Duration::from_secs(if self.quick { 1 } else { 5 });
+        let counters = handles
+            .iter()
+            .map(|dict| durable::ShardedCounter::new(dict, "hot-sharded", shards))
+            .collect::<DResult<Vec<_>>>()
+            .map_err(err)?;
         let (mut plain, mut sharded) = (Vec::new(), Vec::new());
         let (mut plain_tally, mut sharded_tally) = (Tally::default(), Tally::default());
         for _ in 0..2 {
@@ -591,12 +597,14 @@ impl Bench<'_> {
             .await?;
             plain.push(rate);
             plain_tally.add(&tally);
-            let (rate, tally) =
-                hammer(&handles, round, move |dict: Dict<i64>, writer| async move {
-                    let counter = durable::ShardedCounter::new(&dict, "hot-sharded", shards)?;
+            let (rate, tally) = hammer(
+                &counters,
+                round,
+                |counter: durable::ShardedCounter, writer| async move {
                     counter.increment_as(writer, 1).await
-                })
-                .await?;
+                },
+            )
+            .await?;
             sharded.push(rate);
             sharded_tally.add(&tally);
         }
