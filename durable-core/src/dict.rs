@@ -361,8 +361,8 @@ where
     /// (capability `expiry`).
     ///
     /// Any later write of the key without a TTL makes it permanent again. Handles judge expiry by
-    /// their estimate of the store's clock, so they agree to within a few milliseconds (half
-    /// their round trips to the store) whatever their own clocks say.
+    /// their estimate of the store's clock, so they agree to within half their round trips to the
+    /// store plus a millisecond or two, whatever their own clocks say (see the crate's README).
     pub async fn insert_with_ttl(&self, key: &str, value: V, ttl: Duration) -> Result<Version> {
         let inner = &self.inner;
         inner.require(inner.caps.expiry, Operation::PersistExpiring)?;
@@ -1425,7 +1425,7 @@ const MAX_OBSERVED_TTL_MILLIS: u64 = 1 << 40;
 const MAX_SWEEPS: usize = 16;
 
 /// How long a reading of the store's clock is trusted while entries with a time to live are held
-/// (clocks drift apart by well under a millisecond a minute).
+/// (a free-running clock 50 ppm off drifts 3 ms a minute; NTP-disciplined clocks far less).
 const CLOCK_READING_LIFETIME: Duration = Duration::from_secs(60);
 
 /// Moves the token forward over pending local writes that directly follow it.
