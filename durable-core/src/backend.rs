@@ -15,6 +15,13 @@ use crate::types::{
     BatchOp, Capabilities, Changes, IfAbsent, Load, Revision, StoreTime, Swap, Swept, Version,
 };
 
+/// How many of its last writes' stamps a backend should keep to serve deltas (see the contract's
+/// `restore_then_writes_past_old_counter_is_detected`): a token further behind gets
+/// [`Changes::TooOld`] and its handle reloads in full. 65,536 stamps of 8 bytes take 512 KiB at
+/// most per dictionary, and a handle that falls further behind than that many writes would read
+/// most of a busy dictionary anyway.
+pub const STAMP_HISTORY: u64 = 65_536;
+
 /// One stored dictionary in one store.
 ///
 /// A backend value is bound to a single dictionary (a namespace and a name, given to the
@@ -37,16 +44,38 @@ use crate::types::{
 /// - `version_changes_on_every_write`: every write that changes the dictionary returns a token
 ///   different from every token seen before, and `last_updated` returns it afterwards.
 /// - `writes_step_the_counter_by_one`: such a write sets the counter to the previous counter plus
-///   one, in the same epoch, in the same atomic step as the change itself. (The engine uses this
-///   to keep its snapshot current after its own writes without a reload.)
+///   one, in the same epoch, with a fresh stamp ([`Version::new_stamp`]) and the previous
+///   token's stamp as parent ([`Version::next`]), in the same atomic step as the change itself.
+///   (The engine uses this to keep its snapshot current after its own writes without a reload.)
 /// - `no_op_writes_bump_nothing`: an operation that changes nothing (deleting a missing key,
 ///   insert-if-absent of a present key, a compare-and-swap that does not match, a batch of
 ///   deletes of missing keys, clearing an empty dictionary) leaves the token unchanged and returns
 ///   no new token. Storing a value equal to the stored one is a write and does bump.
 /// - `wipe_is_detected`: if the stored dictionary is deleted behind the backend's back (flushed,
-///   truncated, restored from an old backup, re-created), the next token differs from every
-///   earlier one, even after the same number of writes. Backends get this by storing the epoch
-///   with the counter and choosing a fresh epoch whenever the version record has to be created.
+///   truncated, re-created), the next token differs from every earlier one, even after the same
+///   number of writes. Backends get this by storing the epoch with the counter and choosing a
+///   fresh epoch whenever the version record has to be created, with a counter above every
+///   revision still stored.
+/// - `restore_is_detected`: if the stored dictionary is put back to an earlier state of itself
+///   (a backup restored, a server restarted from an older snapshot, a failover to a replica that
+///   had not received the last writes), the current token differs from every token issued after
+///   that state, and [`changes_since`](Backend::changes_since) of such a token gets
+///   [`Changes::TooOld`], so every handle reloads.
+/// - `restore_then_writes_past_old_counter_is_detected`: writes made after such a restore draw
+///   fresh stamps, so even once the counter passes the old one, no token repeats one issued
+///   before the restore, and old tokens still get [`Changes::TooOld`]. Backends get this by
+///   recording each write's stamp beside its counter (at least the last [`STAMP_HISTORY`]
+///   writes, or what the store's limits allow) and serving a delta only to a token whose stamp
+///   is the one recorded for its counter.
+/// - `restore_keeps_read_your_writes`: a handle holding a state from before a restore sees its
+///   own write right after the write returns, and converges on the store's contents at its next
+///   sync.
+/// - `damaged_version_record_is_a_wipe_or_writes_nothing`: a version record that is missing or
+///   cannot be read (a field missing, not an integer, negative, or beyond 2^53) while entries are
+///   stored never yields a token that was issued before: reads return a typed error
+///   ([`Error::Damaged`]) or a token of a fresh epoch; a write either treats the record as wiped
+///   (a fresh epoch, the counter above every stored revision) or returns a typed error having
+///   written nothing. No step writes data before it has validated the version record.
 ///
 /// **Data.**
 /// - `round_trip_*`: any byte string is stored and loaded unchanged: empty, binary, unicode text,
@@ -66,8 +95,9 @@ use crate::types::{
 ///   and the token of the state they lead to; applying them to the entries of `t` gives exactly
 ///   the entries of that state.
 /// - `delta_of_current_token_is_empty`.
-/// - `delta_falls_back_when_too_old`: a token from another epoch, or older than the retained
-///   history of deletes, gets [`Changes::TooOld`], never a partial answer.
+/// - `delta_falls_back_when_too_old`: a token from another epoch, ahead of the store, whose stamp
+///   is not the one recorded for its counter, or older than the retained history (of deletes or
+///   of stamps), gets [`Changes::TooOld`], never a partial answer.
 ///
 /// **Conditional writes** (one capability each), all atomic in the store:
 /// - `insert_if_absent_*`, `compare_and_swap_*`, `pop_*`, `increment_*`, `batch_*`, `clear_*`;

@@ -16,8 +16,8 @@ use crate::error::{Error, Result};
 use crate::types::{Revision, StoreTime, StoredEntry, Version};
 
 const MAGIC: &[u8; 15] = b"DURABLE-BACKUP\n";
-/// Format 2 added each entry's expiry.
-const FORMAT: u32 = 2;
+/// Format 2 added each entry's expiry, format 3 the token's stamp and parent.
+const FORMAT: u32 = 3;
 const HEADER: usize = MAGIC.len() + 4 + 8 + 4;
 /// The largest payload accepted when reading a backup.
 const MAX_PAYLOAD: usize = 1 << 32;
@@ -26,6 +26,8 @@ const MAX_PAYLOAD: usize = 1 << 32;
 pub(crate) struct BackupData {
     pub(crate) epoch: u64,
     pub(crate) counter: u64,
+    pub(crate) stamp: u64,
+    pub(crate) parent: u64,
     /// Milliseconds since the Unix epoch when the snapshot was last confirmed by the store.
     pub(crate) confirmed_unix_ms: u64,
     pub(crate) encoding: String,
@@ -38,6 +40,8 @@ impl BackupData {
         BackupData {
             epoch: version.epoch(),
             counter: version.counter(),
+            stamp: version.stamp(),
+            parent: version.parent(),
             confirmed_unix_ms: confirmed
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
@@ -47,7 +51,7 @@ impl BackupData {
     }
 
     pub(crate) fn version(&self) -> Version {
-        Version::new(self.epoch, self.counter)
+        Version::stamped(self.epoch, self.counter, self.stamp, self.parent)
     }
 
     /// How long before now the store last confirmed this snapshot.
@@ -143,11 +147,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("d.durable-backup");
         assert!(read(&path).unwrap().is_none());
-        let mut data = BackupData::new(Version::new(7, 9), SystemTime::now(), "json");
+        let mut data = BackupData::new(Version::stamped(7, 9, 3, 2), SystemTime::now(), "json");
         data.entries.push(("k".into(), b"1".to_vec(), 9, Some(5)));
         write(&path, &data).unwrap();
         let back = read(&path).unwrap().unwrap();
-        assert_eq!(back.version(), Version::new(7, 9));
+        assert_eq!(back.version(), Version::stamped(7, 9, 3, 2));
+        assert_eq!(back.version().parent(), 2);
         assert_eq!(back.entries, data.entries);
 
         let mut bytes = std::fs::read(&path).unwrap();

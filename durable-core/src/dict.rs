@@ -159,6 +159,9 @@ struct Inner<V, E> {
     increments: Mutex<HashMap<String, Vec<QueuedIncrement>>>,
 }
 
+/// The keys one local write changed, each with its new entry (`None`: deleted).
+type LocalWrites<V> = Vec<(Arc<str>, Option<Entry<V>>)>;
+
 /// One caller's delta and where its result goes.
 type QueuedIncrement = (i64, tokio::sync::oneshot::Sender<Result<i64>>);
 
@@ -352,7 +355,8 @@ where
             .write(Operation::Persist, self.inner.backend.persist(key, bytes))
             .await?;
         self.inner
-            .publish_local(version, vec![self.inner.entry(key, value, size, version)]);
+            .publish_local(version, vec![self.inner.entry(key, value, size, version)])
+            .await;
         Ok(version)
     }
 
@@ -388,7 +392,7 @@ where
         if let Some(entry) = &mut entry {
             entry.expires_at = Some(expires_at);
         }
-        inner.publish_local(version, vec![(key, entry)]);
+        inner.publish_local(version, vec![(key, entry)]).await;
         Ok(version)
     }
 
@@ -411,7 +415,9 @@ where
             .write(Operation::Depersist, self.inner.backend.depersist(key))
             .await?;
         if let Some(version) = removed {
-            self.inner.publish_local(version, vec![(key.into(), None)]);
+            self.inner
+                .publish_local(version, vec![(key.into(), None)])
+                .await;
         }
         Ok(removed.is_some())
     }
@@ -427,7 +433,9 @@ where
         else {
             return Ok(None);
         };
-        self.inner.publish_local(version, vec![(key.into(), None)]);
+        self.inner
+            .publish_local(version, vec![(key.into(), None)])
+            .await;
         self.inner.decode(key, &bytes).map(Some)
     }
 
@@ -468,7 +476,8 @@ where
                     size,
                 };
                 self.inner
-                    .publish_local(version, vec![(entry.key.clone(), Some(entry))]);
+                    .publish_local(version, vec![(entry.key.clone(), Some(entry))])
+                    .await;
                 Ok((value, true))
             }
             IfAbsent::Present(entry) => {
@@ -507,7 +516,7 @@ where
                     Some(value) => self.inner.entry(key, value, size, version),
                     None => (key.into(), None),
                 };
-                self.inner.publish_local(version, vec![write]);
+                self.inner.publish_local(version, vec![write]).await;
                 Ok(Cas::Swapped { version })
             }
             Swap::Conflict(current) => Ok(Cas::Conflict {
@@ -671,7 +680,7 @@ where
             .write(Operation::Batch, self.inner.backend.persist_batch(ops))
             .await?;
         if let Some(version) = version {
-            self.inner.publish_local(version, writes(version));
+            self.inner.publish_local(version, writes(version)).await;
         }
         Ok(version)
     }
@@ -687,7 +696,7 @@ where
             .await?;
         if let Some(version) = version {
             let keys = self.snapshot().keys().map(|k| (k.into(), None)).collect();
-            self.inner.publish_local(version, keys);
+            self.inner.publish_local(version, keys).await;
         }
         Ok(version)
     }
@@ -784,7 +793,8 @@ where
         self.publish_local(
             version,
             vec![self.entry(key, decoded, bytes.len(), version)],
-        );
+        )
+        .await;
         Ok(value)
     }
 
@@ -802,7 +812,7 @@ where
             removed += swept.keys.len();
             debug!(removed = swept.keys.len(), version = %swept.version, "swept expired entries");
             let keys = swept.keys.into_iter().map(|k| (k.into(), None)).collect();
-            self.publish_local(swept.version, keys);
+            self.publish_local(swept.version, keys).await;
             self.recompute_earliest_expiry();
             if !self.state.load().has_expired() {
                 break;
@@ -985,7 +995,7 @@ where
                         None => (key.into(), None),
                     };
                     let written = write.1.as_ref().map(|e| e.value.clone());
-                    self.publish_local(version, vec![write]);
+                    self.publish_local(version, vec![write]).await;
                     return Ok(written);
                 }
                 Swap::Conflict(now) => {
@@ -1040,7 +1050,7 @@ where
         }
         let generation = self.started.fetch_add(1, Ordering::SeqCst) + 1;
         let span = debug_span!("durable.check", backend = self.name(), generation);
-        let result = self.check_now().instrument(span).await;
+        let result = self.check_now(generation).instrument(span).await;
         if let Err(error) = &result {
             self.counters.failed(error, true);
             warn!(backend = self.name(), %error, "sync failed, keeping the last good snapshot");
@@ -1049,8 +1059,9 @@ where
         result
     }
 
-    async fn check_now(&self) -> Result<()> {
+    async fn check_now(&self, generation: u64) -> Result<()> {
         let hints_seen = self.hints.sent();
+        let start = self.state.load().version;
         let version = self
             .timed(Operation::Version, self.backend.last_updated())
             .await?;
@@ -1109,7 +1120,7 @@ where
                     }
                 }
             };
-            self.publish_sync(update);
+            self.publish_sync(update, generation, start);
             self.backup_wake.notify_one();
             true
         };
@@ -1129,10 +1140,15 @@ where
         let mut skipped = Vec::new();
         let entries = self.decode_all(load.entries, &mut skipped, &mut Vec::new())?;
         bump(&self.counters.reloads);
-        self.publish_sync(Update::Load {
-            version: load.version,
-            entries,
-        });
+        let start = self.state.load().version;
+        self.publish_sync(
+            Update::Load {
+                version: load.version,
+                entries,
+            },
+            0,
+            start,
+        );
         self.measure_clock_if_needed().await;
         self.counters.check_succeeded(true);
         for error in &skipped {
@@ -1227,8 +1243,9 @@ where
         }
     }
 
-    /// Publishes the result of a sync.
-    fn publish_sync(&self, update: Update<V>) {
+    /// Publishes the result of a sync. `generation` is the check's (0 for the open's load) and
+    /// `start` the token the snapshot had when the check began.
+    fn publish_sync(&self, update: Update<V>, generation: u64, start: Version) {
         let _guard = self.publish.lock();
         let current = self.state.load();
         let version = match &update {
@@ -1237,9 +1254,23 @@ where
         if version.epoch() == current.version.epoch()
             && version.counter() < current.version.counter()
         {
-            // Our own writes already moved the snapshot past this (complete) state.
-            current.confirm(Instant::now());
-            return;
+            if version.epoch() != start.epoch() || version.counter() >= start.counter() {
+                // Our own writes moved the snapshot past this (complete) state while the check
+                // ran; the next check brings what others wrote meanwhile.
+                current.confirm(Instant::now());
+                return;
+            }
+            // The check began after the snapshot reached `start`, yet the store is behind it:
+            // the store was put back to an earlier state (a restore, a failover that lost
+            // writes). Its state wins; the backend served a full load (a delta from a token
+            // ahead of the store is never served).
+            warn!(
+                backend = self.name(),
+                store = %version,
+                snapshot = %current.version,
+                "the store went back to an earlier state; following it"
+            );
+            bump(&self.counters.regressions);
         }
         let mut next = match update {
             Update::Load { version, entries } => {
@@ -1275,11 +1306,14 @@ where
             }
         };
         next.from_backup = false;
-        // Local writes the synced state does not include yet are applied again on top of it.
+        // A local write acknowledged before the check began is in the synced state, or the store
+        // lost it. One acknowledged since is applied again on top, unless the synced state is
+        // at or past it in its epoch.
         let pending = std::mem::take(&mut next.pending);
         for write in pending {
-            if write.version.epoch() == version.epoch()
-                && write.version.counter() > version.counter()
+            if write.acked >= generation
+                && !(write.version.epoch() == version.epoch()
+                    && write.version.counter() <= version.counter())
             {
                 self.apply(
                     &mut next.map,
@@ -1312,18 +1346,48 @@ where
     }
 
     /// Publishes this handle's own acknowledged write (read-your-writes).
-    fn publish_local(&self, version: Version, writes: Vec<(Arc<str>, Option<Entry<V>>)>) {
+    ///
+    /// A write that directly follows the snapshot's state moves its token on. One that does not
+    /// (another process wrote in between) is kept as a pending write, re-applied over syncs until
+    /// one covers it. When the snapshot is already at or past the write's counter on another
+    /// state, only the store can say whether a sync brought the write (or a later value) or the
+    /// snapshot holds a history the store lost in a restore: a version check settles it before
+    /// the write returns.
+    async fn publish_local(&self, version: Version, writes: LocalWrites<V>) {
+        let Some(writes) = self.publish_local_now(version, writes, false) else {
+            return;
+        };
+        if let Err(error) = self.check().await {
+            debug!(%error, "check after an own write failed; showing the write");
+            self.publish_local_now(version, writes, true);
+        }
+    }
+
+    /// The synchronous part of [`publish_local`](Self::publish_local). Returns the writes back
+    /// when the snapshot is at or past the write's counter on another state (unless `force`,
+    /// which then applies them as pending writes).
+    fn publish_local_now(
+        &self,
+        version: Version,
+        writes: LocalWrites<V>,
+        force: bool,
+    ) -> Option<LocalWrites<V>> {
         {
             let _guard = self.publish.lock();
             let current = self.state.load();
-            if version.epoch() == current.version.epoch()
+            if version == current.version {
+                // A sync already brought exactly this write.
+                return None;
+            }
+            if !force
+                && version.epoch() == current.version.epoch()
                 && version.counter() <= current.version.counter()
             {
-                // A sync already brought this write (or a later state).
-                return;
+                return Some(writes);
             }
+            let acked = self.started.load(Ordering::SeqCst);
             let mut next = current.successor();
-            let follows = version.predecessor() == Some(next.version);
+            let follows = version.follows(&next.version);
             for (key, entry) in writes {
                 // A later write of ours to the same key may have been published first.
                 let superseded = next.pending.iter().any(|p| {
@@ -1341,6 +1405,7 @@ where
                     next.pending.retain(|p| p.key != key);
                     next.pending.push(Pending {
                         version,
+                        acked,
                         key,
                         entry,
                     });
@@ -1353,6 +1418,7 @@ where
             self.state.store(Arc::new(next));
         }
         self.backup_wake.notify_one();
+        None
     }
 
     /// Starts from the backup file after the store failed with `error`.
@@ -1434,7 +1500,7 @@ fn fold_pending<V>(state: &mut State<V>) {
         .pending
         .iter()
         .map(|p| p.version)
-        .find(|v| v.predecessor() == Some(state.version))
+        .find(|v| v.follows(&state.version))
     {
         state.version = next;
         state.pending.retain(|p| p.version != next);

@@ -110,6 +110,18 @@ pub enum Error {
         /// The driver's error.
         source: Source,
     },
+    /// The dictionary's version record in the store is damaged (a field missing or not an
+    /// integer, a negative or absurd counter, entries without a record): nothing was written.
+    /// A write through a backend that repairs such records starts a fresh epoch instead.
+    #[error("{backend}: {operation} refused: the version record is damaged: {reason}")]
+    Damaged {
+        /// The backend's name.
+        backend: String,
+        /// What was being done.
+        operation: Operation,
+        /// What is wrong with the record, naming the dictionary.
+        reason: String,
+    },
     /// The operation did not finish within its time limit.
     #[error("{backend}: {operation} timed out after {after:?}")]
     Timeout {

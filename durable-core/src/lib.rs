@@ -20,12 +20,12 @@ mod types;
 #[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
 pub mod conformance;
 
-pub use backend::{Backend, Hint, HintSender, Hints};
+pub use backend::{Backend, Hint, HintSender, Hints, STAMP_HISTORY};
 pub use counter::ShardedCounter;
 pub use dict::{Cas, Change, ChangeKind, Dict};
 pub use encoding::{Bincode, Encoding, EncodingError, Json, Raw};
 pub use error::{Error, Operation, Result, Source};
-pub use memory::{MemoryBackend, MemoryStore};
+pub use memory::{MemoryBackend, MemoryCopy, MemoryStore};
 pub use options::{DecodeErrors, Mode, Options};
 pub use set::{DurableSet, SetSnapshot};
 pub use snapshot::{Snapshot, Versioned};

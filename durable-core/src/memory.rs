@@ -1,6 +1,6 @@
 //! An in-process store with every capability and fault injection, for tests and examples.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use parking_lot::Mutex;
 
-use crate::backend::{Backend, Hint, HintSender, Hints};
+use crate::backend::{Backend, Hint, HintSender, Hints, STAMP_HISTORY};
 use crate::clock::LocalClock;
 use crate::error::{Error, Operation, Result};
 use crate::types::{
@@ -72,9 +72,17 @@ impl fmt::Debug for MemoryStore {
     }
 }
 
+#[derive(Clone)]
 struct Stored {
     epoch: u64,
     counter: u64,
+    stamp: u64,
+    parent: u64,
+    /// The stamp of each of the last [`STAMP_HISTORY`] counters.
+    stamps: BTreeMap<u64, u64>,
+    /// True once the version record was deleted behind the store's back (fault injection); the
+    /// next access re-creates it as after a wipe.
+    record_lost: bool,
     /// Tokens with a counter below this cannot be served a delta (tombstones were trimmed).
     oldest_served: u64,
     entries: HashMap<String, (Bytes, u64, Option<StoreTime>)>,
@@ -86,9 +94,14 @@ struct Stored {
 
 impl Stored {
     fn new() -> Self {
+        let stamp = Version::new_stamp();
         Stored {
             epoch: rand::random(),
             counter: 0,
+            stamp,
+            parent: 0,
+            stamps: BTreeMap::from([(0, stamp)]),
+            record_lost: false,
             oldest_served: 0,
             entries: HashMap::new(),
             tombstones: HashMap::new(),
@@ -98,13 +111,41 @@ impl Stored {
     }
 
     fn version(&self) -> Version {
-        Version::new(self.epoch, self.counter)
+        Version::stamped(self.epoch, self.counter, self.stamp, self.parent)
     }
 
-    /// Starts a write: the new counter.
+    /// Re-creates a lost version record as a wipe would: a fresh epoch and stamp, the counter
+    /// above every revision still logged.
+    fn repair(&mut self) {
+        if !self.record_lost {
+            return;
+        }
+        self.record_lost = false;
+        self.epoch = rand::random();
+        self.counter = self.log.last().map_or(0, |(rev, _)| *rev);
+        self.oldest_served = self.counter;
+        self.stamp = Version::new_stamp();
+        self.parent = 0;
+        self.stamps = BTreeMap::from([(self.counter, self.stamp)]);
+    }
+
+    /// Starts a write: the new counter, with a fresh stamp recorded for it.
     fn bump(&mut self) -> u64 {
         self.counter += 1;
+        self.parent = self.stamp;
+        self.stamp = Version::new_stamp();
+        self.stamps.insert(self.counter, self.stamp);
+        if self.stamps.len() as u64 > STAMP_HISTORY {
+            self.stamps.pop_first();
+        }
         self.counter
+    }
+
+    /// True if `since` names a state of this store's history that a delta can start from.
+    fn serves(&self, since: Version) -> bool {
+        since.epoch() == self.epoch
+            && since.counter() >= self.oldest_served
+            && self.stamps.get(&since.counter()) == Some(&since.stamp())
     }
 
     /// Ends a write: notifies subscribers and returns the new token.
@@ -217,6 +258,7 @@ impl MemoryStore {
         let id = (Name::new(namespace)?, Name::new(dictionary)?);
         let mut dicts = self.shared.dicts.lock();
         let stored = dicts.entry(id).or_insert_with(Stored::new);
+        stored.repair();
         let rev = stored.bump();
         stored.put(key, Bytes::copy_from_slice(bytes), rev);
         stored.committed();
@@ -231,6 +273,49 @@ impl MemoryStore {
         Ok(())
     }
 
+    /// A copy of everything stored for the dictionary, to put back later with
+    /// [`put_back`](Self::put_back) as a backup restore would.
+    pub fn copy(&self, namespace: &str, dictionary: &str) -> Result<MemoryCopy> {
+        let id = (Name::new(namespace)?, Name::new(dictionary)?);
+        let dicts = self.shared.dicts.lock();
+        Ok(MemoryCopy(dicts.get(&id).map(|stored| Stored {
+            subscribers: Vec::new(),
+            ..stored.clone()
+        })))
+    }
+
+    /// Puts the dictionary back to a copy taken earlier (a restore from a backup: the same
+    /// epoch, an earlier counter). Hint subscribers stay connected and hear nothing, as with a
+    /// restore made by another program.
+    pub fn put_back(&self, namespace: &str, dictionary: &str, copy: &MemoryCopy) -> Result<()> {
+        let id = (Name::new(namespace)?, Name::new(dictionary)?);
+        let mut dicts = self.shared.dicts.lock();
+        let subscribers = dicts
+            .remove(&id)
+            .map(|stored| stored.subscribers)
+            .unwrap_or_default();
+        if let Some(copy) = &copy.0 {
+            dicts.insert(
+                id,
+                Stored {
+                    subscribers,
+                    ..copy.clone()
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Deletes the dictionary's version record but keeps its entries (a damaged store); the
+    /// next access re-creates the record with a fresh epoch, as after a wipe.
+    pub fn lose_version_record(&self, namespace: &str, dictionary: &str) -> Result<()> {
+        let id = (Name::new(namespace)?, Name::new(dictionary)?);
+        if let Some(stored) = self.shared.dicts.lock().get_mut(&id) {
+            stored.record_lost = true;
+        }
+        Ok(())
+    }
+
     /// Trims every tombstone now, so that only the current token can be served a delta.
     pub fn forget_history(&self, namespace: &str, dictionary: &str) -> Result<()> {
         let id = (Name::new(namespace)?, Name::new(dictionary)?);
@@ -239,8 +324,21 @@ impl MemoryStore {
                 stored.log.remove(&(rev, key));
             }
             stored.oldest_served = stored.counter;
+            let stamp = stored.stamp;
+            stored.stamps = BTreeMap::from([(stored.counter, stamp)]);
         }
         Ok(())
+    }
+}
+
+/// A copy of one dictionary of a [`MemoryStore`], from [`MemoryStore::copy`].
+pub struct MemoryCopy(Option<Stored>);
+
+impl fmt::Debug for MemoryCopy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("MemoryCopy")
+            .field(&self.0.as_ref().map(Stored::version))
+            .finish()
     }
 }
 
@@ -272,10 +370,9 @@ impl MemoryBackend {
         let result = {
             let mut dicts = shared.dicts.lock();
             let now = shared.now();
-            f(
-                dicts.entry(self.id.clone()).or_insert_with(Stored::new),
-                now,
-            )
+            let stored = dicts.entry(self.id.clone()).or_insert_with(Stored::new);
+            stored.repair();
+            f(stored, now)
         };
         self.travel().await;
         Ok(result)
@@ -334,10 +431,7 @@ impl Backend for MemoryBackend {
 
     async fn changes_since(&self, since: Version) -> Result<Changes> {
         self.call(Operation::Changes, |s, _| {
-            if since.epoch() != s.epoch
-                || since.counter() < s.oldest_served
-                || since.counter() > s.counter
-            {
+            if !s.serves(since) {
                 return Changes::TooOld;
             }
             let mut delta = Delta {

@@ -36,6 +36,9 @@ impl<V> Clone for Versioned<V> {
 #[derive(Debug)]
 pub(crate) struct Pending<V> {
     pub(crate) version: Version,
+    /// How many version checks had started when the write was acknowledged: a check with a
+    /// higher generation read the store after the write.
+    pub(crate) acked: u64,
     pub(crate) key: Arc<str>,
     pub(crate) entry: Option<Entry<V>>,
 }
@@ -44,6 +47,7 @@ impl<V> Clone for Pending<V> {
     fn clone(&self) -> Self {
         Pending {
             version: self.version,
+            acked: self.acked,
             key: self.key.clone(),
             entry: self.entry.clone(),
         }

@@ -52,6 +52,9 @@ pub struct Stats {
     pub reloads: u64,
     /// Incremental (delta) syncs.
     pub deltas: u64,
+    /// Checks that found the store behind a state this handle had seen it at (put back to an
+    /// earlier state by a restore or a failover that lost writes); the handle followed the store.
+    pub regressions: u64,
     /// `sync()` calls answered by a check another caller started after them (no extra round trip).
     pub coalesced: u64,
     /// `sync()` calls answered without a round trip because push hints said nothing changed.
@@ -100,6 +103,7 @@ pub(crate) struct Counters {
     pub(crate) unchanged: AtomicU64,
     pub(crate) reloads: AtomicU64,
     pub(crate) deltas: AtomicU64,
+    pub(crate) regressions: AtomicU64,
     pub(crate) coalesced: AtomicU64,
     pub(crate) hint_skips: AtomicU64,
     pub(crate) hints: AtomicU64,
@@ -142,6 +146,7 @@ impl Counters {
             unchanged: get(&self.unchanged),
             reloads: get(&self.reloads),
             deltas: get(&self.deltas),
+            regressions: get(&self.regressions),
             coalesced: get(&self.coalesced),
             hint_skips: get(&self.hint_skips),
             hints: get(&self.hints),

@@ -67,25 +67,76 @@ impl AsRef<str> for Name {
 
 /// A dictionary's version token.
 ///
-/// A token names one state of a stored dictionary. It has two parts:
+/// A token names one state of a stored dictionary. It has three parts:
 /// - the **epoch**, chosen at random (or taken from the store, such as a znode's creation zxid)
-///   when the dictionary's version record is created. A wiped, re-created or restored store gets
-///   a new epoch, so its tokens never equal the old ones.
+///   when the dictionary's version record is created. A wiped or re-created store gets a new
+///   epoch, so its tokens never equal the old ones.
 /// - the **counter**, bumped by exactly one by every write that changes something.
+/// - the **stamp**, a fresh random number chosen by every such write. A store put back to an
+///   earlier state of itself (a backup restore, a restart from an older snapshot, a failover to a
+///   replica that had not received the last writes) counts again from that earlier counter, but
+///   its new writes draw new stamps, so no token ever names two different states.
 ///
-/// Tokens are compared for **equality only**: "is the store still at the state my snapshot
-/// reflects?" There is deliberately no ordering; backends use the counter to serve deltas within
-/// one epoch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Each token also carries its **parent**: the stamp of the state the write started from, so the
+/// engine can tell whether a write directly follows the state it holds.
+///
+/// Tokens are compared for **equality only** (epoch, counter and stamp): "is the store still at
+/// the state my snapshot reflects?" There is deliberately no ordering; backends use the counter
+/// to serve deltas within one epoch, after checking that the token's stamp is the one they
+/// recorded for its counter.
+#[derive(Debug, Clone, Copy)]
 pub struct Version {
     epoch: u64,
     counter: u64,
+    stamp: u64,
+    parent: u64,
+}
+
+impl PartialEq for Version {
+    fn eq(&self, other: &Self) -> bool {
+        (self.epoch, self.counter, self.stamp) == (other.epoch, other.counter, other.stamp)
+    }
+}
+
+impl Eq for Version {}
+
+impl std::hash::Hash for Version {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (self.epoch, self.counter, self.stamp).hash(state);
+    }
 }
 
 impl Version {
-    /// A token from its parts.
+    /// A token without a stamp (stamp and parent 0), for stores that cannot record one, such as
+    /// the durabledict-compatible Redis layout, whose writers are not all durable.
     pub const fn new(epoch: u64, counter: u64) -> Self {
-        Version { epoch, counter }
+        Version {
+            epoch,
+            counter,
+            stamp: 0,
+            parent: 0,
+        }
+    }
+
+    /// A token with its stamp and its parent's stamp.
+    pub const fn stamped(epoch: u64, counter: u64, stamp: u64, parent: u64) -> Self {
+        Version {
+            epoch,
+            counter,
+            stamp,
+            parent,
+        }
+    }
+
+    /// A fresh random stamp for a write (never 0, which means "no stamp").
+    pub fn new_stamp() -> u64 {
+        rand::random::<u64>().max(1)
+    }
+
+    /// The token a write from `self` produces: the next counter, the given fresh stamp and
+    /// `self`'s stamp as parent.
+    pub const fn next(&self, stamp: u64) -> Version {
+        Version::stamped(self.epoch, self.counter + 1, stamp, self.stamp)
     }
 
     /// The epoch part.
@@ -98,11 +149,22 @@ impl Version {
         self.counter
     }
 
-    /// The token a write that produced `self` started from, if there is one (counter above 0).
-    pub(crate) fn predecessor(&self) -> Option<Version> {
-        self.counter
-            .checked_sub(1)
-            .map(|counter| Version::new(self.epoch, counter))
+    /// The random stamp of the write that produced this state (0: the store records none).
+    pub const fn stamp(&self) -> u64 {
+        self.stamp
+    }
+
+    /// The stamp of the state the write that produced this one started from.
+    pub const fn parent(&self) -> u64 {
+        self.parent
+    }
+
+    /// True if `self` is the token of a write made directly on state `previous` (same epoch,
+    /// next counter, and `previous`'s stamp as parent).
+    pub fn follows(&self, previous: &Version) -> bool {
+        self.epoch == previous.epoch
+            && previous.counter.checked_add(1) == Some(self.counter)
+            && self.parent == previous.stamp
     }
 
     /// The entry revision a write producing this token gives to the entries it writes.
@@ -113,7 +175,11 @@ impl Version {
 
 impl fmt::Display for Version {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}.{}", self.epoch, self.counter)
+        write!(f, "{:016x}.{}", self.epoch, self.counter)?;
+        if self.stamp != 0 {
+            write!(f, ".{:016x}", self.stamp)?;
+        }
+        Ok(())
     }
 }
 
@@ -295,6 +361,10 @@ pub struct Capabilities {
     /// [`now`](crate::Backend::now), [`persist_expiring`](crate::Backend::persist_expiring) and
     /// [`sweep`](crate::Backend::sweep): entries with a time to live.
     pub expiry: bool,
+    /// Every write records a fresh stamp in its token ([`Version::stamp`]), so a store put back to
+    /// an earlier state is detected even after new writes pass the old counter. Only stores
+    /// written by programs that cannot record stamps (the durabledict-compatible layout) lack it.
+    pub stamps: bool,
     /// The largest encoded value the backend stores, if it has a limit.
     pub max_value_size: Option<usize>,
 }
@@ -312,6 +382,7 @@ impl Capabilities {
             batch: false,
             clear: false,
             expiry: false,
+            stamps: false,
             max_value_size: None,
         }
     }
@@ -328,6 +399,7 @@ impl Capabilities {
             batch: true,
             clear: true,
             expiry: true,
+            stamps: true,
             max_value_size: None,
         }
     }
@@ -395,6 +467,12 @@ impl Capabilities {
     /// Sets [`Capabilities::expiry`].
     pub const fn with_expiry(mut self, yes: bool) -> Self {
         self.expiry = yes;
+        self
+    }
+
+    /// Sets [`Capabilities::stamps`].
+    pub const fn with_stamps(mut self, yes: bool) -> Self {
+        self.stamps = yes;
         self
     }
 

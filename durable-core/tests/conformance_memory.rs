@@ -1,7 +1,7 @@
 //! The whole conformance suite against the in-memory backend.
 
-use durable_core::conformance::Harness;
-use durable_core::{Backend, MemoryStore, Name, Result};
+use durable_core::conformance::{Damage, Harness, StoredCopy};
+use durable_core::{Backend, MemoryCopy, MemoryStore, Name, Result};
 
 #[derive(Debug, Default)]
 struct Memory {
@@ -24,6 +24,35 @@ impl Harness for Memory {
     async fn forget_history(&self, namespace: &Name, dictionary: &Name) -> Result<()> {
         self.store
             .forget_history(namespace.as_str(), dictionary.as_str())
+    }
+
+    async fn copy_stored(&self, namespace: &Name, dictionary: &Name) -> Result<StoredCopy> {
+        Ok(Box::new(
+            self.store.copy(namespace.as_str(), dictionary.as_str())?,
+        ))
+    }
+
+    async fn put_back(&self, namespace: &Name, dictionary: &Name, copy: StoredCopy) -> Result<()> {
+        let copy = copy
+            .downcast::<MemoryCopy>()
+            .expect("a copy of this harness");
+        self.store
+            .put_back(namespace.as_str(), dictionary.as_str(), &copy)
+    }
+
+    async fn damage_version_record(
+        &self,
+        namespace: &Name,
+        dictionary: &Name,
+        damage: Damage,
+    ) -> Result<bool> {
+        // The memory store's record is typed: it can only go missing.
+        if damage != Damage::RecordMissing {
+            return Ok(false);
+        }
+        self.store
+            .lose_version_record(namespace.as_str(), dictionary.as_str())?;
+        Ok(true)
     }
 
     async fn open_unreachable(

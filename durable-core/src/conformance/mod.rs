@@ -29,6 +29,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+mod restore;
+
+pub use restore::*;
+
 use crate::{
     Backend, BatchOp, Capabilities, ChangeKind, Changes, Dict, DurableSet, Error, Hint, IfAbsent,
     Json, Mode, Name, Options, Raw, Result, Revision, ShardedCounter, StoreTime, Swap, Version,
@@ -59,6 +63,27 @@ pub trait Harness: Send + Sync + 'static {
     /// Removes everything stored under `namespace`; called after each test.
     async fn cleanup(&self, namespace: &Name) -> Result<()>;
 
+    /// Copies everything stored for the dictionary (entries, history, version record), as a
+    /// backup or a server snapshot would, to put back later with
+    /// [`put_back`](Harness::put_back).
+    async fn copy_stored(&self, namespace: &Name, dictionary: &Name) -> Result<StoredCopy>;
+
+    /// Replaces everything stored for the dictionary with a copy taken earlier by
+    /// [`copy_stored`](Harness::copy_stored), behind the backends' backs, as restoring a backup
+    /// would (connections may stay open).
+    async fn put_back(&self, namespace: &Name, dictionary: &Name, copy: StoredCopy) -> Result<()>;
+
+    /// Damages the dictionary's version record as `damage` says, leaving its entries alone.
+    /// Returns false if the store's layout cannot hold that damage (a typed column cannot hold
+    /// text, say); the rule then tries the next kind. Every harness supports at least
+    /// [`Damage::RecordMissing`].
+    async fn damage_version_record(
+        &self,
+        namespace: &Name,
+        dictionary: &Name,
+        damage: Damage,
+    ) -> Result<bool>;
+
     /// Restarts the store's server (stop, then start) and returns once it is started again; false
     /// if this harness cannot. Rules call it in the middle of their work to check that nothing
     /// acknowledged is lost. Only give it to harnesses in a test binary of their own: it takes the
@@ -66,6 +91,40 @@ pub trait Harness: Send + Sync + 'static {
     async fn restart(&self) -> Result<bool> {
         Ok(false)
     }
+}
+
+/// A copy of one dictionary's stored state, taken by [`Harness::copy_stored`]; only the harness
+/// that took it knows what is inside.
+pub type StoredCopy = Box<dyn std::any::Any + Send + Sync>;
+
+/// A way of damaging a version record, for [`Harness::damage_version_record`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Damage {
+    /// The whole version record is deleted; entries (and history) stay.
+    RecordMissing,
+    /// The counter field is deleted (or set to NULL).
+    CounterMissing,
+    /// The counter is text that is not an integer (`"garbage"`).
+    CounterNotInteger,
+    /// The counter is negative (`-5`).
+    CounterNegative,
+    /// The counter is absurdly large (`1e300`, or 2^63 where only integers fit).
+    CounterHuge,
+    /// The epoch is text that is not an integer.
+    EpochNotInteger,
+}
+
+impl Damage {
+    /// Every kind, in the order the rule tries them.
+    pub const ALL: [Damage; 6] = [
+        Damage::RecordMissing,
+        Damage::CounterMissing,
+        Damage::CounterNotInteger,
+        Damage::CounterNegative,
+        Damage::CounterHuge,
+        Damage::EpochNotInteger,
+    ];
 }
 
 /// Reads the connection string of a test server from environment variable `var`.
@@ -161,6 +220,30 @@ impl Ctx {
             .expect("harness restarts the server")
     }
 
+    /// Copies what is stored for `dictionary` (see [`Harness::copy_stored`]).
+    pub async fn copy_stored(&self, dictionary: &str) -> StoredCopy {
+        self.harness
+            .copy_stored(&self.namespace, &Self::name(dictionary))
+            .await
+            .expect("harness copies the stored dictionary")
+    }
+
+    /// Puts `dictionary` back to `copy` (see [`Harness::put_back`]).
+    pub async fn put_back(&self, dictionary: &str, copy: StoredCopy) {
+        self.harness
+            .put_back(&self.namespace, &Self::name(dictionary), copy)
+            .await
+            .expect("harness puts the copy back");
+    }
+
+    /// Damages the version record of `dictionary`; false if the layout cannot hold `damage`.
+    pub async fn damage_version_record(&self, dictionary: &str, damage: Damage) -> bool {
+        self.harness
+            .damage_version_record(&self.namespace, &Self::name(dictionary), damage)
+            .await
+            .expect("harness damages the version record")
+    }
+
     /// Wipes `dictionary` behind the backends' backs.
     pub async fn wipe(&self, dictionary: &str) {
         self.harness
@@ -226,6 +309,10 @@ macro_rules! conformance_tests {
             writes_step_the_counter_by_one,
             no_op_writes_bump_nothing,
             wipe_is_detected,
+            restore_is_detected,
+            restore_then_writes_past_old_counter_is_detected,
+            restore_keeps_read_your_writes,
+            damaged_version_record_is_a_wipe_or_writes_nothing,
             round_trip_binary,
             round_trip_empty,
             round_trip_unicode,
@@ -417,6 +504,12 @@ pub async fn writes_step_the_counter_by_one(ctx: &Ctx) {
             before.counter() + 1,
             "a write bumps the counter by one"
         );
+        assert_follows(ctx, v, before);
+        assert_eq!(
+            token(&*b).await.parent(),
+            v.parent(),
+            "last_updated has the parent"
+        );
         before = v;
     }
     let v = b
@@ -424,7 +517,7 @@ pub async fn writes_step_the_counter_by_one(ctx: &Ctx) {
         .await
         .expect("depersist")
         .expect("k0 existed");
-    assert_eq!(v, Version::new(before.epoch(), before.counter() + 1));
+    assert_step(ctx, v, before);
     if ctx.capabilities().batch {
         let ops = (0..3)
             .map(|i| BatchOp::Put {
@@ -433,11 +526,31 @@ pub async fn writes_step_the_counter_by_one(ctx: &Ctx) {
             })
             .collect();
         let w = b.persist_batch(ops).await.expect("batch").expect("changed");
-        assert_eq!(
-            w,
-            Version::new(v.epoch(), v.counter() + 1),
-            "a batch bumps once"
+        assert_step(ctx, w, v);
+    }
+}
+
+/// Asserts that `v` is the token of one write made on state `before`.
+#[track_caller]
+fn assert_step(ctx: &Ctx, v: Version, before: Version) {
+    assert_eq!(
+        (v.epoch(), v.counter()),
+        (before.epoch(), before.counter() + 1),
+        "{v} is not one step after {before}"
+    );
+    assert_follows(ctx, v, before);
+}
+
+/// With stamps, `v` carries a fresh stamp and `before`'s stamp as parent.
+#[track_caller]
+fn assert_follows(ctx: &Ctx, v: Version, before: Version) {
+    if ctx.capabilities().stamps {
+        assert!(
+            v.follows(&before),
+            "{v} does not name {before} as its parent"
         );
+        assert_ne!(v.stamp(), 0, "{v} has no stamp");
+        assert_ne!(v.stamp(), before.stamp(), "{v} repeated its parent's stamp");
     }
 }
 
@@ -874,11 +987,25 @@ pub async fn delta_falls_back_when_too_old(ctx: &Ctx) {
     let d = ctx.dict("too-old", Mode::Manual).await;
     b.persist("a", bytes("1")).await.expect("persist");
     let t = token(&*b).await;
-    let foreign = Version::new(t.epoch() ^ 1, t.counter());
+    let foreign = Version::stamped(t.epoch() ^ 1, t.counter(), t.stamp(), t.parent());
     assert_eq!(
         b.changes_since(foreign).await.expect("changes"),
         Changes::TooOld
     );
+    if ctx.capabilities().stamps {
+        let other_history = Version::stamped(t.epoch(), t.counter(), t.stamp() ^ 1, t.parent());
+        assert_eq!(
+            b.changes_since(other_history).await.expect("changes"),
+            Changes::TooOld,
+            "a token whose stamp is not the one recorded for its counter was served a delta"
+        );
+        let ahead = Version::stamped(t.epoch(), t.counter() + 5, t.stamp(), t.parent());
+        assert_eq!(
+            b.changes_since(ahead).await.expect("changes"),
+            Changes::TooOld,
+            "a token ahead of the store was served a delta"
+        );
+    }
     b.persist("b", bytes("2")).await.expect("persist");
     b.depersist("a").await.expect("depersist");
     d.sync().await.expect("sync");
@@ -1151,7 +1278,7 @@ pub async fn batch_writes_all_keys_with_one_bump(ctx: &Ctx) {
         BatchOp::Delete { key: "b".into() },
     ];
     let v = b.persist_batch(ops).await.expect("batch").expect("changed");
-    assert_eq!(v, Version::new(t.epoch(), t.counter() + 1));
+    assert_step(ctx, v, t);
     let expected: BTreeMap<String, Bytes> = [("a".to_string(), bytes("3"))].into();
     assert_eq!(entries(&*b).await, expected);
     let d = ctx.dict("batch", Mode::Manual).await;
@@ -1227,7 +1354,7 @@ pub async fn clear_deletes_everything(ctx: &Ctx) {
     let t = token(&*b).await;
     d.sync().await.expect("sync");
     let v = b.clear().await.expect("clear").expect("changed");
-    assert_eq!(v, Version::new(t.epoch(), t.counter() + 1));
+    assert_step(ctx, v, t);
     assert!(entries(&*b).await.is_empty());
     assert!(d.sync().await.expect("sync").is_empty());
     d.insert("c", b"3".to_vec()).await.expect("insert");
