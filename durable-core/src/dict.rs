@@ -1350,9 +1350,9 @@ where
     /// A write that directly follows the snapshot's state moves its token on. One that does not
     /// (another process wrote in between) is kept as a pending write, re-applied over syncs until
     /// one covers it. When the snapshot is already at or past the write's counter on another
-    /// state, only the store can say whether a sync brought the write (or a later value) or the
-    /// snapshot holds a history the store lost in a restore: a version check settles it before
-    /// the write returns.
+    /// state, or holds a pending write of the same key with a higher counter, only the store can
+    /// say whether a sync (or our own later write) brought a later value or the snapshot holds a
+    /// history the store lost in a restore: a version check settles it before the write returns.
     async fn publish_local(&self, version: Version, writes: LocalWrites<V>) {
         let Some(writes) = self.publish_local_now(version, writes, false) else {
             return;
@@ -1379,9 +1379,19 @@ where
                 // A sync already brought exactly this write.
                 return None;
             }
+            // A pending write of ours to the same key with a higher counter is a later write
+            // published first, or a write of a history the store lost: ask the store too.
+            let superseded = |key: &Arc<str>| {
+                current.pending.iter().any(|p| {
+                    p.key == *key
+                        && p.version.epoch() == version.epoch()
+                        && p.version.counter() > version.counter()
+                })
+            };
             if !force
-                && version.epoch() == current.version.epoch()
-                && version.counter() <= current.version.counter()
+                && ((version.epoch() == current.version.epoch()
+                    && version.counter() <= current.version.counter())
+                    || writes.iter().any(|(key, _)| superseded(key)))
             {
                 return Some(writes);
             }
@@ -1389,13 +1399,7 @@ where
             let mut next = current.successor();
             let follows = version.follows(&next.version);
             for (key, entry) in writes {
-                // A later write of ours to the same key may have been published first.
-                let superseded = next.pending.iter().any(|p| {
-                    p.key == key
-                        && p.version.epoch() == version.epoch()
-                        && p.version.counter() > version.counter()
-                });
-                if superseded {
+                if superseded(&key) {
                     continue;
                 }
                 self.apply(&mut next.map, &key, entry.clone(), version);

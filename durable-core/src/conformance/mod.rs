@@ -30,6 +30,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 mod restore;
+pub mod workload;
 
 pub use restore::*;
 
