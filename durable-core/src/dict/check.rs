@@ -1,0 +1,188 @@
+//! The version check: one round trip shared by concurrent callers, then a delta or a full load,
+//! decoded and handed to [`publish`](super::publish).
+
+use super::*;
+
+impl<V, E> Inner<V, E>
+where
+    V: Send + Sync + 'static,
+    E: Encoding<V>,
+{
+    pub(super) fn hints_say_unchanged(&self) -> bool {
+        let Some(window) = self.options.trust_hints_for else {
+            return false;
+        };
+        let Some(source) = self.hints.source.get() else {
+            return false;
+        };
+        let state = self.state.load();
+        source.is_live()
+            && source.sent() == self.hints.checked.load(Ordering::SeqCst)
+            && !state.from_backup
+            && state.age() < window
+    }
+
+    /// A version check shared by concurrent callers: joins a check that started after the
+    /// caller arrived, or runs one.
+    pub(super) async fn check(&self) -> Result<()> {
+        let arrived = self.started.load(Ordering::SeqCst);
+        let mut slot = self.check_slot.lock().await;
+        if slot.0 > arrived {
+            bump(&self.counters.coalesced);
+            return slot.1.clone();
+        }
+        let generation = self.started.fetch_add(1, Ordering::SeqCst) + 1;
+        let span = debug_span!("durable.check", backend = self.name(), generation);
+        let result = self.check_now(generation).instrument(span).await;
+        if let Err(error) = &result {
+            self.counters.failed(error, true);
+            warn!(backend = self.name(), %error, "sync failed, keeping the last good snapshot");
+        }
+        *slot = (generation, result.clone());
+        result
+    }
+
+    pub(super) async fn check_now(&self, generation: u64) -> Result<()> {
+        let hints_seen = self.hints.sent();
+        let start = self.state.load().version;
+        let version = self
+            .timed(Operation::Version, self.backend.last_updated())
+            .await?;
+        bump(&self.counters.checks);
+        let current = self.state.load_full();
+        let mut skipped = Vec::new();
+        let changed = if version == current.version {
+            bump(&self.counters.unchanged);
+            if current.from_backup {
+                let _guard = self.publish.lock();
+                let mut next = self.state.load().successor();
+                next.from_backup = false;
+                next.confirm(Instant::now());
+                self.state.store(Arc::new(next));
+            } else {
+                current.confirm(Instant::now());
+            }
+            false
+        } else {
+            let changes = if self.caps.delta {
+                self.timed(
+                    Operation::Changes,
+                    self.backend.changes_since(current.version),
+                )
+                .await?
+            } else {
+                Changes::TooOld
+            };
+            let update = match changes {
+                Changes::Delta(delta) => {
+                    bump(&self.counters.deltas);
+                    debug!(
+                        upserts = delta.upserts.len(),
+                        removals = delta.removals.len(),
+                        version = %delta.version,
+                        "applying delta"
+                    );
+                    let mut removals: Vec<Arc<str>> =
+                        delta.removals.into_iter().map(|(k, _)| k.into()).collect();
+                    let upserts = self.decode_all(delta.upserts, &mut skipped, &mut removals)?;
+                    Update::Delta {
+                        version: delta.version,
+                        upserts,
+                        removals,
+                    }
+                }
+                Changes::TooOld => {
+                    let load = self.timed(Operation::Load, self.backend.durables()).await?;
+                    bump(&self.counters.reloads);
+                    info!(entries = load.entries.len(), version = %load.version, "full reload");
+                    let mut removals = Vec::new();
+                    let entries = self.decode_all(load.entries, &mut skipped, &mut removals)?;
+                    Update::Load {
+                        version: load.version,
+                        entries,
+                    }
+                }
+            };
+            self.publish_sync(update, generation, start);
+            self.backup_wake.notify_one();
+            true
+        };
+        self.hints.checked.store(hints_seen, Ordering::SeqCst);
+        self.counters.check_succeeded(changed);
+        self.measure_clock_if_needed().await;
+        for error in &skipped {
+            warn!(%error, "skipped an undecodable value");
+            self.counters.skipped(error);
+        }
+        Ok(())
+    }
+
+    /// The full load of `open`.
+    pub(super) async fn initial_load(&self) -> Result<()> {
+        let load = self.call(Operation::Load, self.backend.durables()).await?;
+        let mut skipped = Vec::new();
+        let entries = self.decode_all(load.entries, &mut skipped, &mut Vec::new())?;
+        bump(&self.counters.reloads);
+        let start = self.state.load().version;
+        self.publish_sync(
+            Update::Load {
+                version: load.version,
+                entries,
+            },
+            0,
+            start,
+        );
+        self.measure_clock_if_needed().await;
+        self.counters.check_succeeded(true);
+        for error in &skipped {
+            warn!(%error, "skipped an undecodable value");
+            self.counters.skipped(error);
+        }
+        Ok(())
+    }
+
+    /// One store operation under the operation timeout (failures are counted by the caller: a
+    /// check counts its failure once, whichever step failed).
+    pub(super) async fn timed<T>(
+        &self,
+        operation: Operation,
+        fut: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(self.options.timeout, fut).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout {
+                backend: self.name().to_owned(),
+                operation,
+                after: self.options.timeout,
+            }),
+        }
+    }
+
+    /// Decodes stored entries. Undecodable ones fail the sync, or (policy `Skip`) are collected
+    /// in `skipped` and their keys added to `removals`.
+    pub(super) fn decode_all(
+        &self,
+        stored: Vec<StoredEntry>,
+        skipped: &mut Vec<Error>,
+        removals: &mut Vec<Arc<str>>,
+    ) -> Result<Vec<Entry<V>>> {
+        let mut entries = Vec::with_capacity(stored.len());
+        for stored in stored {
+            match self.decode(&stored.key, &stored.value) {
+                Ok(value) => entries.push(Entry {
+                    key: stored.key.into(),
+                    value: Arc::new(value),
+                    revision: stored.revision,
+                    expires_at: stored.expires_at,
+                    size: stored.value.len(),
+                }),
+                Err(error) if self.options.decode_errors == DecodeErrors::Skip => {
+                    removals.push(stored.key.into());
+                    skipped.push(error);
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(entries)
+    }
+}
