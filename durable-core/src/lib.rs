@@ -29,7 +29,7 @@ pub use memory::{MemoryBackend, MemoryCopy, MemoryStore};
 pub use options::{DecodeErrors, Mode, Options};
 pub use set::{DurableSet, SetSnapshot};
 pub use snapshot::{Snapshot, Versioned};
-pub use stats::{Health, Stats};
+pub use stats::{BadKey, Health, Stats};
 pub use types::{
     BatchOp, Capabilities, Changes, Delta, IfAbsent, Load, Name, Revision, StoreTime, StoredEntry,
     Swap, Swept, Version, parse_counter,

@@ -53,14 +53,15 @@ impl Mode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum DecodeErrors {
-    /// The sync fails with [`Error::Decode`](crate::Error::Decode) naming the key; the previous
-    /// snapshot stays. The default: bad data is loud.
+    /// The default: a bad value costs its key only. The sync succeeds, the key keeps its last
+    /// good value (absent if it never had one), and [`Health::bad_keys`](crate::Health::bad_keys),
+    /// [`Stats::bad_keys`](crate::Stats::bad_keys) and a warning name the key and the cause
+    /// until the key is written or deleted again.
     #[default]
+    Isolate,
+    /// The sync fails with [`Error::Decode`](crate::Error::Decode) naming the key; the previous
+    /// snapshot stays, and a handle cannot open over a bad value.
     Fail,
-    /// The bad keys are left out of the snapshot, counted in
-    /// [`Stats::skipped_values`](crate::Stats::skipped_values) and reported in
-    /// [`Health::last_error`](crate::Health::last_error); the sync succeeds.
-    Skip,
 }
 
 /// Options of a dictionary handle. Every field has a documented default.
@@ -93,7 +94,7 @@ impl Default for Options {
             timeout: Duration::from_secs(5),
             open_timeout: Duration::from_secs(10),
             backup_file: None,
-            decode_errors: DecodeErrors::Fail,
+            decode_errors: DecodeErrors::Isolate,
             trust_hints_for: None,
             max_update_attempts: 64,
             listener_capacity: 1024,
@@ -102,8 +103,8 @@ impl Default for Options {
 }
 
 impl Options {
-    /// The defaults: manual mode, 5 s per operation, 10 s to open, no backup file, decode errors
-    /// fail the sync, every `sync()` checks the version (push hints only wake background mode),
+    /// The defaults: manual mode, 5 s per operation, 10 s to open, no backup file, a bad stored
+    /// value costs its key only, every `sync()` checks the version (push hints only wake background mode),
     /// 64 update attempts, 1024 buffered change events per listener.
     pub fn new() -> Self {
         Self::default()
@@ -136,7 +137,7 @@ impl Options {
         self
     }
 
-    /// What to do with undecodable stored values (default [`DecodeErrors::Fail`]).
+    /// What to do with undecodable stored values (default [`DecodeErrors::Isolate`]).
     pub fn with_decode_errors(mut self, policy: DecodeErrors) -> Self {
         self.decode_errors = policy;
         self

@@ -1,5 +1,6 @@
 //! The local snapshot and the guard that reads it.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -9,6 +10,7 @@ use arc_swap::Guard;
 use tokio::time::Instant;
 
 use crate::clock::StoreClock;
+use crate::error::Error;
 use crate::map::{Entry, Map};
 use crate::types::{Revision, StoreTime, Version};
 
@@ -70,9 +72,19 @@ pub(crate) struct State<V> {
     /// state confirmed before the handle existed, such as one read from a backup file). Updated in
     /// place by no-change checks, so a superseded state stops being confirmed and ages.
     pub(crate) confirmed: AtomicI64,
+    /// Keys whose stored value could not be decoded, with why; each keeps its last good value
+    /// (or stays absent) until it is written again.
+    pub(crate) bad: Arc<BTreeMap<Arc<str>, Error>>,
 }
 
 impl<V> State<V> {
+    /// Forgets that `key` held a bad value (it was written or deleted since).
+    pub(crate) fn clear_bad(&mut self, key: &str) {
+        if self.bad.contains_key(key) {
+            Arc::make_mut(&mut self.bad).remove(key);
+        }
+    }
+
     pub(crate) fn new(
         map: Map<V>,
         version: Version,
@@ -88,6 +100,7 @@ impl<V> State<V> {
             origin,
             clock,
             confirmed: AtomicI64::new(i64::MIN),
+            bad: Arc::default(),
         };
         state.confirm(confirmed_at);
         state
@@ -103,6 +116,7 @@ impl<V> State<V> {
             origin: self.origin,
             clock: self.clock.clone(),
             confirmed: AtomicI64::new(self.confirmed.load(Ordering::Relaxed)),
+            bad: self.bad.clone(),
         }
     }
 

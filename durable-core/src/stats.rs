@@ -65,8 +65,11 @@ pub struct Stats {
     pub writes: u64,
     /// Failed store operations (checks, loads and writes).
     pub errors: u64,
-    /// Stored values left out because they could not be decoded ([`DecodeErrors::Skip`](crate::DecodeErrors::Skip)).
+    /// Stored values that could not be decoded, counted at each sync that met one (under
+    /// [`DecodeErrors::Isolate`](crate::DecodeErrors::Isolate)).
     pub skipped_values: u64,
+    /// Keys whose stored value cannot be decoded now (each keeps its last good value).
+    pub bad_keys: usize,
     /// Entries in the snapshot that have a time to live (expired ones included until swept).
     pub expiring: usize,
     /// How far the store's clock is ahead of this process's (negative: behind), in milliseconds,
@@ -87,14 +90,32 @@ pub struct Health {
     /// When checks started failing, while they fail (Unix seconds when serialized).
     #[serde(serialize_with = "unix_seconds")]
     pub stale_since: Option<SystemTime>,
-    /// The most recent error, until a check succeeds (or, for values skipped under
-    /// [`DecodeErrors::Skip`](crate::DecodeErrors::Skip), the error of the sync that skipped them).
+    /// The most recent error, until a check succeeds.
     pub last_error: Option<String>,
+    /// Keys whose stored value cannot be decoded, with why (the first [`Health::MAX_BAD_KEYS`]
+    /// in key order): each keeps its last good value until it is written again. The sync that
+    /// met them succeeded, so they do not make the handle stale.
+    pub bad_keys: Vec<BadKey>,
     /// Age of the snapshot; seconds when serialized.
     #[serde(serialize_with = "seconds")]
     pub age: Duration,
     /// The snapshot's version token, as text.
     pub version: String,
+}
+
+/// A key whose stored value cannot be decoded, as [`Health`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct BadKey {
+    /// The key.
+    pub key: String,
+    /// Why its value cannot be used, naming the backend and the encoding.
+    pub error: String,
+}
+
+impl Health {
+    /// The most bad keys [`Health::bad_keys`] lists.
+    pub const MAX_BAD_KEYS: usize = 100;
 }
 
 #[derive(Debug, Default)]
@@ -153,6 +174,7 @@ impl Counters {
             writes: get(&self.writes),
             errors: get(&self.errors),
             skipped_values: get(&self.skipped_values),
+            bad_keys: 0,
             expiring: 0,
             store_clock_offset_ms: None,
             store_clock_uncertainty_ms: None,
@@ -179,11 +201,5 @@ impl Counters {
             times.stale_since = Some(SystemTime::now());
         }
         times.last_error = Some(error.to_string());
-    }
-
-    /// Values were skipped by a successful sync.
-    pub(crate) fn skipped(&self, error: &crate::Error) {
-        bump(&self.skipped_values);
-        self.times.lock().last_error = Some(error.to_string());
     }
 }

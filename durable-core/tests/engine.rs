@@ -192,12 +192,13 @@ async fn operations_time_out() {
 }
 
 #[tokio::test]
-async fn undecodable_values_fail_the_sync_or_are_skipped() {
+async fn an_undecodable_value_costs_its_key_only_or_fails_the_sync() {
     let store = MemoryStore::new();
-    let strict: Dict<u32> = open(&store, manual()).await;
-    let lenient: Dict<u32> = open(&store, manual().with_decode_errors(DecodeErrors::Skip)).await;
+    let strict: Dict<u32> = open(&store, manual().with_decode_errors(DecodeErrors::Fail)).await;
+    let isolating: Dict<u32> = open(&store, manual()).await;
     strict.insert("good", 1).await.unwrap();
-    lenient.sync().await.unwrap();
+    strict.insert("bad key", 7).await.unwrap();
+    isolating.sync().await.unwrap();
     store.corrupt(NS, "d", "bad key", b"\xff not json").unwrap();
     strict.insert("good", 2).await.unwrap();
 
@@ -210,20 +211,52 @@ async fn undecodable_values_fail_the_sync_or_are_skipped() {
         other => panic!("{other:?}"),
     }
     assert_eq!(
-        strict.snapshot().get("good"),
-        Some(&2),
+        strict.snapshot().get("bad key"),
+        Some(&7),
         "the old snapshot stays"
     );
-    assert!(!strict.snapshot().contains_key("bad key"));
 
-    let snapshot = lenient.sync().await.unwrap();
+    // By default the sync succeeds, the bad key keeps its last good value, and health names it.
+    let snapshot = isolating.sync().await.unwrap();
     assert_eq!(snapshot.get("good"), Some(&2));
-    assert!(!snapshot.contains_key("bad key"));
-    assert_eq!(lenient.stats().skipped_values, 1);
-    assert!(lenient.health().last_error.unwrap().contains("bad key"));
+    assert_eq!(
+        snapshot.get("bad key"),
+        Some(&7),
+        "the last good value stays"
+    );
+    let health = isolating.health();
+    assert!(health.fresh, "a bad value does not make the handle stale");
+    assert_eq!(health.bad_keys.len(), 1);
+    assert_eq!(health.bad_keys[0].key, "bad key");
+    assert!(health.bad_keys[0].error.contains("json"), "{health:?}");
+    assert_eq!(isolating.stats().bad_keys, 1);
 
-    // A full load with a bad value behaves the same.
-    let opened = Dict::<u32, _>::open(store.backend(NS, "d").unwrap(), Json, manual()).await;
+    // A handle opened over the bad value opens, without the key, and says why.
+    let fresh: Dict<u32> = open(&store, manual()).await;
+    assert_eq!(fresh.snapshot().get("good"), Some(&2));
+    assert!(!fresh.snapshot().contains_key("bad key"));
+    assert_eq!(fresh.health().bad_keys[0].key, "bad key");
+    // A full reload keeps the last good value too.
+    store.forget_history(NS, "d").unwrap();
+    strict.insert("other", 3).await.unwrap();
+    let snapshot = isolating.sync().await.unwrap();
+    assert_eq!(snapshot.get("bad key"), Some(&7));
+
+    // Rewriting the key clears it, for every handle.
+    strict.insert("bad key", 8).await.unwrap();
+    assert_eq!(isolating.sync().await.unwrap().get("bad key"), Some(&8));
+    assert!(isolating.health().bad_keys.is_empty());
+    assert_eq!(fresh.sync().await.unwrap().get("bad key"), Some(&8));
+    assert!(fresh.health().bad_keys.is_empty());
+
+    // Under `Fail`, a handle cannot open over a bad value.
+    store.corrupt(NS, "d", "bad key", b"\xff").unwrap();
+    let opened = Dict::<u32, _>::open(
+        store.backend(NS, "d").unwrap(),
+        Json,
+        manual().with_decode_errors(DecodeErrors::Fail),
+    )
+    .await;
     assert!(matches!(opened, Err(Error::Decode { .. })));
 }
 
@@ -251,7 +284,9 @@ async fn bincode_values_round_trip_and_reject_garbage() {
             &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
         )
         .unwrap();
-    assert!(matches!(other.sync().await, Err(Error::Decode { .. })));
+    assert!(other.sync().await.is_ok());
+    assert_eq!(other.health().bad_keys[0].key, "list");
+    assert_eq!(other.snapshot().get("list").unwrap(), &["a", "é"]);
 }
 
 #[tokio::test]

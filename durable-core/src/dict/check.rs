@@ -50,7 +50,6 @@ where
             .await?;
         bump(&self.counters.checks);
         let current = self.state.load_full();
-        let mut skipped = Vec::new();
         let changed = if version == current.version {
             bump(&self.counters.unchanged);
             if current.from_backup {
@@ -82,24 +81,23 @@ where
                         version = %delta.version,
                         "applying delta"
                     );
-                    let mut removals: Vec<Arc<str>> =
-                        delta.removals.into_iter().map(|(k, _)| k.into()).collect();
-                    let upserts = self.decode_all(delta.upserts, &mut skipped, &mut removals)?;
+                    let (upserts, bad) = self.decode_all(delta.upserts)?;
                     Update::Delta {
                         version: delta.version,
                         upserts,
-                        removals,
+                        removals: delta.removals.into_iter().map(|(k, _)| k.into()).collect(),
+                        bad,
                     }
                 }
                 Changes::TooOld => {
                     let load = self.timed(Operation::Load, self.backend.durables()).await?;
                     bump(&self.counters.reloads);
                     info!(entries = load.entries.len(), version = %load.version, "full reload");
-                    let mut removals = Vec::new();
-                    let entries = self.decode_all(load.entries, &mut skipped, &mut removals)?;
+                    let (entries, bad) = self.decode_all(load.entries)?;
                     Update::Load {
                         version: load.version,
                         entries,
+                        bad,
                     }
                 }
             };
@@ -110,34 +108,26 @@ where
         self.hints.checked.store(hints_seen, Ordering::SeqCst);
         self.counters.check_succeeded(changed);
         self.measure_clock_if_needed().await;
-        for error in &skipped {
-            warn!(%error, "skipped an undecodable value");
-            self.counters.skipped(error);
-        }
         Ok(())
     }
 
     /// The full load of `open`.
     pub(super) async fn initial_load(&self) -> Result<()> {
         let load = self.call(Operation::Load, self.backend.durables()).await?;
-        let mut skipped = Vec::new();
-        let entries = self.decode_all(load.entries, &mut skipped, &mut Vec::new())?;
+        let (entries, bad) = self.decode_all(load.entries)?;
         bump(&self.counters.reloads);
         let start = self.state.load().version;
         self.publish_sync(
             Update::Load {
                 version: load.version,
                 entries,
+                bad,
             },
             0,
             start,
         );
         self.measure_clock_if_needed().await;
         self.counters.check_succeeded(true);
-        for error in &skipped {
-            warn!(%error, "skipped an undecodable value");
-            self.counters.skipped(error);
-        }
         Ok(())
     }
 
@@ -158,15 +148,14 @@ where
         }
     }
 
-    /// Decodes stored entries. Undecodable ones fail the sync, or (policy `Skip`) are collected
-    /// in `skipped` and their keys added to `removals`.
+    /// Decodes stored entries. An undecodable one fails the sync ([`DecodeErrors::Fail`]) or is
+    /// set aside with its error ([`DecodeErrors::Isolate`]), logged with its key.
     pub(super) fn decode_all(
         &self,
         stored: Vec<StoredEntry>,
-        skipped: &mut Vec<Error>,
-        removals: &mut Vec<Arc<str>>,
-    ) -> Result<Vec<Entry<V>>> {
+    ) -> Result<(Vec<Entry<V>>, BadValues)> {
         let mut entries = Vec::with_capacity(stored.len());
+        let mut bad = Vec::new();
         for stored in stored {
             match self.decode(&stored.key, &stored.value) {
                 Ok(value) => entries.push(Entry {
@@ -176,13 +165,19 @@ where
                     expires_at: stored.expires_at,
                     size: stored.value.len(),
                 }),
-                Err(error) if self.options.decode_errors == DecodeErrors::Skip => {
-                    removals.push(stored.key.into());
-                    skipped.push(error);
+                Err(error) if self.options.decode_errors == DecodeErrors::Isolate => {
+                    warn!(
+                        backend = self.name(),
+                        key = %stored.key,
+                        %error,
+                        "a stored value cannot be decoded; the key keeps its last good value"
+                    );
+                    bump(&self.counters.skipped_values);
+                    bad.push((stored.key.into(), error));
                 }
                 Err(error) => return Err(error),
             }
         }
-        Ok(entries)
+        Ok((entries, bad))
     }
 }

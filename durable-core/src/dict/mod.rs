@@ -35,7 +35,7 @@ use crate::error::{Error, Operation, Result};
 use crate::map::{Entry, Map};
 use crate::options::{DecodeErrors, Mode, Options};
 use crate::snapshot::{Pending, Snapshot, State, Versioned};
-use crate::stats::{Counters, Health, Stats, bump};
+use crate::stats::{BadKey, Counters, Health, Stats, bump};
 use crate::types::{
     BatchOp, Capabilities, Changes, IfAbsent, Revision, StoreTime, StoredEntry, Swap, Version,
 };
@@ -194,13 +194,19 @@ enum Update<V> {
     Load {
         version: Version,
         entries: Vec<Entry<V>>,
+        bad: BadValues,
     },
     Delta {
         version: Version,
         upserts: Vec<Entry<V>>,
         removals: Vec<Arc<str>>,
+        bad: BadValues,
     },
 }
+
+/// Stored values of a sync that could not be decoded, with why: each costs its key only (the key
+/// keeps its last good value) under [`DecodeErrors::Isolate`].
+type BadValues = Vec<(Arc<str>, Error)>;
 
 impl<V, E> Dict<V, E>
 where
@@ -728,6 +734,7 @@ where
             state.age(),
         );
         stats.expiring = state.map.expiring();
+        stats.bad_keys = state.bad.len();
         if let Some((offset, uncertainty)) = self.inner.clock.offset() {
             stats.store_clock_offset_ms = Some(offset);
             stats.store_clock_uncertainty_ms = u64::try_from(uncertainty.as_millis()).ok();
@@ -746,6 +753,15 @@ where
             last_error: times.last_error.clone(),
             age: state.age(),
             version: state.version.to_string(),
+            bad_keys: state
+                .bad
+                .iter()
+                .take(Health::MAX_BAD_KEYS)
+                .map(|(key, error)| BadKey {
+                    key: key.to_string(),
+                    error: error.to_string(),
+                })
+                .collect(),
         }
     }
 

@@ -84,7 +84,17 @@ where
             bump(&self.counters.regressions);
         }
         let mut next = match update {
-            Update::Load { version, entries } => {
+            Update::Load {
+                version,
+                mut entries,
+                bad,
+            } => {
+                // An undecodable value keeps the key's last good value.
+                for (key, _) in &bad {
+                    if let Some(old) = current.map.get(key) {
+                        entries.push(old.clone());
+                    }
+                }
                 let map = Map::from_entries(entries);
                 if self.listening() {
                     self.emit_diff(&current, &map, version);
@@ -97,20 +107,27 @@ where
                     Instant::now(),
                 );
                 next.pending = current.pending.clone();
+                next.bad = Arc::new(bad.into_iter().collect());
                 next
             }
             Update::Delta {
                 version,
                 upserts,
                 removals,
+                bad,
             } => {
                 let mut next = current.successor();
                 for key in removals {
+                    next.clear_bad(&key);
                     self.apply(&mut next.map, &key, None, version);
                 }
                 for entry in upserts {
                     let key = entry.key.clone();
+                    next.clear_bad(&key);
                     self.apply(&mut next.map, &key, Some(entry), version);
+                }
+                if !bad.is_empty() {
+                    Arc::make_mut(&mut next.bad).extend(bad);
                 }
                 next.version = version;
                 next
@@ -213,6 +230,7 @@ where
                 if superseded(&key) {
                     continue;
                 }
+                next.clear_bad(&key);
                 self.apply(&mut next.map, &key, entry.clone(), version);
                 if !follows {
                     // Only a key's latest write needs re-applying: the list stays as long as

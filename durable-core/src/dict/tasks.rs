@@ -25,9 +25,7 @@ where
         }
         let version = data.version();
         let age = data.age();
-        let mut skipped = Vec::new();
-        let entries =
-            self.decode_all(data.into_entries().collect(), &mut skipped, &mut Vec::new())?;
+        let (entries, bad) = self.decode_all(data.into_entries().collect())?;
         let mut state = State::new(
             Map::from_entries(entries),
             version,
@@ -35,6 +33,7 @@ where
             self.clock.clone(),
             Instant::now(),
         );
+        state.bad = Arc::new(bad.into_iter().collect());
         state.set_age(age);
         state.from_backup = true;
         warn!(
