@@ -147,6 +147,16 @@ pub trait Backend: Debug + Send + Sync + 'static {
     /// A short name for messages and errors, e.g. `redis`, `postgres`, `memory`.
     fn name(&self) -> &str;
 
+    /// Which dictionary this backend holds, for messages, logs and the backup file: the backend's
+    /// name, its layout if the store has several, the namespace and the dictionary, e.g.
+    /// `redis/native/prod/flags`. Never a host, a user or a password: a backup stays valid when
+    /// the store moves. Two backends over the same dictionary return the same text, backends over
+    /// different dictionaries different ones. The default, the name alone, cannot tell
+    /// dictionaries apart: backends override it.
+    fn location(&self) -> String {
+        self.name().to_owned()
+    }
+
     /// The optional operations this backend offers.
     fn capabilities(&self) -> Capabilities;
 
@@ -271,6 +281,9 @@ macro_rules! forward_backend {
         impl<B: Backend + ?Sized> Backend for $ty {
             fn name(&self) -> &str {
                 (**self).name()
+            }
+            fn location(&self) -> String {
+                (**self).location()
             }
             fn capabilities(&self) -> Capabilities {
                 (**self).capabilities()

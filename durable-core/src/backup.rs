@@ -5,7 +5,7 @@
 //! configuration) of [`BackupData`]. Written to a temporary file in the same directory, flushed
 //! and renamed over the old one, so a crash leaves the old or the new file, never half of one.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -16,14 +16,18 @@ use crate::error::{Error, Result};
 use crate::types::{Revision, StoreTime, StoredEntry, Version};
 
 const MAGIC: &[u8; 15] = b"DURABLE-BACKUP\n";
-/// Format 2 added each entry's expiry, format 3 the token's stamp and parent.
+/// Format 2 added each entry's expiry, format 3 the token's stamp and parent and the
+/// dictionary's location.
 const FORMAT: u32 = 3;
 const HEADER: usize = MAGIC.len() + 4 + 8 + 4;
-/// The largest payload accepted when reading a backup.
+/// The largest payload bincode may decode (the file's size is checked first, against the
+/// handle's limit).
 const MAX_PAYLOAD: usize = 1 << 32;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct BackupData {
+    /// The dictionary the snapshot belongs to ([`Backend::location`](crate::Backend::location)).
+    pub(crate) location: String,
     pub(crate) epoch: u64,
     pub(crate) counter: u64,
     pub(crate) stamp: u64,
@@ -36,8 +40,14 @@ pub(crate) struct BackupData {
 }
 
 impl BackupData {
-    pub(crate) fn new(version: Version, confirmed: SystemTime, encoding: &str) -> Self {
+    pub(crate) fn new(
+        location: String,
+        version: Version,
+        confirmed: SystemTime,
+        encoding: &str,
+    ) -> Self {
         BackupData {
+            location,
             epoch: version.epoch(),
             counter: version.counter(),
             stamp: version.stamp(),
@@ -104,13 +114,39 @@ pub(crate) fn write(path: &Path, data: &BackupData) -> Result<()> {
     Ok(())
 }
 
-/// Reads a backup file; `Ok(None)` if it does not exist.
-pub(crate) fn read(path: &Path) -> Result<Option<BackupData>> {
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
+/// Reads a backup file of at most `max_size` bytes (blocking I/O); `Ok(None)` if it does not
+/// exist. Anything but a regular file (a fifo, a device, a directory) is refused before it is
+/// opened, and the size is checked before anything is read.
+pub(crate) fn read(path: &Path, max_size: u64) -> Result<Option<BackupData>> {
+    let metadata = match std::fs::metadata(path) {
+        Ok(metadata) => metadata,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(backup_error(path, "cannot read", Some(e))),
     };
+    if !metadata.is_file() {
+        return Err(backup_error(path, "not a regular file", None));
+    }
+    if metadata.len() > max_size {
+        return Err(backup_error(
+            path,
+            format!(
+                "{} bytes, more than the limit of {max_size} (Options::with_max_backup_size)",
+                metadata.len()
+            ),
+            None,
+        ));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(max_size + 1).read_to_end(&mut bytes))
+        .map_err(|e| backup_error(path, "cannot read", Some(e)))?;
+    if bytes.len() as u64 > max_size {
+        return Err(backup_error(
+            path,
+            "grew past the size limit while read",
+            None,
+        ));
+    }
     let corrupt = |reason: &str| backup_error(path, format!("corrupt backup: {reason}"), None);
     if bytes.len() < HEADER || &bytes[..MAGIC.len()] != MAGIC {
         return Err(corrupt("not a durable backup file"));
@@ -146,11 +182,17 @@ mod tests {
     fn round_trip_and_corruption_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("d.durable-backup");
-        assert!(read(&path).unwrap().is_none());
-        let mut data = BackupData::new(Version::stamped(7, 9, 3, 2), SystemTime::now(), "json");
+        assert!(read(&path, 1 << 20).unwrap().is_none());
+        let mut data = BackupData::new(
+            "memory/ns/d".into(),
+            Version::stamped(7, 9, 3, 2),
+            SystemTime::now(),
+            "json",
+        );
         data.entries.push(("k".into(), b"1".to_vec(), 9, Some(5)));
         write(&path, &data).unwrap();
-        let back = read(&path).unwrap().unwrap();
+        let back = read(&path, 1 << 20).unwrap().unwrap();
+        assert_eq!(back.location, "memory/ns/d");
         assert_eq!(back.version(), Version::stamped(7, 9, 3, 2));
         assert_eq!(back.version().parent(), 2);
         assert_eq!(back.entries, data.entries);
@@ -159,8 +201,12 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
         std::fs::write(&path, &bytes).unwrap();
-        assert!(matches!(read(&path), Err(Error::Backup { .. })));
+        assert!(matches!(read(&path, 1 << 20), Err(Error::Backup { .. })));
         std::fs::write(&path, b"garbage").unwrap();
-        assert!(matches!(read(&path), Err(Error::Backup { .. })));
+        assert!(matches!(read(&path, 1 << 20), Err(Error::Backup { .. })));
+        let error = read(&path, 3).unwrap_err().to_string();
+        assert!(error.contains("more than the limit"), "{error}");
+        let error = read(dir.path(), 1 << 20).unwrap_err().to_string();
+        assert!(error.contains("not a regular file"), "{error}");
     }
 }

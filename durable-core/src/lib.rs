@@ -28,7 +28,7 @@ pub use error::{Error, Operation, Result, Source};
 pub use memory::{MemoryBackend, MemoryCopy, MemoryStore};
 pub use options::{DecodeErrors, Mode, Options};
 pub use set::{DurableSet, SetSnapshot};
-pub use snapshot::{Snapshot, Versioned};
+pub use snapshot::{Freshness, Snapshot, Synced, Versioned};
 pub use stats::{BadKey, Health, Stats};
 pub use types::{
     BatchOp, Capabilities, Changes, Delta, IfAbsent, Load, Name, Revision, StoreTime, StoredEntry,

@@ -392,6 +392,10 @@ impl Backend for MemoryBackend {
         "memory"
     }
 
+    fn location(&self) -> String {
+        format!("memory/{}/{}", self.id.0, self.id.1)
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities::all()
     }

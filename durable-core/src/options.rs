@@ -81,6 +81,7 @@ pub struct Options {
     pub(crate) timeout: Duration,
     pub(crate) open_timeout: Duration,
     pub(crate) backup_file: Option<PathBuf>,
+    pub(crate) max_backup_size: u64,
     pub(crate) decode_errors: DecodeErrors,
     pub(crate) trust_hints_for: Option<Duration>,
     pub(crate) max_update_attempts: u32,
@@ -94,6 +95,7 @@ impl Default for Options {
             timeout: Duration::from_secs(5),
             open_timeout: Duration::from_secs(10),
             backup_file: None,
+            max_backup_size: 1 << 30,
             decode_errors: DecodeErrors::Isolate,
             trust_hints_for: None,
             max_update_attempts: 64,
@@ -134,6 +136,13 @@ impl Options {
     /// marked stale, while the store is down.
     pub fn with_backup_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.backup_file = Some(path.into());
+        self
+    }
+
+    /// The largest backup file `open` reads (default 1 GiB). A larger file is refused with
+    /// [`Error::Backup`](crate::Error::Backup) before anything is read.
+    pub fn with_max_backup_size(mut self, bytes: u64) -> Self {
+        self.max_backup_size = bytes;
         self
     }
 

@@ -276,3 +276,58 @@ impl<V> fmt::Debug for Snapshot<V> {
             .finish()
     }
 }
+
+/// How fresh a snapshot returned by [`Dict::sync_or_stale`](crate::Dict::sync_or_stale) is.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Freshness {
+    /// The store confirmed the snapshot during the call (or live push hints vouched for it, with
+    /// [`Options::with_trust_hints_for`](crate::Options::with_trust_hints_for)).
+    Fresh,
+    /// The check failed: the snapshot is the last good one. Checks have been failing since
+    /// `since`; `error` is why this one failed.
+    Stale {
+        /// When checks started failing.
+        since: std::time::SystemTime,
+        /// Why the check failed.
+        error: crate::Error,
+    },
+    /// The snapshot comes from the backup file: the store has not answered since the process
+    /// started. `error` is why this call's check failed.
+    FromBackup {
+        /// Why the check failed.
+        error: crate::Error,
+    },
+}
+
+/// A snapshot with its [`Freshness`]: what [`Dict::sync_or_stale`](crate::Dict::sync_or_stale)
+/// returns. Reads go through it like through a [`Snapshot`].
+#[derive(Debug)]
+pub struct Synced<V> {
+    /// The snapshot: the fresh one, or the last good one.
+    pub snapshot: Snapshot<V>,
+    /// How fresh it is.
+    pub freshness: Freshness,
+}
+
+impl<V> Synced<V> {
+    /// True if the store confirmed the snapshot during the call.
+    pub fn is_fresh(&self) -> bool {
+        matches!(self.freshness, Freshness::Fresh)
+    }
+
+    /// True if the snapshot is fresh or was last confirmed by the store at most `max_staleness`
+    /// ago: the test of a "serve stale data for at most N seconds, then fail" policy. A snapshot
+    /// from the backup file counts from its own last confirmation.
+    pub fn is_within(&self, max_staleness: Duration) -> bool {
+        self.is_fresh() || self.snapshot.age() <= max_staleness
+    }
+}
+
+impl<V> std::ops::Deref for Synced<V> {
+    type Target = Snapshot<V>;
+
+    fn deref(&self) -> &Snapshot<V> {
+        &self.snapshot
+    }
+}

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use durable_core::{
-    Bincode, ChangeKind, DecodeErrors, Dict, Error, Json, MemoryStore, Mode, Options, Raw,
+    Bincode, ChangeKind, DecodeErrors, Dict, Error, Freshness, Json, MemoryStore, Mode, Options,
+    Raw,
 };
 
 const NS: &str = "test";
@@ -513,6 +514,73 @@ async fn backup_file_lets_a_handle_start_while_the_store_is_down() {
     assert!(matches!(corrupt, Err(Error::Backup { .. })), "{corrupt:?}");
 }
 
+/// A backup file that is not one (a fifo, a device, a huge file, another dictionary's backup)
+/// is refused quickly with a typed error, and nothing of it reaches reads.
+#[tokio::test]
+async fn hostile_backup_files_are_refused_before_they_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = MemoryStore::new();
+    let down = || {
+        store.set_available(false);
+    };
+    let open_with = |path: std::path::PathBuf, dictionary: &'static str| {
+        let backend = store.backend(NS, dictionary).unwrap();
+        let options = manual()
+            .with_backup_file(path)
+            .with_max_backup_size(1 << 20)
+            .with_open_timeout(Duration::from_secs(2));
+        async move { Dict::<String, Raw>::open(backend, Raw, options).await }
+    };
+    let refused = |result: durable_core::Result<Dict<String, Raw>>, why: &str| match result {
+        Err(Error::Backup { reason, .. }) => assert!(reason.contains(why), "{reason}"),
+        other => panic!("expected a backup error containing {why:?}, got {other:?}"),
+    };
+
+    // A fifo would block a reader forever; a device never ends.
+    let fifo = dir.path().join("fifo");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    down();
+    let started = std::time::Instant::now();
+    refused(open_with(fifo, "d").await, "not a regular file");
+    refused(
+        open_with("/dev/zero".into(), "d").await,
+        "not a regular file",
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "refused at once"
+    );
+
+    // A file over the limit is refused before it is read (a sparse 3 GB file).
+    let huge = dir.path().join("huge");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(3 << 30)
+        .unwrap();
+    refused(open_with(huge, "d").await, "more than the limit");
+
+    // Another dictionary's backup is refused, even though it decodes.
+    store.set_available(true);
+    let path = dir.path().join("other.durable-backup");
+    let other = open_with(path.clone(), "other").await.unwrap();
+    other.insert("theirs", "x".into()).await.unwrap();
+    while !path.exists() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(other);
+    down();
+    refused(
+        open_with(path, "d").await,
+        "holds dictionary memory/test/other",
+    );
+}
+
 #[tokio::test]
 async fn handles_are_cheap_clones_sharing_one_snapshot() {
     let store = MemoryStore::new();
@@ -758,4 +826,41 @@ async fn concurrent_increments_on_one_handle_are_combined() {
     }
     store.set_available(true);
     assert_eq!(dict.increment("hot", 1).await.unwrap(), 65);
+}
+
+/// The per-request read never fails: fresh while the store answers, the last good snapshot with
+/// the error and the time checks started failing while it does not, fresh again after.
+#[tokio::test]
+async fn sync_or_stale_serves_the_last_good_snapshot_and_says_how_fresh() {
+    let store = MemoryStore::new();
+    let dict: Dict<u32> = open(&store, manual()).await;
+    dict.insert("k", 1).await.unwrap();
+    let synced = dict.sync_or_stale().await;
+    assert!(synced.is_fresh());
+    assert_eq!(synced.get("k"), Some(&1));
+
+    store.set_available(false);
+    let before = std::time::SystemTime::now();
+    let synced = dict.sync_or_stale().await;
+    assert!(!synced.is_fresh());
+    assert_eq!(synced.get("k"), Some(&1), "the last good snapshot");
+    match &synced.freshness {
+        Freshness::Stale { since, error } => {
+            assert!(*since >= before - Duration::from_secs(1));
+            assert!(error.is_unavailable(), "{error:?}");
+        }
+        other => panic!("expected stale, got {other:?}"),
+    }
+    assert!(synced.is_within(Duration::from_secs(60)));
+    assert!(!synced.is_within(Duration::ZERO));
+    let again = dict.sync_or_stale().await;
+    match (&synced.freshness, &again.freshness) {
+        (Freshness::Stale { since: a, .. }, Freshness::Stale { since: b, .. }) => {
+            assert_eq!(a, b, "stale since the first failure")
+        }
+        other => panic!("{other:?}"),
+    }
+
+    store.set_available(true);
+    assert!(dict.sync_or_stale().await.is_fresh());
 }

@@ -34,7 +34,7 @@ use crate::encoding::{Encoding, Json};
 use crate::error::{Error, Operation, Result};
 use crate::map::{Entry, Map};
 use crate::options::{DecodeErrors, Mode, Options};
-use crate::snapshot::{Pending, Snapshot, State, Versioned};
+use crate::snapshot::{Freshness, Pending, Snapshot, State, Synced, Versioned};
 use crate::stats::{BadKey, Counters, Health, Stats, bump};
 use crate::types::{
     BatchOp, Capabilities, Changes, IfAbsent, Revision, StoreTime, StoredEntry, Swap, Version,
@@ -285,7 +285,7 @@ where
             match (loaded, &options.backup_file) {
                 (Ok(()), _) => {}
                 (Err(error), Some(path)) if error.is_unavailable() => {
-                    inner.start_from_backup(path, error)?;
+                    inner.start_from_backup(path, error).await?;
                     if !matches!(options.mode, Mode::Background { .. }) {
                         let inner = inner.clone();
                         let recover = Duration::from_secs(1);
@@ -360,6 +360,51 @@ where
         }
         self.inner.check().await?;
         Ok(self.snapshot())
+    }
+
+    /// The per-request read that never fails: [`sync`](Self::sync) when the store answers, and
+    /// the last good snapshot when it does not, with how fresh it is.
+    ///
+    /// Serving stale data or answering an error is then the application's choice, for example
+    /// "serve flags at most a minute old, else 503":
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> durable_core::Result<()> {
+    /// # use std::time::Duration;
+    /// # use durable_core::{Dict, Json, MemoryStore, Options};
+    /// # let store = MemoryStore::new();
+    /// # let flags: Dict<bool> = Dict::open(store.backend("prod", "flags")?, Json, Options::new()).await?;
+    /// let flags = flags.sync_or_stale().await;
+    /// if !flags.is_within(Duration::from_secs(60)) {
+    ///     // answer 503 Service Unavailable
+    /// }
+    /// let enabled = flags.get("new-checkout") == Some(&true);
+    /// # Ok(()) }
+    /// ```
+    pub async fn sync_or_stale(&self) -> Synced<V> {
+        let error = match self.sync().await {
+            Ok(snapshot) => {
+                return Synced {
+                    snapshot,
+                    freshness: Freshness::Fresh,
+                };
+            }
+            Err(error) => error,
+        };
+        let snapshot = self.snapshot();
+        let freshness = if snapshot.is_from_backup() {
+            Freshness::FromBackup { error }
+        } else {
+            let since = self.inner.counters.times.lock().stale_since;
+            Freshness::Stale {
+                since: since.unwrap_or_else(SystemTime::now),
+                error,
+            }
+        };
+        Synced {
+            snapshot,
+            freshness,
+        }
     }
 
     /// Stores `value` under `key`. When it returns, the local snapshot has the value.

@@ -7,21 +7,45 @@ where
     V: Send + Sync + 'static,
     E: Encoding<V>,
 {
-    /// Starts from the backup file after the store failed with `error`.
-    pub(super) fn start_from_backup(&self, path: &Path, error: Error) -> Result<()> {
-        let Some(data) = backup::read(path)? else {
+    /// Starts from the backup file after the store failed with `error`. The file is read off the
+    /// runtime within the open timeout, and must hold this dictionary in this encoding.
+    pub(super) async fn start_from_backup(&self, path: &Path, error: Error) -> Result<()> {
+        let read = {
+            let path = path.to_owned();
+            let max = self.options.max_backup_size;
+            tokio::task::spawn_blocking(move || backup::read(&path, max))
+        };
+        let refused = |reason: String| Error::Backup {
+            path: path.to_owned(),
+            reason,
+            source: None,
+        };
+        let data = match tokio::time::timeout(self.options.open_timeout, read).await {
+            Ok(Ok(read)) => read?,
+            Ok(Err(panicked)) => return Err(refused(format!("reading failed: {panicked}"))),
+            Err(_) => {
+                return Err(refused(format!(
+                    "not read within the open timeout of {:?}",
+                    self.options.open_timeout
+                )));
+            }
+        };
+        let Some(data) = data else {
             return Err(error);
         };
+        let location = self.backend.location();
+        if data.location != location {
+            return Err(refused(format!(
+                "holds dictionary {}, this handle opens {location}",
+                data.location
+            )));
+        }
         if data.encoding != self.encoding.name() {
-            return Err(Error::Backup {
-                path: path.to_owned(),
-                reason: format!(
-                    "written with encoding {}, this dictionary uses {}",
-                    data.encoding,
-                    self.encoding.name()
-                ),
-                source: None,
-            });
+            return Err(refused(format!(
+                "written with encoding {}, this dictionary uses {}",
+                data.encoding,
+                self.encoding.name()
+            )));
         }
         let version = data.version();
         let age = data.age();
@@ -53,7 +77,12 @@ where
             return Ok(());
         }
         let confirmed = SystemTime::now() - state.age();
-        let mut data = BackupData::new(state.version, confirmed, self.encoding.name());
+        let mut data = BackupData::new(
+            self.backend.location(),
+            state.version,
+            confirmed,
+            self.encoding.name(),
+        );
         data.entries.reserve(state.map.len());
         for entry in state.map.iter() {
             let bytes = self.encode(&entry.key, &entry.value)?;
