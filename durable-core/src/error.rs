@@ -182,7 +182,8 @@ pub enum Error {
         /// Why it was rejected.
         reason: String,
     },
-    /// A value is larger than the backend can store; nothing was written.
+    /// A value is larger than the backend can store or the handle's options allow; nothing was
+    /// written.
     #[error("{backend}: value of key {key:?} is {size} bytes, the limit is {limit}")]
     ValueTooLarge {
         /// The backend's name.
@@ -191,8 +192,19 @@ pub enum Error {
         key: String,
         /// The encoded value's size in bytes.
         size: usize,
-        /// The backend's limit in bytes.
+        /// The limit in bytes.
         limit: usize,
+    },
+    /// The dictionary would hold more entries or bytes than
+    /// [`Options::with_max_entries`](crate::Options::with_max_entries) or
+    /// [`Options::with_max_total_bytes`](crate::Options::with_max_total_bytes) allow: a write
+    /// wrote nothing, a sync kept the last good snapshot.
+    #[error("{backend}: {detail}")]
+    LimitExceeded {
+        /// The backend's name.
+        backend: String,
+        /// Which limit, and by how much.
+        detail: String,
     },
     /// `increment` was asked of a key whose stored value is not an integer, or the result would
     /// overflow an `i64`.

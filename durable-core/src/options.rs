@@ -80,6 +80,10 @@ pub struct Options {
     pub(crate) mode: Mode,
     pub(crate) timeout: Duration,
     pub(crate) open_timeout: Duration,
+    pub(crate) load_timeout: Duration,
+    pub(crate) max_value_size: Option<usize>,
+    pub(crate) max_entries: Option<usize>,
+    pub(crate) max_total_bytes: Option<usize>,
     pub(crate) backup_file: Option<PathBuf>,
     pub(crate) max_backup_size: u64,
     pub(crate) decode_errors: DecodeErrors,
@@ -94,6 +98,10 @@ impl Default for Options {
             mode: Mode::Manual,
             timeout: Duration::from_secs(5),
             open_timeout: Duration::from_secs(10),
+            load_timeout: Duration::from_secs(60),
+            max_value_size: None,
+            max_entries: None,
+            max_total_bytes: None,
             backup_file: None,
             max_backup_size: 1 << 30,
             decode_errors: DecodeErrors::Isolate,
@@ -128,6 +136,39 @@ impl Options {
     /// The time limit of the initial load in [`Dict::open`](crate::Dict::open) (default 10 s).
     pub fn with_open_timeout(mut self, timeout: Duration) -> Self {
         self.open_timeout = timeout;
+        self
+    }
+
+    /// The time limit of one full load of the dictionary, at open and when a sync reloads
+    /// (default 60 s), instead of the per-operation timeout: a million entries take seconds to
+    /// load. The open is still bounded by [`with_open_timeout`](Self::with_open_timeout): raise
+    /// both for dictionaries whose load takes longer than 10 s.
+    pub fn with_load_timeout(mut self, timeout: Duration) -> Self {
+        self.load_timeout = timeout;
+        self
+    }
+
+    /// The largest encoded value this handle writes or accepts (default: only the backend's own
+    /// limit). A larger write fails with [`Error::ValueTooLarge`](crate::Error::ValueTooLarge)
+    /// and writes nothing; a larger stored value costs its key only, like an undecodable one.
+    pub fn with_max_value_size(mut self, bytes: usize) -> Self {
+        self.max_value_size = Some(bytes);
+        self
+    }
+
+    /// The most entries the dictionary may hold (default: no limit). A write of a new key beyond
+    /// it fails with [`Error::LimitExceeded`](crate::Error::LimitExceeded) and writes nothing; a
+    /// sync that would bring more fails the same way and keeps the last good snapshot, so one
+    /// writer cannot fill every reader's memory.
+    pub fn with_max_entries(mut self, entries: usize) -> Self {
+        self.max_entries = Some(entries);
+        self
+    }
+
+    /// The most encoded bytes of values the dictionary may hold (default: no limit), enforced
+    /// like [`with_max_entries`](Self::with_max_entries).
+    pub fn with_max_total_bytes(mut self, bytes: usize) -> Self {
+        self.max_total_bytes = Some(bytes);
         self
     }
 

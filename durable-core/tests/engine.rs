@@ -864,3 +864,74 @@ async fn sync_or_stale_serves_the_last_good_snapshot_and_says_how_fresh() {
     store.set_available(true);
     assert!(dict.sync_or_stale().await.is_fresh());
 }
+
+/// Limits in the options: a write past them fails and writes nothing; a store holding more
+/// keeps the handle on its last good snapshot, saying why; an oversized stored value costs its
+/// key only.
+#[tokio::test]
+async fn limits_refuse_writes_and_keep_the_last_good_snapshot() {
+    let store = MemoryStore::new();
+    let options = || {
+        manual()
+            .with_max_entries(3)
+            .with_max_total_bytes(50)
+            .with_max_value_size(40)
+    };
+    let limited: Dict<String, Raw> = open_raw(&store, options()).await;
+    let writer: Dict<String, Raw> = open_raw(&store, manual()).await;
+    for key in ["a", "b", "c"] {
+        limited.insert(key, "x".into()).await.unwrap();
+    }
+    let calls = store.calls();
+    match limited.insert("d", "x".into()).await {
+        Err(Error::LimitExceeded { detail, .. }) => {
+            assert!(detail.contains("4 entries"), "{detail}")
+        }
+        other => panic!("{other:?}"),
+    }
+    limited
+        .insert("a", "replacing is fine".into())
+        .await
+        .unwrap();
+    match limited.insert("b", "y".repeat(41)).await {
+        Err(Error::ValueTooLarge {
+            size: 41,
+            limit: 40,
+            ..
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    match limited.insert("b", "y".repeat(40)).await {
+        Err(Error::LimitExceeded { detail, .. }) => assert!(detail.contains("bytes"), "{detail}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        store.calls(),
+        calls + 1,
+        "refused writes never reached the store"
+    );
+
+    // Another writer makes the stored dictionary too big: the limited handle keeps its snapshot.
+    writer.sync().await.unwrap();
+    writer.insert("d", "x".into()).await.unwrap();
+    let error = limited.sync().await.unwrap_err();
+    assert!(matches!(error, Error::LimitExceeded { .. }), "{error:?}");
+    assert_eq!(limited.snapshot().len(), 3);
+    assert!(!limited.health().fresh);
+    assert!(limited.health().last_error.unwrap().contains("entries"));
+    writer.remove("d").await.unwrap();
+    limited.sync().await.unwrap();
+    assert!(limited.health().fresh);
+
+    // An oversized stored value costs its key only.
+    writer.insert("c", "z".repeat(60)).await.unwrap();
+    let snapshot = limited.sync().await.unwrap();
+    assert_eq!(snapshot.get("c").map(String::as_str), Some("x"));
+    assert_eq!(limited.health().bad_keys[0].key, "c");
+}
+
+async fn open_raw(store: &MemoryStore, options: Options) -> Dict<String, Raw> {
+    Dict::open(store.backend(NS, "d").unwrap(), Raw, options)
+        .await
+        .unwrap()
+}

@@ -101,7 +101,7 @@ where
                     }
                 }
             };
-            self.publish_sync(update, generation, start);
+            self.publish_sync(update, generation, start)?;
             self.backup_wake.notify_one();
             true
         };
@@ -125,39 +125,55 @@ where
             },
             0,
             start,
-        );
+        )?;
         self.measure_clock_if_needed().await;
         self.counters.check_succeeded(true);
         Ok(())
     }
 
-    /// One store operation under the operation timeout (failures are counted by the caller: a
+    /// One store operation under the operation timeout (the load timeout for full loads) (failures are counted by the caller: a
     /// check counts its failure once, whichever step failed).
     pub(super) async fn timed<T>(
         &self,
         operation: Operation,
         fut: impl Future<Output = Result<T>>,
     ) -> Result<T> {
-        match tokio::time::timeout(self.options.timeout, fut).await {
+        let limit = if operation == Operation::Load {
+            self.options.load_timeout
+        } else {
+            self.options.timeout
+        };
+        match tokio::time::timeout(limit, fut).await {
             Ok(result) => result,
             Err(_) => Err(Error::Timeout {
                 backend: self.name().to_owned(),
                 operation,
-                after: self.options.timeout,
+                after: limit,
             }),
         }
     }
 
-    /// Decodes stored entries. An undecodable one fails the sync ([`DecodeErrors::Fail`]) or is
-    /// set aside with its error ([`DecodeErrors::Isolate`]), logged with its key.
+    /// Decodes stored entries. One that cannot be decoded or is over the size limit fails the
+    /// sync ([`DecodeErrors::Fail`]) or is set aside with its error ([`DecodeErrors::Isolate`]),
+    /// logged with its key.
     pub(super) fn decode_all(
         &self,
         stored: Vec<StoredEntry>,
     ) -> Result<(Vec<Entry<V>>, BadValues)> {
         let mut entries = Vec::with_capacity(stored.len());
         let mut bad = Vec::new();
+        let max_size = self.max_value_size();
         for stored in stored {
-            match self.decode(&stored.key, &stored.value) {
+            let decoded = match max_size {
+                Some(limit) if stored.value.len() > limit => Err(Error::ValueTooLarge {
+                    backend: self.name().to_owned(),
+                    key: stored.key.clone(),
+                    size: stored.value.len(),
+                    limit,
+                }),
+                _ => self.decode(&stored.key, &stored.value),
+            };
+            match decoded {
                 Ok(value) => entries.push(Entry {
                     key: stored.key.into(),
                     value: Arc::new(value),

@@ -851,14 +851,18 @@ where
         }
     }
 
-    /// Encodes a value for `key`, checking the backend's size limit.
+    /// Encodes a value to write under `key`, checking the size limits.
     fn encode(&self, key: &str, value: &V) -> Result<Bytes> {
-        let bytes = self
-            .encoding
-            .encode(value)
-            .map_err(|e| self.encode_error(key, self.encoding.name(), e))?;
+        let bytes = self.encoded(key, value)?;
         self.check_size(key, &bytes)?;
         Ok(bytes)
+    }
+
+    /// Encodes a value of `key`.
+    fn encoded(&self, key: &str, value: &V) -> Result<Bytes> {
+        self.encoding
+            .encode(value)
+            .map_err(|e| self.encode_error(key, self.encoding.name(), e))
     }
 
     fn decode(&self, key: &str, bytes: &[u8]) -> Result<V> {
@@ -925,15 +929,53 @@ where
         result
     }
 
+    /// The largest value this handle writes or accepts: the backend's limit or the options'.
+    fn max_value_size(&self) -> Option<usize> {
+        match (self.caps.max_value_size, self.options.max_value_size) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Refuses a write of `bytes` under `key` that would break a size limit, before it is sent.
     fn check_size(&self, key: &str, bytes: &Bytes) -> Result<()> {
-        match self.caps.max_value_size {
-            Some(limit) if bytes.len() > limit => Err(Error::ValueTooLarge {
+        if let Some(limit) = self.max_value_size()
+            && bytes.len() > limit
+        {
+            return Err(Error::ValueTooLarge {
                 backend: self.name().to_owned(),
                 key: key.to_owned(),
                 size: bytes.len(),
                 limit,
-            }),
-            _ => Ok(()),
+            });
+        }
+        let state = self.state.load();
+        let old = state.map.get(key);
+        let entries = state.map.len() + usize::from(old.is_none());
+        let total = state.map.bytes() - old.map_or(0, |e| e.size) + bytes.len();
+        self.check_limits(entries, total)
+            .map_err(|detail| self.limit_error(format!("writing key {key:?}: {detail}")))
+    }
+
+    /// Whether `entries` entries of `total` bytes fit the options' limits; why not otherwise.
+    fn check_limits(&self, entries: usize, total: usize) -> std::result::Result<(), String> {
+        if let Some(max) = self.options.max_entries
+            && entries > max
+        {
+            return Err(format!("{entries} entries, the limit is {max}"));
+        }
+        if let Some(max) = self.options.max_total_bytes
+            && total > max
+        {
+            return Err(format!("{total} bytes of values, the limit is {max}"));
+        }
+        Ok(())
+    }
+
+    fn limit_error(&self, detail: String) -> Error {
+        Error::LimitExceeded {
+            backend: self.name().to_owned(),
+            detail,
         }
     }
 }

@@ -56,7 +56,12 @@ where
 
     /// Publishes the result of a sync. `generation` is the check's (0 for the open's load) and
     /// `start` the token the snapshot had when the check began.
-    pub(super) fn publish_sync(&self, update: Update<V>, generation: u64, start: Version) {
+    pub(super) fn publish_sync(
+        &self,
+        update: Update<V>,
+        generation: u64,
+        start: Version,
+    ) -> Result<()> {
         let _guard = self.publish.lock();
         let current = self.state.load();
         let version = match &update {
@@ -69,7 +74,7 @@ where
                 // Our own writes moved the snapshot past this (complete) state while the check
                 // ran; the next check brings what others wrote meanwhile.
                 current.confirm(Instant::now());
-                return;
+                return Ok(());
             }
             // The check began after the snapshot reached `start`, yet the store is behind it:
             // the store was put back to an earlier state (a restore, a failover that lost
@@ -153,8 +158,15 @@ where
             }
         }
         fold_pending(&mut next);
+        if let Err(detail) = self.check_limits(next.map.len(), next.map.bytes()) {
+            // The store holds more than this handle accepts: keep the last good snapshot.
+            return Err(self.limit_error(format!(
+                "the store's dictionary at {version} holds {detail}; keeping the last good snapshot"
+            )));
+        }
         next.confirm(Instant::now());
         self.state.store(Arc::new(next));
+        Ok(())
     }
 
     /// Tells listeners how a full reload changed the snapshot.

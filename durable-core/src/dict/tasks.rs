@@ -85,7 +85,7 @@ where
         );
         data.entries.reserve(state.map.len());
         for entry in state.map.iter() {
-            let bytes = self.encode(&entry.key, &entry.value)?;
+            let bytes = self.encoded(&entry.key, &entry.value)?;
             data.entries.push((
                 entry.key.to_string(),
                 bytes.to_vec(),
