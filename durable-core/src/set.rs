@@ -109,7 +109,7 @@ where
 
     /// Removes `member`; true if it was a member.
     pub async fn remove(&self, member: &T) -> Result<bool> {
-        self.dict.remove(&self.key(member)?).await
+        Ok(self.dict.remove(&self.key(member)?).await?.is_some())
     }
 
     /// Adds every member in one atomic step with one version bump (capability `batch`).

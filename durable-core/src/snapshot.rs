@@ -244,9 +244,22 @@ impl<V> Snapshot<V> {
         self.entries().map(|e| &*e.value)
     }
 
-    /// The version token this snapshot reflects.
+    /// The token of the stored state this snapshot is based on. Exactly that state, unless this
+    /// handle's own acknowledged writes are applied on top of it (another process wrote in
+    /// between, so the token could not move on): [`own_writes`](Self::own_writes) lists their
+    /// tokens, and the next sync brings a token that covers them.
     pub fn version(&self) -> Version {
         self.state.version
+    }
+
+    /// The tokens of this handle's own writes applied on top of [`version`](Self::version)'s
+    /// state (the latest write of each key), oldest first; empty when the snapshot is exactly
+    /// that state.
+    pub fn own_writes(&self) -> Vec<Version> {
+        let mut tokens: Vec<Version> = self.state.pending.iter().map(|p| p.version).collect();
+        tokens.sort_by_key(|v| (v.epoch() != self.state.version.epoch(), v.counter()));
+        tokens.dedup();
+        tokens
     }
 
     /// How long ago the store last confirmed this snapshot was current. Grows while the store is

@@ -415,13 +415,17 @@ async fn own_writes_are_visible_and_survive_an_older_sync() {
 async fn conditional_writes_on_the_handle() {
     let store = MemoryStore::new();
     let dict: Dict<i64> = open(&store, manual()).await;
-    assert_eq!(dict.increment("n", 2).await.unwrap(), 2);
-    assert_eq!(dict.increment("n", -5).await.unwrap(), -3);
+    assert_eq!(dict.increment("n", 2).await.unwrap().0, 2);
+    let (value, version) = dict.increment("n", -5).await.unwrap();
+    assert_eq!(value, -3);
+    assert_eq!(dict.snapshot().version(), version);
     assert_eq!(*dict.setdefault("n", 100).await.unwrap(), -3);
     let doubled = dict.update("n", |v| v.map(|v| v * 2)).await.unwrap();
     assert_eq!(doubled.as_deref(), Some(&-6));
     assert_eq!(dict.update("gone", |_| None).await.unwrap(), None);
-    assert_eq!(dict.pop("n").await.unwrap(), Some(-6));
+    let (value, version) = dict.pop("n").await.unwrap().unwrap();
+    assert_eq!(value, -6);
+    assert_eq!(dict.snapshot().version(), version);
     assert!(
         dict.insert_many([("a", 1), ("b", 2)])
             .await
@@ -436,8 +440,10 @@ async fn conditional_writes_on_the_handle() {
         Dict::open(store.backend(NS, "bin").unwrap(), Bincode, manual())
             .await
             .unwrap();
-    assert_eq!(binary.increment("n", 40).await.unwrap(), 40);
-    assert_eq!(binary.increment("n", 2).await.unwrap(), 42);
+    assert_eq!(binary.increment("n", 40).await.unwrap().0, 40);
+    let (value, version) = binary.increment("n", 2).await.unwrap();
+    assert_eq!(value, 42);
+    assert_eq!(binary.snapshot().version(), version);
     assert_eq!(binary.snapshot().get("n"), Some(&42));
 }
 
@@ -795,7 +801,7 @@ async fn concurrent_increments_on_one_handle_are_combined() {
     let callers: Vec<_> = (0..64)
         .map(|_| {
             let dict = dict.clone();
-            tokio::spawn(async move { dict.increment("hot", 1).await.unwrap() })
+            tokio::spawn(async move { dict.increment("hot", 1).await.unwrap().0 })
         })
         .collect();
     let mut seen = Vec::new();
@@ -825,7 +831,7 @@ async fn concurrent_increments_on_one_handle_are_combined() {
         assert!(caller.await.unwrap().unwrap_err().is_unavailable());
     }
     store.set_available(true);
-    assert_eq!(dict.increment("hot", 1).await.unwrap(), 65);
+    assert_eq!(dict.increment("hot", 1).await.unwrap().0, 65);
 }
 
 /// The per-request read never fails: fresh while the store answers, the last good snapshot with

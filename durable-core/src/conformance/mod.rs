@@ -862,7 +862,7 @@ pub async fn two_handles_manual_mode(ctx: &Ctx) {
     assert_eq!(b.sync().await.expect("sync").get("k"), Some(&b"1".to_vec()));
     a.insert("k", b"2".to_vec()).await.expect("insert");
     a.insert("j", b"3".to_vec()).await.expect("insert");
-    assert!(a.remove("k").await.expect("remove"));
+    assert!(a.remove("k").await.expect("remove").is_some());
     let snapshot = b.sync().await.expect("sync");
     assert!(snapshot.get("k").is_none());
     assert_eq!(snapshot.get("j"), Some(&b"3".to_vec()));
@@ -900,8 +900,17 @@ pub async fn read_your_writes(ctx: &Ctx) {
     assert_eq!(snapshot.get("theirs"), Some(&b"2".to_vec()));
     assert_eq!(snapshot.get("mine2"), Some(&b"3".to_vec()));
     assert_eq!(snapshot.version(), token(&*other).await);
-    assert!(a.remove("mine").await.expect("remove"));
+    let removed = a
+        .remove("mine")
+        .await
+        .expect("remove")
+        .expect("mine existed");
     assert!(a.snapshot().get("mine").is_none());
+    assert_eq!(
+        a.snapshot().version(),
+        removed,
+        "the snapshot is at the delete's token"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1187,8 +1196,10 @@ pub async fn pop_returns_and_deletes(ctx: &Ctx) {
     assert_eq!(b.pop("k").await.expect("pop"), None);
     let d = ctx.dict("pop", Mode::Manual).await;
     d.insert("p", b"x".to_vec()).await.expect("insert");
-    assert_eq!(d.pop("p").await.expect("pop"), Some(b"x".to_vec()));
+    let (value, popped) = d.pop("p").await.expect("pop").expect("p existed");
+    assert_eq!(value, b"x".to_vec());
     assert!(d.snapshot().get("p").is_none());
+    assert_eq!(popped, token(&*b).await, "pop returns the token it wrote");
 }
 
 /// Increment adds to the stored decimal integer (absent counts as 0).
@@ -1202,8 +1213,14 @@ pub async fn increment_adds_atomically(ctx: &Ctx) {
     assert_eq!(entries(&*b).await["k"], bytes("-2"));
     let d = ctx.counters("incr", Mode::Manual).await;
     assert_eq!(d.snapshot().get("k"), Some(&-2));
-    assert_eq!(d.increment("k", 10).await.expect("increment"), 8);
+    let (value, written) = d.increment("k", 10).await.expect("increment");
+    assert_eq!(value, 8);
     assert_eq!(d.snapshot().get("k"), Some(&8));
+    assert_eq!(
+        written,
+        token(&*b).await,
+        "increment returns the token it wrote"
+    );
 }
 
 /// Increment of a value that is not a decimal integer, or that would overflow, fails with
@@ -1747,10 +1764,10 @@ pub async fn expired_key_is_absent_for_conditional_writes(ctx: &Ctx) {
         assert_eq!(d.snapshot().get("a"), Some(&1));
     }
     if caps.increment || caps.compare_and_swap {
-        assert_eq!(d.increment("n", 1).await.expect("increment"), 1);
+        assert_eq!(d.increment("n", 1).await.expect("increment").0, 1);
     }
     assert!(
-        !d.remove("r").await.expect("remove"),
+        d.remove("r").await.expect("remove").is_none(),
         "an expired key is absent"
     );
     let backend = ctx.backend("ttl-cond").await;

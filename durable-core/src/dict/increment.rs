@@ -8,8 +8,8 @@ where
     V: Send + Sync + 'static,
     E: Encoding<V>,
 {
-    /// One native increment in the store, published locally; returns the new value.
-    pub(super) async fn increment_now(&self, key: &str, delta: i64) -> Result<i64> {
+    /// One native increment in the store, published locally; returns the new value and token.
+    pub(super) async fn increment_now(&self, key: &str, delta: i64) -> Result<(i64, Version)> {
         let (value, version) = self
             .write(Operation::Increment, self.backend.increment(key, delta))
             .await?;
@@ -20,19 +20,20 @@ where
             vec![self.entry(key, decoded, bytes.len(), version)],
         )
         .await;
-        Ok(value)
+        Ok((value, version))
     }
 
     /// The compare-and-swap retry loop behind `update` and `increment`. `current` is the caller's
     /// view of the entry; `step` computes the new encoded value (and decoded value) from it,
-    /// `None` to delete. Returns the value written.
+    /// `None` to delete. Returns the value written and the write's token; `None` if there was
+    /// nothing to write (deleting an absent key).
     pub(super) async fn swap_loop<T>(
         &self,
         key: &str,
         mut current: Option<(T, Revision)>,
         read: impl Fn(&[u8]) -> Result<T>,
         mut step: impl FnMut(Option<&T>) -> Result<Option<(Bytes, V)>>,
-    ) -> Result<Option<Arc<V>>> {
+    ) -> Result<Option<(Option<Arc<V>>, Version)>> {
         self.require(self.caps.compare_and_swap, Operation::CompareAndSwap)?;
         for _ in 0..self.options.max_update_attempts {
             let new = step(current.as_ref().map(|(value, _)| value))?;
@@ -62,7 +63,7 @@ where
                     };
                     let written = write.1.as_ref().map(|e| e.value.clone());
                     self.publish_local(version, vec![write]).await;
-                    return Ok(written);
+                    return Ok(Some((written, version)));
                 }
                 Swap::Conflict(now) => {
                     current = match now {
@@ -110,12 +111,12 @@ where
             }),
         };
         match result {
-            Ok(total) => {
+            Ok((total, version)) => {
                 // The last caller sees the total; each earlier one, the total minus the deltas
-                // after its own.
+                // after its own. All share the one write's token.
                 let mut value = total;
                 for (delta, sender) in batch.into_iter().rev() {
-                    let _ = sender.send(Ok(value));
+                    let _ = sender.send(Ok((value, version)));
                     value = value.wrapping_sub(delta);
                 }
             }

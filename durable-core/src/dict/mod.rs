@@ -173,7 +173,7 @@ struct Inner<V, E> {
 type LocalWrites<V> = Vec<(Arc<str>, Option<Entry<V>>)>;
 
 /// One caller's delta and where its result goes.
-type QueuedIncrement = (i64, tokio::sync::oneshot::Sender<Result<i64>>);
+type QueuedIncrement = (i64, tokio::sync::oneshot::Sender<Result<(i64, Version)>>);
 
 #[derive(Debug, Default)]
 struct HintFlags {
@@ -468,8 +468,9 @@ where
         self.inner.sweep().await
     }
 
-    /// Deletes `key`; true if it existed. A missing key changes nothing and bumps nothing.
-    pub async fn remove(&self, key: &str) -> Result<bool> {
+    /// Deletes `key`; the token of the delete if the key existed. A missing key changes nothing
+    /// and bumps nothing (`None`).
+    pub async fn remove(&self, key: &str) -> Result<Option<Version>> {
         self.inner.sweep_if_expired(key).await;
         let removed = self
             .inner
@@ -480,11 +481,12 @@ where
                 .publish_local(version, vec![(key.into(), None)])
                 .await;
         }
-        Ok(removed.is_some())
+        Ok(removed)
     }
 
-    /// Deletes `key` and returns its value, in one atomic step (capability `pop`).
-    pub async fn pop(&self, key: &str) -> Result<Option<V>> {
+    /// Deletes `key` and returns its value with the token of the delete, in one atomic step
+    /// (capability `pop`).
+    pub async fn pop(&self, key: &str) -> Result<Option<(V, Version)>> {
         self.inner.require(self.inner.caps.pop, Operation::Pop)?;
         self.inner.sweep_if_expired(key).await;
         let Some((bytes, version)) = self
@@ -497,7 +499,7 @@ where
         self.inner
             .publish_local(version, vec![(key.into(), None)])
             .await;
-        self.inner.decode(key, &bytes).map(Some)
+        Ok(Some((self.inner.decode(key, &bytes)?, version)))
     }
 
     /// Returns the value of `key`, storing `default` first if the key is absent, in one atomic
@@ -610,18 +612,20 @@ where
                 },
             )
             .await
+            .map(|written| written.and_then(|(value, _)| value))
     }
 
     /// Adds `delta` to the integer stored under `key` (absent counts as 0) and returns the new
-    /// value. Atomic in the store: one round trip where the backend has a native increment and the
+    /// value with the write's token. Atomic in the store: one round trip where the backend has a native increment and the
     /// encoding stores integers as decimal text (JSON, raw); a compare-and-swap loop otherwise.
     ///
     /// With a native increment, concurrent increments of one key through one handle are combined:
     /// while one store write is in flight, the increments that arrive queue up and go to the store
     /// as one write of their sum, so a hot counter costs about one round trip per round trip
     /// time, not one per increment. Each caller gets the value right after its own delta in the
-    /// combined order; a failed write fails every increment combined in it.
-    pub async fn increment(&self, key: &str, delta: i64) -> Result<i64>
+    /// combined order, and the token of the combined write; a failed write fails every increment
+    /// combined in it.
+    pub async fn increment(&self, key: &str, delta: i64) -> Result<(i64, Version)>
     where
         E: Encoding<i64>,
     {
@@ -670,7 +674,7 @@ where
             None => None,
         };
         let mut result = 0;
-        inner
+        let written = inner
             .swap_loop(key, current, to_int, |current| {
                 let value = current
                     .copied()
@@ -688,7 +692,10 @@ where
                 Ok(Some((bytes, decoded)))
             })
             .await?;
-        Ok(result)
+        let Some((_, version)) = written else {
+            unreachable!("an increment always has a value to write");
+        };
+        Ok((result, version))
     }
 
     /// Stores every entry in one atomic step with one version bump (capability `batch`).
