@@ -84,6 +84,10 @@ pub const STAMP_HISTORY: u64 = 65_536;
 /// - `keys_are_arbitrary_strings`: any string is a key, including the empty string, `/ : * ? [
 ///   ] % ' " \`, spaces, unicode and 1 KiB of text, without colliding with other keys.
 /// - `overwrite_replaces_value`, `depersist_removes_key`, `missing_key_is_absent`.
+/// - `bad_rows_cost_their_key_only`: a stored row the backend cannot read (a key that is not
+///   UTF-8, a value of the wrong type, a malformed or stray record, written by another program)
+///   is reported in [`Load::unreadable`] or [`Delta::unreadable`](crate::Delta::unreadable) and never fails the whole load
+///   or delta; the engine keeps that key's last good value and names it in its health.
 /// - `load_is_consistent_with_its_token`: [`durables`](Backend::durables) returns exactly the
 ///   entries of the state named by its token, even while other writers are busy (read the token
 ///   and the entries in one transaction or snapshot, or read the token first and then repair with

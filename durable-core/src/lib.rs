@@ -32,7 +32,7 @@ pub use snapshot::{Freshness, Snapshot, Synced, Versioned};
 pub use stats::{BadKey, Health, Stats};
 pub use types::{
     BatchOp, Capabilities, Changes, Delta, IfAbsent, Load, Name, Revision, StoreTime, StoredEntry,
-    Swap, Swept, Version, parse_counter,
+    Swap, Swept, Unreadable, Version, parse_counter,
 };
 
 /// Re-exported so backend crates and custom backends use the same version.

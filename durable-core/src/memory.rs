@@ -15,7 +15,7 @@ use crate::clock::LocalClock;
 use crate::error::{Error, Operation, Result};
 use crate::types::{
     BatchOp, Capabilities, Changes, Delta, IfAbsent, Load, Name, Revision, StoreTime, StoredEntry,
-    Swap, Swept, Version, parse_counter,
+    Swap, Swept, Unreadable, Version, parse_counter,
 };
 
 /// A store held in memory, shared by every [`MemoryBackend`] opened from it (clones share it).
@@ -86,6 +86,8 @@ struct Stored {
     /// Tokens with a counter below this cannot be served a delta (tombstones were trimmed).
     oldest_served: u64,
     entries: HashMap<String, (Bytes, u64, Option<StoreTime>)>,
+    /// Rows the backend "cannot read" (fault injection): key -> reason.
+    unreadable: HashMap<String, String>,
     tombstones: HashMap<String, u64>,
     /// Every key's last write (value or tombstone) by revision, so deltas cost O(changes).
     log: BTreeSet<(u64, String)>,
@@ -104,6 +106,7 @@ impl Stored {
             record_lost: false,
             oldest_served: 0,
             entries: HashMap::new(),
+            unreadable: HashMap::new(),
             tombstones: HashMap::new(),
             log: BTreeSet::new(),
             subscribers: Vec::new(),
@@ -159,6 +162,7 @@ impl Stored {
     }
 
     fn put_expiring(&mut self, key: &str, value: Bytes, rev: u64, expires: Option<StoreTime>) {
+        self.unreadable.remove(key);
         let old = self.tombstones.remove(key);
         let old = self
             .entries
@@ -169,6 +173,7 @@ impl Stored {
     }
 
     fn delete(&mut self, key: &str, rev: u64) -> Option<Bytes> {
+        self.unreadable.remove(key);
         let (old, old_rev, _) = self.entries.remove(key)?;
         self.tombstones.insert(key.to_owned(), rev);
         self.log_write(key, Some(old_rev), rev);
@@ -195,6 +200,13 @@ impl Stored {
             self.log.remove(&(old, key.to_owned()));
         }
         self.log.insert((rev, key.to_owned()));
+    }
+
+    fn unreadable(&self, key: &str) -> Option<Unreadable> {
+        self.unreadable.get(key).map(|reason| Unreadable {
+            key: key.to_owned(),
+            reason: reason.clone(),
+        })
     }
 
     fn entry(&self, key: &str) -> Option<StoredEntry> {
@@ -261,6 +273,32 @@ impl MemoryStore {
         stored.repair();
         let rev = stored.bump();
         stored.put(key, Bytes::copy_from_slice(bytes), rev);
+        stored.committed();
+        Ok(())
+    }
+
+    /// Makes the row of `key` one the backend cannot read, as if another program had written
+    /// something of the wrong shape there (a versioned write): loads and deltas report it as
+    /// [`Unreadable`] with `reason`, until the key is written again.
+    pub fn make_unreadable(
+        &self,
+        namespace: &str,
+        dictionary: &str,
+        key: &str,
+        reason: &str,
+    ) -> Result<()> {
+        let id = (Name::new(namespace)?, Name::new(dictionary)?);
+        let mut dicts = self.shared.dicts.lock();
+        let stored = dicts.entry(id).or_insert_with(Stored::new);
+        stored.repair();
+        let rev = stored.bump();
+        let old = stored
+            .entries
+            .remove(key)
+            .map(|(_, r, _)| r)
+            .or_else(|| stored.tombstones.remove(key));
+        stored.log_write(key, old, rev);
+        stored.unreadable.insert(key.to_owned(), reason.to_owned());
         stored.committed();
         Ok(())
     }
@@ -425,6 +463,11 @@ impl Backend for MemoryBackend {
         self.call(Operation::Load, |s, _| Load {
             version: s.version(),
             entries: s.entries.keys().filter_map(|k| s.entry(k)).collect(),
+            unreadable: s
+                .unreadable
+                .keys()
+                .filter_map(|k| s.unreadable(k))
+                .collect(),
         })
         .await
     }
@@ -442,12 +485,16 @@ impl Backend for MemoryBackend {
                 version: s.version(),
                 upserts: Vec::new(),
                 removals: Vec::new(),
+                unreadable: Vec::new(),
             };
             let after = (since.counter() + 1, String::new());
             for (rev, key) in s.log.range(after..) {
-                match s.entry(key) {
-                    Some(entry) => delta.upserts.push(entry),
-                    None => delta.removals.push((key.clone(), Revision(*rev))),
+                if let Some(entry) = s.entry(key) {
+                    delta.upserts.push(entry);
+                } else if let Some(unreadable) = s.unreadable(key) {
+                    delta.unreadable.push(unreadable);
+                } else {
+                    delta.removals.push((key.clone(), Revision(*rev)));
                 }
             }
             Changes::Delta(delta)

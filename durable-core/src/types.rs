@@ -255,6 +255,20 @@ pub struct Load {
     pub version: Version,
     /// Every live entry, in no particular order, each key once.
     pub entries: Vec<StoredEntry>,
+    /// Stored rows the backend could not read: each costs its key only.
+    pub unreadable: Vec<Unreadable>,
+}
+
+/// A stored row the backend could not read: a key that is not UTF-8, a value of the wrong type,
+/// a record too short or out of range, a stray record in the dictionary's space. Backends report
+/// it instead of failing the whole load, so that bad data written by another program costs that
+/// key only (the engine keeps the key's last good value and names it in its health).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreadable {
+    /// The key as far as it can be read (lossy UTF-8, or the record's name), for messages.
+    pub key: String,
+    /// What is wrong with the row.
+    pub reason: String,
 }
 
 /// The changes between a caller's token and the store's current state.
@@ -268,6 +282,8 @@ pub struct Delta {
     /// Keys deleted since the caller's token and not written again, with the revision of the
     /// delete.
     pub removals: Vec<(String, Revision)>,
+    /// Rows written since the caller's token that the backend could not read.
+    pub unreadable: Vec<Unreadable>,
 }
 
 /// The answer to [`Backend::changes_since`](crate::Backend::changes_since).

@@ -1,6 +1,6 @@
 //! The whole conformance suite against the in-memory backend.
 
-use durable_core::conformance::{Damage, Harness, StoredCopy};
+use durable_core::conformance::{Damage, Garbage, Harness, StoredCopy};
 use durable_core::{Backend, MemoryCopy, MemoryStore, Name, Result};
 
 #[derive(Debug, Default)]
@@ -52,6 +52,29 @@ impl Harness for Memory {
         }
         self.store
             .lose_version_record(namespace.as_str(), dictionary.as_str())?;
+        Ok(true)
+    }
+
+    async fn write_garbage(
+        &self,
+        namespace: &Name,
+        dictionary: &Name,
+        garbage: Garbage,
+        key: &str,
+    ) -> Result<bool> {
+        let (namespace, dictionary) = (namespace.as_str(), dictionary.as_str());
+        match garbage {
+            Garbage::UndecodableValue => {
+                self.store
+                    .corrupt(namespace, dictionary, key, b"{not json \xff")?;
+            }
+            // The memory store keeps typed rows: a malformed one is injected as unreadable.
+            Garbage::Malformed => {
+                self.store
+                    .make_unreadable(namespace, dictionary, key, "too short")?;
+            }
+            _ => return Ok(false),
+        }
         Ok(true)
     }
 

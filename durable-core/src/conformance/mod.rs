@@ -85,6 +85,19 @@ pub trait Harness: Send + Sync + 'static {
         damage: Damage,
     ) -> Result<bool>;
 
+    /// Writes bad data of kind `garbage` into the dictionary as another program writing straight
+    /// into the store could, as the row of `key` where the kind has a key: through the store's
+    /// layout, with a new revision and a version bump, so that handles meet it in their next
+    /// delta and in full loads. Returns false if the layout cannot hold that kind (the rule then
+    /// tries the next one). Every harness supports at least [`Garbage::UndecodableValue`].
+    async fn write_garbage(
+        &self,
+        namespace: &Name,
+        dictionary: &Name,
+        garbage: Garbage,
+        key: &str,
+    ) -> Result<bool>;
+
     /// Restarts the store's server (stop, then start) and returns once it is started again; false
     /// if this harness cannot. Rules call it in the middle of their work to check that nothing
     /// acknowledged is lost. Only give it to harnesses in a test binary of their own: it takes the
@@ -126,6 +139,45 @@ impl Damage {
         Damage::CounterHuge,
         Damage::EpochNotInteger,
     ];
+}
+
+/// Bad data another program may write into a store, for [`Harness::write_garbage`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Garbage {
+    /// Bytes no encoding of the rule's handle reads (`{not json` and invalid UTF-8), as the value
+    /// of the key.
+    UndecodableValue,
+    /// A key that is not valid UTF-8 (Redis hash field, SQL key column, file name).
+    NonUtf8Key,
+    /// A value of a type the layout does not hold there (SQLite: an INTEGER where a BLOB
+    /// belongs; a key stored as a BLOB).
+    WrongType,
+    /// A record of the key that is too short or out of range (a ZooKeeper entry shorter than its
+    /// header; a Redis change-log score of 1e300).
+    Malformed,
+    /// A record in the dictionary's space that is no entry at all (a stray znode `notakey`).
+    Stray,
+}
+
+impl Garbage {
+    /// Every kind, in the order the rule tries them.
+    pub const ALL: [Garbage; 5] = [
+        Garbage::UndecodableValue,
+        Garbage::NonUtf8Key,
+        Garbage::WrongType,
+        Garbage::Malformed,
+        Garbage::Stray,
+    ];
+
+    /// True for the kinds that damage the row of the given key (the others add a row of their
+    /// own).
+    pub fn damages_the_key(self) -> bool {
+        matches!(
+            self,
+            Garbage::UndecodableValue | Garbage::WrongType | Garbage::Malformed
+        )
+    }
 }
 
 /// Reads the connection string of a test server from environment variable `var`.
@@ -245,6 +297,14 @@ impl Ctx {
             .expect("harness damages the version record")
     }
 
+    /// Writes `garbage` into `dictionary` (see [`Harness::write_garbage`]).
+    pub async fn write_garbage(&self, dictionary: &str, garbage: Garbage, key: &str) -> bool {
+        self.harness
+            .write_garbage(&self.namespace, &Self::name(dictionary), garbage, key)
+            .await
+            .expect("harness writes garbage")
+    }
+
     /// Wipes `dictionary` behind the backends' backs.
     pub async fn wipe(&self, dictionary: &str) {
         self.harness
@@ -314,6 +374,7 @@ macro_rules! conformance_tests {
             restore_then_writes_past_old_counter_is_detected,
             restore_keeps_read_your_writes,
             damaged_version_record_is_a_wipe_or_writes_nothing,
+            bad_rows_cost_their_key_only,
             round_trip_binary,
             round_trip_empty,
             round_trip_unicode,

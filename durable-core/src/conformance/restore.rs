@@ -1,9 +1,9 @@
-//! Rules for a store put back to an earlier state of itself and for a damaged version record
-//! (the second half of the contract's "Tokens" section).
+//! Rules for a store put back to an earlier state of itself, for a damaged version record (the
+//! second half of the contract's "Tokens" section), and for bad rows written by other programs.
 
 use std::collections::BTreeMap;
 
-use super::{Ctx, Damage, bytes, token};
+use super::{Ctx, Damage, Garbage, bytes, token};
 use crate::{Backend, Changes, Dict, Error, Mode, Raw, Version};
 
 /// What handle `d` holds, key by key.
@@ -284,4 +284,59 @@ async fn assert_unchanged(b: &dyn Backend, key: &str, value: &[u8], what: &str) 
         }
         Err(e) => assert_damaged(&e, what),
     }
+}
+
+/// Bad data another program wrote into the store (an undecodable value, a key that is not UTF-8,
+/// a value of the wrong type, a malformed or stray record) costs that key only: syncs and opens
+/// succeed, every other key is served, the key keeps its last good value, health names it, and
+/// writing the key again clears it.
+pub async fn bad_rows_cost_their_key_only(ctx: &Ctx) {
+    let mut tested = 0;
+    for (i, garbage) in Garbage::ALL.into_iter().enumerate() {
+        let name = format!("garbage-{i}");
+        let d = ctx.counters(&name, Mode::Manual).await;
+        d.insert("good", 1).await.expect("insert");
+        d.insert("victim", 2).await.expect("insert");
+        if !ctx.write_garbage(&name, garbage, "victim").await {
+            eprintln!("garbage {garbage:?}: the store's layout cannot hold it");
+            continue;
+        }
+        tested += 1;
+        let what = format!("after garbage {garbage:?}");
+        let snapshot = d
+            .sync()
+            .await
+            .unwrap_or_else(|e| panic!("{what}: sync failed: {e}"));
+        assert_eq!(snapshot.get("good"), Some(&1), "{what}");
+        assert_eq!(
+            snapshot.get("victim"),
+            Some(&2),
+            "{what}: the key keeps its last good value"
+        );
+        drop(snapshot);
+        if garbage.damages_the_key() {
+            let bad = d.health().bad_keys;
+            assert!(
+                bad.iter().any(|b| b.key == "victim"),
+                "{what}: health does not name the key: {bad:?}"
+            );
+        }
+        let fresh = ctx.counters(&name, Mode::Manual).await;
+        assert_eq!(fresh.snapshot().get("good"), Some(&1), "{what}");
+        assert!(
+            !fresh.health().bad_keys.is_empty(),
+            "{what}: a handle opened over the bad row does not report it"
+        );
+        d.insert("victim", 3).await.expect("rewrite");
+        let snapshot = fresh.sync().await.expect("sync after the rewrite");
+        assert_eq!(snapshot.get("victim"), Some(&3), "{what}");
+        drop(snapshot);
+        if garbage.damages_the_key() {
+            assert!(
+                fresh.health().bad_keys.iter().all(|b| b.key != "victim"),
+                "{what}: rewriting the key did not clear it"
+            );
+        }
+    }
+    assert!(tested > 0, "the harness wrote no garbage");
 }

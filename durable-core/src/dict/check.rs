@@ -81,7 +81,8 @@ where
                         version = %delta.version,
                         "applying delta"
                     );
-                    let (upserts, bad) = self.decode_all(delta.upserts)?;
+                    let (upserts, mut bad) = self.decode_all(delta.upserts)?;
+                    bad.extend(self.unreadable(Operation::Changes, delta.unreadable)?);
                     Update::Delta {
                         version: delta.version,
                         upserts,
@@ -93,7 +94,8 @@ where
                     let load = self.timed(Operation::Load, self.backend.durables()).await?;
                     bump(&self.counters.reloads);
                     info!(entries = load.entries.len(), version = %load.version, "full reload");
-                    let (entries, bad) = self.decode_all(load.entries)?;
+                    let (entries, mut bad) = self.decode_all(load.entries)?;
+                    bad.extend(self.unreadable(Operation::Load, load.unreadable)?);
                     Update::Load {
                         version: load.version,
                         entries,
@@ -114,7 +116,8 @@ where
     /// The full load of `open`.
     pub(super) async fn initial_load(&self) -> Result<()> {
         let load = self.call(Operation::Load, self.backend.durables()).await?;
-        let (entries, bad) = self.decode_all(load.entries)?;
+        let (entries, mut bad) = self.decode_all(load.entries)?;
+        bad.extend(self.unreadable(Operation::Load, load.unreadable)?);
         bump(&self.counters.reloads);
         let start = self.state.load().version;
         self.publish_sync(
@@ -151,6 +154,38 @@ where
                 after: limit,
             }),
         }
+    }
+
+    /// The rows the backend could not read, as bad values (or the error that fails the sync,
+    /// under [`DecodeErrors::Fail`]).
+    pub(super) fn unreadable(
+        &self,
+        operation: Operation,
+        rows: Vec<Unreadable>,
+    ) -> Result<BadValues> {
+        let mut bad = Vec::with_capacity(rows.len());
+        for row in rows {
+            let error = Error::Damaged {
+                backend: self.name().to_owned(),
+                operation,
+                reason: format!(
+                    "the stored row of key {:?} cannot be read: {}",
+                    row.key, row.reason
+                ),
+            };
+            if self.options.decode_errors == DecodeErrors::Fail {
+                return Err(error);
+            }
+            warn!(
+                backend = self.name(),
+                key = %row.key,
+                reason = %row.reason,
+                "a stored row cannot be read; the key keeps its last good value"
+            );
+            bump(&self.counters.skipped_values);
+            bad.push((row.key.into(), error));
+        }
+        Ok(bad)
     }
 
     /// Decodes stored entries. One that cannot be decoded or is over the size limit fails the

@@ -37,7 +37,8 @@ use crate::options::{DecodeErrors, Mode, Options};
 use crate::snapshot::{Freshness, Pending, Snapshot, State, Synced, Versioned};
 use crate::stats::{BadKey, Counters, Health, Stats, bump};
 use crate::types::{
-    BatchOp, Capabilities, Changes, IfAbsent, Revision, StoreTime, StoredEntry, Swap, Version,
+    BatchOp, Capabilities, Changes, IfAbsent, Revision, StoreTime, StoredEntry, Swap, Unreadable,
+    Version,
 };
 
 /// What happened to a key, as told to change listeners.
