@@ -286,6 +286,28 @@ impl Error {
         }
     }
 
+    /// The error's category as a short stable name (`unavailable`, `timeout`, `damaged`,
+    /// `decode`, ...), for metrics labels and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Unavailable { .. } => "unavailable",
+            Error::Damaged { .. } => "damaged",
+            Error::Timeout { .. } => "timeout",
+            Error::Decode { .. } => "decode",
+            Error::Encode { .. } => "encode",
+            Error::NotSupported { .. } => "not_supported",
+            Error::InvalidName { .. } => "invalid_name",
+            Error::InvalidKey { .. } => "invalid_key",
+            Error::ValueTooLarge { .. } => "value_too_large",
+            Error::LimitExceeded { .. } => "limit_exceeded",
+            Error::NotAnInteger { .. } => "not_an_integer",
+            Error::Contention { .. } => "contention",
+            Error::Backup { .. } => "backup",
+            Error::Config(_) => "config",
+            Error::Backend { .. } => "backend",
+        }
+    }
+
     /// True for errors that say the store could not be reached in time ([`Error::Unavailable`]
     /// and [`Error::Timeout`]): retrying later may succeed.
     pub fn is_unavailable(&self) -> bool {

@@ -10,6 +10,7 @@ mod encoding;
 mod error;
 mod map;
 mod memory;
+mod metrics;
 mod options;
 mod set;
 mod snapshot;

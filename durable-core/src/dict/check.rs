@@ -33,12 +33,15 @@ where
         }
         let generation = self.started.fetch_add(1, Ordering::SeqCst) + 1;
         let span = debug_span!("durable.check", backend = self.name(), generation);
+        let started = Instant::now();
         let result = self.check_now(generation).instrument(span).await;
+        self.metrics.check_took(started.elapsed());
         if let Err(error) = &result {
-            self.counters.failed(error, true);
+            self.failed(error, true);
             warn!(backend = self.name(), %error, "sync failed, keeping the last good snapshot");
         }
         *slot = (generation, result.clone());
+        self.export_metrics();
         result
     }
 
@@ -91,7 +94,9 @@ where
                     }
                 }
                 Changes::TooOld => {
+                    let started = Instant::now();
                     let load = self.timed(Operation::Load, self.backend.durables()).await?;
+                    self.metrics.load_took(started.elapsed());
                     bump(&self.counters.reloads);
                     info!(entries = load.entries.len(), version = %load.version, "full reload");
                     let (entries, mut bad) = self.decode_all(load.entries)?;
@@ -115,7 +120,9 @@ where
 
     /// The full load of `open`.
     pub(super) async fn initial_load(&self) -> Result<()> {
+        let started = Instant::now();
         let load = self.call(Operation::Load, self.backend.durables()).await?;
+        self.metrics.load_took(started.elapsed());
         let (entries, mut bad) = self.decode_all(load.entries)?;
         bad.extend(self.unreadable(Operation::Load, load.unreadable)?);
         bump(&self.counters.reloads);

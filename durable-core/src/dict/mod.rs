@@ -33,6 +33,7 @@ use crate::clock::StoreClock;
 use crate::encoding::{Encoding, Json};
 use crate::error::{Error, Operation, Result};
 use crate::map::{Entry, Map};
+use crate::metrics::Exporter;
 use crate::options::{DecodeErrors, Mode, Options};
 use crate::snapshot::{Freshness, Pending, Snapshot, State, Synced, Versioned};
 use crate::stats::{BadKey, Counters, Health, Stats, bump};
@@ -159,6 +160,7 @@ struct Inner<V, E> {
     /// Wakes the backup writer.
     backup_wake: Notify,
     counters: Counters,
+    metrics: Exporter,
     changes: broadcast::Sender<Change<V>>,
     origin: Instant,
     /// The estimate of the store's clock, for expiry.
@@ -232,6 +234,7 @@ where
             clock.clone(),
             origin,
         );
+        let metrics = Exporter::new(backend.name(), &backend.location());
         let inner = Arc::new_cyclic(|this| Inner {
             this: this.clone(),
             caps: backend.capabilities(),
@@ -247,6 +250,7 @@ where
             wake: Notify::new(),
             backup_wake: Notify::new(),
             counters: Counters::default(),
+            metrics,
             origin,
             clock,
             sweeping: AtomicBool::new(false),
@@ -779,20 +783,7 @@ where
 
     /// Counters of what this handle has done.
     pub fn stats(&self) -> Stats {
-        let state = self.inner.state.load();
-        let mut stats = self.inner.counters.stats(
-            state.version,
-            state.map.len(),
-            state.map.bytes(),
-            state.age(),
-        );
-        stats.expiring = state.map.expiring();
-        stats.bad_keys = state.bad.len();
-        if let Some((offset, uncertainty)) = self.inner.clock.offset() {
-            stats.store_clock_offset_ms = Some(offset);
-            stats.store_clock_uncertainty_ms = u64::try_from(uncertainty.as_millis()).ok();
-        }
-        stats
+        self.inner.stats()
     }
 
     /// Readiness and freshness of this handle.
@@ -836,6 +827,36 @@ where
 {
     fn name(&self) -> &str {
         self.backend.name()
+    }
+
+    fn stats(&self) -> Stats {
+        let state = self.state.load();
+        let mut stats = self.counters.stats(
+            state.version,
+            state.map.len(),
+            state.map.bytes(),
+            state.age(),
+        );
+        stats.expiring = state.map.expiring();
+        stats.bad_keys = state.bad.len();
+        if let Some((offset, uncertainty)) = self.clock.offset() {
+            stats.store_clock_offset_ms = Some(offset);
+            stats.store_clock_uncertainty_ms = u64::try_from(uncertainty.as_millis()).ok();
+        }
+        stats
+    }
+
+    /// Brings the metrics up to date (feature `metrics`; nothing otherwise).
+    fn export_metrics(&self) {
+        let fresh = self.counters.times.lock().stale_since.is_none();
+        self.metrics.export(&self.stats(), fresh);
+    }
+
+    /// Counts a failed store operation (`is_check`: a version check, which makes the handle
+    /// stale).
+    fn failed(&self, error: &Error, is_check: bool) {
+        self.counters.failed(error, is_check);
+        self.metrics.error(error);
     }
 
     fn snapshot(&self) -> Snapshot<V> {
@@ -916,7 +937,7 @@ where
     ) -> Result<T> {
         let result = self.timed(operation, fut).await;
         if let Err(error) = &result {
-            self.counters.failed(error, false);
+            self.failed(error, false);
         }
         result
     }
@@ -930,6 +951,7 @@ where
         let result = self.call(operation, fut).await;
         if result.is_ok() {
             bump(&self.counters.writes);
+            self.export_metrics();
             if operation != Operation::Sweep {
                 self.sweep_lazily();
             }
