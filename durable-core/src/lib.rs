@@ -23,7 +23,7 @@ pub mod conformance;
 
 pub use backend::{Backend, Hint, HintSender, Hints, STAMP_HISTORY};
 pub use counter::ShardedCounter;
-pub use dict::{Cas, Change, ChangeKind, Dict};
+pub use dict::{Cas, Change, ChangeEvent, ChangeKind, Dict};
 pub use encoding::{Bincode, Encoding, EncodingError, Json, Raw};
 pub use error::{Error, Operation, Result, Source};
 pub use memory::{MemoryBackend, MemoryCopy, MemoryStore};
@@ -52,5 +52,6 @@ mod send_sync {
         assert_send_sync::<crate::Error>();
         assert_send_sync::<crate::MemoryStore>();
         assert_send_sync::<crate::Change<String>>();
+        assert_send_sync::<crate::ChangeEvent<String>>();
     }
 }

@@ -1,6 +1,6 @@
 //! Metrics through the [`metrics`](https://docs.rs/metrics) facade (feature `metrics`; the names
-//! are listed in the crate's README). Counters and gauges are brought up to date after every check and every write; without the
-//! feature, all of this compiles to nothing.
+//! are listed in the crate's README). Counters and gauges are brought up to date after every
+//! check and every write; without the feature, all of this compiles to nothing.
 
 use std::time::Duration;
 

@@ -196,6 +196,22 @@ impl<V> Snapshot<V> {
         self.entry(key).map(|e| &*e.value)
     }
 
+    /// The value of `key`, or `default` when it is absent: the typed default of a flag read.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> durable_core::Result<()> {
+    /// # use durable_core::{Dict, Json, MemoryStore, Options};
+    /// # let store = MemoryStore::new();
+    /// let flags: Dict<bool> = Dict::open(store.backend("prod", "flags")?, Json, Options::new()).await?;
+    /// let snapshot = flags.sync().await?;
+    /// assert!(!*snapshot.get_or("new-checkout", &false));
+    /// # Ok(()) }
+    /// ```
+    #[inline]
+    pub fn get_or<'a>(&'a self, key: &str, default: &'a V) -> &'a V {
+        self.get(key).unwrap_or(default)
+    }
+
     /// The value of `key` with its revision (for [`Dict::compare_and_swap`](crate::Dict::compare_and_swap)).
     pub fn get_versioned(&self, key: &str) -> Option<Versioned<V>> {
         self.entry(key).map(|e| Versioned {

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use durable_core::{
-    Bincode, ChangeKind, DecodeErrors, Dict, Error, Freshness, Json, MemoryStore, Mode, Options,
-    Raw,
+    Bincode, ChangeEvent, ChangeKind, DecodeErrors, Dict, Error, Freshness, Json, MemoryStore,
+    Mode, Options, Raw,
 };
 
 const NS: &str = "test";
@@ -940,4 +940,49 @@ async fn open_raw(store: &MemoryStore, options: Options) -> Dict<String, Raw> {
     Dict::open(store.backend(NS, "d").unwrap(), Raw, options)
         .await
         .unwrap()
+}
+
+/// `changes()` yields each change in order, and a listener that falls behind gets one
+/// `Resynced` with the current snapshot instead of silently missing changes.
+#[tokio::test]
+async fn the_change_stream_reports_lag_with_a_snapshot() {
+    use futures_util::StreamExt;
+    let store = MemoryStore::new();
+    let dict: Dict<u32> = open(&store, manual().with_listener_capacity(4)).await;
+    let mut changes = Box::pin(dict.changes());
+    dict.insert("a", 1).await.unwrap();
+    match changes.next().await {
+        Some(ChangeEvent::Changed(change)) => {
+            assert_eq!(&*change.key, "a");
+            assert_eq!(change.kind, ChangeKind::Inserted);
+        }
+        other => panic!("{other:?}"),
+    }
+    for i in 0..10 {
+        dict.insert(&format!("k{i}"), i).await.unwrap();
+    }
+    match changes.next().await {
+        Some(ChangeEvent::Resynced { missed, snapshot }) => {
+            assert_eq!(missed, 6, "10 changes into a buffer of 4");
+            assert_eq!(snapshot.len(), 11, "the whole current state");
+        }
+        other => panic!("expected a resync, got {other:?}"),
+    }
+    let mut rest = Vec::new();
+    for _ in 0..4 {
+        match changes.next().await {
+            Some(ChangeEvent::Changed(change)) => rest.push(change.key.to_string()),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(
+        rest,
+        ["k6", "k7", "k8", "k9"],
+        "then the changes kept in the buffer"
+    );
+    drop(dict);
+    assert!(
+        changes.next().await.is_none(),
+        "the stream ends with the handle"
+    );
 }

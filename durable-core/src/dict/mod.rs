@@ -81,6 +81,22 @@ impl<V> Clone for Change<V> {
     }
 }
 
+/// What [`Dict::changes`] yields.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ChangeEvent<V> {
+    /// One key-level change, in order.
+    Changed(Change<V>),
+    /// The listener fell behind and `missed` changes were dropped; `snapshot` is the whole
+    /// current state to resynchronise from.
+    Resynced {
+        /// How many changes were dropped.
+        missed: u64,
+        /// The snapshot as it is now.
+        snapshot: Snapshot<V>,
+    },
+}
+
 /// Outcome of [`Dict::compare_and_swap`].
 #[derive(Debug, Clone)]
 pub enum Cas<V> {
@@ -776,9 +792,47 @@ where
 
     /// Listens to key-level changes of the local snapshot (from this handle's writes and from
     /// syncs). A listener that falls more than [`Options::with_listener_capacity`] events behind
-    /// gets [`broadcast::error::RecvError::Lagged`] and should re-read the snapshot.
+    /// gets [`broadcast::error::RecvError::Lagged`] and should re-read the snapshot;
+    /// [`changes`](Self::changes) does that for you.
     pub fn subscribe(&self) -> broadcast::Receiver<Change<V>> {
         self.inner.changes.subscribe()
+    }
+
+    /// The key-level changes of the local snapshot as a [`Stream`](futures_util::Stream), from
+    /// now on. Nothing is dropped silently: a listener that falls more than
+    /// [`Options::with_listener_capacity`] changes behind gets one
+    /// [`ChangeEvent::Resynced`] with the whole current snapshot instead of the changes it
+    /// missed. The stream ends when the handle is dropped.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> durable_core::Result<()> {
+    /// use durable_core::{ChangeEvent, Dict, Json, MemoryStore, Options};
+    /// use futures_util::StreamExt;
+    ///
+    /// # let store = MemoryStore::new();
+    /// let flags: Dict<bool> = Dict::open(store.backend("prod", "flags")?, Json, Options::new()).await?;
+    /// let mut changes = Box::pin(flags.changes());
+    /// flags.insert("new-checkout", true).await?;
+    /// match changes.next().await {
+    ///     Some(ChangeEvent::Changed(change)) => assert_eq!(&*change.key, "new-checkout"),
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn changes(&self) -> impl futures_util::Stream<Item = ChangeEvent<V>> + Send + 'static {
+        let receiver = self.inner.changes.subscribe();
+        let inner = Arc::downgrade(&self.inner);
+        futures_util::stream::unfold((receiver, inner), |(mut receiver, inner)| async move {
+            let event = match receiver.recv().await {
+                Ok(change) => ChangeEvent::Changed(change),
+                Err(broadcast::error::RecvError::Lagged(missed)) => ChangeEvent::Resynced {
+                    missed,
+                    snapshot: inner.upgrade()?.snapshot(),
+                },
+                Err(broadcast::error::RecvError::Closed) => return None,
+            };
+            Some((event, (receiver, inner)))
+        })
     }
 
     /// Counters of what this handle has done.
