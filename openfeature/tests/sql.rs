@@ -17,7 +17,10 @@ use serde_json::json;
 const FILE: &str = include_str!("data/flagd-testkit.json");
 
 fn namespace() -> String {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
     format!("openfeature-{}-{nanos}", std::process::id())
 }
 
@@ -34,15 +37,32 @@ async fn provider_round_trip(writer: FlagStore, reader: FlagStore, within: Durat
     let user = |name: &str| {
         EvaluationContext::default().with_custom_field(
             "user",
-            EvaluationContextFieldValue::new_struct(StructValue::default().with_field("name", name)),
+            EvaluationContextFieldValue::new_struct(
+                StructValue::default().with_field("name", name),
+            ),
         )
     };
-    let details = client.get_string_details("fractional-flag", Some(&user("jack")), None).await.unwrap();
-    assert_eq!((details.value.as_str(), details.reason), ("hearts", Some(EvaluationReason::TargetingMatch)));
+    let details = client
+        .get_string_details("fractional-flag", Some(&user("jack")), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (details.value.as_str(), details.reason),
+        ("hearts", Some(EvaluationReason::TargetingMatch))
+    );
     assert_eq!(details.variant.as_deref(), Some("hearts"));
-    let details = client.get_bool_details("boolean-flag", None, None).await.unwrap();
-    assert_eq!((details.value, details.reason), (true, Some(EvaluationReason::Static)));
-    let details = client.get_float_details("float-flag", None, None).await.unwrap();
+    let details = client
+        .get_bool_details("boolean-flag", None, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (details.value, details.reason),
+        (true, Some(EvaluationReason::Static))
+    );
+    let details = client
+        .get_float_details("float-flag", None, None)
+        .await
+        .unwrap();
     assert_eq!(details.value, 0.5);
     let version = EvaluationContext::default().with_custom_field("version", "2.1.0");
     let details = client
@@ -51,17 +71,36 @@ async fn provider_round_trip(writer: FlagStore, reader: FlagStore, within: Durat
         .unwrap();
     assert_eq!(details.value, "greater");
     let details = client
-        .get_string_details("targeting-key-flag", Some(&EvaluationContext::default().with_targeting_key("nobody")), None)
+        .get_string_details(
+            "targeting-key-flag",
+            Some(&EvaluationContext::default().with_targeting_key("nobody")),
+            None,
+        )
         .await
         .unwrap();
-    assert_eq!((details.value.as_str(), details.reason), ("miss", Some(EvaluationReason::Default)));
-    let details = client.get_bool_details("metadata-flag", None, None).await.unwrap();
+    assert_eq!(
+        (details.value.as_str(), details.reason),
+        ("miss", Some(EvaluationReason::Default))
+    );
+    let details = client
+        .get_bool_details("metadata-flag", None, None)
+        .await
+        .unwrap();
     assert_eq!(details.flag_metadata.values.len(), 4);
-    let err = client.get_bool_value("disabled-boolean-flag", None, None).await.unwrap_err();
+    let err = client
+        .get_bool_value("disabled-boolean-flag", None, None)
+        .await
+        .unwrap_err();
     assert_eq!(err.code, EvaluationErrorCode::General("DISABLED".into()));
-    let err = client.get_int_value("wrong-flag", None, None).await.unwrap_err();
+    let err = client
+        .get_int_value("wrong-flag", None, None)
+        .await
+        .unwrap_err();
     assert_eq!(err.code, EvaluationErrorCode::TypeMismatch);
-    let err = client.get_int_value("no-such-flag", None, None).await.unwrap_err();
+    let err = client
+        .get_int_value("no-such-flag", None, None)
+        .await
+        .unwrap_err();
     assert_eq!(err.code, EvaluationErrorCode::FlagNotFound);
 
     // A change written through one handle reaches the other's background sync.
@@ -73,11 +112,21 @@ async fn provider_round_trip(writer: FlagStore, reader: FlagStore, within: Durat
         )
         .await
         .unwrap();
-    while client.get_bool_value("boolean-flag", None, None).await.unwrap() {
-        assert!(start.elapsed() < within, "the change did not arrive within {within:?}");
+    while client
+        .get_bool_value("boolean-flag", None, None)
+        .await
+        .unwrap()
+    {
+        assert!(
+            start.elapsed() < within,
+            "the change did not arrive within {within:?}"
+        );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    eprintln!("change seen by the other handle after {:?}", start.elapsed());
+    eprintln!(
+        "change seen by the other handle after {:?}",
+        start.elapsed()
+    );
 
     // What was imported comes back out (the one changed flag aside).
     let mut expected: serde_json::Value = serde_json::from_str(FILE).unwrap();
@@ -100,7 +149,9 @@ async fn sqlite_provider() {
     // Two connections to one file, as two processes would have.
     let a = SqliteStore::connect(&url).await.unwrap();
     let b = SqliteStore::connect(&url).await.unwrap();
-    let writer = FlagStore::open(a.backend("app", "flags").unwrap(), Options::new()).await.unwrap();
+    let writer = FlagStore::open(a.backend("app", "flags").unwrap(), Options::new())
+        .await
+        .unwrap();
     let reader = FlagStore::open(
         b.backend("app", "flags").unwrap(),
         Options::new().with_mode(Mode::background(Duration::from_millis(20))),
@@ -118,7 +169,11 @@ async fn postgres_provider() {
     let store = PostgresStore::connect(&url).await.unwrap();
     let ns = namespace();
     // Background polling every 5 s: a change arriving sooner came through LISTEN/NOTIFY.
-    let (writer, reader) = pair(|| store.backend(&ns, "flags").unwrap(), Duration::from_secs(5)).await;
+    let (writer, reader) = pair(
+        || store.backend(&ns, "flags").unwrap(),
+        Duration::from_secs(5),
+    )
+    .await;
     provider_round_trip(writer.clone(), reader, Duration::from_secs(4)).await;
     writer.dict().clear().await.unwrap();
 }
