@@ -146,8 +146,11 @@ enum Read {
     Damaged {
         what: String,
         zversion: i32,
-        /// The znode has no data and no children: a dictionary created by hand, not damaged.
-        bare: bool,
+        /// The znode has no data and at most the two children of the layout before stamped
+        /// tokens (`entries`, `log`): a dictionary written by an earlier version of this
+        /// backend, or a znode created by hand. Not damaged: initialized as a wipe would be, by
+        /// reads too. (A record deleted by hand leaves three children: that is damage.)
+        unstamped: bool,
     },
     Missing,
 }
@@ -162,7 +165,7 @@ impl Read {
             Err(what) => Read::Damaged {
                 what,
                 zversion: stat.version,
-                bare: data.is_empty() && stat.num_children == 0,
+                unstamped: data.is_empty() && stat.num_children <= 2,
             },
         }
     }
@@ -505,8 +508,8 @@ impl ZooKeeperBackend {
 
     /// Reads the version node (after a `sync`), creating the dictionary if it is missing. A
     /// damaged record is repaired as a wipe if `repair` (writes), and is an
-    /// [`Error::Damaged`] otherwise (reads), except a bare znode (no data, no children: created
-    /// by hand), which is initialized like a missing one.
+    /// [`Error::Damaged`] otherwise (reads), except an unstamped dictionary (see
+    /// [`Read::Damaged`]), which reads initialize too.
     async fn read_node(
         &self,
         client: &zk::Client,
@@ -523,9 +526,9 @@ impl ZooKeeperBackend {
                 Read::Damaged {
                     what,
                     zversion,
-                    bare,
+                    unstamped,
                 } => {
-                    if !(repair || bare) {
+                    if !(repair || unstamped) {
                         return Err(self.damaged(operation, what).into());
                     }
                     self.repair(client, operation, zversion, &what).await?;
