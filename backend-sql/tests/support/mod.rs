@@ -125,10 +125,22 @@ impl Store {
     /// those rows (or a copy of the file) would.
     pub async fn copy_rows(&self, namespace: &Name, dictionary: &Name) -> RowsCopy {
         let rows = rows_of(namespace, Some(dictionary));
+        // One snapshot for all three tables, as pg_dump reads.
         match self {
-            Store::Pg(s) => copy_rows!(s.pool(), String, self.tables(), rows),
-            Store::My(s) => copy_rows!(s.pool(), Vec<u8>, self.tables(), rows),
-            Store::Lite(s) => copy_rows!(s.pool(), String, self.tables(), rows),
+            Store::Pg(s) => {
+                let begin = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
+                let tx = s.pool().begin_with(begin).await.expect("begin");
+                copy_rows!(tx, String, self.tables(), rows)
+            }
+            Store::My(s) => {
+                let begin = "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY";
+                let tx = s.pool().begin_with(begin).await.expect("begin");
+                copy_rows!(tx, Vec<u8>, self.tables(), rows)
+            }
+            Store::Lite(s) => {
+                let tx = s.pool().begin().await.expect("begin");
+                copy_rows!(tx, String, self.tables(), rows)
+            }
         }
     }
 
@@ -214,9 +226,11 @@ pub struct RowsCopy {
     pub stamps: Vec<(i64, i64, i64)>,
 }
 
-/// [`Store::copy_rows`] for one pool; `$key` is how the database returns `entry_key`.
+/// [`Store::copy_rows`] in read transaction `$tx`; `$key` is how the database returns
+/// `entry_key`.
 macro_rules! copy_rows {
-    ($pool:expr, $key:ty, $tables:expr, $rows:expr) => {{
+    ($tx:expr, $key:ty, $tables:expr, $rows:expr) => {{
+        let mut tx = $tx;
         let (e, v, s) = $tables;
         let rows = $rows;
         let entries: Vec<($key, Vec<u8>, i64, bool, i64, Option<i64>)> =
@@ -224,21 +238,22 @@ macro_rules! copy_rows {
                 "SELECT entry_key, value, revision, tombstone, written_at, expires_at FROM {e} \
                  WHERE {rows}"
             )))
-            .fetch_all($pool)
+            .fetch_all(&mut *tx)
             .await
             .expect("copy the entries");
         let version = sqlx::query_as(AssertSqlSafe(format!(
             "SELECT epoch, counter, oldest_served, stamp, parent FROM {v} WHERE {rows}"
         )))
-        .fetch_optional($pool)
+        .fetch_optional(&mut *tx)
         .await
         .expect("copy the version record");
         let stamps = sqlx::query_as(AssertSqlSafe(format!(
             "SELECT slot, counter, stamp FROM {s} WHERE {rows}"
         )))
-        .fetch_all($pool)
+        .fetch_all(&mut *tx)
         .await
         .expect("copy the stamp history");
+        tx.rollback().await.expect("end the read transaction");
         RowsCopy {
             entries: entries
                 .into_iter()
