@@ -385,3 +385,45 @@ fn with_arena<R>(f: impl FnOnce(&Bump) -> R) -> R {
         Err(_) => f(&Bump::new()),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use durable_core::MemoryStore;
+    use serde_json::json;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_definition_is_parsed_once_per_change() {
+        let memory = MemoryStore::new();
+        let store = FlagStore::open(memory.backend("t", "flags").unwrap(), Options::new())
+            .await
+            .unwrap();
+        let flag = |default: &str| json!({"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": default});
+        store.insert_flag("f", flag("on")).await.unwrap();
+        let parsed = |snapshot: &Snapshot<Value>| {
+            let value = snapshot.get("f").unwrap();
+            store
+                .inner
+                .cache
+                .get(&store.inner.engine, snapshot, "f", value)
+        };
+        let snapshot = store.snapshot();
+        let first = parsed(&snapshot);
+        for _ in 0..3 {
+            assert!(
+                Arc::ptr_eq(&first, &parsed(&snapshot)),
+                "served from the cache"
+            );
+        }
+        drop(snapshot);
+        store.insert_flag("f", flag("off")).await.unwrap();
+        let snapshot = store.snapshot();
+        let second = parsed(&snapshot);
+        assert!(
+            !Arc::ptr_eq(&first, &second),
+            "parsed again after the change"
+        );
+        assert!(Arc::ptr_eq(&second, &parsed(&snapshot)));
+    }
+}
