@@ -1039,36 +1039,41 @@ impl ZooKeeperBackend {
             {
                 return Ok(CatchUp::TooOld);
             }
-            if to.counter == known && to.stamp != known_stamp {
-                return Ok(CatchUp::TooOld);
-            }
-            // Round trip 1: the change-log nodes of `known` (its stamp must be the one seen)
-            // and of the counters (known, to] (the last one's stamp must be the target's).
-            let logs: Vec<_> = (known..=to.counter)
-                .map(|c| (c, client.get_data(&self.paths.log_node(c))))
-                .collect();
-            for (counter, log) in logs {
-                let data = match log.await {
-                    Ok((data, _)) => data,
-                    Err(zk::Error::NoNode) => return Ok(CatchUp::TooOld),
-                    Err(e) => return Err(e.into()),
-                };
-                let Some((stamp, names)) = record::parse_log(&data) else {
-                    return Ok(CatchUp::TooOld);
-                };
-                let expected = if counter == known {
-                    known_stamp
-                } else if counter == to.counter {
-                    to.stamp
-                } else {
-                    stamp
-                };
-                if stamp != expected {
+            if to.counter == known {
+                // The state already reached (or `since` itself, which the store still is at):
+                // nothing new is logged.
+                if to.stamp != known_stamp {
                     return Ok(CatchUp::TooOld);
                 }
-                if counter > known {
-                    for name in names {
-                        changed.insert(name.to_owned(), counter);
+            } else {
+                // Round trip 1: the change-log nodes of `known` (its stamp must be the one seen)
+                // and of the counters (known, to] (the last one's stamp must be the target's).
+                let logs: Vec<_> = (known..=to.counter)
+                    .map(|c| (c, client.get_data(&self.paths.log_node(c))))
+                    .collect();
+                for (counter, log) in logs {
+                    let data = match log.await {
+                        Ok((data, _)) => data,
+                        Err(zk::Error::NoNode) => return Ok(CatchUp::TooOld),
+                        Err(e) => return Err(e.into()),
+                    };
+                    let Some((stamp, names)) = record::parse_log(&data) else {
+                        return Ok(CatchUp::TooOld);
+                    };
+                    let expected = if counter == known {
+                        known_stamp
+                    } else if counter == to.counter {
+                        to.stamp
+                    } else {
+                        stamp
+                    };
+                    if stamp != expected {
+                        return Ok(CatchUp::TooOld);
+                    }
+                    if counter > known {
+                        for name in names {
+                            changed.insert(name.to_owned(), counter);
+                        }
                     }
                 }
             }

@@ -89,7 +89,8 @@ fn assert_damaged(e: &Error, needles: &[&str]) {
 }
 
 /// The record is one line of text with the token's four parts; each write's change-log node
-/// carries its stamp; a delta is served to a token at most `history` writes behind.
+/// carries its stamp; a delta is served to a token at most `history` writes behind, and after
+/// `forget_history` to the current token only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stamps_live_in_the_record_and_the_change_log() {
     let Some(env) = Env::new() else { return };
@@ -147,6 +148,19 @@ async fn stamps_live_in_the_record_and_the_change_log() {
         let served = !matches!(b.changes_since(*t).await.expect("changes"), Changes::TooOld);
         assert_eq!(served, i >= 3, "token {t} ({i} of 6): served {served}");
     }
+    // Without a change log, only the current token is served (an empty delta).
+    b.forget_history().await.expect("forget history");
+    match b.changes_since(last).await.expect("changes") {
+        Changes::Delta(delta) => {
+            assert_eq!(delta.version, last);
+            assert!(delta.upserts.is_empty() && delta.removals.is_empty());
+        }
+        Changes::TooOld => panic!("the current token was not served"),
+    }
+    assert_eq!(
+        b.changes_since(tokens[5]).await.expect("changes"),
+        Changes::TooOld
+    );
     env.cleanup().await;
 }
 
