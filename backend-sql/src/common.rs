@@ -53,16 +53,17 @@ impl fmt::Debug for SqlOptions {
 }
 
 impl SqlOptions {
-    /// The defaults: table prefix `durable` (tables `durable_entries` and `durable_versions`),
-    /// tombstones kept one hour, at most 8 connections, schema created on open, 5 s to get a
-    /// connection.
+    /// The defaults: table prefix `durable` (tables `durable_entries`, `durable_versions` and
+    /// `durable_stamps`), tombstones kept one hour, at most 8 connections, schema created on
+    /// open, 5 s to get a connection.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// The prefix of the two table names (`{prefix}_entries`, `{prefix}_versions`). It must be an
-    /// identifier: 1 to 40 characters from `a-z A-Z 0-9 _`, not starting with a digit; checked
-    /// when the store connects ([`Error::Config`] otherwise).
+    /// The prefix of the table names (`{prefix}_entries`, `{prefix}_versions`,
+    /// `{prefix}_stamps`). It must be an identifier: 1 to 40 characters from `a-z A-Z 0-9 _`,
+    /// not starting with a digit; checked when the store connects ([`Error::Config`]
+    /// otherwise).
     pub fn with_table_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.table_prefix = prefix.into();
         self
@@ -482,9 +483,11 @@ impl Sql {
                          expires_at) WHERE expires_at IS NOT NULL"
                     ),
                     format!(
+                        // One B-tree (no rowid table beside the key's index): a write
+                        // dirties one page of it.
                         "CREATE TABLE IF NOT EXISTS {s} (namespace TEXT NOT NULL, dictionary TEXT \
                          NOT NULL, slot INTEGER NOT NULL, counter INTEGER NOT NULL, stamp INTEGER \
-                         NOT NULL, PRIMARY KEY (namespace, dictionary, slot))"
+                         NOT NULL, PRIMARY KEY (namespace, dictionary, slot)) WITHOUT ROWID"
                     ),
                 ],
                 columns: "SELECT name FROM pragma_table_info(?)",

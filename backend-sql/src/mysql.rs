@@ -14,7 +14,7 @@ use crate::common::{Dialect, Sql, SqlOptions, redact_url};
 type Db = sqlx::MySql;
 const NAME: &str = "mysql";
 
-/// A MySQL or MariaDB database (InnoDB) holding any number of dictionaries in two tables.
+/// A MySQL or MariaDB database (InnoDB) holding any number of dictionaries in three tables.
 ///
 /// Clones share one connection pool. Keys are stored as `VARBINARY` (compared byte for byte,
 /// case- and space-sensitive), at most [`MAX_KEY_LEN`](crate::MAX_KEY_LEN) bytes. There are

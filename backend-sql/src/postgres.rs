@@ -14,7 +14,7 @@ use crate::common::{Dialect, Sql, SqlOptions, redact_url};
 type Db = sqlx::Postgres;
 const NAME: &str = "postgres";
 
-/// A PostgreSQL database holding any number of dictionaries in two tables.
+/// A PostgreSQL database holding any number of dictionaries in three tables.
 ///
 /// Clones share one connection pool and one `LISTEN` connection (opened on the first
 /// [`subscribe`](durable_core::Backend::subscribe)). Every write sends
