@@ -206,8 +206,9 @@ impl RedisBackend {
     /// The error for a version record whose `field` holds `value` (`None`: missing).
     fn damaged(&self, operation: Operation, field: &str, value: Option<&[u8]>) -> Error {
         let expected = match field {
-            "epoch" | "parent" => "a decimal 64-bit integer",
-            "stamp" => "a non-zero decimal 64-bit integer",
+            "epoch" => "a decimal 64-bit integer without leading zeros",
+            "parent" => "a decimal 64-bit integer",
+            "stamp" => "a non-zero decimal 64-bit integer without leading zeros",
             _ => "a decimal integer in 0..2^53",
         };
         let found = match value {
@@ -435,14 +436,22 @@ const RECORD_FIELDS: [&str; 5] = ["epoch", "counter", "stamp", "parent", "oldest
 /// Counters (and `oldest`) stay below 2^53, where Lua's numbers (doubles) are exact.
 const COUNTER_LIMIT: u64 = 1 << 53;
 
-/// Canonical decimal text of a `u64`: digits only, no leading zero.
-fn canonical_u64(text: &[u8]) -> Option<u64> {
-    let canonical = !text.is_empty()
+/// Decimal text of a `u64`: 1 to 20 digits, at most `u64::MAX` (leading zeros allowed unless
+/// `canonical`), as the scripts check it.
+fn decimal_u64(text: &[u8], canonical: bool) -> Option<u64> {
+    let ok = (1..=20).contains(&text.len())
         && text.iter().all(u8::is_ascii_digit)
-        && (text.len() == 1 || text[0] != b'0');
-    canonical
-        .then(|| std::str::from_utf8(text).ok()?.parse().ok())
+        && (!canonical || text.len() == 1 || text[0] != b'0');
+    ok.then(|| std::str::from_utf8(text).ok()?.parse().ok())
         .flatten()
+}
+
+/// A counter (or `oldest`): 1 to 16 digits, below 2^53.
+fn decimal_count(text: &[u8]) -> Option<u64> {
+    (text.len() <= 16)
+        .then(|| decimal_u64(text, false))
+        .flatten()
+        .filter(|c| *c < COUNTER_LIMIT)
 }
 
 /// Why a version record read with `HMGET` gives no token.
@@ -462,23 +471,22 @@ fn parse_record(fields: &[Option<Vec<u8>>]) -> Result<Version, Unusable<'_>> {
         return Err(Unusable::Missing);
     }
     let damaged = |i: usize| Unusable::Damaged(RECORD_FIELDS[i], field(i));
-    let epoch = field(0).and_then(canonical_u64).ok_or_else(|| damaged(0))?;
-    let counter = field(1)
-        .and_then(canonical_u64)
-        .filter(|c| *c < COUNTER_LIMIT)
-        .ok_or_else(|| damaged(1))?;
+    // Epoch and stamp are compared as text by the scripts: canonical.
+    let epoch = field(0)
+        .and_then(|t| decimal_u64(t, true))
+        .ok_or_else(|| damaged(0))?;
+    let counter = field(1).and_then(decimal_count).ok_or_else(|| damaged(1))?;
     if field(2).is_none() && field(3).is_none() {
         return Err(Unusable::Missing);
     }
     let stamp = field(2)
-        .and_then(canonical_u64)
+        .and_then(|t| decimal_u64(t, true))
         .filter(|s| *s != 0)
         .ok_or_else(|| damaged(2))?;
-    let parent = field(3).and_then(canonical_u64).ok_or_else(|| damaged(3))?;
-    field(4)
-        .and_then(canonical_u64)
-        .filter(|c| *c < COUNTER_LIMIT)
-        .ok_or_else(|| damaged(4))?;
+    let parent = field(3)
+        .and_then(|t| decimal_u64(t, false))
+        .ok_or_else(|| damaged(3))?;
+    field(4).and_then(decimal_count).ok_or_else(|| damaged(4))?;
     Ok(Version::stamped(epoch, counter, stamp, parent))
 }
 
@@ -853,6 +861,10 @@ mod record_tests {
             Some("0"),
         ]);
         assert!(parse_record(&r).is_ok());
+        // Leading zeros are fine where the scripts read numbers, not where they compare text.
+        let r = record([Some("0"), Some("012"), Some("1"), Some("007"), Some("03")]);
+        let v = parse_record(&r).unwrap();
+        assert_eq!((v.counter(), v.parent()), (12, 7));
     }
 
     #[test]
@@ -868,7 +880,16 @@ mod record_tests {
     fn damaged_fields_are_named() {
         let ok = ["7", "12", "99", "5", "3"];
         let bad: [&[&str]; 5] = [
-            &["", "x", "-1", "+7", "07", "1e3", "18446744073709551616"],
+            &[
+                "",
+                "x",
+                "-1",
+                "+7",
+                "07",
+                "1e3",
+                "18446744073709551616",
+                "7 ",
+            ],
             &[
                 "",
                 "garbage",
@@ -876,11 +897,23 @@ mod record_tests {
                 "9007199254740992",
                 "9007199254740993",
                 "1e300",
-                "012",
             ],
-            &["", "0", "x", "18446744073709551616", "-1"],
-            &["", "x", "-1", "18446744073709551616"],
-            &["", "x", "-1", "9007199254740992"],
+            &["", "0", "00", "012", "x", "18446744073709551616", "-1"],
+            &[
+                "",
+                "x",
+                "-1",
+                "18446744073709551616",
+                "000000000000000000001",
+            ],
+            &[
+                "",
+                "x",
+                "-1",
+                "9007199254740992",
+                "1.5",
+                "00000000000000001",
+            ],
         ];
         for (i, values) in bad.iter().enumerate() {
             let mut missing: Vec<Option<&str>> = ok.iter().map(|s| Some(*s)).collect();
