@@ -295,9 +295,37 @@ impl Harness for ClusterHarness {
         ))
     }
 
+    /// Scans every node given (a replica lists its master's keys) and deletes through the
+    /// cluster connection, so it works whichever nodes are masters now (a fault test may have
+    /// failed one over).
     async fn cleanup(&self, namespace: &Name) -> Result<()> {
+        let mut cluster = self.raw().await?;
+        let pattern = format!("durable:{{{namespace}:*");
         for url in &self.urls {
-            delete_matching(url, &format!("durable:{{{namespace}:*")).await?;
+            let client = redis::Client::open(url.as_str()).map_err(err)?;
+            let mut node = client
+                .get_multiplexed_async_connection()
+                .await
+                .map_err(err)?;
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(&mut node)
+                    .await
+                    .map_err(err)?;
+                for key in keys {
+                    let _: () = cluster.del(key).await.map_err(err)?;
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
         }
         Ok(())
     }
