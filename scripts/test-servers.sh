@@ -2,9 +2,10 @@
 # shellcheck shell=bash
 # shellcheck disable=SC2153,SC2154  # DTS_* settings are assigned by the generated control scripts.
 #
-# Throwaway servers for durable's tests: Redis, a three-master Redis Cluster, PostgreSQL,
-# MariaDB and ZooKeeper, each on a free private port, all in one temporary directory that is
-# removed again when they stop. The machine's own servers (standard ports) are never used.
+# Throwaway servers for durable's tests: Redis, a Redis Cluster (three masters, one replica
+# each), PostgreSQL, MariaDB, ZooKeeper and a three-server ZooKeeper ensemble, each on free
+# private ports, all in one temporary directory that is removed again when they stop. The
+# machine's own servers (standard ports) are never used.
 #
 # Usage:
 #   scripts/test-servers.sh [--servers-only]   start, print `export ...` lines, wait for Ctrl-C
@@ -19,26 +20,82 @@
 #   DURABLE_TEST_REDIS_URL            redis://127.0.0.1:P/
 #   DURABLE_TEST_REDIS_CTL            control script for that Redis (see below)
 #   DURABLE_TEST_REDIS_CLUSTER_URLS   redis://127.0.0.1:A/,redis://127.0.0.1:B/,redis://127.0.0.1:C/
-#   DURABLE_TEST_REDIS_CLUSTER_CTL    control script for all three cluster nodes
+#                                     (the three nodes created as masters)
+#   DURABLE_TEST_REDIS_CLUSTER_ALL_URLS  all six nodes: the three masters, then the three
+#                                     replicas (roles as created; after a failover ask `nodes`)
+#   DURABLE_TEST_REDIS_CLUSTER_CTL    control script for the whole cluster and each node
 #   DURABLE_TEST_POSTGRES_URL         postgres://postgres@127.0.0.1:P/durable_test
 #   DURABLE_TEST_POSTGRES_CTL         control script for that PostgreSQL
 #   DURABLE_TEST_MYSQL_URL            mysql://root@127.0.0.1:P/durable_test   (MariaDB)
 #   DURABLE_TEST_MYSQL_CTL            control script for that MariaDB
-#   DURABLE_TEST_ZOOKEEPER            127.0.0.1:P
+#   DURABLE_TEST_ZOOKEEPER            127.0.0.1:P   (standalone)
 #   DURABLE_TEST_ZOOKEEPER_CTL        control script for that ZooKeeper
+#   DURABLE_TEST_ZOOKEEPER_ENSEMBLE   127.0.0.1:A,127.0.0.1:B,127.0.0.1:C   (client addresses of
+#                                     servers 1, 2, 3 of the ensemble)
+#   DURABLE_TEST_ZOOKEEPER_ENSEMBLE_CTL  control script for the ensemble and each server
 #   DURABLE_TEST_CHROMIUM             /usr/bin/chromium       (when installed)
 #   DURABLE_TEST_CHROMEDRIVER         /usr/bin/chromedriver   (when installed)
 #
-# A control script takes one argument and returns when it is done:
+# A control script takes a command and returns when it is done:
 #   stop      graceful stop, data kept (Redis: SHUTDOWN SAVE, reloaded by start)
 #   start     start again on the same port with the same data; wait until ready
 #   restart   stop + start
-#   kill      abrupt stop (SIGKILL; PostgreSQL: immediate shutdown). The databases keep every
-#             committed write; Redis, which runs without persistence, comes back empty.
-#   status    say whether it runs; exit status 0 when running, 3 when stopped
+#   kill      abrupt stop (SIGKILL; PostgreSQL: immediate shutdown). The databases and ZooKeeper
+#             keep every committed write. Redis runs without automatic snapshots (--save '') or
+#             append-only file: after kill + start it comes back with the contents of its last
+#             dump.rdb, that is as of the last SAVE (or finished BGSAVE), or of the last graceful
+#             stop, whichever came later; writes after it are lost; empty if there was none.
+#   status    say whether it runs; exit status 0 when running, 3 when stopped, 4 when its process
+#             is frozen (`node PORT stop-process` below). For a group (cluster, ensemble): 0 when
+#             every server runs, else 3, naming the servers stopped or frozen.
+#   teardown  same as kill (used by the library when it stops everything)
+#
+# The Redis Cluster's script works on all six nodes at once with the commands above. Its start
+# starts the nodes that are down, resumes frozen ones, and then waits until every node says
+# cluster_state:ok, every replica has finished its sync (master_link_status:up) and every
+# master has a replica online; when all nodes already run it only waits, so it also serves to
+# wait for the cluster to settle (e.g. after `node PORT start`). Per node (PORT = a node's
+# client port):
+#   node PORT kill          SIGKILL that node (it keeps nodes.conf and its last dump.rdb)
+#   node PORT stop          graceful stop (SHUTDOWN SAVE)
+#   node PORT stop-process  SIGSTOP: the node freezes (no replies, no gossip). For a replica the
+#                           script also closes its replication connection on the master, since
+#                           the kernel would otherwise keep buffering the stream for the frozen
+#                           process: writes to the master after this returns do not reach the
+#                           replica until `cont` (then it catches up by partial resync)
+#   node PORT cont          SIGCONT: the frozen node goes on
+#   node PORT start         start it again on the same port with its nodes.conf, so that it
+#                           rejoins the cluster (an old master comes back as a replica of the
+#                           node that took over its slots); waits until it answers, not until
+#                           it has synced: a following `start` waits for that
+#   node PORT status        as status above, for one node (0 running, 3 stopped, 4 frozen)
+#   nodes                   one line per node, in port order: PORT ROLE MASTERPORT, ROLE master
+#                           or replica, MASTERPORT `-` for a master; read live (INFO replication
+#                           of each node), so it is true after a failover. A frozen node is shown
+#                           as the other nodes see it; a node whose process is not running as
+#                           `PORT down -`.
+#   Example: "$DURABLE_TEST_REDIS_CLUSTER_CTL" nodes | awk -v m=PORT '$3 == m { print $1 }'
+#   prints the replica of master PORT. A manual failover: redis-cli -p REPLICA cluster failover
+#   takeover. Node timeout 3000 ms: a master unreachable that long is marked failed, and its
+#   replica takes over by itself about 1-2 s later.
+#
+# The ZooKeeper ensemble's script works on all three servers with the commands above (start
+# waits until every server serves as leader or follower, one of them leader), and also takes:
+#   node N kill|stop|start|status   one server, N = 1, 2 or 3 (the order of
+#                           DURABLE_TEST_ZOOKEEPER_ENSEMBLE); start waits until it serves, which
+#                           needs a quorum (with two servers down, use `start` to start both);
+#                           status also names its mode (leader, follower)
+#   leader                  print the current leader's client address 127.0.0.1:P, waiting up to
+#                           DURABLE_TEST_START_TIMEOUT for an election to finish
+#   followers               print the followers' client addresses, one per line, once there is
+#                           a leader and every running server serves
+#   Example: old=$("$DURABLE_TEST_ZOOKEEPER_ENSEMBLE_CTL" leader) and then
+#   "$DURABLE_TEST_ZOOKEEPER_ENSEMBLE_CTL" node N kill, with N the position of $old in
+#   DURABLE_TEST_ZOOKEEPER_ENSEMBLE.
 #
 # Settings (environment):
-#   DURABLE_TEST_SERVERS        which servers, default "redis redis-cluster postgres mysql zookeeper"
+#   DURABLE_TEST_SERVERS        which servers, default
+#                               "redis redis-cluster postgres mysql zookeeper zookeeper-ensemble"
 #   DURABLE_TEST_START_TIMEOUT  seconds to wait for each server, default 60
 #   DURABLE_TEST_PORT_MIN/MAX   port range, scanned from a random point, default 20000-30999
 #   DURABLE_TEST_KEEP_TMP=1     keep the temporary directory (logs, data) after stopping
@@ -49,7 +106,7 @@
 # owning shell dies without cleaning up (SIGKILL), a detached watchdog stops the servers and
 # removes the temporary directory within a few seconds.
 
-_DTS_ALL_SERVERS="redis redis-cluster postgres mysql zookeeper"
+_DTS_ALL_SERVERS="redis redis-cluster postgres mysql zookeeper zookeeper-ensemble"
 _DTS_PORT_DIR=${DURABLE_TEST_PORT_DIR:-/tmp/durable-test-ports}
 _DTS_POLICY_RC=${_DTS_POLICY_RC:-/usr/sbin/policy-rc.d}
 # Let non-root users find the server binaries as well.
@@ -97,6 +154,15 @@ _dts_alive() {
   [[ $state != Z && $state != X ]]
 }
 
+# _dts_frozen PID: the process is stopped (SIGSTOP), so it neither answers nor exits on SIGTERM.
+_dts_frozen() {
+  local stat state
+  { read -r stat <"/proc/$1/stat"; } 2>/dev/null || return 1
+  state=${stat##*) }
+  state=${state%% *}
+  [[ $state == T || $state == t ]]
+}
+
 _dts_read_pid() { # FILE -> the pid it holds
   local pid
   { read -r pid <"$1"; } 2>/dev/null || return 1
@@ -119,6 +185,8 @@ _dts_kill_wait() {
   local pid=$1 sig=$2
   _dts_alive "$pid" || return 0
   kill "-$sig" "$pid" 2>/dev/null || true
+  # A frozen (SIGSTOP) process acts on the signal only once it goes on.
+  [[ $sig == KILL ]] || kill -CONT "$pid" 2>/dev/null || true
   _dts_wait_gone "$pid" 10 && return 0
   _dts_warn "$DTS_NAME (pid $pid) ignored SIG$sig for 10 s; sending SIGKILL"
   kill -KILL "$pid" 2>/dev/null || true
@@ -139,11 +207,17 @@ _dts_used_ports() {
   awk 'FNR > 1 { n = split($2, a, ":"); print a[n] }' /proc/net/tcp /proc/net/tcp6 2>/dev/null
 }
 
+# _dts_require_free_port [PORT...]: fail (naming the listener) when one of them (default:
+# DTS_PORT) is in use.
 _dts_require_free_port() {
-  if _dts_port_busy "$DTS_PORT"; then
-    _dts_fail "$DTS_NAME: port $DTS_PORT is already in use; refusing to start there"
+  local p who
+  for p in "${@:-$DTS_PORT}"; do
+    _dts_port_busy "$p" || continue
+    who=$(ss -Hltnp "sport = :$p" 2>/dev/null) || who=
+    _dts_fail "$DTS_NAME: port $p is already in use; refusing to start there${who:+:
+$who}"
     return 1
-  fi
+  done
 }
 
 # _dts_detach PIDFILE LOG CMD...: start CMD in its own session (Ctrl-C on the terminal does not
@@ -176,7 +250,7 @@ _dts_write_ctl() {
   {
     echo '#!/usr/bin/env bash'
     echo "# Generated by durable's scripts/test-servers.sh: controls the throwaway $name server."
-    echo "# Usage: $f stop|start|restart|kill|status"
+    echo "# Usage: $f $(_dts_usage "$kind")"
     echo 'set -euo pipefail'
     printf 'DTS_NAME=%q\nDTS_KIND=%q\nDTS_TIMEOUT=%q\n' "$name" "$kind" "$_DTS_TIMEOUT"
     for kv in "$@"; do printf '%s=%q\n' "${kv%%=*}" "${kv#*=}"; done
@@ -188,8 +262,27 @@ _dts_write_ctl() {
   echo "$f"
 }
 
+_dts_usage() { # KIND -> the commands its control script takes
+  case $1 in
+    redis-cluster)
+      echo 'stop|start|restart|kill|status|nodes | node PORT kill|stop|stop-process|cont|start|status'
+      ;;
+    zookeeper-ensemble)
+      echo 'stop|start|restart|kill|status|leader|followers | node N kill|stop|start|status'
+      ;;
+    *) echo 'stop|start|restart|kill|status' ;;
+  esac
+}
+
 _dts_ctl() {
-  local action=${1:-} k=${DTS_KIND//-/_}
+  local action=${1:-} k=${DTS_KIND//-/_} pid
+  # A kind may handle a command itself (a group of servers; commands of its own):
+  # _dts_KIND_cmd_ACTION ARG...
+  if [[ $action =~ ^[a-z]+$ ]] && declare -F "_dts_${k}_cmd_$action" >/dev/null; then
+    shift
+    "_dts_${k}_cmd_$action" "$@"
+    return
+  fi
   case $action in
     start)
       if "_dts_${k}_running"; then
@@ -206,6 +299,10 @@ _dts_ctl() {
     kill | teardown) "_dts_${k}_kill" ;;
     status)
       if "_dts_${k}_running"; then
+        if declare -F "_dts_${k}_pid" >/dev/null && pid=$("_dts_${k}_pid") && _dts_frozen "$pid"; then
+          echo "$DTS_NAME: frozen (SIGSTOP) on port(s) ${DTS_PORT:-$DTS_PORTS}"
+          return 4
+        fi
         echo "$DTS_NAME: running on port(s) ${DTS_PORT:-$DTS_PORTS}"
       else
         echo "$DTS_NAME: stopped"
@@ -220,7 +317,7 @@ _dts_ctl() {
       ;;
     spawn | wait) "_dts_${k}_$action" ;;
     *)
-      echo "usage: $0 stop|start|restart|kill|status" >&2
+      echo "usage: $0 $(_dts_usage "$DTS_KIND")" >&2
       return 2
       ;;
   esac
@@ -244,7 +341,8 @@ _dts_redis_spawn() {
     --enable-debug-command local)
   if [[ -n ${DTS_BUS_PORT:-} ]]; then
     args+=(--cluster-enabled yes --cluster-config-file "$DTS_DIR/nodes.conf"
-      --cluster-port "$DTS_BUS_PORT" --cluster-node-timeout 5000)
+      --cluster-port "$DTS_BUS_PORT" --cluster-node-timeout 3000
+      --repl-diskless-sync-delay 0) # a replica's sync starts at once, not after 5 s
   fi
   rm -f "$DTS_DIR/redis.pid"
   if ! redis-server "${args[@]}" </dev/null >>"$DTS_DIR/redis.log" 2>&1; then
@@ -280,6 +378,7 @@ _dts_redis_wait() {
 _dts_redis_stop() {
   local pid
   pid=$(_dts_redis_pid) || return 0
+  kill -CONT "$pid" 2>/dev/null || true # a frozen node would never answer SHUTDOWN
   # SHUTDOWN SAVE writes dump.rdb even though no save points are configured; start loads it.
   _dts_redis_cli shutdown save >/dev/null 2>&1 || true
   if ! _dts_wait_gone "$pid" 30; then
@@ -290,15 +389,16 @@ _dts_redis_stop() {
 
 _dts_redis_kill() {
   local pid
+  # Like a crash: dump.rdb stays, so start loads the last snapshot (SAVE, BGSAVE, graceful stop,
+  # a replica's last full sync), or nothing if there was none. Nothing is saved at the kill.
   if pid=$(_dts_redis_pid); then _dts_kill_wait "$pid" KILL || return 1; fi
-  # Without persistence a crashed Redis comes back empty, not with an older snapshot.
-  rm -f "$DTS_DIR/dump.rdb"
 }
 
 # ---------------------------------------------------------------------------------------------
-# Redis Cluster: DTS_PORTS and DTS_NODE_CTLS (the nodes' control scripts), space separated.
+# Groups of servers (the Redis Cluster, the ZooKeeper ensemble): DTS_PORTS (the servers' client
+# ports) and DTS_NODE_CTLS (their control scripts), space separated, in the same order.
 
-_dts_redis_cluster_each() { # ACTION: run it on every node in parallel; fail if any failed
+_dts_nodes_each() { # ACTION: run it on every server in parallel; fail if any failed
   local ctl pids=() rc=0 p
   for ctl in $DTS_NODE_CTLS; do
     "$ctl" "$1" &
@@ -308,49 +408,267 @@ _dts_redis_cluster_each() { # ACTION: run it on every node in parallel; fail if 
   return $rc
 }
 
-_dts_redis_cluster_running() {
+_dts_nodes_any_running() {
   local ctl
-  for ctl in $DTS_NODE_CTLS; do "$ctl" status >/dev/null || return 1; done
+  for ctl in $DTS_NODE_CTLS; do
+    if "$ctl" status >/dev/null; then return 0; else (($? == 4)) && return 0; fi
+  done
+  return 1
 }
-_dts_redis_cluster_spawn() { _dts_redis_cluster_each start; }
-_dts_redis_cluster_stop() { _dts_redis_cluster_each stop; }
-_dts_redis_cluster_kill() { _dts_redis_cluster_each kill; }
 
+# _dts_nodes_ctl port|number ID: the control script of one server of the group, by its client
+# port or by its number (1, 2, ...).
+_dts_nodes_ctl() {
+  local by=$1 id=$2 i=0 p ctls
+  read -ra ctls <<<"$DTS_NODE_CTLS"
+  for p in $DTS_PORTS; do
+    i=$((i + 1))
+    if [[ ($by == port && $id == "$p") || ($by == number && $id == "$i") ]]; then
+      echo "${ctls[i - 1]}"
+      return 0
+    fi
+  done
+  if [[ $by == port ]]; then
+    echo "$DTS_NAME: no node on port '$id' (ports: $DTS_PORTS)" >&2
+  else
+    echo "$DTS_NAME: no server number '$id' (1 to ${#ctls[@]})" >&2
+  fi
+  return 2
+}
+
+_dts_nodes_status() { # exit status 0 when every server runs, else 3
+  local ctl port ports stopped='' frozen='' rc i=0
+  read -ra ports <<<"$DTS_PORTS"
+  for ctl in $DTS_NODE_CTLS; do
+    port=${ports[i]}
+    i=$((i + 1))
+    rc=0
+    "$ctl" status >/dev/null || rc=$?
+    case $rc in
+      0) ;;
+      4) frozen+=" $port" ;;
+      *) stopped+=" $port" ;;
+    esac
+  done
+  if [[ -z $stopped && -z $frozen ]]; then
+    echo "$DTS_NAME: running on port(s) $DTS_PORTS"
+    return 0
+  fi
+  if [[ -z $frozen && ${stopped# } == "$DTS_PORTS" ]]; then
+    echo "$DTS_NAME: stopped"
+  else
+    echo "$DTS_NAME: partly running on port(s) $DTS_PORTS${stopped:+; stopped:$stopped}${frozen:+; frozen (SIGSTOP):$frozen}"
+  fi
+  return 3
+}
+
+# ---------------------------------------------------------------------------------------------
+# Redis Cluster: a group of redis nodes (the first half created as masters, the second half as
+# their replicas). Node directories in $DTS_DIR/PORT.
+
+_dts_redis_cluster_running() { _dts_nodes_any_running; }
+_dts_redis_cluster_stop() { _dts_nodes_each stop; }
+_dts_redis_cluster_kill() { _dts_nodes_each kill; }
+_dts_redis_cluster_cmd_status() { _dts_nodes_status; }
+_dts_redis_cluster_cmd_start() { _dts_redis_cluster_spawn && _dts_redis_cluster_wait; }
+
+_dts_redis_cluster_node_pid() { # PORT -> pid of that node's running redis-server
+  local pid
+  pid=$(_dts_read_pid "$DTS_DIR/$1/redis.pid") && _dts_alive "$pid" && echo "$pid"
+}
+
+_dts_redis_cluster_spawn() { # resume the frozen nodes, start the stopped ones
+  local port ctl pid pids=() rc=0 p
+  for port in $DTS_PORTS; do
+    if pid=$(_dts_redis_cluster_node_pid "$port"); then
+      kill -CONT "$pid" 2>/dev/null || true
+    else
+      ctl=$(_dts_nodes_ctl port "$port") || return 1
+      "$ctl" start &
+      pids+=($!)
+    fi
+  done
+  for p in "${pids[@]}"; do wait "$p" || rc=1; done
+  return $rc
+}
+
+# Ready when every node says cluster_state:ok and knows all nodes, every replica has finished
+# its sync (master_link_status:up), and every master has a replica online.
 _dts_redis_cluster_wait() {
-  _dts_redis_cluster_each wait || return 1
-  local deadline port info ok n
+  _dts_nodes_each wait || return 1
+  local deadline port info why n
   n=$(wc -w <<<"$DTS_PORTS")
   deadline=$(_dts_deadline)
   while :; do
-    ok=1
+    why=
     for port in $DTS_PORTS; do
-      info=$(redis-cli -h 127.0.0.1 -p "$port" cluster info 2>/dev/null) || info=
+      # One redis-cli for both answers (fewer processes on a busy machine).
+      info=$(printf 'CLUSTER INFO\nINFO replication\n' |
+        redis-cli -h 127.0.0.1 -p "$port" 2>/dev/null) || info=
       info=${info//$'\r'/}
       if [[ $info != *"cluster_state:ok"* || $info != *"cluster_known_nodes:$n"$'\n'* ]]; then
-        ok=0
-        break
+        why="cluster not ok on 127.0.0.1:$port"
+      elif [[ $info == *$'\n'role:slave$'\n'* ]]; then
+        [[ $info == *$'\n'master_link_status:up$'\n'* &&
+          $info == *$'\n'master_sync_in_progress:0$'\n'* ]] ||
+          why="replica 127.0.0.1:$port has not finished its sync"
+      elif [[ $info != *$'\n'role:master$'\n'* || $info == *$'\n'connected_slaves:0$'\n'* ]]; then
+        why="master 127.0.0.1:$port has no replica online"
       fi
+      [[ -z $why ]] || break
     done
-    ((ok)) && return 0
+    [[ -n $why ]] || return 0
     if _dts_past "$deadline"; then
-      _dts_fail "$DTS_NAME: cluster not ok on 127.0.0.1:$port after ${DTS_TIMEOUT}s:
-$info" "$DTS_DIR/create.log"
+      _dts_fail "$DTS_NAME: $why after ${DTS_TIMEOUT}s:
+$info" "$DTS_DIR/create.log" "$DTS_DIR/$port/redis.log"
       return 1
     fi
-    sleep 0.05
+    sleep 0.1
   done
 }
 
 _dts_redis_cluster_setup() { # start the fresh nodes, make them one cluster, wait until it is ok
-  local port hosts=()
-  _dts_redis_cluster_each start || return 1
-  for port in $DTS_PORTS; do hosts+=("127.0.0.1:$port"); done
-  if ! redis-cli --cluster create "${hosts[@]}" --cluster-replicas 0 --cluster-yes \
+  local port hosts=() ports masters role
+  _dts_redis_cluster_spawn || return 1
+  read -ra ports <<<"$DTS_PORTS"
+  for port in "${ports[@]}"; do hosts+=("127.0.0.1:$port"); done
+  if ! redis-cli --cluster create "${hosts[@]}" --cluster-replicas 1 --cluster-yes \
     </dev/null >"$DTS_DIR/create.log" 2>&1; then
     _dts_fail "$DTS_NAME: redis-cli --cluster create failed" "$DTS_DIR/create.log"
     return 1
   fi
-  _dts_redis_cluster_wait
+  _dts_redis_cluster_wait || return 1
+  # redis-cli makes the first half the masters; the URL list of masters relies on it.
+  masters=$((${#ports[@]} / 2))
+  for port in "${ports[@]:0:masters}"; do
+    role=$(_dts_redis_cluster_role "$port")
+    if [[ ${role%% *} != master ]]; then
+      _dts_fail "$DTS_NAME: 127.0.0.1:$port was created as '$role', expected master" \
+        "$DTS_DIR/create.log"
+      return 1
+    fi
+  done
+}
+
+# _dts_redis_cluster_role PORT -> "master -", "replica MASTERPORT", or nothing when the node
+# does not answer within 2 s.
+_dts_redis_cluster_role() {
+  local info mport
+  info=$(timeout 2 redis-cli -h 127.0.0.1 -p "$1" info replication 2>/dev/null) || return 0
+  info=${info//$'\r'/}
+  case $info in
+    *$'\n'role:master$'\n'*) echo master - ;;
+    *$'\n'role:slave$'\n'*)
+      mport=${info#*$'\n'master_port:}
+      mport=${mport%%$'\n'*}
+      echo replica "$mport"
+      ;;
+  esac
+}
+
+_dts_redis_cluster_cmd_nodes() { # PORT ROLE MASTERPORT, one line per node
+  local port pid view='' id addr flags master role p
+  local -A port_of=() flags_of=() master_of=()
+  # The cluster's own view, from the first node that answers: for frozen nodes.
+  for port in $DTS_PORTS; do
+    pid=$(_dts_redis_cluster_node_pid "$port") || continue
+    _dts_frozen "$pid" && continue
+    view=$(timeout 2 redis-cli -h 127.0.0.1 -p "$port" cluster nodes 2>/dev/null) || view=
+    [[ $view != *myself* ]] || break
+  done
+  view=${view//$'\r'/}
+  while read -r id addr flags master _; do
+    [[ -n $id && $addr == *:* ]] || continue
+    p=${addr%%@*}
+    p=${p##*:}
+    port_of[$id]=$p
+    flags_of[$p]=$flags
+    master_of[$p]=$master
+  done <<<"$view"
+  for port in $DTS_PORTS; do
+    if ! pid=$(_dts_redis_cluster_node_pid "$port"); then
+      echo "$port down -"
+      continue
+    fi
+    role=
+    _dts_frozen "$pid" || role=$(_dts_redis_cluster_role "$port")
+    if [[ -z $role ]]; then # frozen, or did not answer: as the other nodes see it
+      case ${flags_of[$port]:-} in
+        *slave*) role="replica ${port_of[${master_of[$port]:-none}]:--}" ;;
+        *master*) role="master -" ;;
+        *) role="unknown -" ;;
+      esac
+    fi
+    echo "$port $role"
+  done
+}
+
+_dts_redis_cluster_cmd_node() { # PORT ACTION
+  local port=${1:-} action=${2:-} ctl pid
+  if (($# != 2)); then
+    echo "usage: $0 node PORT kill|stop|stop-process|cont|start|status" >&2
+    return 2
+  fi
+  ctl=$(_dts_nodes_ctl port "$port") || return 2
+  case $action in
+    kill | stop | start | status) "$ctl" "$action" ;;
+    stop-process | cont)
+      if ! pid=$(_dts_redis_cluster_node_pid "$port"); then
+        _dts_fail "$DTS_NAME: node $port is not running"
+        return 1
+      fi
+      if [[ $action == cont ]]; then
+        _dts_signal_state "$pid" cont
+      else
+        _dts_redis_cluster_freeze "$port" "$pid"
+      fi
+      ;;
+    *)
+      echo "usage: $0 node PORT kill|stop|stop-process|cont|start|status" >&2
+      return 2
+      ;;
+  esac
+}
+
+# _dts_redis_cluster_freeze PORT PID: SIGSTOP the node; if it is a replica, also close its
+# replication connection on the master. A stopped process's kernel keeps receiving into its
+# socket buffers, so without that the replica would apply, once continued, the writes made
+# while it was frozen (seen here: it then became master WITH them after a takeover). After
+# `cont` it reconnects and catches up (partial resync), unless its master is gone.
+_dts_redis_cluster_freeze() {
+  local port=$1 pid=$2 role mport lport
+  role=$(_dts_redis_cluster_role "$port")
+  _dts_signal_state "$pid" stop-process || return 1
+  [[ $role == replica* ]] || return 0
+  mport=${role#replica }
+  if ! _dts_have ss; then # without ss: cut every replica of that master (the others reconnect)
+    redis-cli -h 127.0.0.1 -p "$mport" client kill type replica >/dev/null 2>&1 || true
+    return 0
+  fi
+  while read -r lport; do
+    redis-cli -h 127.0.0.1 -p "$mport" client kill addr "127.0.0.1:$lport" >/dev/null 2>&1 || true
+  done < <(ss -Htnp state established "( dport = :$mport )" 2>/dev/null |
+    awk -v pid="pid=$pid," 'index($0, pid) { n = split($3, a, ":"); print a[n] }')
+}
+
+# _dts_signal_state PID stop-process|cont: send SIGSTOP or SIGCONT, wait until it took effect.
+_dts_signal_state() {
+  local pid=$1 deadline
+  deadline=$(($(_dts_now_ms) + 10000))
+  if [[ $2 == stop-process ]]; then
+    kill -STOP "$pid"
+    until _dts_frozen "$pid"; do
+      _dts_alive "$pid" || return 1
+      _dts_past "$deadline" && { _dts_fail "$DTS_NAME: pid $pid did not stop"; return 1; }
+      sleep 0.01
+    done
+  else
+    kill -CONT "$pid"
+    while _dts_frozen "$pid"; do
+      _dts_past "$deadline" && { _dts_fail "$DTS_NAME: pid $pid did not continue"; return 1; }
+      sleep 0.01
+    done
+  fi
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -522,13 +840,23 @@ _dts_mysql_kill() {
 
 # ---------------------------------------------------------------------------------------------
 # ZooKeeper (Debian's package): DTS_JAVA, DTS_CLASSPATH. Data in $DTS_DIR/data.
+# A server of the ensemble also has DTS_ZK_MYID, DTS_ZK_QUORUM_PORT, DTS_ZK_ELECTION_PORT and
+# DTS_ZK_SERVERS (the ensemble's `server.N=...` lines, space separated).
 
-_dts_zk_4lw() { # WORD -> the server's answer
+_dts_zk_4lw() { # WORD [PORT] -> the server's answer
+  local port=${2:-$DTS_PORT}
   if command -v nc >/dev/null 2>&1; then
-    nc -w 2 127.0.0.1 "$DTS_PORT" <<<"$1" 2>/dev/null
+    nc -w 2 127.0.0.1 "$port" <<<"$1" 2>/dev/null
   else
-    (exec 3<>"/dev/tcp/127.0.0.1/$DTS_PORT" && printf '%s' "$1" >&3 && timeout 2 cat <&3) 2>/dev/null
+    (exec 3<>"/dev/tcp/127.0.0.1/$port" && printf '%s' "$1" >&3 && timeout 2 cat <&3) 2>/dev/null
   fi
+}
+_dts_zk_mode() { # [PORT] -> leader, follower, standalone; nothing when it does not serve
+  local out
+  out=$(_dts_zk_4lw srvr "$@") || true
+  [[ $out == *"Mode: "* ]] || return 0
+  out=${out#*Mode: }
+  echo "${out%%[!a-z]*}"
 }
 _dts_zookeeper_pid() {
   local pid
@@ -539,11 +867,19 @@ _dts_zookeeper_running() { _dts_zookeeper_pid >/dev/null; }
 _dts_zookeeper_setup() {
   _dts_zookeeper_config && _dts_ctl start
 }
+_dts_zookeeper_cmd_config() { _dts_zookeeper_config; } # used by the ensemble's setup
 
 _dts_zookeeper_config() {
+  local line
   mkdir -p "$DTS_DIR/data"
-  cat >"$DTS_DIR/zoo.cfg" <<EOF
-tickTime=2000
+  {
+    if [[ -z ${DTS_ZK_MYID:-} ]]; then
+      echo 'tickTime=2000'
+    else
+      # Quick elections and failure detection; session limits as the standalone server's.
+      printf 'tickTime=500\ninitLimit=10\nsyncLimit=5\nmaxSessionTimeout=40000\n'
+    fi
+    cat <<EOF
 dataDir=$DTS_DIR/data
 clientPort=$DTS_PORT
 clientPortAddress=127.0.0.1
@@ -556,17 +892,32 @@ maxClientCnxns=0
 # Let session-expiry tests ask for short sessions.
 minSessionTimeout=1000
 EOF
+    if [[ -n ${DTS_ZK_MYID:-} ]]; then
+      for line in $DTS_ZK_SERVERS; do echo "$line"; done
+    fi
+  } >"$DTS_DIR/zoo.cfg"
+  [[ -z ${DTS_ZK_MYID:-} ]] || echo "$DTS_ZK_MYID" >"$DTS_DIR/data/myid"
 }
 
 _dts_zookeeper_spawn() {
   _dts_require_free_port || return 1
+  if [[ -z ${DTS_ZK_MYID:-} ]]; then
+    _dts_detach "$DTS_DIR/zookeeper.pid" "$DTS_DIR/zookeeper.log" \
+      "$DTS_JAVA" -Xmx256m -XX:+UseSerialGC -cp "$DTS_CLASSPATH" \
+      org.apache.zookeeper.server.ZooKeeperServerMain "$DTS_DIR/zoo.cfg"
+    return
+  fi
+  _dts_require_free_port "$DTS_ZK_QUORUM_PORT" "$DTS_ZK_ELECTION_PORT" || return 1
   _dts_detach "$DTS_DIR/zookeeper.pid" "$DTS_DIR/zookeeper.log" \
-    "$DTS_JAVA" -Xmx256m -XX:+UseSerialGC -cp "$DTS_CLASSPATH" \
-    org.apache.zookeeper.server.ZooKeeperServerMain "$DTS_DIR/zoo.cfg"
+    "$DTS_JAVA" -Xmx128m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -XX:-UsePerfData \
+    -Dorg.slf4j.simpleLogger.showDateTime=true \
+    -Dorg.slf4j.simpleLogger.dateTimeFormat=HH:mm:ss.SSS \
+    -cp "$DTS_CLASSPATH" org.apache.zookeeper.server.quorum.QuorumPeerMain "$DTS_DIR/zoo.cfg"
 }
 
 _dts_zookeeper_wait() {
-  local deadline pid
+  local deadline pid mode want=standalone
+  [[ -z ${DTS_ZK_MYID:-} ]] || want='leader follower'
   deadline=$(_dts_deadline)
   while :; do
     if ! pid=$(_dts_read_pid "$DTS_DIR/zookeeper.pid") || ! _dts_alive "$pid"; then
@@ -575,12 +926,14 @@ _dts_zookeeper_wait() {
     fi
     # `ruok` answers before the server serves; `srvr` shows the mode only once it does.
     # `conf` names the data directory: it must be our server that answers on this port.
-    if [[ $(_dts_zk_4lw srvr) == *"Mode: standalone"* &&
+    mode=$(_dts_zk_mode)
+    if [[ -n $mode && " $want " == *" $mode "* &&
       $(_dts_zk_4lw conf) == *"dataDir=$DTS_DIR/data"* ]]; then
       return 0
     fi
     if _dts_past "$deadline"; then
-      _dts_fail "$DTS_NAME: not ready after ${DTS_TIMEOUT}s on port $DTS_PORT" "$DTS_DIR/zookeeper.log"
+      _dts_fail "$DTS_NAME: not serving (${want// / or }) after ${DTS_TIMEOUT}s on port $DTS_PORT" \
+        "$DTS_DIR/zookeeper.log"
       return 1
     fi
     sleep 0.05
@@ -597,6 +950,122 @@ _dts_zookeeper_kill() {
   local pid
   pid=$(_dts_zookeeper_pid) || return 0
   _dts_kill_wait "$pid" KILL
+}
+
+# ---------------------------------------------------------------------------------------------
+# ZooKeeper ensemble: a group of zookeeper servers (DTS_PORTS: their client ports, server 1
+# first). Server directories in $DTS_DIR/N.
+
+_dts_zookeeper_ensemble_running() { _dts_nodes_any_running; }
+_dts_zookeeper_ensemble_stop() { _dts_nodes_each stop; }
+_dts_zookeeper_ensemble_kill() { _dts_nodes_each kill; }
+_dts_zookeeper_ensemble_cmd_status() { _dts_nodes_status; }
+_dts_zookeeper_ensemble_cmd_start() {
+  _dts_zookeeper_ensemble_spawn && _dts_zookeeper_ensemble_wait
+}
+_dts_zookeeper_ensemble_setup() {
+  _dts_nodes_each config && _dts_zookeeper_ensemble_cmd_start
+}
+
+_dts_zookeeper_ensemble_spawn() { # start the servers that are not running, in parallel
+  local ctl pids=() rc=0 p
+  for ctl in $DTS_NODE_CTLS; do
+    "$ctl" status >/dev/null && continue
+    "$ctl" start &
+    pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p" || rc=1; done
+  return $rc
+}
+
+# _dts_zookeeper_ensemble_modes: one line per server, "PORT MODE" (no MODE when it does not
+# serve); exit status 0 when exactly one is leader.
+_dts_zookeeper_ensemble_modes() {
+  local port mode leaders=0
+  for port in $DTS_PORTS; do
+    mode=$(_dts_zk_mode "$port")
+    [[ $mode != leader ]] || leaders=$((leaders + 1))
+    echo "$port $mode"
+  done
+  ((leaders == 1))
+}
+
+# _dts_zookeeper_ensemble_settle all|leader: wait until exactly one server leads and (all)
+# every running server serves; print the modes ("PORT MODE" lines).
+_dts_zookeeper_ensemble_settle() {
+  local deadline modes ctl port mode ok ctls i n logs=()
+  read -ra ctls <<<"$DTS_NODE_CTLS"
+  deadline=$(_dts_deadline)
+  while :; do
+    ok=1
+    modes=$(_dts_zookeeper_ensemble_modes) || ok=0
+    if ((ok)) && [[ $1 == all ]]; then
+      i=0
+      while read -r port mode; do
+        ctl=${ctls[i]}
+        i=$((i + 1))
+        if [[ -z $mode ]] && "$ctl" status >/dev/null; then ok=0; fi
+      done <<<"$modes"
+    fi
+    if ((ok)); then
+      echo "$modes"
+      return 0
+    fi
+    if _dts_past "$deadline"; then
+      for ((n = 1; n <= ${#ctls[@]}; n++)); do logs+=("$DTS_DIR/$n/zookeeper.log"); done
+      _dts_fail "$DTS_NAME: no settled leader after ${DTS_TIMEOUT}s; client port and mode:
+$modes" "${logs[@]}"
+      return 1
+    fi
+    sleep 0.1
+  done
+}
+
+_dts_zookeeper_ensemble_wait() {
+  _dts_nodes_each wait || return 1
+  _dts_zookeeper_ensemble_settle all >/dev/null
+}
+
+_dts_zookeeper_ensemble_cmd_leader() {
+  local modes port mode
+  modes=$(_dts_zookeeper_ensemble_settle leader) || return 1
+  while read -r port mode; do
+    [[ $mode != leader ]] || echo "127.0.0.1:$port"
+  done <<<"$modes"
+}
+
+_dts_zookeeper_ensemble_cmd_followers() {
+  local modes port mode
+  modes=$(_dts_zookeeper_ensemble_settle all) || return 1
+  while read -r port mode; do
+    [[ $mode != follower ]] || echo "127.0.0.1:$port"
+  done <<<"$modes"
+}
+
+_dts_zookeeper_ensemble_cmd_node() { # N ACTION
+  local n=${1:-} action=${2:-} ctl port mode rc=0
+  if (($# != 2)) || [[ ! $n =~ ^[1-9]$ ]]; then
+    echo "usage: $0 node N kill|stop|start|status   (N = 1..$(wc -w <<<"$DTS_PORTS"))" >&2
+    return 2
+  fi
+  ctl=$(_dts_nodes_ctl number "$n") || return 2
+  case $action in
+    kill | stop | start) "$ctl" "$action" ;;
+    status)
+      "$ctl" status >/dev/null || rc=$?
+      if ((rc != 0)); then
+        "$ctl" status || true
+        return "$rc"
+      fi
+      port=$(_dts_ctl_port "$ctl")
+      mode=$(_dts_zk_mode "$port")
+      echo "$DTS_NAME server $n: running on 127.0.0.1:$port as ${mode:-a server not serving yet}"
+      ;;
+    *)
+      echo "usage: $0 node N kill|stop|start|status" >&2
+      return 2
+      ;;
+  esac
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -644,7 +1113,7 @@ _dts_ensure_packages() {
     _dts_have mariadbd && _dts_have mariadb-install-db || need+=(mariadb-server)
     _dts_have mariadb && _dts_have mariadb-admin || need+=(mariadb-client)
   fi
-  if _dts_want zookeeper; then
+  if _dts_want zookeeper || _dts_want zookeeper-ensemble; then
     [[ -r /usr/share/java/zookeeper.jar ]] && _dts_have java || need+=(zookeeper)
     _dts_have nc || need+=(netcat-openbsd)
   fi
@@ -798,7 +1267,8 @@ _dts_join() {
 }
 
 durable_servers_start() {
-  local t0 base s ok=1 pgbin java classpath node_ctls=() i port ports=() urls
+  local t0 base s ok=1 pgbin java='' classpath node_ctls=() i n port ports=() urls
+  local zk_ports=() zk_ctls=() zk_servers=()
   local pg_user='' mysql_user=''
   t0=$(_dts_now_ms)
   _DTS_WANT=${DURABLE_TEST_SERVERS:-$_DTS_ALL_SERVERS}
@@ -839,7 +1309,11 @@ durable_servers_start() {
   # --- reserve the ports; write each server's control script; run their first starts in parallel
   local nports=0 next=0
   for s in $_DTS_WANT; do
-    if [[ $s == redis-cluster ]]; then ((nports += 6)); else ((nports += 1)); fi
+    case $s in
+      redis-cluster) ((nports += 12)) ;;     # six client ports, six cluster bus ports
+      zookeeper-ensemble) ((nports += 9)) ;; # three client, quorum and election ports each
+      *) ((nports += 1)) ;;
+    esac
   done
   _dts_alloc_ports "$nports" || return 1
   local all_ports=("${_DTS_PORTS[@]}")
@@ -865,10 +1339,12 @@ durable_servers_start() {
     _dts_register "$_DTS_CTL_mysql"
     _dts_bg mysql "$_DTS_CTL_mysql"
   fi
-  if _dts_want zookeeper; then
+  if _dts_want zookeeper || _dts_want zookeeper-ensemble; then
     java=$(command -v java) || { _dts_fail "java not found (needed by ZooKeeper)"; return 1; }
     classpath=/usr/share/java/zookeeper.jar
     [[ ! -r /usr/share/java/slf4j-simple.jar ]] || classpath+=:/usr/share/java/slf4j-simple.jar
+  fi
+  if _dts_want zookeeper; then
     _DTS_PORTS=("${all_ports[next]}")
     ((next += 1))
     mkdir -m 700 "$_DTS_TMP/zookeeper"
@@ -876,6 +1352,26 @@ durable_servers_start() {
       DTS_DIR="$_DTS_TMP/zookeeper" DTS_JAVA="$java" DTS_CLASSPATH="$classpath")
     _dts_register "$_DTS_CTL_zookeeper"
     _dts_bg zookeeper "$_DTS_CTL_zookeeper"
+  fi
+  if _dts_want zookeeper-ensemble; then
+    _DTS_PORTS=("${all_ports[@]:next:9}") # client ports, quorum ports, election ports
+    ((next += 9))
+    mkdir -m 700 "$_DTS_TMP/zookeeper-ensemble"
+    for n in 1 2 3; do
+      zk_ports+=("${_DTS_PORTS[n - 1]}")
+      zk_servers+=("server.$n=127.0.0.1:${_DTS_PORTS[n + 2]}:${_DTS_PORTS[n + 5]}")
+    done
+    for n in 1 2 3; do
+      mkdir -m 700 "$_DTS_TMP/zookeeper-ensemble/$n"
+      zk_ctls+=("$(_dts_write_ctl "zookeeper-ensemble-$n" zookeeper DTS_PORT="${zk_ports[n - 1]}" \
+        DTS_DIR="$_DTS_TMP/zookeeper-ensemble/$n" DTS_JAVA="$java" DTS_CLASSPATH="$classpath" \
+        DTS_ZK_MYID="$n" DTS_ZK_QUORUM_PORT="${_DTS_PORTS[n + 2]}" \
+        DTS_ZK_ELECTION_PORT="${_DTS_PORTS[n + 5]}" DTS_ZK_SERVERS="${zk_servers[*]}")")
+    done
+    _DTS_CTL_ensemble=$(_dts_write_ctl zookeeper-ensemble zookeeper-ensemble \
+      DTS_PORTS="${zk_ports[*]}" DTS_NODE_CTLS="${zk_ctls[*]}" DTS_DIR="$_DTS_TMP/zookeeper-ensemble")
+    _dts_register "$_DTS_CTL_ensemble"
+    _dts_bg ensemble "$_DTS_CTL_ensemble"
   fi
   if _dts_want redis; then
     _DTS_PORTS=("${all_ports[next]}")
@@ -886,14 +1382,14 @@ durable_servers_start() {
     _dts_bg redis "$_DTS_CTL_redis"
   fi
   if _dts_want redis-cluster; then
-    _DTS_PORTS=("${all_ports[@]:next:6}") # three client ports, three cluster bus ports
-    ((next += 6))
+    _DTS_PORTS=("${all_ports[@]:next:12}") # six client ports, six cluster bus ports
+    ((next += 12))
     mkdir -m 700 "$_DTS_TMP/redis-cluster"
-    for i in 0 1 2; do
+    for i in 0 1 2 3 4 5; do # 0-2 become the masters, 3-5 their replicas
       port=${_DTS_PORTS[i]}
       mkdir -m 700 "$_DTS_TMP/redis-cluster/$port"
       node_ctls+=("$(_dts_write_ctl "redis-cluster-$port" redis DTS_PORT="$port" \
-        DTS_BUS_PORT="${_DTS_PORTS[i + 3]}" DTS_DIR="$_DTS_TMP/redis-cluster/$port")")
+        DTS_BUS_PORT="${_DTS_PORTS[i + 6]}" DTS_DIR="$_DTS_TMP/redis-cluster/$port")")
       ports+=("$port")
     done
     _DTS_CTL_cluster=$(_dts_write_ctl redis-cluster redis-cluster DTS_PORTS="${ports[*]}" \
@@ -913,8 +1409,10 @@ durable_servers_start() {
   if _dts_want redis-cluster; then
     if _dts_join cluster; then
       urls=
-      for port in "${ports[@]}"; do urls+="${urls:+,}redis://127.0.0.1:$port/"; done
+      for port in "${ports[@]:0:3}"; do urls+="${urls:+,}redis://127.0.0.1:$port/"; done
       export DURABLE_TEST_REDIS_CLUSTER_URLS=$urls
+      for port in "${ports[@]:3}"; do urls+=",redis://127.0.0.1:$port/"; done
+      export DURABLE_TEST_REDIS_CLUSTER_ALL_URLS=$urls
       export DURABLE_TEST_REDIS_CLUSTER_CTL=$_DTS_CTL_cluster
     else ok=0; fi
   fi
@@ -939,6 +1437,14 @@ durable_servers_start() {
       export DURABLE_TEST_ZOOKEEPER_CTL=$_DTS_CTL_zookeeper
     else ok=0; fi
   fi
+  if _dts_want zookeeper-ensemble; then
+    if _dts_join ensemble; then
+      urls=
+      for port in "${zk_ports[@]}"; do urls+="${urls:+,}127.0.0.1:$port"; done
+      export DURABLE_TEST_ZOOKEEPER_ENSEMBLE=$urls
+      export DURABLE_TEST_ZOOKEEPER_ENSEMBLE_CTL=$_DTS_CTL_ensemble
+    else ok=0; fi
+  fi
   if ((!ok)); then
     _dts_fail "could not start the test servers (DURABLE_TEST_KEEP_TMP=1 keeps their logs)"
     return 1
@@ -961,9 +1467,10 @@ durable_servers_start() {
 durable_servers_env() {
   local v
   for v in DURABLE_TEST_REDIS_URL DURABLE_TEST_REDIS_CTL DURABLE_TEST_REDIS_CLUSTER_URLS \
-    DURABLE_TEST_REDIS_CLUSTER_CTL DURABLE_TEST_POSTGRES_URL DURABLE_TEST_POSTGRES_CTL \
-    DURABLE_TEST_MYSQL_URL DURABLE_TEST_MYSQL_CTL DURABLE_TEST_ZOOKEEPER \
-    DURABLE_TEST_ZOOKEEPER_CTL DURABLE_TEST_CHROMIUM DURABLE_TEST_CHROMEDRIVER; do
+    DURABLE_TEST_REDIS_CLUSTER_ALL_URLS DURABLE_TEST_REDIS_CLUSTER_CTL DURABLE_TEST_POSTGRES_URL \
+    DURABLE_TEST_POSTGRES_CTL DURABLE_TEST_MYSQL_URL DURABLE_TEST_MYSQL_CTL \
+    DURABLE_TEST_ZOOKEEPER DURABLE_TEST_ZOOKEEPER_CTL DURABLE_TEST_ZOOKEEPER_ENSEMBLE \
+    DURABLE_TEST_ZOOKEEPER_ENSEMBLE_CTL DURABLE_TEST_CHROMIUM DURABLE_TEST_CHROMEDRIVER; do
     [[ -n ${!v:-} ]] || continue
     if [[ ${!v} =~ ^[A-Za-z0-9_./:,@=+-]+$ ]]; then
       printf 'export %s=%s\n' "$v" "${!v}"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The project's test command: starts throwaway Redis, Redis Cluster, PostgreSQL, MariaDB and
-# ZooKeeper servers on private ports (scripts/test-servers.sh), runs the whole workspace's tests
-# against them with DURABLE_TEST_REQUIRE=1 (a missing server fails the tests instead of skipping
-# them), stops the servers in every case, and exits with cargo's status.
+# The project's test command: starts throwaway Redis, Redis Cluster (three masters with a replica
+# each), PostgreSQL, MariaDB, ZooKeeper and a three-server ZooKeeper ensemble on private ports
+# (scripts/test-servers.sh), runs the whole workspace's tests against them with
+# DURABLE_TEST_REQUIRE=1 (a missing server fails the tests instead of skipping them), stops the
+# servers in every case, and exits with cargo's status.
 #
 # Usage:
 #   scripts/test.sh                       cargo test --workspace --all-features

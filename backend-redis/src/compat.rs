@@ -17,9 +17,41 @@ use crate::scripts::INCREMENT_FN;
 use crate::store::RedisStore;
 use crate::value::Reply;
 
-// KEYS[1] the hash `<keyspace>`, KEYS[2] the counter `<keyspace>last_updated`.
+// KEYS[1] the hash `<keyspace>`, KEYS[2] the counter `<keyspace>last_updated`. Every script
+// validates the counter before it writes anything (Redis does not roll a script back on an
+// error): `{-2, value}` when it is not decimal text of an integer in 0..2^53, or missing while
+// the hash holds entries (`{-2}`).
+const CHECK: &str = r#"
+local function damaged()
+  local c = redis.call('GET', KEYS[2])
+  if not c then
+    if redis.call('EXISTS', KEYS[1]) == 1 then return {-2} end
+    return nil
+  end
+  if not ((c == '0' or string.find(c, '^[1-9]%d*$')) and #c <= 16 and tonumber(c) < 9007199254740992) then
+    return {-2, c}
+  end
+  return nil
+end
+local bad = damaged()
+if bad then return bad end
+"#;
+
+fn script(body: &str) -> Script {
+    Script::new(&format!("{CHECK}\n{body}"))
+}
+
+static PERSIST: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return {1, redis.call('INCRBY', KEYS[2], 1)}
+"#,
+    )
+});
+
 static DEPERSIST: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    script(
         r#"
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return {0} end
 return {1, redis.call('INCRBY', KEYS[2], 1)}
@@ -28,7 +60,7 @@ return {1, redis.call('INCRBY', KEYS[2], 1)}
 });
 
 static INSERT_IF_ABSENT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    script(
         r#"
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then
   return {0, redis.call('HGET', KEYS[1], ARGV[1]), tonumber(redis.call('GET', KEYS[2]) or '0')}
@@ -39,7 +71,7 @@ return {1, redis.call('INCRBY', KEYS[2], 1)}
 });
 
 static POP: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    script(
         r#"
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if not v then return {0} end
@@ -50,7 +82,7 @@ return {1, redis.call('INCRBY', KEYS[2], 1), v}
 });
 
 static INCREMENT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
+    script(&format!(
         r#"{INCREMENT_FN}
 local new = incr(KEYS[1], ARGV[1], ARGV[2])
 if not new then return {{-1}} end
@@ -60,7 +92,7 @@ return {{1, redis.call('INCRBY', KEYS[2], 1), new}}
 });
 
 static BATCH: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    script(
         r#"
 local changes = false
 for i = 1, #ARGV, 3 do
@@ -83,7 +115,7 @@ return {1, redis.call('INCRBY', KEYS[2], 1)}
 });
 
 static CLEAR: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    script(
         r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then return {0} end
 redis.call('DEL', KEYS[1])
@@ -97,12 +129,15 @@ return {1, redis.call('INCRBY', KEYS[2], 1)}
 ///
 /// Created by [`RedisStore::durabledict`]. The hash is named exactly `<keyspace>`; the version
 /// is the integer at `<keyspace>last_updated`, bumped with `INCRBY 1` in the same atomic step as
-/// every change. Tokens have epoch 0 and this counter.
+/// every change. Tokens have epoch 0 and this counter, and no stamp (capability `stamps` is
+/// false: Python writers cannot record one).
 ///
 /// Limits, as in durabledict: no delta sync (every change is a full reload with one
 /// `HGETALL`), no push hints, no compare-and-swap (entries carry no revision), and no epoch:
-/// if the counter key is deleted and counted up again to the same number, a process may miss
-/// the change.
+/// if the counter key is deleted and counted up again to the same number, or the keyspace is
+/// restored from a backup and then written past its old counter, a process may miss the
+/// change. A counter that is not an integer in 0..2^53, or missing while the hash holds
+/// entries, is [`Error::Damaged`]: reads and writes are refused, and nothing is written.
 #[derive(Clone)]
 pub struct DurabledictBackend {
     store: RedisStore,
@@ -124,6 +159,9 @@ fn token(counter: i64, operation: Operation) -> Result<Version> {
         .map(|c| Version::new(0, c))
         .map_err(|_| bad_reply(operation, format!("negative last_updated {counter}")))
 }
+
+/// The largest counter accepted (2^53 - 1), as in the native layout.
+const COUNTER_LIMIT: u64 = 1 << 53;
 
 impl DurabledictBackend {
     pub(crate) fn new(store: RedisStore, keyspace: &str) -> Result<Self> {
@@ -165,7 +203,57 @@ impl DurabledictBackend {
             .map_err(|e| map_err(operation, e))?;
         let mut reply = Reply::new(value, operation)?;
         let status = reply.int()?;
+        if status == -2 {
+            let value = if reply.len() > 0 {
+                reply.opt_bytes()?
+            } else {
+                None
+            };
+            return Err(self.damaged(operation, value.as_deref()));
+        }
         Ok((status, reply))
+    }
+
+    /// The error for a counter holding `value` (`None`: missing while the hash has entries).
+    fn damaged(&self, operation: Operation, value: Option<&[u8]>) -> Error {
+        let found = match value {
+            None => "missing while the hash holds entries".to_owned(),
+            Some(v) => format!("{:?}", String::from_utf8_lossy(&v[..v.len().min(64)])),
+        };
+        Error::Damaged {
+            backend: "redis".into(),
+            operation,
+            reason: format!(
+                "durabledict keyspace {}: counter {} is {found}, expected a decimal integer in 0..2^53",
+                self.hash, self.counter
+            ),
+        }
+    }
+
+    /// The token for the counter's text `counter` (`None`: missing), validated as the scripts
+    /// validate it; `has_entries` says whether the hash exists.
+    fn validate(
+        &self,
+        counter: Option<&[u8]>,
+        has_entries: bool,
+        operation: Operation,
+    ) -> Result<Version> {
+        let Some(text) = counter else {
+            return if has_entries {
+                Err(self.damaged(operation, None))
+            } else {
+                Ok(Version::new(0, 0))
+            };
+        };
+        let canonical = !text.is_empty()
+            && text.iter().all(u8::is_ascii_digit)
+            && (text.len() == 1 || text[0] != b'0');
+        canonical
+            .then(|| std::str::from_utf8(text).ok()?.parse::<u64>().ok())
+            .flatten()
+            .filter(|c| *c < COUNTER_LIMIT)
+            .map(|c| Version::new(0, c))
+            .ok_or_else(|| self.damaged(operation, Some(text)))
     }
 }
 
@@ -185,16 +273,15 @@ impl Backend for DurabledictBackend {
     }
 
     async fn persist(&self, key: &str, value: Bytes) -> Result<Version> {
-        let mut conn = self.store.conn();
-        let (counter,): (i64,) = redis::pipe()
-            .atomic()
-            .hset(&self.hash, key, value.as_ref())
-            .ignore()
-            .incr(&self.counter, 1)
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| map_err(Operation::Persist, e))?;
-        token(counter, Operation::Persist)
+        let (status, mut reply) = self
+            .run(&PERSIST, Operation::Persist, |inv| {
+                inv.arg(key).arg(value.as_ref());
+            })
+            .await?;
+        if status != 1 {
+            return Err(bad_reply(Operation::Persist, format!("status {status}")));
+        }
+        token(reply.int()?, Operation::Persist)
     }
 
     async fn depersist(&self, key: &str) -> Result<Option<Version>> {
@@ -211,14 +298,14 @@ impl Backend for DurabledictBackend {
 
     async fn durables(&self) -> Result<Load> {
         let mut conn = self.store.conn();
-        let (counter, entries): (Option<i64>, HashMap<String, Vec<u8>>) = redis::pipe()
+        let (counter, entries): (Option<Vec<u8>>, HashMap<String, Vec<u8>>) = redis::pipe()
             .atomic()
             .get(&self.counter)
             .hgetall(&self.hash)
             .query_async(&mut conn)
             .await
             .map_err(|e| map_err(Operation::Load, e))?;
-        let version = token(counter.unwrap_or(0), Operation::Load)?;
+        let version = self.validate(counter.as_deref(), !entries.is_empty(), Operation::Load)?;
         Ok(Load {
             version,
             entries: entries
@@ -235,12 +322,24 @@ impl Backend for DurabledictBackend {
 
     async fn last_updated(&self) -> Result<Version> {
         let mut conn = self.store.conn();
-        let counter: Option<i64> = redis::cmd("GET")
+        let counter: Option<Vec<u8>> = redis::cmd("GET")
             .arg(&self.counter)
             .query_async(&mut conn)
             .await
             .map_err(|e| map_err(Operation::Version, e))?;
-        token(counter.unwrap_or(0), Operation::Version)
+        if counter.is_some() {
+            return self.validate(counter.as_deref(), true, Operation::Version);
+        }
+        // No counter: a new keyspace, or a damaged one if the hash holds entries (read both
+        // at once, as a writer may have created both meanwhile).
+        let (counter, exists): (Option<Vec<u8>>, bool) = redis::pipe()
+            .atomic()
+            .get(&self.counter)
+            .exists(&self.hash)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| map_err(Operation::Version, e))?;
+        self.validate(counter.as_deref(), exists, Operation::Version)
     }
 
     async fn persist_if_absent(&self, key: &str, value: Bytes) -> Result<IfAbsent> {

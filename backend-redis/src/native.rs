@@ -34,6 +34,7 @@ pub(crate) struct Keys {
     pub(crate) log: String,
     pub(crate) tombstones: String,
     pub(crate) expiries: String,
+    pub(crate) stamps: String,
     pub(crate) channel: String,
 }
 
@@ -46,6 +47,7 @@ impl Keys {
             log: format!("{prefix}log"),
             tombstones: format!("{prefix}tombstones"),
             expiries: format!("{prefix}expiries"),
+            stamps: format!("{prefix}stamps"),
             channel: format!("{prefix}hints"),
         }
     }
@@ -93,7 +95,8 @@ impl RedisBackend {
         }
     }
 
-    /// The Redis key of the version record (a hash with fields `epoch`, `counter`, `oldest`).
+    /// The Redis key of the version record (a hash with fields `epoch`, `counter`, `stamp`,
+    /// `parent`, `oldest`).
     pub fn version_key(&self) -> &str {
         &self.keys.version
     }
@@ -108,14 +111,16 @@ impl RedisBackend {
         &self.keys.channel
     }
 
-    /// Every Redis key of this dictionary (version, entries, change log, tombstones, expiries).
-    pub fn redis_keys(&self) -> [&str; 5] {
+    /// Every Redis key of this dictionary: version, entries, change log, tombstones, expiries
+    /// and stamp history (the hint channel is not a key).
+    pub fn redis_keys(&self) -> [&str; 6] {
         [
             &self.keys.version,
             &self.keys.entries,
             &self.keys.log,
             &self.keys.tombstones,
             &self.keys.expiries,
+            &self.keys.stamps,
         ]
     }
 
@@ -126,7 +131,8 @@ impl RedisBackend {
         let value = self
             .run(&scripts::FORGET_HISTORY, Operation::Changes, |_| {})
             .await?;
-        Reply::new(value, Operation::Changes)?.version()
+        let mut reply = self.status(value, Operation::Changes)?.1;
+        reply.version()
     }
 
     /// Invokes a native script with the common keys and arguments, then `extra` arguments.
@@ -139,13 +145,23 @@ impl RedisBackend {
         let options = &self.store.inner.options;
         let mut conn = self.store.conn();
         let mut invocation = script.prepare_invoke();
+        // Fresh stamps: one for a version record the script may have to create, one for the
+        // write; as decimal text for the record and as bytes for the stamp history.
+        let (created, written) = (Version::new_stamp(), Version::new_stamp());
+        let mut stamps = [0u8; 16];
+        stamps[..8].copy_from_slice(&created.to_be_bytes());
+        stamps[8..].copy_from_slice(&written.to_be_bytes());
         invocation
             .key(&self.keys.version)
             .key(&self.keys.entries)
             .key(&self.keys.log)
             .key(&self.keys.tombstones)
             .key(&self.keys.expiries)
+            .key(&self.keys.stamps)
             .arg(rand::random::<u64>().to_string())
+            .arg(created.to_string())
+            .arg(written.to_string())
+            .arg(&stamps[..])
             .arg(u64::try_from(options.tombstone_retention().as_millis()).unwrap_or(u64::MAX))
             .arg(conn.publish_command())
             .arg(&self.keys.channel);
@@ -163,15 +179,52 @@ impl RedisBackend {
         extra: impl FnOnce(&mut redis::ScriptInvocation<'_>),
     ) -> Result<Written> {
         let value = self.run(script, operation, extra).await?;
-        let mut reply = Reply::new(value, operation)?;
-        match reply.int()? {
-            0 => Ok(Written::Unchanged(reply)),
-            1 => {
+        match self.status(value, operation)? {
+            (0, reply) => Ok(Written::Unchanged(reply)),
+            (1, mut reply) => {
                 let version = reply.version()?;
                 Ok(Written::Changed(version, reply))
             }
-            -1 => Ok(Written::NotAnInteger),
-            other => Err(bad_reply(operation, format!("unknown status {other}"))),
+            (-1, _) => Ok(Written::NotAnInteger),
+            (other, _) => Err(bad_reply(operation, format!("unknown status {other}"))),
+        }
+    }
+
+    /// The status a script's reply starts with and the rest of the reply; a damaged version
+    /// record (`{-2, field, value}`) is an [`Error::Damaged`].
+    fn status(&self, value: Value, operation: Operation) -> Result<(i64, Reply)> {
+        let mut reply = Reply::new(value, operation)?;
+        let status = reply.int()?;
+        if status == -2 {
+            let field = reply.string()?;
+            let value = reply.opt_bytes()?;
+            return Err(self.damaged(operation, &field, value.as_deref()));
+        }
+        Ok((status, reply))
+    }
+
+    /// The error for a version record whose `field` holds `value` (`None`: missing).
+    fn damaged(&self, operation: Operation, field: &str, value: Option<&[u8]>) -> Error {
+        let expected = match field {
+            "epoch" => "a decimal 64-bit integer without leading zeros",
+            "parent" => "a decimal 64-bit integer",
+            "stamp" => "a non-zero decimal 64-bit integer without leading zeros",
+            _ => "a decimal integer in 0..2^53",
+        };
+        let found = match value {
+            None => "missing".to_owned(),
+            Some(v) => {
+                let text = String::from_utf8_lossy(&v[..v.len().min(64)]);
+                format!("{text:?}")
+            }
+        };
+        Error::Damaged {
+            backend: "redis".into(),
+            operation,
+            reason: format!(
+                "dictionary {}/{}: field `{field}` of {} is {found}, expected {expected}",
+                self.namespace, self.dictionary, self.keys.version
+            ),
         }
     }
 
@@ -197,7 +250,7 @@ impl RedisBackend {
                 inv.arg("0").arg(chunk);
             })
             .await?;
-        let mut reply = Reply::new(value, Operation::Load)?;
+        let mut reply = self.status(value, Operation::Load)?.1;
         let version = reply.version()?;
         let next = reply.string()?;
         into.reserve(reply.len() / 4);
@@ -377,6 +430,66 @@ impl RedisBackend {
     }
 }
 
+/// The fields of the version record, in the order [`parse_record`] takes them.
+const RECORD_FIELDS: [&str; 5] = ["epoch", "counter", "stamp", "parent", "oldest"];
+
+/// Counters (and `oldest`) stay below 2^53, where Lua's numbers (doubles) are exact.
+const COUNTER_LIMIT: u64 = 1 << 53;
+
+/// Decimal text of a `u64`: 1 to 20 digits, at most `u64::MAX` (leading zeros allowed unless
+/// `canonical`), as the scripts check it.
+fn decimal_u64(text: &[u8], canonical: bool) -> Option<u64> {
+    let ok = (1..=20).contains(&text.len())
+        && text.iter().all(u8::is_ascii_digit)
+        && (!canonical || text.len() == 1 || text[0] != b'0');
+    ok.then(|| std::str::from_utf8(text).ok()?.parse().ok())
+        .flatten()
+}
+
+/// A counter (or `oldest`): 1 to 16 digits, below 2^53.
+fn decimal_count(text: &[u8]) -> Option<u64> {
+    (text.len() <= 16)
+        .then(|| decimal_u64(text, false))
+        .flatten()
+        .filter(|c| *c < COUNTER_LIMIT)
+}
+
+/// Why a version record read with `HMGET` gives no token.
+#[derive(Debug, PartialEq, Eq)]
+enum Unusable<'a> {
+    /// No record, or one from before stamps: the scripts create it afresh.
+    Missing,
+    /// A damaged field and its value (`None`: missing).
+    Damaged(&'static str, Option<&'a [u8]>),
+}
+
+/// The token of a version record read with `HMGET` of [`RECORD_FIELDS`], validated as the
+/// scripts validate it.
+fn parse_record(fields: &[Option<Vec<u8>>]) -> Result<Version, Unusable<'_>> {
+    let field = |i: usize| fields.get(i).and_then(Option::as_deref);
+    if (0..4).all(|i| field(i).is_none()) {
+        return Err(Unusable::Missing);
+    }
+    let damaged = |i: usize| Unusable::Damaged(RECORD_FIELDS[i], field(i));
+    // Epoch and stamp are compared as text by the scripts: canonical.
+    let epoch = field(0)
+        .and_then(|t| decimal_u64(t, true))
+        .ok_or_else(|| damaged(0))?;
+    let counter = field(1).and_then(decimal_count).ok_or_else(|| damaged(1))?;
+    if field(2).is_none() && field(3).is_none() {
+        return Err(Unusable::Missing);
+    }
+    let stamp = field(2)
+        .and_then(|t| decimal_u64(t, true))
+        .filter(|s| *s != 0)
+        .ok_or_else(|| damaged(2))?;
+    let parent = field(3)
+        .and_then(|t| decimal_u64(t, false))
+        .ok_or_else(|| damaged(3))?;
+    field(4).and_then(decimal_count).ok_or_else(|| damaged(4))?;
+    Ok(Version::stamped(epoch, counter, stamp, parent))
+}
+
 /// One entry being loaded.
 struct Loading {
     value: Bytes,
@@ -495,47 +608,44 @@ impl Backend for RedisBackend {
 
     async fn last_updated(&self) -> Result<Version> {
         let mut conn = self.store.conn();
-        let (epoch, counter): (Option<String>, Option<String>) = redis::cmd("HMGET")
+        let fields: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
             .arg(&self.keys.version)
-            .arg("epoch")
-            .arg("counter")
+            .arg(&RECORD_FIELDS[..])
             .query_async(&mut conn)
             .await
             .map_err(|e| map_err(Operation::Version, e))?;
-        match (epoch, counter) {
-            (Some(epoch), Some(counter)) => {
-                let epoch = epoch.parse::<u64>();
-                let counter = counter.parse::<u64>();
-                match (epoch, counter) {
-                    (Ok(e), Ok(c)) => Ok(Version::new(e, c)),
-                    _ => Err(bad_reply(
-                        Operation::Version,
-                        format!("the version record {} is corrupt", self.keys.version),
-                    )),
-                }
+        match parse_record(&fields) {
+            Ok(version) => Ok(version),
+            Err(Unusable::Damaged(field, value)) => {
+                Err(self.damaged(Operation::Version, field, value))
             }
-            // No version record (new dictionary, flushed or evicted): create it with a fresh
-            // epoch, so the token differs from every earlier one.
-            _ => {
+            // No version record (new dictionary, flushed or evicted), or one written before
+            // stamps existed: create it afresh, so the token differs from every earlier one.
+            Err(Unusable::Missing) => {
                 let value = self
                     .run(&scripts::TOUCH, Operation::Version, |_| {})
                     .await?;
-                Reply::new(value, Operation::Version)?.version()
+                self.status(value, Operation::Version)?.1.version()
             }
         }
     }
 
     async fn changes_since(&self, since: Version) -> Result<Changes> {
         let max = self.store.inner.options.max_delta();
+        let mut slot = [0u8; 16];
+        slot[..8].copy_from_slice(&since.counter().to_be_bytes());
+        slot[8..].copy_from_slice(&since.stamp().to_be_bytes());
         let value = self
             .run(&scripts::CHANGES, Operation::Changes, |inv| {
                 inv.arg(since.epoch().to_string())
                     .arg(since.counter())
+                    .arg(since.stamp().to_string())
+                    .arg(&slot[..])
                     .arg(max);
             })
             .await?;
-        let mut reply = Reply::new(value, Operation::Changes)?;
-        if reply.int()? == 0 {
+        let (status, mut reply) = self.status(value, Operation::Changes)?;
+        if status == 0 {
             return Ok(Changes::TooOld);
         }
         let version = reply.version()?;
@@ -719,6 +829,113 @@ impl Backend for RedisBackend {
                 Ok(Some(Swept { version, keys }))
             }
             _ => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod record_tests {
+    use super::*;
+
+    fn record(fields: [Option<&str>; 5]) -> Vec<Option<Vec<u8>>> {
+        fields
+            .iter()
+            .map(|f| f.map(|s| s.as_bytes().to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn a_valid_record_is_a_stamped_token() {
+        let r = record([Some("7"), Some("12"), Some("99"), Some("0"), Some("3")]);
+        let v = parse_record(&r).unwrap();
+        assert_eq!(
+            (v.epoch(), v.counter(), v.stamp(), v.parent()),
+            (7, 12, 99, 0)
+        );
+        let max = u64::MAX.to_string();
+        let r = record([
+            Some(&max),
+            Some("9007199254740991"),
+            Some(&max),
+            Some(&max),
+            Some("0"),
+        ]);
+        assert!(parse_record(&r).is_ok());
+        // Leading zeros are fine where the scripts read numbers, not where they compare text.
+        let r = record([Some("0"), Some("012"), Some("1"), Some("007"), Some("03")]);
+        let v = parse_record(&r).unwrap();
+        assert_eq!((v.counter(), v.parent()), (12, 7));
+    }
+
+    #[test]
+    fn no_record_or_one_without_stamps_is_missing() {
+        assert_eq!(parse_record(&record([None; 5])), Err(Unusable::Missing));
+        let old = record([Some("7"), Some("12"), None, None, Some("3")]);
+        assert_eq!(parse_record(&old), Err(Unusable::Missing));
+        let only_oldest = record([None, None, None, None, Some("3")]);
+        assert_eq!(parse_record(&only_oldest), Err(Unusable::Missing));
+    }
+
+    #[test]
+    fn damaged_fields_are_named() {
+        let ok = ["7", "12", "99", "5", "3"];
+        let bad: [&[&str]; 5] = [
+            &[
+                "",
+                "x",
+                "-1",
+                "+7",
+                "07",
+                "1e3",
+                "18446744073709551616",
+                "7 ",
+            ],
+            &[
+                "",
+                "garbage",
+                "-5",
+                "9007199254740992",
+                "9007199254740993",
+                "1e300",
+            ],
+            &["", "0", "00", "012", "x", "18446744073709551616", "-1"],
+            &[
+                "",
+                "x",
+                "-1",
+                "18446744073709551616",
+                "000000000000000000001",
+            ],
+            &[
+                "",
+                "x",
+                "-1",
+                "9007199254740992",
+                "1.5",
+                "00000000000000001",
+            ],
+        ];
+        for (i, values) in bad.iter().enumerate() {
+            let mut missing: Vec<Option<&str>> = ok.iter().map(|s| Some(*s)).collect();
+            missing[i] = None;
+            // Stamp or parent alone missing is damage (both missing: from before stamps).
+            let r = record(missing.try_into().unwrap());
+            assert_eq!(
+                parse_record(&r),
+                Err(Unusable::Damaged(RECORD_FIELDS[i], None)),
+                "field {i} missing"
+            );
+            for value in *values {
+                let mut fields: Vec<Option<&str>> = ok.iter().map(|s| Some(*s)).collect();
+                fields[i] = Some(value);
+                let r = record(fields.try_into().unwrap());
+                assert_eq!(
+                    parse_record(&r),
+                    Err(Unusable::Damaged(RECORD_FIELDS[i], Some(value.as_bytes()))),
+                    "field {} = {value:?}",
+                    RECORD_FIELDS[i]
+                );
+            }
         }
     }
 }

@@ -131,15 +131,28 @@ impl Reply {
         }
     }
 
-    /// A version token sent as (epoch text, counter).
+    /// A version token sent as (epoch text, counter, stamp text, parent text).
     pub(crate) fn version(&mut self) -> Result<Version, Error> {
-        let epoch = self.bytes()?;
-        let epoch = std::str::from_utf8(&epoch)
+        let epoch = self.decimal("epoch")?;
+        let counter = self.u64()?;
+        let stamp = self.decimal("stamp")?;
+        let parent = self.decimal("parent")?;
+        Ok(Version::stamped(epoch, counter, stamp, parent))
+    }
+
+    /// A 64-bit unsigned integer sent as decimal text (epochs and stamps, which Lua keeps as
+    /// text because its numbers are doubles).
+    fn decimal(&mut self, what: &str) -> Result<u64, Error> {
+        let text = self.bytes()?;
+        std::str::from_utf8(&text)
             .ok()
             .and_then(|s| s.parse::<u64>().ok())
-            .ok_or_else(|| bad_reply(self.operation, "the version record's epoch is corrupt"))?;
-        let counter = self.u64()?;
-        Ok(Version::new(epoch, counter))
+            .ok_or_else(|| {
+                bad_reply(
+                    self.operation,
+                    format!("the token's {what} is not a number"),
+                )
+            })
     }
 }
 

@@ -258,7 +258,7 @@ async fn main() {
             .await
             .unwrap();
         bench("mysql", Store::My(my.clone()), &sizes, &mut json).await;
-        for t in [my.entries_table(), my.versions_table()] {
+        for t in [my.entries_table(), my.versions_table(), my.stamps_table()] {
             sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {t}")))
                 .execute(my.pool())
                 .await
@@ -274,7 +274,7 @@ async fn main() {
 }
 
 async fn drop_tables_pg(pg: &PostgresStore) {
-    for t in [pg.entries_table(), pg.versions_table()] {
+    for t in [pg.entries_table(), pg.versions_table(), pg.stamps_table()] {
         sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {t}")))
             .execute(pg.pool())
             .await

@@ -3,7 +3,9 @@
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use durable_core::{Error, Operation, StoreTime};
+use durable_core::{Error, StoreTime};
+
+use crate::record::COUNTER_LIMIT;
 
 /// Options shared by every SQL store.
 ///
@@ -51,16 +53,17 @@ impl fmt::Debug for SqlOptions {
 }
 
 impl SqlOptions {
-    /// The defaults: table prefix `durable` (tables `durable_entries` and `durable_versions`),
-    /// tombstones kept one hour, at most 8 connections, schema created on open, 5 s to get a
-    /// connection.
+    /// The defaults: table prefix `durable` (tables `durable_entries`, `durable_versions` and
+    /// `durable_stamps`), tombstones kept one hour, at most 8 connections, schema created on
+    /// open, 5 s to get a connection.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// The prefix of the two table names (`{prefix}_entries`, `{prefix}_versions`). It must be an
-    /// identifier: 1 to 40 characters from `a-z A-Z 0-9 _`, not starting with a digit; checked
-    /// when the store connects ([`Error::Config`] otherwise).
+    /// The prefix of the table names (`{prefix}_entries`, `{prefix}_versions`,
+    /// `{prefix}_stamps`). It must be an identifier: 1 to 40 characters from `a-z A-Z 0-9 _`,
+    /// not starting with a digit; checked when the store connects ([`Error::Config`]
+    /// otherwise).
     pub fn with_table_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.table_prefix = prefix.into();
         self
@@ -228,98 +231,10 @@ pub(crate) fn fresh_epoch() -> i64 {
     }
 }
 
-/// Converts stored BIGINTs back to a token.
-pub(crate) fn version_of(epoch: i64, counter: i64) -> durable_core::Version {
-    durable_core::Version::new(epoch as u64, counter as u64)
-}
-
-/// Is this driver error a sign that the database cannot be reached (rather than a bug or a bad
-/// statement)?
-pub(crate) fn is_unavailable(err: &sqlx::Error) -> bool {
-    match err {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(db) => {
-            #[cfg(feature = "mysql")]
-            if let Some(my) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
-                // Too many connections, shutdown in progress, server gone, lost connection,
-                // lock wait timeout, deadlock, server shutting down.
-                if matches!(my.number(), 1040 | 1053 | 2006 | 2013 | 1205 | 1213 | 1927) {
-                    return true;
-                }
-            }
-            if is_retryable(err) {
-                return true;
-            }
-            let code = db.code();
-            let code = code.as_deref().unwrap_or("");
-            // PostgreSQL: class 08 (connection exception), 57P01..57P03 (shutting down,
-            // cannot connect now), 53300 (too many connections).
-            code.starts_with("08")
-                || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
-                // SQLite: SQLITE_BUSY, SQLITE_LOCKED, SQLITE_CANTOPEN (and extended codes).
-                || matches!(code, "5" | "6" | "14" | "261" | "262" | "517")
-                || db.message().contains("terminating connection")
-        }
-        _ => false,
-    }
-}
-
-/// A deadlock or serialization failure: the transaction may simply be run again.
-pub(crate) fn is_retryable(err: &sqlx::Error) -> bool {
-    match err {
-        sqlx::Error::Database(db) => {
-            matches!(db.code().as_deref(), Some("40001" | "40P01"))
-        }
-        _ => false,
-    }
-}
-
-/// Runs a write transaction again, up to 20 times, while the database rolls it back as a
-/// deadlock or serialization failure (it then wrote nothing, so running it again is safe).
-pub(crate) async fn retry_rolled_back<T, F, Fut>(mut write: F) -> durable_core::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = durable_core::Result<T>>,
-{
-    let mut attempt = 0;
-    loop {
-        match write().await {
-            Err(e) if attempt < 20 && rolled_back(&e) => {
-                retry_pause(attempt).await;
-                attempt += 1;
-            }
-            other => return other,
-        }
-    }
-}
-
-/// True for an error that says the database rolled the transaction back as a deadlock.
-fn rolled_back(error: &Error) -> bool {
-    match error {
-        Error::Unavailable { source, .. } | Error::Backend { source, .. } => source
-            .downcast_ref::<sqlx::Error>()
-            .is_some_and(is_retryable),
-        _ => false,
-    }
-}
-
-/// A short random pause before retrying after a deadlock.
-pub(crate) async fn retry_pause(attempt: u32) {
-    let micros = rand::random_range(200..2000) * u64::from(attempt + 1);
-    tokio::time::sleep(std::time::Duration::from_micros(micros)).await;
-}
-
-/// Maps a driver error into durable's categories.
-pub(crate) fn map_err(backend: &str, operation: Operation, err: sqlx::Error) -> Error {
-    if is_unavailable(&err) {
-        Error::unavailable(backend, operation, err)
-    } else {
-        Error::backend(backend, operation, err)
-    }
+/// A fresh random stamp for a write ([`Version::new_stamp`](durable_core::Version::new_stamp),
+/// never 0), as stored: the u64's bits in a signed BIGINT.
+pub(crate) fn fresh_stamp() -> i64 {
+    durable_core::Version::new_stamp() as i64
 }
 
 /// The PostgreSQL `NOTIFY` channel of the tables with this prefix; the payload of a write is
@@ -349,21 +264,43 @@ pub(crate) enum Dialect {
 pub(crate) struct Sql {
     pub(crate) entries: String,
     pub(crate) versions: String,
+    pub(crate) stamps: String,
     /// DDL statements, run in order.
     pub(crate) schema: Vec<String>,
-    /// (ns, dict) -> epoch, counter, oldest_served.
+    /// (table name) -> the name of each of its columns.
+    pub(crate) columns: String,
+    /// Columns the versions table gained after its first release, each with the statement that
+    /// adds it to a table created before (run by the migration when the column is missing).
+    pub(crate) added_columns: Vec<(&'static str, String)>,
+    /// (ns, dict) -> epoch, counter, stamp, parent, oldest_served (read loosely, see
+    /// [`RawRecord`](crate::record::RawRecord)).
     pub(crate) select_version: String,
-    /// (ns, dict) -> epoch, counter; locks the row in a write transaction.
+    /// `select_version` that also locks the row in a write transaction.
     pub(crate) lock_version: String,
-    /// (ns, dict): adds one to the counter, which locks the version row until the transaction
-    /// ends; returns the new epoch, counter where the dialect has `UPDATE ... RETURNING`.
+    /// (slot, ns, dict) -> the columns of `select_version`, then the counter and stamp the stamp
+    /// history holds in that slot (NULL if none).
+    pub(crate) select_version_at: String,
+    /// (stamp, ns, dict): if the version record is valid (the rows
+    /// [`RawRecord::check`](crate::record::RawRecord::check) accepts), adds one to its counter,
+    /// moves its stamp to `parent` and stores the new stamp, which locks the row until the
+    /// transaction ends; returns epoch, counter, parent of the new state where the dialect has
+    /// `UPDATE ... RETURNING` (no row: the record is missing, damaged or unstamped).
     pub(crate) bump: String,
-    /// Where `bump` returns nothing (MySQL): `lock_version`, run after it to read the new
-    /// counter.
+    /// Where `bump` returns nothing (MySQL): (ns, dict) -> epoch, counter, parent, run after it
+    /// when it changed a row.
     pub(crate) read_bumped: Option<String>,
-    /// (ns, dict, epoch, ns, dict): creates the version row if missing, counter = highest
-    /// stored revision.
+    /// Whether `bump` also records the new stamp in the history (PostgreSQL, in one statement);
+    /// otherwise `record_stamp` runs after it.
+    pub(crate) bump_records_stamp: bool,
+    /// (ns, dict, slot, counter, stamp): stores the stamp of `counter` in the history.
+    pub(crate) record_stamp: String,
+    /// (ns, dict) -> the highest revision stored (tombstones included), NULL if none.
+    pub(crate) max_revision: String,
+    /// (ns, dict, epoch, counter, oldest_served, stamp): creates the version record unless one
+    /// exists (then it affects no row).
     pub(crate) insert_version: String,
+    /// (epoch, counter, oldest_served, stamp, ns, dict): replaces the version record's values.
+    pub(crate) reset_version: String,
     /// () -> the database's clock: milliseconds since the Unix epoch, a BIGINT.
     pub(crate) now: String,
     /// (ns, dict, key) -> key, value, revision, expires_at of a live entry; locks it in a write
@@ -399,31 +336,47 @@ pub(crate) struct Sql {
     pub(crate) delete_entries: String,
     /// (ns, dict)
     pub(crate) delete_version: String,
+    /// (ns, dict)
+    pub(crate) delete_stamps: String,
     dialect: Dialect,
+}
+
+/// What differs between the dialects, for [`Sql::new`].
+struct DialectSql {
+    /// The row lock suffix of a `SELECT` in a write transaction.
+    lock: &'static str,
+    schema: Vec<String>,
+    columns: &'static str,
+    /// `INSERT` that does nothing on a duplicate primary key: its start and its end.
+    insert_or_ignore: (&'static str, &'static str),
+    /// The end of an upsert of an entry, and of a stamp history row.
+    upsert_tail: String,
+    stamp_upsert_tail: String,
+    /// The conditions a valid version record meets (see `Sql::bump`).
+    valid: String,
+    /// The database's clock in milliseconds since the Unix epoch.
+    clock: &'static str,
 }
 
 impl Sql {
     pub(crate) fn new(dialect: Dialect, prefix: &str) -> Sql {
         let e = format!("{prefix}_entries");
         let v = format!("{prefix}_versions");
-        // Each dialect: the row lock suffix, the DDL, the version row creation, the end of an
-        // upsert, and the database's clock in milliseconds since the Unix epoch.
+        let s = format!("{prefix}_stamps");
+        // A valid record's counter can be bumped and stays below 2^53; stamp 0 (or NULL) means
+        // "written before stamps existed". PostgreSQL and MySQL columns hold only integers.
+        let valid_counter = format!("counter >= 0 AND counter < {COUNTER_LIMIT} AND stamp <> 0");
         #[allow(unreachable_patterns)]
-        let (lock, schema, insert_version, upsert_tail, clock): (
-            &str,
-            Vec<String>,
-            String,
-            String,
-            &str,
-        ) = match dialect {
+        let d: DialectSql = match dialect {
             #[cfg(feature = "postgres")]
-            Dialect::Postgres => (
-                " FOR UPDATE",
-                vec![
+            Dialect::Postgres => DialectSql {
+                lock: " FOR UPDATE",
+                schema: vec![
                     format!(
                         "CREATE TABLE IF NOT EXISTS {v} (namespace TEXT NOT NULL, dictionary TEXT \
                          NOT NULL, epoch BIGINT NOT NULL, counter BIGINT NOT NULL, oldest_served \
-                         BIGINT NOT NULL DEFAULT 0, PRIMARY KEY (namespace, dictionary))"
+                         BIGINT NOT NULL DEFAULT 0, stamp BIGINT, parent BIGINT NOT NULL DEFAULT \
+                         0, PRIMARY KEY (namespace, dictionary))"
                     ),
                     format!(
                         "CREATE TABLE IF NOT EXISTS {e} (namespace TEXT NOT NULL, dictionary TEXT \
@@ -440,28 +393,37 @@ impl Sql {
                         "CREATE INDEX IF NOT EXISTS {e}_expiry ON {e} (namespace, dictionary, \
                          expires_at) WHERE expires_at IS NOT NULL"
                     ),
+                    format!(
+                        "CREATE TABLE IF NOT EXISTS {s} (namespace TEXT NOT NULL, dictionary TEXT \
+                         NOT NULL, slot BIGINT NOT NULL, counter BIGINT NOT NULL, stamp BIGINT \
+                         NOT NULL, PRIMARY KEY (namespace, dictionary, slot))"
+                    ),
                 ],
-                format!(
-                    "INSERT INTO {v} (namespace, dictionary, epoch, counter, oldest_served) \
-                     SELECT ?, ?, ?, m, m FROM (SELECT COALESCE(MAX(revision), 0) AS m FROM {e} \
-                     WHERE namespace = ? AND dictionary = ?) AS s ON CONFLICT DO NOTHING"
-                ),
-                " ON CONFLICT (namespace, dictionary, entry_key) DO UPDATE SET value = \
-                 EXCLUDED.value, revision = EXCLUDED.revision, tombstone = FALSE, written_at = \
-                 EXCLUDED.written_at, expires_at = EXCLUDED.expires_at"
+                // `to_regclass` resolves the name as an unquoted identifier would be.
+                columns: "SELECT attname::text FROM pg_attribute WHERE attrelid = to_regclass(?) \
+                          AND attnum > 0 AND NOT attisdropped",
+                insert_or_ignore: ("INSERT INTO", " ON CONFLICT DO NOTHING"),
+                upsert_tail: " ON CONFLICT (namespace, dictionary, entry_key) DO UPDATE SET value \
+                              = EXCLUDED.value, revision = EXCLUDED.revision, tombstone = FALSE, \
+                              written_at = EXCLUDED.written_at, expires_at = EXCLUDED.expires_at"
                     .to_owned(),
+                stamp_upsert_tail: " ON CONFLICT (namespace, dictionary, slot) DO UPDATE SET \
+                                    counter = EXCLUDED.counter, stamp = EXCLUDED.stamp"
+                    .to_owned(),
+                valid: valid_counter,
                 // The time of the statement, not of the transaction's start (`now()`).
-                "(extract(epoch FROM clock_timestamp()) * 1000)::bigint",
-            ),
+                clock: "(extract(epoch FROM clock_timestamp()) * 1000)::bigint",
+            },
             #[cfg(feature = "mysql")]
-            Dialect::MySql => (
-                " FOR UPDATE",
-                vec![
+            Dialect::MySql => DialectSql {
+                lock: " FOR UPDATE",
+                schema: vec![
                     format!(
                         "CREATE TABLE IF NOT EXISTS {v} (namespace VARBINARY(128) NOT NULL, \
                          dictionary VARBINARY(128) NOT NULL, epoch BIGINT NOT NULL, counter \
-                         BIGINT NOT NULL, oldest_served BIGINT NOT NULL DEFAULT 0, PRIMARY KEY \
-                         (namespace, dictionary)) ENGINE=InnoDB"
+                         BIGINT NOT NULL, oldest_served BIGINT NOT NULL DEFAULT 0, stamp BIGINT \
+                         NULL, parent BIGINT NOT NULL DEFAULT 0, PRIMARY KEY (namespace, \
+                         dictionary)) ENGINE=InnoDB"
                     ),
                     format!(
                         "CREATE TABLE IF NOT EXISTS {e} (namespace VARBINARY(128) NOT NULL, \
@@ -472,30 +434,38 @@ impl Sql {
                          entry_key), INDEX {e}_revision (namespace, dictionary, revision), \
                          INDEX {e}_expiry (namespace, dictionary, expires_at)) ENGINE=InnoDB"
                     ),
+                    format!(
+                        "CREATE TABLE IF NOT EXISTS {s} (namespace VARBINARY(128) NOT NULL, \
+                         dictionary VARBINARY(128) NOT NULL, slot BIGINT NOT NULL, counter \
+                         BIGINT NOT NULL, stamp BIGINT NOT NULL, PRIMARY KEY (namespace, \
+                         dictionary, slot)) ENGINE=InnoDB"
+                    ),
                 ],
-                format!(
-                    "INSERT INTO {v} (namespace, dictionary, epoch, counter, oldest_served) \
-                     SELECT ?, ?, ?, m, m FROM (SELECT COALESCE(MAX(revision), 0) AS m FROM {e} \
-                     WHERE namespace = ? AND dictionary = ?) AS s ON DUPLICATE KEY UPDATE \
-                     namespace = namespace"
-                ),
-                " ON DUPLICATE KEY UPDATE value = VALUES(value), revision = VALUES(revision), \
-                 tombstone = FALSE, written_at = VALUES(written_at), expires_at = \
-                 VALUES(expires_at)"
+                columns: "SELECT column_name FROM information_schema.columns WHERE table_schema \
+                          = DATABASE() AND table_name = ?",
+                insert_or_ignore: ("INSERT IGNORE INTO", ""),
+                upsert_tail: " ON DUPLICATE KEY UPDATE value = VALUES(value), revision = \
+                              VALUES(revision), tombstone = FALSE, written_at = \
+                              VALUES(written_at), expires_at = VALUES(expires_at)"
                     .to_owned(),
+                stamp_upsert_tail: " ON DUPLICATE KEY UPDATE counter = VALUES(counter), stamp = \
+                                    VALUES(stamp)"
+                    .to_owned(),
+                valid: valid_counter,
                 // UTC arithmetic: `UNIX_TIMESTAMP(NOW(3))` goes through the session's time zone
                 // and is an hour off in the repeated hour of a daylight saving change.
-                "TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6)) DIV 1000",
-            ),
+                clock: "TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6)) DIV \
+                        1000",
+            },
             #[cfg(feature = "sqlite")]
-            Dialect::Sqlite => (
-                "",
-                vec![
+            Dialect::Sqlite => DialectSql {
+                lock: "",
+                schema: vec![
                     format!(
                         "CREATE TABLE IF NOT EXISTS {v} (namespace TEXT NOT NULL, dictionary TEXT \
                          NOT NULL, epoch INTEGER NOT NULL, counter INTEGER NOT NULL, \
-                         oldest_served INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (namespace, \
-                         dictionary))"
+                         oldest_served INTEGER NOT NULL DEFAULT 0, stamp INTEGER, parent INTEGER \
+                         NOT NULL DEFAULT 0, PRIMARY KEY (namespace, dictionary))"
                     ),
                     format!(
                         "CREATE TABLE IF NOT EXISTS {e} (namespace TEXT NOT NULL, dictionary TEXT \
@@ -512,57 +482,135 @@ impl Sql {
                         "CREATE INDEX IF NOT EXISTS {e}_expiry ON {e} (namespace, dictionary, \
                          expires_at) WHERE expires_at IS NOT NULL"
                     ),
+                    format!(
+                        // One B-tree (no rowid table beside the key's index): a write
+                        // dirties one page of it.
+                        "CREATE TABLE IF NOT EXISTS {s} (namespace TEXT NOT NULL, dictionary TEXT \
+                         NOT NULL, slot INTEGER NOT NULL, counter INTEGER NOT NULL, stamp INTEGER \
+                         NOT NULL, PRIMARY KEY (namespace, dictionary, slot)) WITHOUT ROWID"
+                    ),
                 ],
-                format!(
-                    "INSERT OR IGNORE INTO {v} (namespace, dictionary, epoch, counter, \
-                     oldest_served) SELECT ?, ?, ?, m, m FROM (SELECT COALESCE(MAX(revision), 0) \
-                     AS m FROM {e} WHERE namespace = ? AND dictionary = ?) AS s"
-                ),
-                " ON CONFLICT (namespace, dictionary, entry_key) DO UPDATE SET value = \
-                 excluded.value, revision = excluded.revision, tombstone = FALSE, written_at = \
-                 excluded.written_at, expires_at = excluded.expires_at"
+                columns: "SELECT name FROM pragma_table_info(?)",
+                insert_or_ignore: ("INSERT OR IGNORE INTO", ""),
+                upsert_tail: " ON CONFLICT (namespace, dictionary, entry_key) DO UPDATE SET value \
+                              = excluded.value, revision = excluded.revision, tombstone = FALSE, \
+                              written_at = excluded.written_at, expires_at = excluded.expires_at"
                     .to_owned(),
+                stamp_upsert_tail: " ON CONFLICT (namespace, dictionary, slot) DO UPDATE SET \
+                                    counter = excluded.counter, stamp = excluded.stamp"
+                    .to_owned(),
+                // Dynamic typing: an INTEGER column may hold text or a real number.
+                valid: format!(
+                    "typeof(epoch) = 'integer' AND typeof(counter) = 'integer' AND \
+                     typeof(stamp) = 'integer' AND typeof(parent) = 'integer' AND \
+                     typeof(oldest_served) = 'integer' AND {valid_counter}"
+                ),
                 // 'now' has millisecond precision; 2440587.5 is the Julian day of the Unix epoch.
-                "CAST(ROUND((julianday('now') - 2440587.5) * 86400000) AS INTEGER)",
-            ),
+                clock: "CAST(ROUND((julianday('now') - 2440587.5) * 86400000) AS INTEGER)",
+            },
         };
+        let lock = d.lock;
         let upsert_head = format!(
             "INSERT INTO {e} (namespace, dictionary, entry_key, value, revision, tombstone, \
              written_at, expires_at) VALUES "
         );
         // What `StoredEntry`s are read from, in this order.
         let columns = "entry_key, value, revision, expires_at";
-        // MySQL has no `UPDATE ... RETURNING`: it reads the bumped row with `lock_version`.
-        // PostgreSQL queues the push hint in the same statement (sent if the write commits).
+        let record = "epoch, counter, stamp, parent, oldest_served";
+        let set_bumped = "counter = counter + 1, parent = stamp, stamp = ?";
+        let bump_where = format!("namespace = ? AND dictionary = ? AND {}", d.valid);
+        let stamp_insert = format!("INSERT INTO {s} (namespace, dictionary, slot, counter, stamp)");
+        // PostgreSQL bumps, records the stamp and queues the push hint (sent if the write
+        // commits) in one statement; SQLite returns the new state; MySQL has no `UPDATE ...
+        // RETURNING` and reads it back.
         #[allow(unreachable_patterns)]
-        let returning = match dialect {
-            #[cfg(feature = "mysql")]
-            Dialect::MySql => String::new(),
+        let (bump, read_bumped, bump_records_stamp) = match dialect {
             #[cfg(feature = "postgres")]
-            Dialect::Postgres => format!(
-                " RETURNING epoch, counter, pg_notify('{}', namespace || '/' || dictionary)::text",
-                notify_channel(prefix)
+            Dialect::Postgres => (
+                format!(
+                    "WITH bumped AS (UPDATE {v} SET {set_bumped} WHERE {bump_where} RETURNING \
+                     epoch, counter, parent, pg_notify('{channel}', namespace || '/' || \
+                     dictionary)::text AS hint), recorded AS ({stamp_insert} SELECT ?, ?, \
+                     counter % {history}, counter, ? FROM bumped{tail}) SELECT epoch, \
+                     counter, parent, hint FROM bumped",
+                    channel = notify_channel(prefix),
+                    history = durable_core::STAMP_HISTORY,
+                    tail = d.stamp_upsert_tail,
+                )
+                // The parameters are (stamp, ns, dict), each used twice.
+                .replacen('?', "$1", 1)
+                .replacen('?', "$2", 1)
+                .replacen('?', "$3", 1)
+                .replacen('?', "$2", 1)
+                .replacen('?', "$3", 1)
+                .replacen('?', "$1", 1),
+                None,
+                true,
             ),
-            _ => " RETURNING epoch, counter".to_owned(),
+            #[cfg(feature = "mysql")]
+            Dialect::MySql => (
+                // Assignments run left to right: `parent` takes the old stamp.
+                format!("UPDATE {v} SET {set_bumped} WHERE {bump_where}"),
+                Some(format!(
+                    "SELECT epoch, counter, parent FROM {v} WHERE namespace = ? AND dictionary = ?"
+                )),
+                false,
+            ),
+            _ => (
+                format!(
+                    "UPDATE {v} SET {set_bumped} WHERE {bump_where} RETURNING epoch, counter, \
+                     parent"
+                ),
+                None,
+                false,
+            ),
         };
         let tombstoning = format!(
             "UPDATE {e} SET tombstone = TRUE, value = ?, revision = ?, written_at = ?, expires_at \
              = NULL WHERE namespace = ? AND dictionary = ? AND tombstone = FALSE"
         );
+        let (insert_start, insert_end) = d.insert_or_ignore;
         let mut sql = Sql {
-            schema,
+            schema: d.schema,
+            columns: d.columns.to_owned(),
+            added_columns: vec![
+                ("stamp", format!("ALTER TABLE {v} ADD COLUMN stamp BIGINT")),
+                (
+                    "parent",
+                    format!("ALTER TABLE {v} ADD COLUMN parent BIGINT NOT NULL DEFAULT 0"),
+                ),
+            ],
             select_version: format!(
-                "SELECT epoch, counter, oldest_served FROM {v} WHERE namespace = ? AND dictionary = ?"
+                "SELECT {record} FROM {v} WHERE namespace = ? AND dictionary = ?"
             ),
             lock_version: format!(
-                "SELECT epoch, counter FROM {v} WHERE namespace = ? AND dictionary = ?{lock}"
+                "SELECT {record} FROM {v} WHERE namespace = ? AND dictionary = ?{lock}"
             ),
-            insert_version,
-            bump: format!(
-                "UPDATE {v} SET counter = counter + 1 WHERE namespace = ? AND dictionary = ?{returning}"
+            select_version_at: format!(
+                "SELECT v.epoch, v.counter, v.stamp, v.parent, v.oldest_served, s.counter, \
+                 s.stamp FROM {v} v LEFT JOIN {s} s ON s.namespace = v.namespace AND \
+                 s.dictionary = v.dictionary AND s.slot = ? WHERE v.namespace = ? AND \
+                 v.dictionary = ?"
             ),
-            read_bumped: None,
-            now: format!("SELECT {clock}"),
+            bump,
+            read_bumped,
+            bump_records_stamp,
+            record_stamp: format!(
+                "{stamp_insert} VALUES (?, ?, ?, ?, ?){}",
+                d.stamp_upsert_tail
+            ),
+            max_revision: format!(
+                "SELECT MAX(revision) FROM {e} WHERE namespace = ? AND dictionary = ?"
+            ),
+            insert_version: format!(
+                "{insert_start} {v} (namespace, dictionary, epoch, counter, oldest_served, stamp, \
+                 parent) VALUES (?, ?, ?, ?, ?, ?, 0){insert_end}"
+            ),
+            reset_version: format!(
+                "UPDATE {v} SET epoch = ?, counter = ?, oldest_served = ?, stamp = ?, parent = 0 \
+                 WHERE namespace = ? AND dictionary = ?"
+            ),
+            now: format!("SELECT {}", d.clock),
             select_entry: format!(
                 "SELECT {columns} FROM {e} WHERE namespace = ? AND dictionary = ? AND entry_key = \
                  ? AND tombstone = FALSE{lock}"
@@ -570,7 +618,7 @@ impl Sql {
             // Filled in below, from `upsert_row`.
             upsert_entry: String::new(),
             upsert_head,
-            upsert_tail,
+            upsert_tail: d.upsert_tail,
             tombstone_entry: format!("{tombstoning} AND entry_key = ?"),
             select_expired: format!(
                 "SELECT entry_key FROM {e} WHERE namespace = ? AND dictionary = ? AND tombstone = \
@@ -600,13 +648,12 @@ impl Sql {
             ),
             delete_entries: format!("DELETE FROM {e} WHERE namespace = ? AND dictionary = ?"),
             delete_version: format!("DELETE FROM {v} WHERE namespace = ? AND dictionary = ?"),
+            delete_stamps: format!("DELETE FROM {s} WHERE namespace = ? AND dictionary = ?"),
             entries: e,
             versions: v,
+            stamps: s,
             dialect,
         };
-        if returning.is_empty() {
-            sql.read_bumped = Some(sql.lock_version.clone());
-        }
         sql.upsert_entry = format!(
             "{}{}{}",
             sql.upsert_head,
@@ -637,7 +684,7 @@ impl Sql {
         }
     }
 
-    /// Numbers the `?` placeholders for PostgreSQL.
+    /// Numbers the `?` placeholders for PostgreSQL (`bump` is written numbered).
     #[cfg_attr(not(feature = "postgres"), allow(unused_mut))]
     fn numbered(mut self) -> Sql {
         #[cfg(feature = "postgres")]
@@ -656,10 +703,14 @@ impl Sql {
                 *sql = out;
             }
             for s in [
+                &mut self.columns,
                 &mut self.select_version,
                 &mut self.lock_version,
+                &mut self.select_version_at,
+                &mut self.record_stamp,
+                &mut self.max_revision,
                 &mut self.insert_version,
-                &mut self.bump,
+                &mut self.reset_version,
                 &mut self.select_entry,
                 &mut self.tombstone_entry,
                 &mut self.clear,
@@ -672,6 +723,7 @@ impl Sql {
                 &mut self.set_oldest,
                 &mut self.delete_entries,
                 &mut self.delete_version,
+                &mut self.delete_stamps,
             ] {
                 number(s);
             }

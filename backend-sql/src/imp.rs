@@ -7,29 +7,38 @@
 //! `capabilities_impl(&self)`, `subscribe_impl(&self)`.
 //! The backend type has fields `shared: Arc<Shared>` (with `pool`, `sql`, `options`),
 //! `namespace: Name`, `dictionary: Name`, `last_trim: Mutex<Instant>`.
+//!
+//! Every operation runs its attempts through [`retry`](crate::error::retry): an attempt returns
+//! the driver's error unclassified ([`Failure`](crate::error::Failure)), and only `retry` decides
+//! whether to run it again and which durable error it becomes.
 
 macro_rules! backend_impl {
     ($Backend:ident) => {
         use $crate::common::{
-            UPSERT_PARAMS, check_key, fresh_epoch, map_err, millis, now_millis, store_time,
-            version_of,
+            UPSERT_PARAMS, check_key, fresh_epoch, fresh_stamp, millis, now_millis, store_time,
         };
+        use $crate::error::{Failure, retry};
+        use $crate::record::{COUNTER_LIMIT, Field, RawRecord, Record, damage_reason};
         use durable_core::{
             BatchOp, Capabilities, Changes, Delta, Error, Hints, IfAbsent, Load, Operation,
-            Result, Revision, StoreTime, StoredEntry, Swap, Swept, Version, parse_counter,
+            Result, Revision, STAMP_HISTORY, StoreTime, StoredEntry, Swap, Swept, Version,
+            parse_counter,
         };
         use durable_core::bytes::Bytes;
-        use sqlx::{AssertSqlSafe, Row};
+        use sqlx::{AssertSqlSafe, Row, TypeInfo, ValueRef};
 
         type Tx = sqlx::Transaction<'static, Db>;
+        type DbRow = <Db as sqlx::Database>::Row;
         type Query<'q> = sqlx::query::Query<'q, Db, <Db as sqlx::Database>::Arguments>;
+        /// The result of one attempt: a driver error stays one until `retry` classifies it.
+        type Attempt<T> = std::result::Result<T, Failure>;
 
         fn q(sql: &str) -> Query<'_> {
             sqlx::query(AssertSqlSafe(sql))
         }
 
         /// An entry from a row whose first columns are `entry_key, value, revision, expires_at`.
-        fn stored_entry(row: &<Db as sqlx::Database>::Row) -> Result<StoredEntry, sqlx::Error> {
+        fn stored_entry(row: &DbRow) -> std::result::Result<StoredEntry, sqlx::Error> {
             let value: Vec<u8> = row.try_get(1)?;
             let revision: i64 = row.try_get(2)?;
             let expires_at: Option<i64> = row.try_get(3)?;
@@ -41,6 +50,55 @@ macro_rules! backend_impl {
             })
         }
 
+        /// Column `i` of `row`, read loosely: a hand-edited row may hold anything (SQLite lets
+        /// text and real numbers into INTEGER columns).
+        fn field(row: &DbRow, i: usize) -> Field {
+            match row.try_get::<Option<i64>, _>(i) {
+                Ok(Some(value)) => Field::Int(value),
+                Ok(None) => Field::Null,
+                Err(_) => Field::Other(match row.try_get::<String, _>(i) {
+                    Ok(text) => format!("{text:?}"),
+                    Err(_) => match row.try_get::<f64, _>(i) {
+                        Ok(real) => real.to_string(),
+                        Err(_) => row.try_get_raw(i).map_or_else(
+                            |e| e.to_string(),
+                            |value| format!("a value of type {}", value.type_info().name()),
+                        ),
+                    },
+                }),
+            }
+        }
+
+        /// A version row from its first five columns (see `Sql::select_version`).
+        fn raw_record(row: &DbRow) -> RawRecord {
+            RawRecord {
+                epoch: field(row, 0),
+                counter: field(row, 1),
+                stamp: field(row, 2),
+                parent: field(row, 3),
+                oldest_served: field(row, 4),
+            }
+        }
+
+        /// Adds the columns the versions table gained since its first release, when missing
+        /// (run by the store's `migrate`, after the `CREATE ... IF NOT EXISTS` statements).
+        async fn add_missing_columns(
+            conn: &mut <Db as sqlx::Database>::Connection,
+            sql: &$crate::common::Sql,
+        ) -> std::result::Result<(), sqlx::Error> {
+            let present: Vec<String> = sqlx::query_scalar(AssertSqlSafe(sql.columns.as_str()))
+                .bind(sql.versions.as_str())
+                .fetch_all(&mut *conn)
+                .await?;
+            for (column, ddl) in &sql.added_columns {
+                if !present.iter().any(|c| c.eq_ignore_ascii_case(column)) {
+                    tracing::info!(backend = NAME, table = %sql.versions, column, "adding column");
+                    q(ddl).execute(&mut *conn).await?;
+                }
+            }
+            Ok(())
+        }
+
         impl $Backend {
             fn ns(&self) -> &str {
                 self.namespace.as_str()
@@ -48,28 +106,6 @@ macro_rules! backend_impl {
 
             fn dict(&self) -> &str {
                 self.dictionary.as_str()
-            }
-
-            fn err(op: Operation) -> impl Fn(sqlx::Error) -> Error {
-                move |e| map_err(NAME, op, e)
-            }
-
-            /// Creates the version row with a fresh epoch if it is missing.
-            /// Concurrent creators may deadlock on MySQL (duplicate-key inserts); they retry.
-            async fn ensure_version(&self, op: Operation) -> Result<()> {
-                $crate::common::retry_rolled_back(|| async {
-                    q(&self.shared.sql.insert_version)
-                        .bind(self.ns())
-                        .bind(self.dict())
-                        .bind(fresh_epoch())
-                        .bind(self.ns())
-                        .bind(self.dict())
-                        .execute(&self.shared.pool)
-                        .await
-                        .map(drop)
-                        .map_err(Self::err(op))
-                })
-                .await
             }
 
             fn vanished(op: Operation) -> Error {
@@ -80,54 +116,208 @@ macro_rules! backend_impl {
                 )
             }
 
-            /// Begins a write transaction that holds the dictionary's version row (created if
-            /// missing) and returns the token it commits: with `bump`, the counter is already
-            /// one higher (rolling back undoes that), so that the lock is taken and the
-            /// counter read and bumped in one round trip (two on MySQL); without, the current
-            /// token. Callers run the whole transaction in
-            /// [`retry_rolled_back`]($crate::common::retry_rolled_back), which also covers a
-            /// deadlock while taking the lock here.
-            async fn begin(&self, op: Operation, bump: bool) -> Result<(Tx, Version)> {
-                let sql = &self.shared.sql;
-                let mut missing = 0;
-                while missing < 5 {
-                    let mut tx = begin_write(&self.shared.pool)
-                        .await
-                        .map_err(Self::err(op))?;
-                    // A statement to run first, and the one that returns (epoch, counter).
-                    let (first, read) = match (bump, &sql.read_bumped) {
-                        (true, Some(read)) => (Some(&sql.bump), read),
-                        (true, None) => (None, &sql.bump),
-                        (false, _) => (None, &sql.lock_version),
-                    };
-                    let version: Option<(i64, i64)> = async {
-                        if let Some(first) = first {
-                            q(first).bind(self.ns()).bind(self.dict()).execute(&mut *tx).await?;
-                        }
-                        sqlx::query_as(AssertSqlSafe(read.as_str()))
-                            .bind(self.ns())
-                            .bind(self.dict())
-                            .fetch_optional(&mut *tx)
-                            .await
-                    }
-                    .await
-                    .map_err(Self::err(op))?;
-                    match version {
-                        Some((epoch, counter)) => return Ok((tx, version_of(epoch, counter))),
-                        None => {
-                            let _ = tx.rollback().await;
-                            missing += 1;
-                            self.ensure_version(op).await?;
-                        }
-                    }
-                }
-                Err(Self::vanished(op))
+            /// [`Error::Damaged`] for this dictionary's version record.
+            fn damaged(&self, op: Operation, what: &str) -> Failure {
+                Failure::Done(Error::Damaged {
+                    backend: NAME.to_owned(),
+                    operation: op,
+                    reason: damage_reason(&self.shared.sql.versions, self.ns(), self.dict(), what),
+                })
             }
 
-            /// Commits the write of `version` (from `begin(op, true)`, which also queued
-            /// PostgreSQL's push hint).
-            async fn commit(&self, tx: Tx, version: Version, op: Operation) -> Result<Version> {
-                tx.commit().await.map_err(Self::err(op))?;
+            /// The version record (`None`: there is none), read by `sql` (`select_version` or
+            /// `lock_version`) through `executor`.
+            async fn read_record<'e, E>(&self, executor: E, sql: &str) -> Attempt<Option<Record>>
+            where
+                E: sqlx::Executor<'e, Database = Db>,
+            {
+                let row = q(sql)
+                    .bind(self.ns())
+                    .bind(self.dict())
+                    .fetch_optional(executor)
+                    .await?;
+                Ok(row.as_ref().map(|row| raw_record(row).check()))
+            }
+
+            /// Creates or repairs the version record, in a transaction of its own. A missing
+            /// record (a new dictionary, or one deleted by hand) and one written before stamps
+            /// existed get a fresh epoch, the highest revision still stored as counter and a
+            /// fresh stamp, so that no token handed out before names the new state and
+            /// revisions keep growing. A damaged record gets the same when `damaged_too` (a
+            /// write treats it as wiped); otherwise (a read) this fails with
+            /// [`Error::Damaged`], having written nothing. Nothing happens if the record is
+            /// valid (another process repaired it meanwhile).
+            async fn repair(&self, op: Operation, damaged_too: bool) -> Attempt<()> {
+                let sql = &self.shared.sql;
+                let mut tx = begin_write(&self.shared.pool).await?;
+                let row = q(&sql.lock_version)
+                    .bind(self.ns())
+                    .bind(self.dict())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let raw = row.as_ref().map(raw_record);
+                let why = match raw.as_ref().map(RawRecord::check) {
+                    Some(Record::Valid(_)) => {
+                        Self::rollback(tx).await;
+                        return Ok(());
+                    }
+                    Some(Record::Damaged(what)) if !damaged_too => {
+                        Self::rollback(tx).await;
+                        return Err(self.damaged(op, &what));
+                    }
+                    Some(Record::Damaged(what)) => what,
+                    Some(Record::Unstamped) => "written before tokens had stamps".to_owned(),
+                    None => "missing".to_owned(),
+                };
+                let highest = q(&sql.max_revision)
+                    .bind(self.ns())
+                    .bind(self.dict())
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let counter = match field(&highest, 0) {
+                    Field::Null => 0,
+                    Field::Int(revision) if revision < COUNTER_LIMIT => revision.max(0),
+                    other => {
+                        Self::rollback(tx).await;
+                        return Err(self.damaged(
+                            op,
+                            &format!(
+                                "{why}, and the entries' highest revision {} is not below \
+                                 2^53 - 1, so no fresh counter can be chosen",
+                                other.describe()
+                            ),
+                        ));
+                    }
+                };
+                let (epoch, stamp) = (fresh_epoch(), fresh_stamp());
+                if raw.is_none() {
+                    let created = q(&sql.insert_version)
+                        .bind(self.ns())
+                        .bind(self.dict())
+                        .bind(epoch)
+                        .bind(counter)
+                        .bind(counter)
+                        .bind(stamp)
+                        .execute(&mut *tx)
+                        .await?;
+                    if created.rows_affected() == 0 {
+                        // Another process created it meanwhile.
+                        Self::rollback(tx).await;
+                        return Ok(());
+                    }
+                } else {
+                    q(&sql.reset_version)
+                        .bind(epoch)
+                        .bind(counter)
+                        .bind(counter)
+                        .bind(stamp)
+                        .bind(self.ns())
+                        .bind(self.dict())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                self.record_stamp(&mut tx, counter, stamp).await?;
+                tx.commit().await?;
+                match raw {
+                    None => tracing::debug!(
+                        backend = NAME,
+                        namespace = self.ns(),
+                        dictionary = self.dict(),
+                        counter,
+                        "created the version record"
+                    ),
+                    Some(raw) => tracing::warn!(
+                        backend = NAME,
+                        namespace = self.ns(),
+                        dictionary = self.dict(),
+                        record = %raw.describe(),
+                        counter,
+                        "version record {why}: replaced with a fresh epoch (every handle reloads)"
+                    ),
+                }
+                Ok(())
+            }
+
+            /// Stores `stamp` as the stamp of `counter` in the stamp history.
+            async fn record_stamp(&self, tx: &mut Tx, counter: i64, stamp: i64) -> Attempt<()> {
+                q(&self.shared.sql.record_stamp)
+                    .bind(self.ns())
+                    .bind(self.dict())
+                    .bind(counter % STAMP_HISTORY as i64)
+                    .bind(counter)
+                    .bind(stamp)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(())
+            }
+
+            /// Bumps a valid version record in `tx` (counter + 1, a fresh stamp recorded in the
+            /// history, the old stamp as parent) and returns the new token; `None`, having
+            /// written nothing, if the record is missing, damaged or unstamped.
+            async fn bump(&self, tx: &mut Tx) -> Attempt<Option<Version>> {
+                let sql = &self.shared.sql;
+                let stamp = fresh_stamp();
+                let bumped: Option<(i64, i64, i64)> = match &sql.read_bumped {
+                    None => {
+                        sqlx::query_as(AssertSqlSafe(sql.bump.as_str()))
+                            .bind(stamp)
+                            .bind(self.ns())
+                            .bind(self.dict())
+                            .fetch_optional(&mut **tx)
+                            .await?
+                    }
+                    Some(read) => {
+                        let done = q(&sql.bump)
+                            .bind(stamp)
+                            .bind(self.ns())
+                            .bind(self.dict())
+                            .execute(&mut **tx)
+                            .await?;
+                        if done.rows_affected() == 0 {
+                            None
+                        } else {
+                            sqlx::query_as(AssertSqlSafe(read.as_str()))
+                                .bind(self.ns())
+                                .bind(self.dict())
+                                .fetch_optional(&mut **tx)
+                                .await?
+                        }
+                    }
+                };
+                let Some((epoch, counter, parent)) = bumped else {
+                    return Ok(None);
+                };
+                if !sql.bump_records_stamp {
+                    self.record_stamp(tx, counter, stamp).await?;
+                }
+                Ok(Some(Version::stamped(
+                    epoch as u64,
+                    counter as u64,
+                    stamp as u64,
+                    parent as u64,
+                )))
+            }
+
+            /// Begins a write transaction whose first statement bumps the version record, which
+            /// locks it until the commit, and returns the token the write commits (rolling back
+            /// undoes the bump). A missing, unstamped or damaged record is repaired first (see
+            /// [`repair`](Self::repair)), before anything is written.
+            async fn begin(&self, op: Operation) -> Attempt<(Tx, Version)> {
+                for _ in 0..5 {
+                    let mut tx = begin_write(&self.shared.pool).await?;
+                    if let Some(version) = self.bump(&mut tx).await? {
+                        return Ok((tx, version));
+                    }
+                    Self::rollback(tx).await;
+                    self.repair(op, true).await?;
+                }
+                Err(Self::vanished(op).into())
+            }
+
+            /// Commits the write of `version` (from `begin`, which also queued PostgreSQL's push
+            /// hint).
+            async fn commit(&self, tx: Tx, version: Version) -> Attempt<Version> {
+                tx.commit().await?;
                 self.maybe_trim().await;
                 Ok(version)
             }
@@ -139,14 +329,13 @@ macro_rules! backend_impl {
             }
 
             /// The database's clock, in milliseconds since the Unix epoch.
-            async fn clock<'e, E>(&self, executor: E, op: Operation) -> Result<i64>
+            async fn clock<'e, E>(&self, executor: E) -> Attempt<i64>
             where
                 E: sqlx::Executor<'e, Database = Db>,
             {
-                sqlx::query_scalar(AssertSqlSafe(self.shared.sql.now.as_str()))
+                Ok(sqlx::query_scalar(AssertSqlSafe(self.shared.sql.now.as_str()))
                     .fetch_one(executor)
-                    .await
-                    .map_err(Self::err(op))
+                    .await?)
             }
 
             /// Binds one row of an upsert (see [`Sql::upsert_row`]($crate::common::Sql::upsert_row)).
@@ -176,13 +365,11 @@ macro_rules! backend_impl {
                 value: &[u8],
                 revision: u64,
                 expires_at: Option<i64>,
-                op: Operation,
-            ) -> Result<()> {
+            ) -> Attempt<()> {
                 let query = q(&self.shared.sql.upsert_entry);
                 self.bind_upsert(query, key, value, revision, expires_at)
                     .execute(&mut **tx)
-                    .await
-                    .map_err(Self::err(op))?;
+                    .await?;
                 Ok(())
             }
 
@@ -198,37 +385,28 @@ macro_rules! backend_impl {
             }
 
             /// Turns a live entry into a tombstone; false if there was none.
-            async fn tombstone(
-                &self,
-                tx: &mut Tx,
-                key: &str,
-                revision: u64,
-                op: Operation,
-            ) -> Result<bool> {
+            async fn tombstone(&self, tx: &mut Tx, key: &str, revision: u64) -> Attempt<bool> {
                 let done = self
                     .tombstoning(&self.shared.sql.tombstone_entry, revision)
                     .bind(key_arg(key))
                     .execute(&mut **tx)
-                    .await
-                    .map_err(Self::err(op))?;
+                    .await?;
                 Ok(done.rows_affected() > 0)
             }
 
             /// The live entry of `key` (locked in a write transaction).
-            async fn entry(&self, tx: &mut Tx, key: &str, op: Operation) -> Result<Option<StoredEntry>> {
+            async fn entry(&self, tx: &mut Tx, key: &str) -> Attempt<Option<StoredEntry>> {
                 let row = q(&self.shared.sql.select_entry)
                     .bind(self.ns())
                     .bind(self.dict())
                     .bind(key_arg(key))
                     .fetch_optional(&mut **tx)
-                    .await
-                    .map_err(Self::err(op))?;
-                row.as_ref().map(stored_entry).transpose().map_err(Self::err(op))
+                    .await?;
+                Ok(row.as_ref().map(stored_entry).transpose()?)
             }
 
             /// One attempt of [`persist_batch`](durable_core::Backend::persist_batch).
-            async fn batch_once(&self, ops: &[BatchOp]) -> Result<Option<Version>> {
-                let op = Operation::Batch;
+            async fn batch_once(&self, ops: &[BatchOp]) -> Attempt<Option<Version>> {
                 if ops.is_empty() {
                     return Ok(None);
                 }
@@ -250,11 +428,11 @@ macro_rules! backend_impl {
                         BatchOp::Delete { key } => deletes.push(key),
                     }
                 }
-                let (mut tx, current) = self.begin(op, true).await?;
-                let revision = current.counter();
+                let (mut tx, version) = self.begin(Operation::Batch).await?;
+                let revision = version.counter();
                 let mut changed = !puts.is_empty();
                 for key in deletes {
-                    changed |= self.tombstone(&mut tx, key, revision, op).await?;
+                    changed |= self.tombstone(&mut tx, key, revision).await?;
                 }
                 if !changed {
                     Self::rollback(tx).await;
@@ -274,9 +452,9 @@ macro_rules! backend_impl {
                     for (key, value) in chunk {
                         query = self.bind_upsert(query, key, value, revision, None);
                     }
-                    query.execute(&mut *tx).await.map_err(Self::err(op))?;
+                    query.execute(&mut *tx).await?;
                 }
-                self.commit(tx, current, op).await.map(Some)
+                self.commit(tx, version).await.map(Some)
             }
 
             /// Trims tombstones written more than `older_than` ago, recording the oldest token
@@ -284,40 +462,51 @@ macro_rules! backend_impl {
             ///
             /// Writes do this by themselves from time to time (at most every half retention
             /// per backend value); call it from a maintenance job to control when it happens.
+            /// Fails with [`Error::Damaged`] if the dictionary's version record is damaged.
             pub async fn trim_tombstones(&self, older_than: std::time::Duration) -> Result<u64> {
-                $crate::common::retry_rolled_back(|| async {
-                    let op = Operation::Trim;
+                let op = Operation::Trim;
+                retry(NAME, op, None, || async {
+                    let sql = &self.shared.sql;
                     let cutoff = now_millis().saturating_sub(millis(older_than));
-                    let (mut tx, _) = self.begin(op, false).await?;
-                    let max: Option<i64> =
-                        sqlx::query_scalar(AssertSqlSafe(self.shared.sql.trim_max.as_str()))
-                            .bind(self.ns())
-                            .bind(self.dict())
-                            .bind(cutoff)
-                            .fetch_one(&mut *tx)
-                            .await
-                            .map_err(Self::err(op))?;
+                    let mut tx = begin_write(&self.shared.pool).await?;
+                    match self.read_record(&mut *tx, &sql.lock_version).await? {
+                        Some(Record::Valid(_)) => {}
+                        Some(Record::Damaged(what)) => {
+                            Self::rollback(tx).await;
+                            return Err(self.damaged(op, &what));
+                        }
+                        // Nothing to trim before the record is created (it then serves no
+                        // older token anyway).
+                        Some(Record::Unstamped) | None => {
+                            Self::rollback(tx).await;
+                            return Ok(0);
+                        }
+                    }
+                    let max: Option<i64> = sqlx::query_scalar(AssertSqlSafe(sql.trim_max.as_str()))
+                        .bind(self.ns())
+                        .bind(self.dict())
+                        .bind(cutoff)
+                        .fetch_one(&mut *tx)
+                        .await?;
                     let Some(max) = max else {
                         Self::rollback(tx).await;
                         return Ok(0);
                     };
-                    let removed = q(&self.shared.sql.trim_delete)
+                    let removed = q(&sql.trim_delete)
                         .bind(self.ns())
                         .bind(self.dict())
                         .bind(max)
                         .execute(&mut *tx)
-                        .await
-                        .map_err(Self::err(op))?
+                        .await?
                         .rows_affected();
-                    q(&self.shared.sql.set_oldest)
+                    q(&sql.set_oldest)
                         .bind(max)
                         .bind(self.ns())
                         .bind(self.dict())
                         .bind(max)
                         .execute(&mut *tx)
-                        .await
-                        .map_err(Self::err(op))?;
-                    tx.commit().await.map_err(Self::err(op))?;
+                        .await?;
+                    tx.commit().await?;
                     tracing::debug!(
                         backend = NAME,
                         dictionary = %self.dictionary,
@@ -345,20 +534,24 @@ macro_rules! backend_impl {
                 }
             }
 
-            /// Deletes every row of this dictionary (entries, tombstones and the version
-            /// record), as an operator would; open handles see a new epoch on their next check.
+            /// Deletes every row of this dictionary (entries, tombstones, the version record and
+            /// its stamp history), as an operator would; open handles see a new epoch on their
+            /// next check.
             pub async fn drop_dictionary(&self) -> Result<()> {
-                let op = Operation::Clear;
-                let mut tx = begin_write(&self.shared.pool).await.map_err(Self::err(op))?;
-                for sql in [&self.shared.sql.delete_entries, &self.shared.sql.delete_version] {
-                    q(sql)
-                        .bind(self.ns())
-                        .bind(self.dict())
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(Self::err(op))?;
-                }
-                tx.commit().await.map_err(Self::err(op))
+                retry(NAME, Operation::Clear, None, || async {
+                    let sql = &self.shared.sql;
+                    let mut tx = begin_write(&self.shared.pool).await?;
+                    for statement in [&sql.delete_entries, &sql.delete_version, &sql.delete_stamps]
+                    {
+                        q(statement)
+                            .bind(self.ns())
+                            .bind(self.dict())
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    Ok(tx.commit().await?)
+                })
+                .await
             }
         }
 
@@ -376,143 +569,150 @@ macro_rules! backend_impl {
                 let op = Operation::Persist;
                 check_key(NAME, key)?;
                 let value = &value;
-                $crate::common::retry_rolled_back(|| async move {
-                    let (mut tx, current) = self.begin(op, true).await?;
-                    self.upsert(&mut tx, key, value, current.counter(), None, op).await?;
-                    self.commit(tx, current, op).await
+                retry(NAME, op, Some(key), || async move {
+                    let (mut tx, version) = self.begin(op).await?;
+                    self.upsert(&mut tx, key, value, version.counter(), None).await?;
+                    self.commit(tx, version).await
                 })
                 .await
             }
 
             async fn depersist(&self, key: &str) -> Result<Option<Version>> {
-                $crate::common::retry_rolled_back(|| async {
-                    let op = Operation::Depersist;
-                    check_key(NAME, key)?;
-                    let (mut tx, current) = self.begin(op, true).await?;
-                    if !self.tombstone(&mut tx, key, current.counter(), op).await? {
+                let op = Operation::Depersist;
+                check_key(NAME, key)?;
+                retry(NAME, op, Some(key), || async {
+                    let (mut tx, version) = self.begin(op).await?;
+                    if !self.tombstone(&mut tx, key, version.counter()).await? {
                         Self::rollback(tx).await;
                         return Ok(None);
                     }
-                    self.commit(tx, current, op).await.map(Some)
+                    self.commit(tx, version).await.map(Some)
                 })
                 .await
             }
 
             async fn durables(&self) -> Result<Load> {
                 let op = Operation::Load;
-                // A deadlock or serialization failure wrote nothing: read again.
-                $crate::common::retry_rolled_back(|| async {
-                    let mut missing = 0;
-                    while missing < 5 {
-                        let mut tx = begin_read(&self.shared.pool).await.map_err(Self::err(op))?;
-                        let read = async {
-                            let version: Option<(i64, i64, i64)> =
-                                sqlx::query_as(AssertSqlSafe(self.shared.sql.select_version.as_str()))
-                                    .bind(self.ns())
-                                    .bind(self.dict())
-                                    .fetch_optional(&mut *tx)
-                                    .await?;
-                            let Some((epoch, counter, _)) = version else {
-                                return Ok(None);
+                retry(NAME, op, None, || async {
+                    for _ in 0..5 {
+                        let mut tx = begin_read(&self.shared.pool).await?;
+                        let stored =
+                            match self.read_record(&mut *tx, &self.shared.sql.select_version).await? {
+                                Some(Record::Valid(stored)) => stored,
+                                Some(Record::Damaged(what)) => {
+                                    Self::rollback(tx).await;
+                                    return Err(self.damaged(op, &what));
+                                }
+                                // A new or wiped dictionary, or a record from before stamps.
+                                Some(Record::Unstamped) | None => {
+                                    Self::rollback(tx).await;
+                                    self.repair(op, false).await?;
+                                    continue;
+                                }
                             };
-                            let rows = q(&self.shared.sql.load_entries)
-                                .bind(self.ns())
-                                .bind(self.dict())
-                                .fetch_all(&mut *tx)
-                                .await?;
-                            Ok(Some((epoch, counter, rows)))
-                        }
-                        .await;
+                        let rows = q(&self.shared.sql.load_entries)
+                            .bind(self.ns())
+                            .bind(self.dict())
+                            .fetch_all(&mut *tx)
+                            .await?;
                         Self::rollback(tx).await;
-                        let (epoch, counter, rows) = match read {
-                            Ok(Some(read)) => read,
-                            Ok(None) => {
-                                missing += 1;
-                                self.ensure_version(op).await?;
-                                continue;
-                            }
-                            Err(e) => return Err(map_err(NAME, op, e)),
-                        };
                         let entries = rows
                             .iter()
                             .map(stored_entry)
-                            .collect::<Result<_, _>>()
-                            .map_err(Self::err(op))?;
+                            .collect::<std::result::Result<_, _>>()?;
                         return Ok(Load {
-                            version: version_of(epoch, counter),
+                            version: stored.version,
                             entries,
                         });
                     }
-                    Err(Self::vanished(op))
+                    Err(Self::vanished(op).into())
                 })
                 .await
             }
 
             async fn last_updated(&self) -> Result<Version> {
                 let op = Operation::Version;
-                for _ in 0..5 {
-                    let row: Option<(i64, i64, i64)> =
-                        sqlx::query_as(AssertSqlSafe(self.shared.sql.select_version.as_str()))
-                            .bind(self.ns())
-                            .bind(self.dict())
-                            .fetch_optional(&self.shared.pool)
-                            .await
-                            .map_err(Self::err(op))?;
-                    match row {
-                        Some((epoch, counter, _)) => return Ok(version_of(epoch, counter)),
-                        None => self.ensure_version(op).await?,
+                retry(NAME, op, None, || async {
+                    for _ in 0..5 {
+                        let sql = &self.shared.sql.select_version;
+                        match self.read_record(&self.shared.pool, sql).await? {
+                            Some(Record::Valid(stored)) => return Ok(stored.version),
+                            Some(Record::Damaged(what)) => return Err(self.damaged(op, &what)),
+                            // A new or wiped dictionary, or a record from before stamps.
+                            Some(Record::Unstamped) | None => self.repair(op, false).await?,
+                        }
                     }
-                }
-                Err(Self::vanished(op))
+                    Err(Self::vanished(op).into())
+                })
+                .await
             }
 
             async fn changes_since(&self, since: Version) -> Result<Changes> {
                 let op = Operation::Changes;
-                let mut tx = begin_read(&self.shared.pool).await.map_err(Self::err(op))?;
-                let version: Option<(i64, i64, i64)> =
-                    sqlx::query_as(AssertSqlSafe(self.shared.sql.select_version.as_str()))
+                retry(NAME, op, None, || async move {
+                    let sql = &self.shared.sql;
+                    let mut tx = begin_read(&self.shared.pool).await?;
+                    let slot = (since.counter() % STAMP_HISTORY) as i64;
+                    let row = q(&sql.select_version_at)
+                        .bind(slot)
                         .bind(self.ns())
                         .bind(self.dict())
                         .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(Self::err(op))?;
-                let Some((epoch, counter, oldest)) = version else {
-                    // Wiped: whatever comes next has a new epoch.
-                    Self::rollback(tx).await;
-                    return Ok(Changes::TooOld);
-                };
-                let current = version_of(epoch, counter);
-                if since.epoch() != current.epoch()
-                    || since.counter() > current.counter()
-                    || since.counter() < oldest as u64
-                {
-                    Self::rollback(tx).await;
-                    return Ok(Changes::TooOld);
-                }
-                let rows = q(&self.shared.sql.changes)
-                    .bind(self.ns())
-                    .bind(self.dict())
-                    .bind(since.counter() as i64)
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(Self::err(op))?;
-                Self::rollback(tx).await;
-                let mut upserts = Vec::new();
-                let mut removals = Vec::new();
-                for row in rows {
-                    let entry = stored_entry(&row).map_err(Self::err(op))?;
-                    let tombstone: bool = row.try_get(4).map_err(Self::err(op))?;
-                    if tombstone {
-                        removals.push((entry.key, entry.revision));
-                    } else {
-                        upserts.push(entry);
+                        .await?;
+                    let stored = match row.as_ref().map(|row| raw_record(row).check()) {
+                        Some(Record::Valid(stored)) => stored,
+                        Some(Record::Damaged(what)) => {
+                            Self::rollback(tx).await;
+                            return Err(self.damaged(op, &what));
+                        }
+                        // Wiped, or from before stamps: the next version check gives a fresh
+                        // epoch.
+                        Some(Record::Unstamped) | None => {
+                            Self::rollback(tx).await;
+                            return Ok(Changes::TooOld);
+                        }
+                    };
+                    let current = stored.version;
+                    // The history must hold `since`'s very stamp for its counter: a store put
+                    // back to an earlier state and written again holds other stamps there.
+                    let recorded = row.as_ref().map(|row| (field(row, 5), field(row, 6)));
+                    let served = since.epoch() == current.epoch()
+                        && since.counter() <= current.counter()
+                        && since.counter() >= stored.oldest_served
+                        && recorded
+                            == Some((
+                                Field::Int(since.counter() as i64),
+                                Field::Int(since.stamp() as i64),
+                            ));
+                    if !served {
+                        Self::rollback(tx).await;
+                        return Ok(Changes::TooOld);
                     }
-                }
-                Ok(Changes::Delta(Delta {
-                    version: current,
-                    upserts,
-                    removals,
-                }))
+                    let rows = q(&sql.changes)
+                        .bind(self.ns())
+                        .bind(self.dict())
+                        .bind(since.counter() as i64)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    Self::rollback(tx).await;
+                    let mut upserts = Vec::new();
+                    let mut removals = Vec::new();
+                    for row in rows {
+                        let entry = stored_entry(&row)?;
+                        let tombstone: bool = row.try_get(4)?;
+                        if tombstone {
+                            removals.push((entry.key, entry.revision));
+                        } else {
+                            upserts.push(entry);
+                        }
+                    }
+                    Ok(Changes::Delta(Delta {
+                        version: current,
+                        upserts,
+                        removals,
+                    }))
+                })
+                .await
             }
 
             async fn subscribe(&self) -> Result<Hints> {
@@ -520,16 +720,17 @@ macro_rules! backend_impl {
             }
 
             async fn persist_if_absent(&self, key: &str, value: Bytes) -> Result<IfAbsent> {
-                $crate::common::retry_rolled_back(|| async {
-                    let op = Operation::InsertIfAbsent;
-                    check_key(NAME, key)?;
-                    let (mut tx, current) = self.begin(op, true).await?;
-                    if let Some(entry) = self.entry(&mut tx, key, op).await? {
+                let op = Operation::InsertIfAbsent;
+                check_key(NAME, key)?;
+                let value = &value;
+                retry(NAME, op, Some(key), || async move {
+                    let (mut tx, version) = self.begin(op).await?;
+                    if let Some(entry) = self.entry(&mut tx, key).await? {
                         Self::rollback(tx).await;
                         return Ok(IfAbsent::Present(entry));
                     }
-                    self.upsert(&mut tx, key, &value, current.counter(), None, op).await?;
-                    self.commit(tx, current, op).await.map(IfAbsent::Inserted)
+                    self.upsert(&mut tx, key, value, version.counter(), None).await?;
+                    self.commit(tx, version).await.map(IfAbsent::Inserted)
                 })
                 .await
             }
@@ -540,51 +741,52 @@ macro_rules! backend_impl {
                 expected: Option<Revision>,
                 new: Option<Bytes>,
             ) -> Result<Swap> {
-                $crate::common::retry_rolled_back(|| async {
-                    let op = Operation::CompareAndSwap;
-                    check_key(NAME, key)?;
-                    let (mut tx, current) = self.begin(op, true).await?;
-                    let entry = self.entry(&mut tx, key, op).await?;
+                let op = Operation::CompareAndSwap;
+                check_key(NAME, key)?;
+                let new = &new;
+                retry(NAME, op, Some(key), || async move {
+                    let (mut tx, version) = self.begin(op).await?;
+                    let entry = self.entry(&mut tx, key).await?;
                     if entry.as_ref().map(|e| e.revision) != expected
                         || (entry.is_none() && new.is_none())
                     {
                         Self::rollback(tx).await;
                         return Ok(Swap::Conflict(entry));
                     }
-                    let revision = current.counter();
-                    match &new {
-                        Some(value) => self.upsert(&mut tx, key, value, revision, None, op).await?,
+                    let revision = version.counter();
+                    match new {
+                        Some(value) => self.upsert(&mut tx, key, value, revision, None).await?,
                         None => {
-                            self.tombstone(&mut tx, key, revision, op).await?;
+                            self.tombstone(&mut tx, key, revision).await?;
                         }
                     }
-                    self.commit(tx, current, op).await.map(Swap::Swapped)
+                    self.commit(tx, version).await.map(Swap::Swapped)
                 })
                 .await
             }
 
             async fn pop(&self, key: &str) -> Result<Option<(Bytes, Version)>> {
-                $crate::common::retry_rolled_back(|| async {
-                    let op = Operation::Pop;
-                    check_key(NAME, key)?;
-                    let (mut tx, current) = self.begin(op, true).await?;
-                    let Some(entry) = self.entry(&mut tx, key, op).await? else {
+                let op = Operation::Pop;
+                check_key(NAME, key)?;
+                retry(NAME, op, Some(key), || async {
+                    let (mut tx, version) = self.begin(op).await?;
+                    let Some(entry) = self.entry(&mut tx, key).await? else {
                         Self::rollback(tx).await;
                         return Ok(None);
                     };
-                    self.tombstone(&mut tx, key, current.counter(), op).await?;
-                    let version = self.commit(tx, current, op).await?;
+                    self.tombstone(&mut tx, key, version.counter()).await?;
+                    let version = self.commit(tx, version).await?;
                     Ok(Some((entry.value, version)))
                 })
                 .await
             }
 
             async fn increment(&self, key: &str, delta: i64) -> Result<(i64, Version)> {
-                $crate::common::retry_rolled_back(|| async {
-                    let op = Operation::Increment;
-                    check_key(NAME, key)?;
-                    let (mut tx, current) = self.begin(op, true).await?;
-                    let value = match self.entry(&mut tx, key, op).await? {
+                let op = Operation::Increment;
+                check_key(NAME, key)?;
+                retry(NAME, op, Some(key), || async {
+                    let (mut tx, version) = self.begin(op).await?;
+                    let value = match self.entry(&mut tx, key).await? {
                         Some(entry) => parse_counter(&entry.value),
                         None => Some(0),
                     };
@@ -593,12 +795,13 @@ macro_rules! backend_impl {
                         return Err(Error::NotAnInteger {
                             backend: NAME.to_owned(),
                             key: key.to_owned(),
-                        });
+                        }
+                        .into());
                     };
                     let text = new.to_string();
-                    self.upsert(&mut tx, key, text.as_bytes(), current.counter(), None, op)
+                    self.upsert(&mut tx, key, text.as_bytes(), version.counter(), None)
                         .await?;
-                    let version = self.commit(tx, current, op).await?;
+                    let version = self.commit(tx, version).await?;
                     Ok((new, version))
                 })
                 .await
@@ -606,29 +809,30 @@ macro_rules! backend_impl {
 
             async fn persist_batch(&self, ops: Vec<BatchOp>) -> Result<Option<Version>> {
                 // A batch holds many row locks: the database may roll it back as a deadlock.
-                $crate::common::retry_rolled_back(|| self.batch_once(&ops)).await
+                retry(NAME, Operation::Batch, None, || self.batch_once(&ops)).await
             }
 
             async fn clear(&self) -> Result<Option<Version>> {
-                $crate::common::retry_rolled_back(|| async {
-                    let op = Operation::Clear;
-                    let (mut tx, current) = self.begin(op, true).await?;
+                let op = Operation::Clear;
+                retry(NAME, op, None, || async {
+                    let (mut tx, version) = self.begin(op).await?;
                     let done = self
-                        .tombstoning(&self.shared.sql.clear, current.counter())
+                        .tombstoning(&self.shared.sql.clear, version.counter())
                         .execute(&mut *tx)
-                        .await
-                        .map_err(Self::err(op))?;
+                        .await?;
                     if done.rows_affected() == 0 {
                         Self::rollback(tx).await;
                         return Ok(None);
                     }
-                    self.commit(tx, current, op).await.map(Some)
+                    self.commit(tx, version).await.map(Some)
                 })
                 .await
             }
 
             async fn now(&self) -> Result<StoreTime> {
-                self.clock(&self.shared.pool, Operation::Now).await.map(store_time)
+                retry(NAME, Operation::Now, None, || self.clock(&self.shared.pool))
+                    .await
+                    .map(store_time)
             }
 
             async fn persist_expiring(
@@ -640,32 +844,31 @@ macro_rules! backend_impl {
                 let op = Operation::PersistExpiring;
                 check_key(NAME, key)?;
                 let value = &value;
-                $crate::common::retry_rolled_back(|| async move {
-                    let (mut tx, current) = self.begin(op, true).await?;
+                retry(NAME, op, Some(key), || async move {
+                    let (mut tx, version) = self.begin(op).await?;
                     // The database's time of the write, read under the version row lock.
-                    let expires_at = self.clock(&mut *tx, op).await?.saturating_add(millis(ttl));
-                    self.upsert(&mut tx, key, value, current.counter(), Some(expires_at), op)
+                    let expires_at = self.clock(&mut *tx).await?.saturating_add(millis(ttl));
+                    self.upsert(&mut tx, key, value, version.counter(), Some(expires_at))
                         .await?;
-                    let version = self.commit(tx, current, op).await?;
+                    let version = self.commit(tx, version).await?;
                     Ok((version, store_time(expires_at)))
                 })
                 .await
             }
 
             async fn sweep(&self) -> Result<Option<Swept>> {
-                $crate::common::retry_rolled_back(|| async {
-                    let op = Operation::Sweep;
-                    let (mut tx, current) = self.begin(op, true).await?;
+                let op = Operation::Sweep;
+                retry(NAME, op, None, || async {
+                    let (mut tx, version) = self.begin(op).await?;
                     // One reading of the clock for both statements, so that they agree on what
                     // has expired (writers of the dictionary wait for the version row lock).
-                    let now = self.clock(&mut *tx, op).await?;
+                    let now = self.clock(&mut *tx).await?;
                     let rows = q(&self.shared.sql.select_expired)
                         .bind(self.ns())
                         .bind(self.dict())
                         .bind(now)
                         .fetch_all(&mut *tx)
-                        .await
-                        .map_err(Self::err(op))?;
+                        .await?;
                     if rows.is_empty() {
                         Self::rollback(tx).await;
                         return Ok(None);
@@ -673,14 +876,12 @@ macro_rules! backend_impl {
                     let keys = rows
                         .iter()
                         .map(|row| key_from(row, 0))
-                        .collect::<Result<_, _>>()
-                        .map_err(Self::err(op))?;
-                    self.tombstoning(&self.shared.sql.sweep, current.counter())
+                        .collect::<std::result::Result<_, _>>()?;
+                    self.tombstoning(&self.shared.sql.sweep, version.counter())
                         .bind(now)
                         .execute(&mut *tx)
-                        .await
-                        .map_err(Self::err(op))?;
-                    let version = self.commit(tx, current, op).await?;
+                        .await?;
+                    let version = self.commit(tx, version).await?;
                     Ok(Some(Swept { version, keys }))
                 })
                 .await

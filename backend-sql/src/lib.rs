@@ -8,7 +8,14 @@
 )]
 mod common;
 #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
+mod error;
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
 mod imp;
+#[cfg_attr(
+    not(any(feature = "postgres", feature = "mysql", feature = "sqlite")),
+    allow(dead_code)
+)]
+mod record;
 
 #[cfg(feature = "mysql")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mysql")))]

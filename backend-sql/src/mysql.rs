@@ -14,7 +14,7 @@ use crate::common::{Dialect, Sql, SqlOptions, redact_url};
 type Db = sqlx::MySql;
 const NAME: &str = "mysql";
 
-/// A MySQL or MariaDB database (InnoDB) holding any number of dictionaries in two tables.
+/// A MySQL or MariaDB database (InnoDB) holding any number of dictionaries in three tables.
 ///
 /// Clones share one connection pool. Keys are stored as `VARBINARY` (compared byte for byte,
 /// case- and space-sensitive), at most [`MAX_KEY_LEN`](crate::MAX_KEY_LEN) bytes. There are
@@ -108,10 +108,11 @@ impl MySqlStore {
         Ok(store)
     }
 
-    /// Creates the tables if they are missing. Idempotent, and safe when several processes
-    /// start at once (serialized by a named lock, `GET_LOCK`).
+    /// Creates the tables if they are missing and adds the columns that tables created by an
+    /// earlier version lack. Idempotent, and safe when several processes start at once
+    /// (serialized by a named lock, `GET_LOCK`).
     pub async fn migrate(&self) -> durable_core::Result<()> {
-        let err = |e| crate::common::map_err(NAME, durable_core::Operation::Schema, e);
+        let err = |e| crate::error::map_err(NAME, durable_core::Operation::Schema, e);
         let mut conn = self.shared.pool.acquire().await.map_err(err)?;
         let lock = format!("{}_schema", self.shared.sql.entries);
         sqlx::query("SELECT GET_LOCK(?, 30)")
@@ -125,6 +126,11 @@ impl MySqlStore {
                 result = Err(err(e));
                 break;
             }
+        }
+        if result.is_ok() {
+            result = add_missing_columns(&mut conn, &self.shared.sql)
+                .await
+                .map_err(err);
         }
         let _ = sqlx::query("SELECT RELEASE_LOCK(?)")
             .bind(&lock)
@@ -156,6 +162,11 @@ impl MySqlStore {
     /// The versions table's name.
     pub fn versions_table(&self) -> &str {
         &self.shared.sql.versions
+    }
+
+    /// The stamp history table's name.
+    pub fn stamps_table(&self) -> &str {
+        &self.shared.sql.stamps
     }
 }
 

@@ -14,7 +14,7 @@ use crate::common::{Dialect, Sql, SqlOptions, redact_url};
 type Db = sqlx::Postgres;
 const NAME: &str = "postgres";
 
-/// A PostgreSQL database holding any number of dictionaries in two tables.
+/// A PostgreSQL database holding any number of dictionaries in three tables.
 ///
 /// Clones share one connection pool and one `LISTEN` connection (opened on the first
 /// [`subscribe`](durable_core::Backend::subscribe)). Every write sends
@@ -118,10 +118,11 @@ impl PostgresStore {
         Ok(store)
     }
 
-    /// Creates the tables and indexes if they are missing. Idempotent, and safe when several
-    /// processes start at once (the DDL runs in one transaction under an advisory lock).
+    /// Creates the tables and indexes if they are missing and adds the columns that tables
+    /// created by an earlier version lack. Idempotent, and safe when several processes start at
+    /// once (the DDL runs in one transaction under an advisory lock).
     pub async fn migrate(&self) -> durable_core::Result<()> {
-        let err = |e| crate::common::map_err(NAME, durable_core::Operation::Schema, e);
+        let err = |e| crate::error::map_err(NAME, durable_core::Operation::Schema, e);
         let mut tx = self.shared.pool.begin().await.map_err(err)?;
         // "durable\0" as a number: one lock key for every durable schema in the database.
         sqlx::query("SELECT pg_advisory_xact_lock(7239381212183110656)")
@@ -134,6 +135,9 @@ impl PostgresStore {
                 .await
                 .map_err(err)?;
         }
+        add_missing_columns(&mut tx, &self.shared.sql)
+            .await
+            .map_err(err)?;
         tx.commit().await.map_err(err)
     }
 
@@ -167,6 +171,11 @@ impl PostgresStore {
     /// The versions table's name.
     pub fn versions_table(&self) -> &str {
         &self.shared.sql.versions
+    }
+
+    /// The stamp history table's name.
+    pub fn stamps_table(&self) -> &str {
+        &self.shared.sql.stamps
     }
 
     /// The `NOTIFY` channel every write of this store's tables signals.
@@ -224,7 +233,7 @@ impl PostgresBackend {
             // Listen before returning, so that a write right after `subscribe` is seen.
             let listener = connect_listener(&self.shared)
                 .await
-                .map_err(|e| crate::common::map_err(NAME, durable_core::Operation::Subscribe, e))?;
+                .map_err(|e| crate::error::map_err(NAME, durable_core::Operation::Subscribe, e))?;
             listeners.running = true;
             tokio::spawn(listen_task(self.shared.clone(), listener));
         }

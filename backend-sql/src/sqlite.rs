@@ -109,7 +109,7 @@ impl SqliteStore {
         } else {
             Ok(pool.connect_lazy_with(connect))
         }
-        .map_err(|e| crate::common::map_err(NAME, durable_core::Operation::Open, e))?;
+        .map_err(|e| crate::error::map_err(NAME, durable_core::Operation::Open, e))?;
         let store = SqliteStore {
             shared: Arc::new(Shared {
                 pool,
@@ -124,10 +124,11 @@ impl SqliteStore {
         Ok(store)
     }
 
-    /// Creates the tables and indexes if they are missing (idempotent; concurrent callers are
-    /// serialized by SQLite's write lock).
+    /// Creates the tables and indexes if they are missing and adds the columns that tables
+    /// created by an earlier version lack (idempotent; concurrent callers are serialized by
+    /// SQLite's write lock).
     pub async fn migrate(&self) -> durable_core::Result<()> {
-        let err = |e| crate::common::map_err(NAME, durable_core::Operation::Schema, e);
+        let err = |e| crate::error::map_err(NAME, durable_core::Operation::Schema, e);
         let mut tx = begin_write(&self.shared.pool).await.map_err(err)?;
         for ddl in &self.shared.sql.schema {
             sqlx::query(sqlx::AssertSqlSafe(ddl.as_str()))
@@ -135,6 +136,9 @@ impl SqliteStore {
                 .await
                 .map_err(err)?;
         }
+        add_missing_columns(&mut tx, &self.shared.sql)
+            .await
+            .map_err(err)?;
         tx.commit().await.map_err(err)
     }
 
@@ -165,6 +169,11 @@ impl SqliteStore {
     /// The versions table's name.
     pub fn versions_table(&self) -> &str {
         &self.shared.sql.versions
+    }
+
+    /// The stamp history table's name.
+    pub fn stamps_table(&self) -> &str {
+        &self.shared.sql.stamps
     }
 }
 

@@ -1,5 +1,6 @@
-//! Faults: tables truncated by hand, a garbage value written by hand, the LISTEN connection
-//! killed, and two processes writing to one SQLite file.
+//! Faults: tables truncated by hand (also while handles load and write: MariaDB's 1412), a
+//! garbage value written by hand, the LISTEN connection killed, and two processes writing to one
+//! SQLite file.
 
 mod support;
 
@@ -214,4 +215,163 @@ async fn two_processes_share_one_sqlite_file_without_lost_writes() {
         u64::from(4 * CHILD_WRITES),
         "one bump per write"
     );
+}
+
+/// Counts durable-sql's `retrying` events whose error is MariaDB's 1412 ("Table definition has
+/// changed, please retry transaction").
+#[derive(Clone, Default)]
+struct Retries1412(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl Retries1412 {
+    fn count(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl tracing::Subscriber for Retries1412 {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+
+    fn event(&self, event: &tracing::Event<'_>) {
+        #[derive(Default)]
+        struct Fields {
+            retrying: bool,
+            table_changed: bool,
+        }
+        impl tracing::field::Visit for Fields {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                let text = format!("{value:?}");
+                match field.name() {
+                    "message" => self.retrying = text == "retrying",
+                    "error" => self.table_changed = text.contains("1412"),
+                    _ => {}
+                }
+            }
+        }
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        if fields.retrying && fields.table_changed {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    fn enter(&self, _: &tracing::span::Id) {}
+
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// MariaDB answers 1412 to a consistent-snapshot transaction that reads a table truncated after
+/// its snapshot began. Loads and deltas of one dictionary and writes of another, while the
+/// entries table is truncated again and again: the reads meet 1412, retry, and no
+/// `Error::Backend` escapes (every error is Unavailable, Timeout or Contention).
+///
+/// One thread, so that the counting subscriber sees every task's events.
+#[tokio::test(flavor = "current_thread")]
+async fn mariadb_table_definition_changed_is_retried() {
+    let Some(url) = server_from_env("DURABLE_TEST_MYSQL_URL") else {
+        return;
+    };
+    let retries = Retries1412::default();
+    let _subscriber = tracing::subscriber::set_default(retries.clone());
+    let store = private_store("mysql", &url).await;
+    let Store::My(my) = &store else {
+        unreachable!()
+    };
+    let (entries, versions, _) = store.tables();
+    let ns = random_name("ns");
+
+    // The server's answer, provoked by hand: a snapshot taken, the table truncated, then read.
+    let writer = store.backend(&ns, "read");
+    for i in 0..50 {
+        writer
+            .persist(&format!("k{i}"), vec![1; 100].into())
+            .await
+            .unwrap();
+    }
+    let begin = "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY";
+    let mut snapshot = my.pool().begin_with(begin).await.unwrap();
+    let count = |table: &str| format!("SELECT COUNT(*) FROM {table}");
+    let _: (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(count(versions)))
+        .fetch_one(&mut *snapshot)
+        .await
+        .unwrap();
+    store.exec("TRUNCATE TABLE {e}").await;
+    let error = sqlx::query_as::<_, (i64,)>(sqlx::AssertSqlSafe(count(entries)))
+        .fetch_one(&mut *snapshot)
+        .await
+        .expect_err("a snapshot older than the TRUNCATE reads the table");
+    let number = error
+        .as_database_error()
+        .and_then(|e| e.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>())
+        .map(|e| e.number());
+    assert_eq!(number, Some(1412), "{error}");
+    snapshot.rollback().await.unwrap();
+
+    // The same through durable, with handles busy on two dictionaries.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for task in 0..6 {
+        let backend = store.backend(&ns, if task < 4 { "read" } else { "write" });
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut errors = Vec::new();
+            let mut done = 0u64;
+            let mut token = backend.last_updated().await.unwrap();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let result = match task {
+                    // Full loads, and deltas from a token of the same epoch.
+                    0 | 1 => backend.durables().await.map(drop),
+                    2 | 3 => backend.changes_since(token).await.map(drop),
+                    _ => backend
+                        .persist(&format!("w{}", done % 20), vec![2; 100].into())
+                        .await
+                        .map(|v| token = v),
+                };
+                match result {
+                    Ok(()) => done += 1,
+                    Err(error) => errors.push(error),
+                }
+                if task == 2 || task == 3 {
+                    token = backend.last_updated().await.unwrap_or(token);
+                }
+            }
+            (done, errors)
+        }));
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    let mut truncates = 0;
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        store.exec("TRUNCATE TABLE {e}").await;
+        truncates += 1;
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (mut done, mut errors) = (0, Vec::new());
+    for task in tasks {
+        let (d, e) = task.await.unwrap();
+        done += d;
+        errors.extend(e);
+    }
+    eprintln!(
+        "{truncates} truncates, {done} operations, {} retries after 1412, errors: {errors:?}",
+        retries.count()
+    );
+    for error in &errors {
+        assert!(
+            error.is_unavailable() || matches!(error, Error::Contention { .. }),
+            "an operation failed with {error:?}"
+        );
+    }
+    assert!(done > 100, "the handles worked: {done} operations");
+    assert!(retries.count() > 0, "no operation met 1412");
+    store.drop_tables().await;
 }

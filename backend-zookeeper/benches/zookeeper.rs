@@ -6,7 +6,8 @@
 //! ```
 //!
 //! Prints a table and writes `durable-zookeeper-bench.json` in Cargo's target tmp directory
-//! (override with `DURABLE_BENCH_JSON`).
+//! (override with `DURABLE_BENCH_JSON`). `DURABLE_BENCH_SIZES` (default `1000,100000`) sets the
+//! dictionary sizes of the delta-versus-reload rows; `DURABLE_BENCH_SIZES=1000` is quick.
 
 use std::time::{Duration, Instant};
 
@@ -103,6 +104,62 @@ async fn main() {
     let mut rows = Vec::new();
     let admin = store(&connect).await;
 
+    // 0. One version check (`last_updated`), and the ZooKeeper requests it can be made of,
+    //    timed raw on the same session: `exists`, `getData`, and `sync` + `getData` pipelined.
+    //    Interleaved in rounds, so that load from elsewhere on the machine hits all alike.
+    {
+        let b = admin.backend(&namespace, "check").expect("backend");
+        b.persist("k", Bytes::from_static(b"v"))
+            .await
+            .expect("persist");
+        let client = admin.zookeeper_client().await.expect("client");
+        let path = b.path().to_owned();
+        let (rounds, n) = (8, 250);
+        let mut totals = [0.0f64; 4];
+        for _ in 0..rounds {
+            totals[0] += mean(n, |_| async {
+                b.last_updated().await.map(drop).expect("last_updated")
+            })
+            .await;
+            totals[1] += mean(n, |_| async {
+                client.check_stat(&path).await.expect("exists");
+            })
+            .await;
+            totals[2] += mean(n, |_| async {
+                client.get_data(&path).await.expect("get_data");
+            })
+            .await;
+            totals[3] += mean(n, |_| async {
+                let synced = client.sync(&path);
+                let read = client.get_data(&path);
+                synced.await.expect("sync");
+                read.await.expect("get_data");
+            })
+            .await;
+        }
+        let [check, exists, get, synced] = totals.map(|t| t / f64::from(rounds));
+        rows.push(Row {
+            name: "version check (last_updated)".into(),
+            micros: check,
+            note: "the backend's check".into(),
+        });
+        rows.push(Row {
+            name: "raw exists".into(),
+            micros: exists,
+            note: "one request".into(),
+        });
+        rows.push(Row {
+            name: "raw getData".into(),
+            micros: get,
+            note: "one request".into(),
+        });
+        rows.push(Row {
+            name: "raw sync + getData, pipelined".into(),
+            micros: synced,
+            note: format!("the sync costs {:.0} µs", synced - get),
+        });
+    }
+
     // 1. A no-change sync: a version check (one round trip) vs trusting a live watch.
     {
         let b = admin.backend(&namespace, "small").expect("backend");
@@ -134,7 +191,7 @@ async fn main() {
         rows.push(Row {
             name: "no-change sync, version check".into(),
             micros: without,
-            note: "one check_stat round trip".into(),
+            note: "one round trip (sync + getData, pipelined)".into(),
         });
         rows.push(Row {
             name: "no-change sync, live watch".into(),
@@ -148,7 +205,12 @@ async fn main() {
     }
 
     // 2. A sync after one change vs a full reload, at 1k and 100k keys.
-    for size in [1_000usize, 100_000] {
+    let sizes: Vec<usize> = std::env::var("DURABLE_BENCH_SIZES")
+        .unwrap_or_else(|_| "1000,100000".into())
+        .split(',')
+        .map(|s| s.trim().parse().expect("DURABLE_BENCH_SIZES: numbers"))
+        .collect();
+    for size in sizes {
         let name = format!("size{size}");
         let writer = admin.backend(&namespace, &name).expect("backend");
         let filled = Instant::now();

@@ -16,6 +16,7 @@ use parking_lot::Mutex;
 use zookeeper_client as zk;
 
 use crate::keys::{self, MAX_KEY_LEN};
+use crate::record::{self, Record};
 use crate::store::{Failure, NAME, ZooKeeperStore};
 
 /// The largest value stored, in bytes: ZooKeeper refuses requests above `jute.maxbuffer`
@@ -30,8 +31,11 @@ const MAX_REQUEST: usize = 1_040_000;
 const MAX_ATTEMPTS: u32 = 64;
 /// The longest pause between two attempts of a write that lost a race.
 const MAX_BACKOFF_MICROS: u64 = 50_000;
-/// Rounds of catching up with concurrent writers before a load or delta gives up.
+/// Rounds of catching up with concurrent writers before a delta falls back to a full load
+/// (or a load starts again).
 const MAX_ROUNDS: u32 = 32;
+/// Attempts of a full load before it gives up with [`Error::Contention`].
+const MAX_LOADS: u32 = 8;
 /// Entries fetched per pipelined window in a full load or a sweep.
 const LOAD_WINDOW: usize = 8192;
 /// Set in the revision field of an entry's header when the entry has a time to live: 8 more
@@ -72,22 +76,30 @@ pub(crate) struct Paths {
     pub(crate) version: String,
     pub(crate) entries: String,
     pub(crate) log: String,
+    /// Holds one empty child named after the current stamp (the "head"): every write deletes
+    /// it and creates the next one in its multi, so a write prepared from a state of another
+    /// history (a restore that brought the data version back) fails instead of landing.
+    pub(crate) stamps: String,
     /// The namespace's clock znode, written to read the server's time (its `mtime`). It sits
     /// outside every dictionary znode, so the hint watches never see it.
     pub(crate) clock: String,
 }
+
+/// The children of the dictionary znode, all created with it.
+const CONTAINERS: [&str; 3] = ["entries", "log", "stamp"];
 
 impl Paths {
     fn new(root: &str, namespace: &Name, dictionary: &Name) -> Self {
         let namespace = format!("{root}/{namespace}");
         let base = format!("{namespace}/{dictionary}");
         Paths {
-            // The dictionary znode itself carries the version (its creation zxid and data
-            // version): ZooKeeper deletes children before their parent, so a re-created
-            // dictionary znode (a new epoch) can never sit above entries of an older epoch.
+            // The dictionary znode itself carries the version record (its data): ZooKeeper
+            // deletes children before their parent, so a re-created dictionary znode (a new
+            // epoch) can never sit above entries of an older epoch.
             version: base.clone(),
             entries: format!("{base}/entries"),
             log: format!("{base}/log"),
+            stamps: format!("{base}/stamp"),
             // Names never start with '.', so no dictionary is called `.clock`.
             clock: format!("{namespace}/.clock"),
             namespace,
@@ -102,25 +114,60 @@ impl Paths {
     fn log_node(&self, counter: u64) -> String {
         format!("{}/{counter:020}", self.log)
     }
+
+    fn head(&self, stamp: u64) -> String {
+        format!("{}/{stamp:016x}", self.stamps)
+    }
+
+    fn container(&self, name: &str) -> String {
+        format!("{}/{name}", self.base)
+    }
 }
 
-/// The identity and data version of the version znode: the token.
+/// The version znode as read: its record and its data version (the expected version of the
+/// next write).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Node {
-    czxid: i64,
-    version: i32,
+    record: Record,
+    zversion: i32,
 }
 
 impl Node {
-    fn from_stat(stat: &zk::Stat) -> Self {
-        Node {
-            czxid: stat.czxid,
-            version: stat.version,
-        }
-    }
-
     fn token(self) -> Version {
-        Version::new(self.czxid as u64, u64::try_from(self.version).unwrap_or(0))
+        self.record.token()
+    }
+}
+
+/// What a read of the version znode found.
+enum Read {
+    Node(Node),
+    /// The znode exists with a record that cannot be read (`what` says why); `zversion` is its
+    /// data version, for a repair that checks nothing moved meanwhile.
+    Damaged {
+        what: String,
+        zversion: i32,
+        /// The znode has no data and at most the two children of the layout before stamped
+        /// tokens (`entries`, `log`): a dictionary written by an earlier version of this
+        /// backend, or a znode created by hand. Not damaged: initialized as a wipe would be, by
+        /// reads too. (A record deleted by hand leaves three children: that is damage.)
+        unstamped: bool,
+    },
+    Missing,
+}
+
+impl Read {
+    fn of(data: &[u8], stat: &zk::Stat) -> Read {
+        match Record::parse(data) {
+            Ok(record) => Read::Node(Node {
+                record,
+                zversion: stat.version,
+            }),
+            Err(what) => Read::Damaged {
+                what,
+                zversion: stat.version,
+                unstamped: data.is_empty() && stat.num_children <= 2,
+            },
+        }
     }
 }
 
@@ -148,6 +195,17 @@ impl Seen {
             Seen::Absent(after) => last <= after,
         }
     }
+}
+
+/// How a catch-up through the change log ended.
+#[derive(Debug)]
+enum CatchUp {
+    /// At this version node: the entries read are its state.
+    Reached(Node),
+    /// The log cannot serve the start: another epoch or history, trimmed, wiped or damaged.
+    TooOld,
+    /// Writers kept changing keys not read yet for [`MAX_ROUNDS`] rounds.
+    TooBusy,
 }
 
 /// One entry operation of a write multi. `ttl`: the entry expires that long after the write.
@@ -190,10 +248,10 @@ impl EntryWrite {
 }
 
 /// The estimated size of the multi request of `writes`: the entry operations, the version
-/// check and the change-log node. [`commit`](ZooKeeperBackend::commit) refuses one above
-/// [`MAX_REQUEST`].
+/// record, the head znodes and the change-log node. [`commit`](ZooKeeperBackend::commit)
+/// refuses one above [`MAX_REQUEST`].
 fn request_size(writes: &[EntryWrite]) -> usize {
-    writes.iter().map(EntryWrite::size).sum::<usize>() + 256
+    writes.iter().map(EntryWrite::size).sum::<usize>() + 640
 }
 
 /// How many of `writes`, from the first, fit in one multi request (see [`request_size`]).
@@ -213,8 +271,14 @@ fn fitting(writes: &[EntryWrite]) -> usize {
 enum Conflict {
     /// Another write moved the version node: read again.
     Moved,
-    /// The tree is gone or incomplete; it was re-created: read again.
+    /// The tree is gone or incomplete; it was re-created or repaired: read again.
     TreeMissing,
+    /// The head znode of the expected stamp is gone: the state moved to another history (or the
+    /// head was deleted by hand, which was repaired): read again.
+    HeadMissing,
+    /// A change-log node of the next counter exists already: the version record is behind the
+    /// stored history, and was repaired: read again.
+    StrayLog,
     /// An entry operation found its entry absent.
     EntryAbsent,
     /// An entry operation found its entry present.
@@ -316,7 +380,7 @@ impl ZooKeeperBackend {
     }
 
     /// The znode of this dictionary (inside the chroot): `<root>/<namespace>/<dictionary>`. Its
-    /// stat is the version; its children are `entries` and `log`.
+    /// data is the version record; its children are `entries`, `log` and `stamp`.
     pub fn path(&self) -> &str {
         &self.paths.base
     }
@@ -377,38 +441,102 @@ impl ZooKeeperBackend {
         *self.cached.lock() = node;
     }
 
-    /// Creates whatever part of the tree is missing: the namespace, the dictionary znode (whose
-    /// creation zxid becomes the new epoch), `entries` and `log`.
+    /// An [`Error::Damaged`] naming this dictionary and `what` is wrong.
+    fn damaged(&self, operation: Operation, what: impl fmt::Display) -> Error {
+        Error::Damaged {
+            backend: NAME.into(),
+            operation,
+            reason: format!(
+                "dictionary {}/{} (znode {}): {what}",
+                self.namespace, self.dictionary, self.paths.base
+            ),
+        }
+    }
+
+    /// Creates the dictionary when its znode is missing, in one multi: the znode with a fresh
+    /// version record (a new epoch, counter 0: nothing can be stored below a missing znode),
+    /// `entries`, `log`, `stamp` with the head of the new stamp, and the change-log node of
+    /// counter 0 carrying that stamp (so a delta can start from the first token).
     async fn ensure_tree(&self, client: &zk::Client) -> Result<(), Failure> {
         let options = self.store.inner.config.create_options();
         client.mkdir(&self.paths.namespace, &options).await?;
-        // Pipelined: sent in this order, so each parent exists before its child is created.
-        let creates: Vec<_> = [&self.paths.base, &self.paths.entries, &self.paths.log]
-            .into_iter()
-            .map(|path| client.create(path, b"", &options))
-            .collect();
-        for create in creates {
-            match create.await {
-                Ok(_) | Err(zk::Error::NodeExists) => {}
-                // A concurrent wipe removed a parent again: the caller reads and retries.
-                Err(zk::Error::NoNode) => {}
+        let record = Record::fresh(0);
+        let mut multi = client.new_multi_writer();
+        multi.add_create(&self.paths.base, &record.encode(), &options)?;
+        for name in CONTAINERS {
+            multi.add_create(&self.paths.container(name), b"", &options)?;
+        }
+        multi.add_create(&self.paths.head(record.stamp), b"", &options)?;
+        multi.add_create(
+            &self.paths.log_node(record.counter),
+            &record::log_data(record.stamp, ""),
+            &options,
+        )?;
+        match multi.commit().await {
+            // Created; or another process created it meanwhile, or a concurrent wipe removed the
+            // namespace again: the caller reads again.
+            Ok(_)
+            | Err(zk::MultiWriteError::OperationFailed {
+                source: zk::Error::NodeExists | zk::Error::NoNode,
+                ..
+            }) => Ok(()),
+            Err(
+                zk::MultiWriteError::OperationFailed { source, .. }
+                | zk::MultiWriteError::RequestFailed { source },
+            ) => Err(source.into()),
+        }
+    }
+
+    /// Reads the version znode; with `sync`, after a ZooKeeper `sync` of it, sent in the same
+    /// round trip, so that the read sees every write acknowledged before it started even when
+    /// this session's server is a follower that has not applied them yet.
+    async fn read_version(&self, client: &zk::Client, sync: bool) -> Result<Read, Failure> {
+        let synced = sync.then(|| client.sync(&self.paths.version));
+        let read = client.get_data(&self.paths.version);
+        if let Some(synced) = synced {
+            match synced.await {
+                Ok(()) | Err(zk::Error::NoNode) => {}
                 Err(e) => return Err(e.into()),
             }
         }
-        Ok(())
+        match read.await {
+            Ok((data, stat)) => Ok(Read::of(&data, &stat)),
+            Err(zk::Error::NoNode) => Ok(Read::Missing),
+            Err(e) => Err(e.into()),
+        }
     }
 
-    /// Reads the version node, creating the tree if it is missing.
-    async fn read_node(&self, client: &zk::Client, operation: Operation) -> Result<Node, Failure> {
+    /// Reads the version node (after a `sync`), creating the dictionary if it is missing. A
+    /// damaged record is repaired as a wipe if `repair` (writes), and is an
+    /// [`Error::Damaged`] otherwise (reads), except an unstamped dictionary (see
+    /// [`Read::Damaged`]), which reads initialize too.
+    async fn read_node(
+        &self,
+        client: &zk::Client,
+        operation: Operation,
+        repair: bool,
+    ) -> Result<Node, Failure> {
         for _ in 0..5 {
-            if let Some(stat) = client.check_stat(&self.paths.version).await? {
-                let node = Node::from_stat(&stat);
-                self.remember(Some(node));
-                return Ok(node);
+            match self.read_version(client, true).await? {
+                Read::Node(node) => {
+                    self.remember(Some(node));
+                    return Ok(node);
+                }
+                Read::Missing => self.ensure_tree(client).await?,
+                Read::Damaged {
+                    what,
+                    zversion,
+                    unstamped,
+                } => {
+                    if !(repair || unstamped) {
+                        return Err(self.damaged(operation, what).into());
+                    }
+                    self.repair(client, operation, zversion, &what).await?;
+                }
             }
-            self.ensure_tree(client).await?;
         }
-        Err(corrupt(operation, "the version node keeps disappearing".into()).into())
+        // Re-created, wiped or repaired by others five times in a row.
+        Err(Self::contention(""))
     }
 
     /// The expected version node for a blind write: the cached one, or a fresh read.
@@ -420,11 +548,13 @@ impl ZooKeeperBackend {
         let cached = *self.cached.lock();
         match cached {
             Some(node) => Ok(node),
-            None => self.read_node(client, operation).await,
+            None => self.read_node(client, operation, true).await,
         }
     }
 
-    /// Reads the version node and the entries `names` (pipelined, one round trip).
+    /// Reads the version node and the entries `names` in one multi-read (an atomic snapshot),
+    /// after a `sync`, in one round trip. A damaged record, or an entry whose revision is
+    /// above the record's counter, is repaired (these reads prepare a write).
     async fn read_state(
         &self,
         client: &zk::Client,
@@ -432,36 +562,253 @@ impl ZooKeeperBackend {
         names: &[String],
     ) -> Result<(Node, Vec<Option<Current>>), Failure> {
         for _ in 0..5 {
-            let version = client.check_stat(&self.paths.version);
-            let reads: Vec<_> = names
-                .iter()
-                .map(|name| client.get_data(&self.paths.entry(name)))
-                .collect();
-            let Some(stat) = version.await? else {
-                self.ensure_tree(client).await?;
-                continue;
+            let synced = client.sync(&self.paths.version);
+            let mut reader = client.new_multi_reader();
+            reader.add_get_data(&self.paths.version)?;
+            for name in names {
+                reader.add_get_data(&self.paths.entry(name))?;
+            }
+            let read = reader.commit();
+            match synced.await {
+                Ok(()) | Err(zk::Error::NoNode) => {}
+                Err(e) => return Err(e.into()),
+            }
+            let results = read.await?;
+            if results.len() != names.len() + 1 {
+                return Err(corrupt(
+                    operation,
+                    format!(
+                        "a multi-read of {} znodes returned {} results",
+                        names.len() + 1,
+                        results.len()
+                    ),
+                )
+                .into());
+            }
+            let mut results = results.into_iter();
+            let node = match results.next() {
+                Some(zk::MultiReadResult::Data { data, stat }) => match Read::of(&data, &stat) {
+                    Read::Node(node) => node,
+                    Read::Damaged { what, zversion, .. } => {
+                        self.repair(client, operation, zversion, &what).await?;
+                        continue;
+                    }
+                    Read::Missing => continue,
+                },
+                Some(zk::MultiReadResult::Error {
+                    err: zk::Error::NoNode,
+                }) => {
+                    self.ensure_tree(client).await?;
+                    continue;
+                }
+                Some(zk::MultiReadResult::Error { err }) => return Err(err.into()),
+                other => {
+                    return Err(corrupt(
+                        operation,
+                        format!("unexpected multi-read result {other:?}"),
+                    )
+                    .into());
+                }
             };
             let mut current = Vec::with_capacity(names.len());
-            for (name, read) in names.iter().zip(reads) {
-                current.push(match read.await {
-                    Ok((data, stat)) => Some(Current {
-                        entry: parse_entry(operation, decode_name(operation, name)?, data, &stat)?,
-                        znode_version: stat.version,
-                    }),
-                    Err(zk::Error::NoNode) => None,
-                    Err(e) => return Err(e.into()),
+            let mut above = None;
+            for (name, result) in names.iter().zip(results) {
+                current.push(match result {
+                    zk::MultiReadResult::Data { data, stat } => {
+                        let key = decode_name(operation, name)?;
+                        let entry = parse_entry(operation, key, data, &stat)?;
+                        if entry.revision.0 > node.record.counter {
+                            above = Some((entry.key.clone(), entry.revision));
+                        }
+                        Some(Current {
+                            entry,
+                            znode_version: stat.version,
+                        })
+                    }
+                    zk::MultiReadResult::Error {
+                        err: zk::Error::NoNode,
+                    } => None,
+                    zk::MultiReadResult::Error { err } => return Err(err.into()),
+                    other => {
+                        return Err(corrupt(
+                            operation,
+                            format!("unexpected multi-read result {other:?}"),
+                        )
+                        .into());
+                    }
                 });
             }
-            let node = Node::from_stat(&stat);
+            if let Some((key, revision)) = above {
+                let what = format!(
+                    "entry {key:?} has revision {}, above the version record's counter {}",
+                    revision.0, node.record.counter
+                );
+                self.repair(client, operation, node.zversion, &what).await?;
+                continue;
+            }
             self.remember(Some(node));
             return Ok((node, current));
         }
-        Err(corrupt(operation, "the version node keeps disappearing".into()).into())
+        Err(Self::contention(""))
     }
 
-    /// One write multi: the version node checked and bumped, the entry operations, and the
-    /// change-log node of the new counter, all or nothing. Returns the new token and the
-    /// server's time of the write (the `mtime` of every znode the multi wrote).
+    /// Repairs a damaged version record as a wipe would: a fresh epoch and stamp, and the
+    /// counter at the highest revision still stored (entries and change-log nodes), so that no
+    /// token and no revision repeats. One multi, conditional on the data version `zversion` at
+    /// which the damage was seen (so nothing moved meanwhile): the record, whatever container
+    /// is missing, the head of the new stamp (old heads deleted) and the change-log node of the
+    /// new counter with the new stamp. Returns `Ok` also when another process changed the
+    /// record meanwhile: the caller reads again.
+    async fn repair(
+        &self,
+        client: &zk::Client,
+        operation: Operation,
+        zversion: i32,
+        what: &str,
+    ) -> Result<(), Failure> {
+        self.remember(None);
+        let children = match client.list_children(&self.paths.base).await {
+            Ok(children) => children,
+            Err(zk::Error::NoNode) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let has = |name: &str| children.iter().any(|c| c == name);
+        let list = |path: &str| {
+            let listed = client.list_children(path);
+            async move {
+                match listed.await {
+                    Ok(names) => Ok(names),
+                    Err(zk::Error::NoNode) => Ok(Vec::new()),
+                    Err(e) => Err(Failure::from(e)),
+                }
+            }
+        };
+        let mut highest = 0;
+        if has("entries")
+            && let Some(entries) = self.read_all(client, operation).await?
+        {
+            for (_, current) in &entries {
+                highest = highest.max(current.entry.revision.0);
+            }
+        }
+        let logs: Vec<u64> = if has("log") {
+            list(&self.paths.log)
+                .await?
+                .iter()
+                .filter_map(|name| name.parse().ok())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        highest = highest.max(logs.iter().copied().max().unwrap_or(0));
+        let heads = if has("stamp") {
+            list(&self.paths.stamps).await?
+        } else {
+            Vec::new()
+        };
+        if highest >= record::MAX_COUNTER {
+            return Err(self
+                .damaged(
+                    operation,
+                    format!(
+                        "{what}; it cannot be repaired: a stored revision, {highest}, is out of \
+                         range"
+                    ),
+                )
+                .into());
+        }
+        let record = Record::fresh(highest);
+        let options = self.store.inner.config.create_options();
+        let mut multi = client.new_multi_writer();
+        multi.add_set_data(&self.paths.version, &record.encode(), Some(zversion))?;
+        for name in CONTAINERS {
+            if !has(name) {
+                multi.add_create(&self.paths.container(name), b"", &options)?;
+            }
+        }
+        for head in &heads {
+            multi.add_delete(&format!("{}/{head}", self.paths.stamps), None)?;
+        }
+        multi.add_create(&self.paths.head(record.stamp), b"", &options)?;
+        if logs.contains(&highest) {
+            multi.add_delete(&self.paths.log_node(highest), None)?;
+        }
+        multi.add_create(
+            &self.paths.log_node(highest),
+            &record::log_data(record.stamp, ""),
+            &options,
+        )?;
+        match multi.commit().await {
+            Ok(results) => {
+                if let Some(zk::MultiWriteResult::SetData { stat }) = results.first() {
+                    self.remember(Some(Node {
+                        record,
+                        zversion: stat.version,
+                    }));
+                }
+                tracing::warn!(
+                    path = %self.paths.base,
+                    damage = what,
+                    epoch = %format!("{:016x}", record.epoch),
+                    counter = highest,
+                    "zookeeper: repaired a damaged version record as a wipe (a new epoch)"
+                );
+                Ok(())
+            }
+            // The record moved meanwhile (another process repaired it, or wrote): read again.
+            Err(zk::MultiWriteError::OperationFailed { .. }) => Ok(()),
+            Err(zk::MultiWriteError::RequestFailed { source }) => Err(source.into()),
+        }
+    }
+
+    /// After a write found part of the tree missing: creates the dictionary if its znode is
+    /// gone; repairs it (a new epoch) if one of its containers is gone, since a missing
+    /// `entries` means entries vanished without a version bump, and a missing `stamp` or `log`
+    /// means the record's history is gone.
+    async fn fix_tree(&self, client: &zk::Client, operation: Operation) -> Result<(), Failure> {
+        let stat = match client.check_stat(&self.paths.version).await? {
+            Some(stat) => stat,
+            None => return self.ensure_tree(client).await,
+        };
+        let children = match client.list_children(&self.paths.base).await {
+            Ok(children) => children,
+            Err(zk::Error::NoNode) => return self.ensure_tree(client).await,
+            Err(e) => return Err(e.into()),
+        };
+        let missing: Vec<String> = CONTAINERS
+            .into_iter()
+            .filter(|name| !children.iter().any(|c| c == name))
+            .map(|name| self.paths.container(name))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let what = format!("znode {} is missing", missing.join(" and "));
+        self.repair(client, operation, stat.version, &what).await
+    }
+
+    /// After a write found the head of its expected stamp missing: if the head of the current
+    /// record's stamp is missing too, it was deleted by hand and the record is repaired;
+    /// otherwise the dictionary moved on (or to another history) and the caller reads again.
+    async fn check_head(&self, client: &zk::Client, operation: Operation) -> Result<(), Failure> {
+        let Read::Node(node) = self.read_version(client, true).await? else {
+            // Missing or damaged: the caller's next read deals with it.
+            return Ok(());
+        };
+        let head = self.paths.head(node.record.stamp);
+        if client.check_stat(&head).await?.is_some() {
+            return Ok(());
+        }
+        let what = format!("the head znode {head} of the record's stamp is missing");
+        self.repair(client, operation, node.zversion, &what).await
+    }
+
+    /// One write multi: the version record replaced by the next one (checked against the
+    /// expected data version), the head of the expected stamp deleted and the next one created
+    /// (so the write lands only on the very state it was prepared from), the entry operations,
+    /// and the change-log node of the new counter (its stamp and the keys written), all or
+    /// nothing. Returns the new token and the server's time of the write (the `mtime` of every
+    /// znode the multi wrote).
     async fn commit(
         &self,
         client: &zk::Client,
@@ -469,14 +816,25 @@ impl ZooKeeperBackend {
         node: Node,
         writes: &[EntryWrite],
     ) -> Result<Result<(Version, StoreTime), Conflict>, Failure> {
-        let Some(next) = node.version.checked_add(1) else {
+        /// The index of the first entry operation in the multi.
+        const FIRST_ENTRY: usize = 3;
+        let Some(next) = node.record.next() else {
             return Err(corrupt(
                 operation,
-                "the version counter is exhausted (2^31 writes): re-create the dictionary".into(),
+                "the version counter is exhausted (2^53 writes): re-create the dictionary".into(),
             )
             .into());
         };
-        let revision = u64::try_from(next).unwrap_or(0);
+        if node.zversion == i32::MAX {
+            return Err(corrupt(
+                operation,
+                "the dictionary znode's data version is exhausted (2^31 writes): re-create the \
+                 dictionary"
+                    .into(),
+            )
+            .into());
+        }
+        let revision = next.counter;
         let log: Vec<&str> = writes.iter().map(EntryWrite::name).collect();
         let log = log.join("/");
         let size = request_size(writes);
@@ -492,7 +850,9 @@ impl ZooKeeperBackend {
         }
         let options = self.store.inner.config.create_options();
         let mut multi = client.new_multi_writer();
-        multi.add_set_data(&self.paths.version, b"", Some(node.version))?;
+        multi.add_set_data(&self.paths.version, &next.encode(), Some(node.zversion))?;
+        multi.add_delete(&self.paths.head(node.record.stamp), None)?;
+        multi.add_create(&self.paths.head(next.stamp), b"", &options)?;
         for write in writes {
             match write {
                 EntryWrite::Create { name, value, ttl } => multi.add_create(
@@ -515,7 +875,11 @@ impl ZooKeeperBackend {
                 }
             }
         }
-        multi.add_create(&self.paths.log_node(revision), log.as_bytes(), &options)?;
+        multi.add_create(
+            &self.paths.log_node(revision),
+            &record::log_data(next.stamp, &log),
+            &options,
+        )?;
         match multi.commit().await {
             Ok(results) => {
                 let stat = match results.first() {
@@ -528,45 +892,61 @@ impl ZooKeeperBackend {
                         .into());
                     }
                 };
-                let new = Node::from_stat(&stat);
-                if new.version != next || new.czxid != node.czxid {
-                    return Err(corrupt(
-                        operation,
-                        format!("version node moved from {node:?} to {new:?} in one multi"),
-                    )
-                    .into());
-                }
-                self.remember(Some(new));
-                // Trim the change log: sending happens now; the answer does not matter.
+                self.remember(Some(Node {
+                    record: next,
+                    zversion: stat.version,
+                }));
+                // Trim the change log, keeping the nodes of the last `history` writes and of
+                // the state before them (a delta from there reads its stamp): sending happens
+                // now; the answer does not matter.
                 let history = u64::from(self.store.inner.config.history);
-                if revision > history {
-                    drop(client.delete(&self.paths.log_node(revision - history), None));
+                if let Some(old) = revision.checked_sub(history + 1) {
+                    drop(client.delete(&self.paths.log_node(old), None));
                 }
-                Ok(Ok((new.token(), mtime(&stat))))
+                Ok(Ok((next.token(), mtime(&stat))))
             }
             Err(zk::MultiWriteError::RequestFailed { source }) => Err(source.into()),
             Err(zk::MultiWriteError::OperationFailed { index, source }) => {
                 self.remember(None);
+                let log_index = FIRST_ENTRY + writes.len();
                 let conflict = match (index, source) {
                     (0, zk::Error::BadVersion) => Conflict::Moved,
                     (0, zk::Error::NoNode) => Conflict::TreeMissing,
-                    (i, e) if i >= 1 && i <= writes.len() => match (&writes[i - 1], e) {
-                        (EntryWrite::Create { .. }, zk::Error::NodeExists) => Conflict::EntryExists,
-                        (EntryWrite::Create { .. }, zk::Error::NoNode) => Conflict::TreeMissing,
-                        (_, zk::Error::NoNode) => Conflict::EntryAbsent,
-                        (_, zk::Error::BadVersion) => Conflict::EntryChanged,
-                        (_, e) => return Err(e.into()),
-                    },
-                    (_, zk::Error::NoNode) => Conflict::TreeMissing,
-                    (_, zk::Error::NodeExists) => {
-                        // A change-log node of this counter survived from an older tree.
-                        let _ = client.delete(&self.paths.log_node(revision), None).await;
-                        Conflict::Moved
+                    (1, zk::Error::NoNode) => Conflict::HeadMissing,
+                    (2, zk::Error::NoNode) => Conflict::TreeMissing,
+                    // Two writes drew the same stamp (one chance in 2^64): read again.
+                    (2, zk::Error::NodeExists) => Conflict::Moved,
+                    (i, e) if (FIRST_ENTRY..log_index).contains(&i) => {
+                        match (&writes[i - FIRST_ENTRY], e) {
+                            (EntryWrite::Create { .. }, zk::Error::NodeExists) => {
+                                Conflict::EntryExists
+                            }
+                            (EntryWrite::Create { .. }, zk::Error::NoNode) => Conflict::TreeMissing,
+                            (_, zk::Error::NoNode) => Conflict::EntryAbsent,
+                            (_, zk::Error::BadVersion) => Conflict::EntryChanged,
+                            (_, e) => return Err(e.into()),
+                        }
                     }
+                    (i, zk::Error::NodeExists) if i == log_index => Conflict::StrayLog,
+                    (i, zk::Error::NoNode) if i == log_index => Conflict::TreeMissing,
                     (_, e) => return Err(e.into()),
                 };
-                if matches!(conflict, Conflict::TreeMissing) {
-                    self.ensure_tree(client).await?;
+                match conflict {
+                    Conflict::TreeMissing => self.fix_tree(client, operation).await?,
+                    Conflict::HeadMissing => self.check_head(client, operation).await?,
+                    Conflict::StrayLog => {
+                        // The checks before it passed: the record is `node`'s.
+                        let what = format!(
+                            "change-log node {revision} exists already: the version record's \
+                             counter {} is behind the stored history",
+                            node.record.counter
+                        );
+                        self.repair(client, operation, node.zversion, &what).await?;
+                    }
+                    Conflict::Moved
+                    | Conflict::EntryAbsent
+                    | Conflict::EntryExists
+                    | Conflict::EntryChanged => {}
                 }
                 Ok(Err(conflict))
             }
@@ -622,13 +1002,19 @@ impl ZooKeeperBackend {
 
     /// Brings `entries` (keyed by key) from the state `since` to a consistent later state,
     /// starting with the version node `target`, by reading the change log. Keys found deleted
-    /// go to `removed` with the counter of their last change. `None`: the log cannot serve
-    /// `since` (another epoch, trimmed history, a wiped tree).
+    /// go to `removed` with the counter of their last change.
     ///
-    /// Each round reads the log up to the target, then (if a read is not current) every changed
-    /// entry again and the version node, which becomes the next target. The state of a target
-    /// is reached when each changed key's last read saw its last logged change: writers may
-    /// stay busy all along, since a write that lands before its key's read is seen by the read.
+    /// `since` must be a state of the current history: the same epoch, and the stamp logged for
+    /// its counter equal to its stamp (a store put back to an earlier state and written again
+    /// has other stamps at the same counters); every round checks again that the log it reads
+    /// continues the states already read, so a restore in the middle ends the catch-up too.
+    ///
+    /// Each round reads the log up to the target, then (if a read is not current) every
+    /// changed entry again with the version record, in one multi-read when it fits in a
+    /// request: an atomic snapshot, whose record becomes the next target. The state of a target
+    /// is reached when each changed key's last read saw its last logged change. Writers may stay
+    /// busy on the keys read all along; only writers that keep changing keys not read yet can
+    /// hold a catch-up off, for [`MAX_ROUNDS`] rounds ([`CatchUp::TooBusy`]).
     async fn catch_up(
         &self,
         client: &zk::Client,
@@ -637,84 +1023,188 @@ impl ZooKeeperBackend {
         mut target: Node,
         entries: &mut HashMap<String, StoredEntry>,
         removed: &mut HashMap<String, Revision>,
-    ) -> Result<Option<Node>, Failure> {
+    ) -> Result<CatchUp, Failure> {
         let history = u64::from(self.store.inner.config.history);
         // Per changed entry (znode name): the counter of its last logged change up to `known`,
         // and what its last read saw.
         let mut changed: HashMap<String, u64> = HashMap::new();
         let mut seen: HashMap<String, Seen> = HashMap::new();
-        let mut known = since.counter();
+        // The last state whose change-log node was read, and the stamp logged for it.
+        let (mut known, mut known_stamp) = (since.counter(), since.stamp());
         for _ in 0..MAX_ROUNDS {
-            let to = target.token();
-            if to.epoch() != since.epoch()
-                || to.counter() < known
-                || to.counter() - since.counter() > history
+            let to = target.record;
+            if to.epoch != since.epoch()
+                || to.counter < known
+                || to.counter - since.counter() > history
             {
-                return Ok(None);
+                return Ok(CatchUp::TooOld);
             }
-            // Round trip 1: the change-log nodes of the counters (known, to].
-            let logs: Vec<_> = (known + 1..=to.counter())
-                .map(|c| (c, client.get_data(&self.paths.log_node(c))))
-                .collect();
-            for (counter, log) in logs {
-                match log.await {
-                    Ok((data, _)) => {
-                        let text = String::from_utf8(data).map_err(|_| {
-                            corrupt(operation, format!("change log {counter} is not text"))
-                        })?;
-                        for name in text.split('/').filter(|n| !n.is_empty()) {
+            if to.counter == known {
+                // The state already reached (or `since` itself, which the store still is at):
+                // nothing new is logged.
+                if to.stamp != known_stamp {
+                    return Ok(CatchUp::TooOld);
+                }
+            } else {
+                // Round trip 1: the change-log nodes of `known` (its stamp must be the one seen)
+                // and of the counters (known, to] (the last one's stamp must be the target's).
+                let logs: Vec<_> = (known..=to.counter)
+                    .map(|c| (c, client.get_data(&self.paths.log_node(c))))
+                    .collect();
+                for (counter, log) in logs {
+                    let data = match log.await {
+                        Ok((data, _)) => data,
+                        Err(zk::Error::NoNode) => return Ok(CatchUp::TooOld),
+                        Err(e) => return Err(e.into()),
+                    };
+                    let Some((stamp, names)) = record::parse_log(&data) else {
+                        return Ok(CatchUp::TooOld);
+                    };
+                    let expected = if counter == known {
+                        known_stamp
+                    } else if counter == to.counter {
+                        to.stamp
+                    } else {
+                        stamp
+                    };
+                    if stamp != expected {
+                        return Ok(CatchUp::TooOld);
+                    }
+                    if counter > known {
+                        for name in names {
                             changed.insert(name.to_owned(), counter);
                         }
                     }
-                    Err(zk::Error::NoNode) => return Ok(None),
-                    Err(e) => return Err(e.into()),
                 }
             }
-            known = to.counter();
+            (known, known_stamp) = (to.counter, to.stamp);
             let current = changed
                 .iter()
                 .all(|(name, last)| seen.get(name).is_some_and(|s| s.is_current(*last)));
             if current {
-                return Ok(Some(target));
+                // A deleted key's revision is its last logged change.
+                for (name, last) in &changed {
+                    if let Some(revision) = keys::decode(name).and_then(|k| removed.get_mut(&k)) {
+                        *revision = Revision(*last);
+                    }
+                }
+                return Ok(CatchUp::Reached(target));
             }
-            // Round trip 2: every changed entry, then the version node. (Reading only the
-            // stale ones would chase writers that keep hitting other keys.)
-            let reads: Vec<_> = changed
+            // Round trip 2: every changed entry (reading only the stale ones would chase
+            // writers that keep hitting other keys) and the version record.
+            let names: Vec<(&String, u64)> = changed.iter().map(|(n, l)| (n, *l)).collect();
+            let size: usize = names
                 .iter()
-                .map(|(name, last)| (name, *last, client.get_data(&self.paths.entry(name))))
-                .collect();
-            let version = client.check_stat(&self.paths.version);
-            for (name, last, read) in reads {
+                .map(|(name, _)| self.paths.entries.len() + name.len() + 24)
+                .sum();
+            let mut note = |name: &String, last: u64, read: Option<(Vec<u8>, zk::Stat)>, after| {
                 let key = decode_name(operation, name)?;
-                match read.await {
-                    Ok((data, stat)) => {
+                match read {
+                    Some((data, stat)) => {
                         let entry = parse_entry(operation, key.clone(), data, &stat)?;
-                        seen.insert(name.clone(), Seen::Written(entry.revision.0));
+                        let revision = entry.revision.0;
+                        seen.insert(name.clone(), Seen::Written(revision));
                         removed.remove(&key);
                         entries.insert(key, entry);
+                        Ok::<_, Failure>(Some(revision))
                     }
-                    Err(zk::Error::NoNode) => {
-                        seen.insert(name.clone(), Seen::Absent(known));
+                    None => {
+                        seen.insert(name.clone(), Seen::Absent(after));
                         entries.remove(&key);
                         removed.insert(key, Revision(last));
+                        Ok(None)
                     }
-                    Err(e) => return Err(e.into()),
                 }
-            }
-            let Some(stat) = version.await? else {
-                return Ok(None);
             };
-            target = Node::from_stat(&stat);
+            if size + 512 <= MAX_REQUEST {
+                // One multi-read: the record and the entries as of one state.
+                let mut reader = client.new_multi_reader();
+                reader.add_get_data(&self.paths.version)?;
+                for (name, _) in &names {
+                    reader.add_get_data(&self.paths.entry(name))?;
+                }
+                let mut results = reader.commit().await?.into_iter();
+                let node = match results.next() {
+                    Some(zk::MultiReadResult::Data { data, stat }) => {
+                        match Read::of(&data, &stat) {
+                            Read::Node(node) => node,
+                            // Damaged meanwhile: the caller reads the record again.
+                            Read::Damaged { .. } | Read::Missing => return Ok(CatchUp::TooOld),
+                        }
+                    }
+                    Some(zk::MultiReadResult::Error {
+                        err: zk::Error::NoNode,
+                    }) => return Ok(CatchUp::TooOld),
+                    Some(zk::MultiReadResult::Error { err }) => return Err(err.into()),
+                    other => {
+                        return Err(corrupt(
+                            operation,
+                            format!("unexpected multi-read result {other:?}"),
+                        )
+                        .into());
+                    }
+                };
+                for (name, last) in names {
+                    let read = match results.next() {
+                        Some(zk::MultiReadResult::Data { data, stat }) => Some((data, stat)),
+                        Some(zk::MultiReadResult::Error {
+                            err: zk::Error::NoNode,
+                        }) => None,
+                        Some(zk::MultiReadResult::Error { err }) => return Err(err.into()),
+                        other => {
+                            return Err(corrupt(
+                                operation,
+                                format!("unexpected multi-read result {other:?}"),
+                            )
+                            .into());
+                        }
+                    };
+                    let revision = note(name, last, read, node.record.counter)?;
+                    if revision.is_some_and(|r| r > node.record.counter) {
+                        // Impossible in one snapshot unless the record is behind the entries.
+                        let what = format!(
+                            "entry {:?} has revision {}, above the version record's counter {}",
+                            keys::decode(name).unwrap_or_default(),
+                            revision.unwrap_or_default(),
+                            node.record.counter
+                        );
+                        return Err(self.damaged(operation, what).into());
+                    }
+                }
+                target = node;
+            } else {
+                // Too many for one request: pipelined reads, then the record. An absent entry
+                // was read after the log up to `known`.
+                let reads: Vec<_> = names
+                    .into_iter()
+                    .map(|(name, last)| (name, last, client.get_data(&self.paths.entry(name))))
+                    .collect();
+                let version = client.get_data(&self.paths.version);
+                for (name, last, read) in reads {
+                    let read = match read.await {
+                        Ok(found) => Some(found),
+                        Err(zk::Error::NoNode) => None,
+                        Err(e) => return Err(e.into()),
+                    };
+                    note(name, last, read, known)?;
+                }
+                target = match version.await {
+                    Ok((data, stat)) => match Read::of(&data, &stat) {
+                        Read::Node(node) => node,
+                        Read::Damaged { .. } | Read::Missing => return Ok(CatchUp::TooOld),
+                    },
+                    Err(zk::Error::NoNode) => return Ok(CatchUp::TooOld),
+                    Err(e) => return Err(e.into()),
+                };
+            }
         }
-        Err(corrupt(
-            operation,
-            format!("the dictionary changed faster than {MAX_ROUNDS} rounds of reads could follow"),
-        )
-        .into())
+        Ok(CatchUp::TooBusy)
     }
 
     /// Lists and reads every entry (pipelined in windows), by znode name. `None`: the tree is
     /// missing. Entries deleted meanwhile are left out; callers check the version afterwards.
+    /// A child of `entries` whose name is not an encoded key (not written by this backend) is
+    /// left out with a warning.
     async fn read_all(
         &self,
         client: &zk::Client,
@@ -729,12 +1219,20 @@ impl ZooKeeperBackend {
         for window in names.chunks(LOAD_WINDOW) {
             let reads: Vec<_> = window
                 .iter()
-                .map(|name| (name, client.get_data(&self.paths.entry(name))))
+                .filter_map(|name| {
+                    let Some(key) = keys::decode(name) else {
+                        tracing::warn!(
+                            path = %self.paths.entry(name),
+                            "zookeeper: a stray znode among the entries is not an encoded key; left out"
+                        );
+                        return None;
+                    };
+                    Some((name, key, client.get_data(&self.paths.entry(name))))
+                })
                 .collect();
-            for (name, read) in reads {
+            for (name, key, read) in reads {
                 match read.await {
                     Ok((data, stat)) => {
-                        let key = decode_name(operation, name)?;
                         let current = Current {
                             entry: parse_entry(operation, key, data, &stat)?,
                             znode_version: stat.version,
@@ -749,65 +1247,94 @@ impl ZooKeeperBackend {
         Ok(Some(entries))
     }
 
+    /// A full load: the record (after a `sync`), every entry, the record again; if it moved,
+    /// a catch-up through the change log to a consistent state. Tried again from the start
+    /// when the catch-up cannot serve (too old, too busy), at most [`MAX_LOADS`] times.
     async fn load_once(&self, client: &zk::Client) -> Result<Load, Failure> {
         let operation = Operation::Load;
-        for _ in 0..MAX_ROUNDS {
-            let first = self.read_node(client, operation).await?;
+        for _ in 0..MAX_LOADS {
+            let first = self.read_node(client, operation, false).await?;
             let Some(read) = self.read_all(client, operation).await? else {
+                // `entries` is missing under a record: damaged, unless the tree was just
+                // wiped or repaired.
+                if matches!(self.read_version(client, false).await?, Read::Node(node) if node == first)
+                {
+                    let what = format!("znode {} is missing", self.paths.entries);
+                    return Err(self.damaged(operation, what).into());
+                }
                 continue;
             };
             let mut entries: HashMap<String, StoredEntry> = read
                 .into_iter()
                 .map(|(_, current)| (current.entry.key.clone(), current.entry))
                 .collect();
-            let Some(stat) = client.check_stat(&self.paths.version).await? else {
-                continue;
+            let last = match self.read_version(client, false).await? {
+                Read::Node(node) => node,
+                Read::Missing => continue,
+                Read::Damaged { what, .. } => return Err(self.damaged(operation, what).into()),
             };
-            let last = Node::from_stat(&stat);
-            let version = if last == first {
-                Some(first)
+            let node = if last == first {
+                first
             } else {
                 let mut removed = HashMap::new();
-                self.catch_up(
-                    client,
-                    operation,
-                    first.token(),
-                    last,
-                    &mut entries,
-                    &mut removed,
-                )
-                .await?
+                let caught = self
+                    .catch_up(
+                        client,
+                        operation,
+                        first.token(),
+                        last,
+                        &mut entries,
+                        &mut removed,
+                    )
+                    .await?;
+                match caught {
+                    CatchUp::Reached(node) => node,
+                    CatchUp::TooOld | CatchUp::TooBusy => continue,
+                }
             };
-            if let Some(node) = version {
-                self.remember(Some(node));
-                return Ok(Load {
-                    version: node.token(),
-                    entries: entries.into_values().collect(),
-                });
+            // Every write records its counter as its entries' revision: an entry above the
+            // record's counter means the record is behind what is stored.
+            if let Some(entry) = entries
+                .values()
+                .find(|e| e.revision.0 > node.record.counter)
+            {
+                let what = format!(
+                    "entry {:?} has revision {}, above the version record's counter {}",
+                    entry.key, entry.revision.0, node.record.counter
+                );
+                return Err(self.damaged(operation, what).into());
             }
+            self.remember(Some(node));
+            return Ok(Load {
+                version: node.token(),
+                entries: entries.into_values().collect(),
+            });
         }
-        Err(corrupt(
-            operation,
-            "no consistent load after repeated attempts".into(),
-        )
-        .into())
+        // Writers kept the dictionary moving faster than every attempt could follow.
+        Err(Self::contention(""))
     }
 
     async fn changes_once(&self, client: &zk::Client, since: Version) -> Result<Changes, Failure> {
         let operation = Operation::Changes;
-        let node = self.read_node(client, operation).await?;
+        let node = self.read_node(client, operation, false).await?;
         let mut entries = HashMap::new();
         let mut removed = HashMap::new();
         let caught = self
             .catch_up(client, operation, since, node, &mut entries, &mut removed)
             .await?;
         Ok(match caught {
-            None => Changes::TooOld,
-            Some(node) => Changes::Delta(Delta {
+            CatchUp::Reached(node) => Changes::Delta(Delta {
                 version: node.token(),
                 upserts: entries.into_values().collect(),
                 removals: removed.into_iter().collect(),
             }),
+            CatchUp::TooOld => Changes::TooOld,
+            CatchUp::TooBusy => {
+                // Writers kept changing new keys: a full load (consistent through its own
+                // catch-up, retried) serves instead of failing the sync.
+                tracing::debug!(path = %self.paths.base, "zookeeper: delta too busy to follow, falling back to a full load");
+                Changes::TooOld
+            }
         })
     }
 
@@ -980,7 +1507,10 @@ impl Backend for ZooKeeperBackend {
     async fn last_updated(&self) -> Result<Version> {
         self.store
             .run(Operation::Version, true, |client| async move {
-                Ok(self.read_node(&client, Operation::Version).await?.token())
+                Ok(self
+                    .read_node(&client, Operation::Version, false)
+                    .await?
+                    .token())
             })
             .await
     }
@@ -1168,7 +1698,7 @@ impl Backend for ZooKeeperBackend {
                 for attempt in 0..MAX_ATTEMPTS {
                     // The listing happens after the version read; the multi's version check
                     // proves nothing was written in between, so the listing is exact.
-                    let node = self.read_node(&client, operation).await?;
+                    let node = self.read_node(&client, operation, true).await?;
                     let names = match client.list_children(&self.paths.entries).await {
                         Ok(names) => names,
                         Err(zk::Error::NoNode) => continue,
@@ -1224,7 +1754,7 @@ impl Backend for ZooKeeperBackend {
                 for attempt in 0..MAX_ATTEMPTS {
                     // As in `clear`: the multi's version check proves that the entries read
                     // after the version are still the dictionary's.
-                    let node = self.read_node(&client, operation).await?;
+                    let node = self.read_node(&client, operation, true).await?;
                     let Some(entries) = self.read_all(&client, operation).await? else {
                         continue;
                     };

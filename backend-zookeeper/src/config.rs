@@ -89,7 +89,9 @@ impl ZooKeeperConfig {
     }
 
     /// How many recent writes keep their change-log node, which serves deltas: a handle more
-    /// than this many writes behind does a full reload. At least 1. Default
+    /// than this many writes behind does a full reload. Each node also holds its write's stamp,
+    /// so this is the stamp history too (`durable_core::STAMP_HISTORY` suggests 65,536; the
+    /// default keeps one small znode per write for the last 1000). At least 1. Default
     /// [`DEFAULT_HISTORY`](Self::DEFAULT_HISTORY).
     pub fn with_history(mut self, writes: u32) -> Self {
         self.history = writes.max(1);

@@ -4,6 +4,7 @@ mod backend;
 mod config;
 mod hints;
 mod keys;
+mod record;
 mod store;
 
 pub use backend::{MAX_VALUE_SIZE, ZooKeeperBackend};

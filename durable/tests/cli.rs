@@ -85,6 +85,18 @@ fn edit_round_trip(url: &str) {
 
     let stats: Value = serde_json::from_str(&ok(url, ns, &["stats"])).unwrap();
     assert_eq!(stats["entries"], json!(3));
+    // Every counter of `Stats`, including checks that found the store gone back in time.
+    for counter in [
+        "checks",
+        "reloads",
+        "deltas",
+        "regressions",
+        "writes",
+        "errors",
+    ] {
+        assert!(stats[counter].is_u64(), "no counter {counter:?} in {stats}");
+    }
+    assert_eq!(stats["regressions"], json!(0));
     let health: Value = serde_json::from_str(&ok(url, ns, &["health"])).unwrap();
     assert_eq!(health["fresh"], json!(true));
 

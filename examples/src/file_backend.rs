@@ -47,8 +47,9 @@
 //! ```
 //!
 //! This backend offers every optional capability except push hints and expiring entries
-//! (`delta`, `insert_if_absent`, `compare_and_swap`, `pop`, `increment`, `batch`, `clear`): under
-//! an exclusive lock they are all easy to make atomic. Expiry is left out because a directory has
+//! (`delta`, `insert_if_absent`, `compare_and_swap`, `pop`, `increment`, `batch`, `clear`, and
+//! `stamps`, see [below](#tokens-that-cannot-lie)): under an exclusive lock they are all easy to
+//! make atomic. Expiry is left out because a directory has
 //! no clock of its own that every process reads alike; sets and sharded counters, which are layers
 //! over the dictionary, work on it unchanged.
 //!
@@ -60,10 +61,10 @@
 //! | path | contents |
 //! | --- | --- |
 //! | `lock` | empty; `flock`ed shared by readers and exclusively by writers |
-//! | `version` | `durable-files 1 <epoch hex> <counter> <oldest>`: the token, and the oldest token a delta can be served from |
+//! | `version` | the version record: a first line `durable-files 2`, then one field per line, `epoch <hex>`, `counter <decimal>`, `stamp <hex>`, `parent <hex>` (the token) and `oldest <decimal>` (the oldest counter a delta can be served from) |
 //! | `entries/k<hex of key>` | one file per key: a header (revision, key) and the value's bytes |
 //! | `entries/h<sha-256 of key>` | the same, for keys longer than 120 bytes (file names are limited to 255 bytes); the real key is inside |
-//! | `log/<revision>` | the keys written by that revision, one per line (hex), for deltas; the last [`FileStore::with_history`] revisions are kept |
+//! | `log/<revision>` | that revision's write, for deltas: a first line `<stamp hex> <parent hex>`, then the keys it wrote, one per line (hex); the last [`FileStore::with_history`] revisions are kept |
 //! | `journal` | only during a write (or after a crash in one): the write-ahead record of the write in progress |
 //! | `tmp/` | temporary files, renamed into place |
 //!
@@ -72,11 +73,12 @@
 //!
 //! # Writes, locks and crashes
 //!
-//! Every write takes the exclusive lock, reads the current entries it needs, and then:
+//! Every write takes the exclusive lock, reads the version record (repairing it if it is missing
+//! or damaged, see below) and the current entries it needs, and then:
 //!
-//! 1. writes the whole operation (every key's new value or deletion, and the new token) to
-//!    `journal` (temporary file, `fsync`, rename, `fsync` of the directory). **This is the commit
-//!    point.**
+//! 1. writes the whole operation (every key's new value or deletion, and the new token with its
+//!    fresh stamp) to `journal` (temporary file, `fsync`, rename, `fsync` of the directory).
+//!    **This is the commit point.**
 //! 2. applies it: each entry file is replaced by rename (or deleted), `log/<revision>` is written;
 //! 3. replaces `version` by rename: readers now see the new token;
 //! 4. deletes `journal` and releases the lock.
@@ -84,7 +86,8 @@
 //! Readers ([`durables`](Backend::durables), [`changes_since`](Backend::changes_since)) take the
 //! shared lock, so they never see half a write from a live writer. If a writer crashes (process
 //! killed, power lost) after step 1, the next process to take the lock finds `journal` and
-//! completes the write (roll forward: every step is idempotent); if it crashed before step 1
+//! completes the write (roll forward: every step is idempotent; if the version record was lost
+//! or damaged meanwhile, the write lands on the repaired record); if it crashed before step 1
 //! finished, nothing happened. So every write, including a batch or a clear, is applied entirely
 //! or not at all, and a load always matches its token. [`last_updated`](Backend::last_updated)
 //! reads `version` without a lock: renames are atomic, so it sees the old or the new token.
@@ -99,13 +102,40 @@
 //! between operations) can let two writers in at once. Deleting it between operations is a wipe:
 //! the next operation creates a fresh dictionary with a new epoch, and every handle reloads.
 //!
+//! # Tokens that cannot lie
+//!
+//! A token ([`Version`]) is the epoch, the counter and a **stamp**: a random number drawn by
+//! every write ([`Version::new_stamp`]) and stored with the counter, beside the stamp it replaced
+//! (its **parent**). This is what makes the token of a state unique even when the directory goes
+//! back in time:
+//!
+//! - **Putting back an older copy** of the directory (a backup restore) puts back its `version`
+//!   file: the token is again the one of that older state, which differs from the token of every
+//!   handle that saw later writes, so they all check and follow the store. Writes made after that
+//!   draw new stamps, so even when the counter passes the old one, no token names two states.
+//! - **Deltas check the history.** Each `log/<revision>` file records its write's stamp and
+//!   parent, so the logs form a chain. [`changes_since`](Backend::changes_since)`(t)` serves a
+//!   delta only if the chain from `t`'s counter to the current record starts at `t`'s stamp;
+//!   a token from a history the directory no longer has gets [`Changes::TooOld`], and its handle
+//!   reloads in full.
+//! - **A missing or damaged `version` file** (deleted, truncated, a field missing or not a
+//!   number, a counter of 2^53 or more) is treated as a wipe, by every operation, before
+//!   anything else is written: a fresh epoch, and a counter starting at the highest revision
+//!   still stored in `entries/` and `log/`, so no token and no entry revision is ever given twice
+//!   (compare-and-swap relies on revisions). The entries stay; every handle reloads them. A
+//!   warning names the file and what was wrong with it. (If a stored revision is itself 2^53 or
+//!   more, no counter can follow it: operations fail with [`Error::Damaged`], writing nothing. A
+//!   `version` file of format 1, written before stamps existed, reads as damaged: the first
+//!   operation after the upgrade starts a fresh epoch.)
+//!
 //! # Errors
 //!
 //! File-system failures (missing permissions, a path that is not a directory, a full disk) are
 //! [`Error::Unavailable`] naming the path and the operation: the store cannot be used right now.
 //! A lock that cannot be had within [`FileStore::with_lock_timeout`] is [`Error::Timeout`].
-//! A file that cannot be parsed is [`Error::Backend`] naming the file (and the key, for entries).
-//! No input makes this backend panic.
+//! An entry, log or journal file that cannot be parsed is [`Error::Backend`] naming the file (and
+//! the key, for entries); a damaged `version` file is repaired as described above. No input makes
+//! this backend panic.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -128,9 +158,12 @@ const BACKEND: &str = "files";
 /// First line of an entry file.
 const ENTRY_MAGIC: &[u8] = b"durable-files-entry 1\n";
 /// First bytes of the journal.
-const JOURNAL_MAGIC: &[u8] = b"durable-files-journal 1\n";
-/// First word of the version file.
-const VERSION_MAGIC: &str = "durable-files";
+const JOURNAL_MAGIC: &[u8] = b"durable-files-journal 2\n";
+/// First line of the version file.
+const VERSION_HEADER: &str = "durable-files 2";
+/// Counters from here on are damage, not history: 2^53, the largest integer every JSON reader
+/// and every double-based store holds exactly.
+const MAX_COUNTER: u64 = 1 << 53;
 
 /// Keys up to this many bytes are stored under their hex encoding (2 × 120 + 1 = 241 bytes, below
 /// the usual 255-byte file name limit); longer keys under their SHA-256.
@@ -287,10 +320,12 @@ impl Backend for FileBackend {
     async fn last_updated(&self) -> Result<Version> {
         self.run(Operation::Version, |dir| {
             // No lock: `version` is only ever replaced by rename, so this sees a whole token.
-            match dir.read_head(Operation::Version)? {
-                Some(head) => Ok(head.version()),
-                // A new or wiped dictionary: create its version record under the lock.
-                None => dir.write(Operation::Version, |tx| Ok(tx.head.version())),
+            match dir.read_record(Operation::Version)? {
+                Record::Valid(head) => Ok(head.version()),
+                // A new, wiped or damaged dictionary: (re)create its record under the lock.
+                Record::Missing | Record::Damaged(_) => {
+                    dir.write(Operation::Version, |tx| Ok(tx.head.version()))
+                }
             }
         })
         .await
@@ -437,31 +472,140 @@ struct Dir {
     fsync: bool,
 }
 
-/// The contents of the `version` file.
+/// The version record: the contents of a valid `version` file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Head {
     epoch: u64,
     counter: u64,
+    /// The random stamp of the write that produced this state.
+    stamp: u64,
+    /// The stamp of the state that write started from (0 for a record created afresh).
+    parent: u64,
     /// The oldest counter a delta can start from: log files exist for `oldest + 1 ..= counter`.
     oldest: u64,
 }
 
 impl Head {
-    fn version(&self) -> Version {
-        Version::new(self.epoch, self.counter)
+    /// The record of a new dictionary, or one replacing a lost or damaged record: a fresh epoch
+    /// and stamp, the counter at `counter` and no history.
+    fn fresh(counter: u64) -> Head {
+        Head {
+            epoch: rand::random(),
+            counter,
+            stamp: Version::new_stamp(),
+            parent: 0,
+            oldest: counter,
+        }
     }
+
+    /// The record after one more write: the next counter, a fresh stamp, this record's stamp as
+    /// parent, and a history of at most `history` revisions.
+    fn next(&self, history: u64) -> Head {
+        let next = self.version().next(Version::new_stamp());
+        Head {
+            epoch: next.epoch(),
+            counter: next.counter(),
+            stamp: next.stamp(),
+            parent: next.parent(),
+            oldest: self.oldest.max(next.counter().saturating_sub(history)),
+        }
+    }
+
+    fn version(&self) -> Version {
+        Version::stamped(self.epoch, self.counter, self.stamp, self.parent)
+    }
+
+    /// The text of the `version` file.
+    fn to_text(self) -> String {
+        format!(
+            "{VERSION_HEADER}\nepoch {:016x}\ncounter {}\nstamp {:016x}\nparent {:016x}\noldest {}\n",
+            self.epoch, self.counter, self.stamp, self.parent, self.oldest
+        )
+    }
+
+    /// Parses the text of a `version` file; the error says what is wrong with it.
+    fn parse(text: &str) -> std::result::Result<Head, String> {
+        let mut lines = text.lines();
+        if lines.next() != Some(VERSION_HEADER) {
+            return Err(format!("the first line is not `{VERSION_HEADER}`"));
+        }
+        let mut fields = BTreeMap::new();
+        for line in lines.filter(|line| !line.trim().is_empty()) {
+            let Some((name, value)) = line.split_once(' ') else {
+                return Err(format!("line {line:?} is not `<field> <value>`"));
+            };
+            if fields.insert(name, value.trim()).is_some() {
+                return Err(format!("field `{name}` appears twice"));
+            }
+        }
+        let field = |name: &str, radix: u32| {
+            let value = fields
+                .get(name)
+                .ok_or_else(|| format!("field `{name}` is missing"))?;
+            u64::from_str_radix(value, radix).map_err(|_| {
+                let kind = if radix == 16 {
+                    "hexadecimal"
+                } else {
+                    "decimal"
+                };
+                format!("field `{name}` is {value:?}, not a {kind} integer of 0 or more")
+            })
+        };
+        let head = Head {
+            epoch: field("epoch", 16)?,
+            counter: field("counter", 10)?,
+            stamp: field("stamp", 16)?,
+            parent: field("parent", 16)?,
+            oldest: field("oldest", 10)?,
+        };
+        if fields.len() > 5 {
+            return Err("it has fields other than epoch, counter, stamp, parent, oldest".into());
+        }
+        if head.counter >= MAX_COUNTER {
+            return Err(format!("counter {} is 2^53 or more", head.counter));
+        }
+        if head.stamp == 0 {
+            return Err("stamp is 0".into());
+        }
+        if head.oldest > head.counter {
+            return Err(format!(
+                "oldest {} is above counter {}",
+                head.oldest, head.counter
+            ));
+        }
+        Ok(head)
+    }
+}
+
+/// What the `version` file holds.
+#[derive(Debug)]
+enum Record {
+    /// A valid version record.
+    Valid(Head),
+    /// No `version` file: a new dictionary, or a wiped one.
+    Missing,
+    /// A `version` file that cannot be read; the reason says what is wrong with it.
+    Damaged(String),
 }
 
 /// One write, as recorded in the journal before it is applied.
 #[derive(Debug)]
 struct Journal {
-    epoch: u64,
-    /// The counter this write produces.
-    counter: u64,
-    /// The `oldest` of the version record after this write (the log is trimmed to it).
-    oldest: u64,
+    /// The version record after this write (the log is trimmed to its `oldest`).
+    head: Head,
     /// Every key's new value, or `None` for a deletion.
     changes: Vec<(String, Option<Bytes>)>,
+}
+
+/// The contents of a `log/<revision>` file.
+#[derive(Debug)]
+struct LogRecord {
+    /// The stamp of the write.
+    stamp: u64,
+    /// The stamp of the state it started from.
+    parent: u64,
+    /// The keys it wrote or deleted.
+    keys: Vec<String>,
 }
 
 /// An I/O error with the path it happened on.
@@ -640,7 +784,7 @@ impl Dir {
                 let crashed = journal
                     .try_exists()
                     .map_err(|e| io_error(operation, &journal, e))?;
-                if !crashed && let Some(head) = self.read_head(operation)? {
+                if !crashed && let Record::Valid(head) = self.read_record(operation)? {
                     return read(self, head);
                 }
             }
@@ -656,8 +800,8 @@ impl Dir {
         ))
     }
 
-    /// Runs `write` under the exclusive lock, after completing any crashed write and creating the
-    /// version record if needed.
+    /// Runs `write` under the exclusive lock, after repairing or creating the version record if
+    /// needed and completing any crashed write.
     fn write<T>(
         &self,
         operation: Operation,
@@ -665,8 +809,8 @@ impl Dir {
     ) -> Result<T> {
         let _lock = self.lock(operation, true)?;
         self.clean_tmp(operation)?;
-        self.recover(operation)?;
         let head = self.ensure_head(operation)?;
+        let head = self.recover(operation, head)?;
         write(&mut Tx {
             dir: self,
             operation,
@@ -674,67 +818,82 @@ impl Dir {
         })
     }
 
-    /// Reads the version record; `None` if there is none (a new or wiped dictionary).
-    fn read_head(&self, operation: Operation) -> Result<Option<Head>> {
+    /// Reads the version record.
+    fn read_record(&self, operation: Operation) -> Result<Record> {
         let path = self.version_path();
-        let text = match fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        match fs::read_to_string(&path) {
+            Ok(text) => Ok(match Head::parse(&text) {
+                Ok(head) => Record::Valid(head),
+                Err(reason) => Record::Damaged(reason),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Record::Missing),
             Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                return Err(corrupt(operation, &path, "not UTF-8 text"));
+                Ok(Record::Damaged("it is not UTF-8 text".into()))
             }
-            Err(e) => return Err(io_error(operation, &path, e)),
-        };
-        let fields: Vec<&str> = text.split_whitespace().collect();
-        let parsed = match fields.as_slice() {
-            [VERSION_MAGIC, "1", epoch, counter, oldest] => (|| {
-                Some(Head {
-                    epoch: u64::from_str_radix(epoch, 16).ok()?,
-                    counter: counter.parse().ok()?,
-                    oldest: oldest.parse().ok()?,
-                })
-            })(),
-            _ => None,
-        };
-        match parsed {
-            Some(head) if head.oldest <= head.counter => Ok(Some(head)),
-            _ => Err(corrupt(
-                operation,
-                &path,
-                format_args!("expected `{VERSION_MAGIC} 1 <epoch> <counter> <oldest>`"),
-            )),
+            Err(e) => Err(io_error(operation, &path, e)),
         }
     }
 
     fn write_head(&self, operation: Operation, head: Head) -> Result<()> {
-        let text = format!(
-            "{VERSION_MAGIC} 1 {:016x} {} {}\n",
-            head.epoch, head.counter, head.oldest
-        );
+        let text = head.to_text();
         self.replace(operation, &self.version_path(), &[text.as_bytes()])?;
         self.sync_dir(operation, &self.path)
     }
 
-    /// The version record, created with a fresh random epoch if missing (exclusive lock held).
+    /// The version record; a missing or damaged one is created afresh, as after a wipe
+    /// (exclusive lock held). Nothing else is written before this.
     fn ensure_head(&self, operation: Operation) -> Result<Head> {
-        if let Some(head) = self.read_head(operation)? {
-            return Ok(head);
+        match self.read_record(operation)? {
+            Record::Valid(head) => return Ok(head),
+            Record::Missing => {}
+            Record::Damaged(reason) => tracing::warn!(
+                file = %self.version_path().display(),
+                %reason,
+                "the version record is damaged; starting a fresh epoch, as after a wipe"
+            ),
         }
-        // A new dictionary, or one whose version record was deleted: a new epoch, so no token
-        // of the old one is ever repeated. Log files of the old epoch must not serve deltas.
+        // A fresh epoch, so no token of the old record is ever repeated, and a counter at the
+        // highest revision still stored, so no revision is ever given twice. Log files of the
+        // old epoch must not serve deltas.
+        let highest = self.highest_revision(operation)?;
+        if highest >= MAX_COUNTER {
+            return Err(Error::Damaged {
+                backend: BACKEND.into(),
+                operation,
+                reason: format!(
+                    "{}: a stored revision ({highest}) is 2^53 or more, no counter can follow it",
+                    self.path.display()
+                ),
+            });
+        }
+        let head = Head::fresh(highest);
         let log = self.log_dir();
         match fs::remove_dir_all(&log) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_error(operation, &log, e)),
         }
-        let head = Head {
-            epoch: rand::random(),
-            counter: 0,
-            oldest: 0,
-        };
         self.write_head(operation, head)?;
         Ok(head)
+    }
+
+    /// The highest revision of any entry or log file (0 for an empty directory).
+    fn highest_revision(&self, operation: Operation) -> Result<u64> {
+        let entries = self.all_entries(operation)?;
+        let mut highest = entries.iter().map(|e| e.revision.0).max().unwrap_or(0);
+        let log = self.log_dir();
+        let listing = match fs::read_dir(&log) {
+            Ok(listing) => listing,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(highest),
+            Err(e) => return Err(io_error(operation, &log, e)),
+        };
+        for item in listing {
+            let item = item.map_err(|e| io_error(operation, &log, e))?;
+            if let Some(revision) = item.file_name().to_str().and_then(|n| n.parse().ok()) {
+                highest = highest.max(revision);
+            }
+        }
+        Ok(highest)
     }
 
     /// Writes `parts` to a temporary file and renames it to `target`: readers see the old file or
@@ -890,19 +1049,26 @@ impl Dir {
             return Ok(Changes::TooOld);
         }
         // The last revision that wrote each key since `since`: O(revisions since), not O(keys).
+        // The logs must chain the stamps from `since` to the current record: a log whose parent
+        // is not the stamp before it was written on another history (the directory was put back
+        // to an older copy and written again), and `since` names a state that is gone.
+        let mut stamp = since.stamp();
         let mut touched: BTreeMap<String, u64> = BTreeMap::new();
         for counter in since.counter() + 1..=head.counter {
-            let path = self.log_path(counter);
-            let bytes = match fs::read(&path) {
-                Ok(bytes) => bytes,
-                // Trimmed (or lost in a crash before the version record was raised): too old.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Changes::TooOld),
-                Err(e) => return Err(io_error(operation, &path, e)),
+            // Trimmed (or lost in a crash before the version record was raised): too old.
+            let Some(log) = self.read_log(operation, counter)? else {
+                return Ok(Changes::TooOld);
             };
-            for key in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-                let key = unhex_key(key).ok_or_else(|| corrupt(operation, &path, "bad key"))?;
+            if log.parent != stamp {
+                return Ok(Changes::TooOld);
+            }
+            stamp = log.stamp;
+            for key in log.keys {
                 touched.insert(key, counter);
             }
+        }
+        if stamp != head.stamp {
+            return Ok(Changes::TooOld);
         }
         let mut delta = Delta {
             version: head.version(),
@@ -918,14 +1084,48 @@ impl Dir {
         Ok(Changes::Delta(delta))
     }
 
+    /// The log of revision `counter`; `None` if it was trimmed.
+    fn read_log(&self, operation: Operation, counter: u64) -> Result<Option<LogRecord>> {
+        let path = self.log_path(counter);
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_error(operation, &path, e)),
+        };
+        let parsed = (|| {
+            let (first, rest) = line(&bytes)?;
+            let (stamp, parent) = std::str::from_utf8(first).ok()?.split_once(' ')?;
+            let keys = rest
+                .split(|&b| b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(unhex_key)
+                .collect::<Option<Vec<String>>>()?;
+            Some(LogRecord {
+                stamp: u64::from_str_radix(stamp, 16).ok()?,
+                parent: u64::from_str_radix(parent, 16).ok()?,
+                keys,
+            })
+        })();
+        parsed
+            .map(Some)
+            .ok_or_else(|| corrupt(operation, &path, "not a log file"))
+    }
+
     // -- the journal
 
     fn write_journal(&self, operation: Operation, journal: &Journal) -> Result<()> {
-        let mut header = Vec::with_capacity(JOURNAL_MAGIC.len() + 28);
+        let head = &journal.head;
+        let mut header = Vec::with_capacity(JOURNAL_MAGIC.len() + 44);
         header.extend_from_slice(JOURNAL_MAGIC);
-        header.extend_from_slice(&journal.epoch.to_le_bytes());
-        header.extend_from_slice(&journal.counter.to_le_bytes());
-        header.extend_from_slice(&journal.oldest.to_le_bytes());
+        for field in [
+            head.epoch,
+            head.counter,
+            head.stamp,
+            head.parent,
+            head.oldest,
+        ] {
+            header.extend_from_slice(&field.to_le_bytes());
+        }
         let count = u32::try_from(journal.changes.len()).map_err(|_| {
             Error::backend(BACKEND, operation, "more than 4 billion keys in one write")
         })?;
@@ -976,9 +1176,13 @@ impl Dir {
                 Some(slice)
             };
             let u64_of = |b: Bytes| Some(u64::from_le_bytes(b[..].try_into().ok()?));
-            let epoch = u64_of(take(8)?)?;
-            let counter = u64_of(take(8)?)?;
-            let oldest = u64_of(take(8)?)?;
+            let head = Head {
+                epoch: u64_of(take(8)?)?,
+                counter: u64_of(take(8)?)?,
+                stamp: u64_of(take(8)?)?,
+                parent: u64_of(take(8)?)?,
+                oldest: u64_of(take(8)?)?,
+            };
             let count = u32::from_le_bytes(take(4)?[..].try_into().ok()?);
             let mut changes = Vec::new();
             for _ in 0..count {
@@ -994,12 +1198,7 @@ impl Dir {
                 };
                 changes.push((key, value));
             }
-            (at == bytes.len()).then_some(Journal {
-                epoch,
-                counter,
-                oldest,
-                changes,
-            })
+            (at == bytes.len()).then_some(Journal { head, changes })
         })();
         match parsed {
             Some(journal) => Ok(Some(journal)),
@@ -1012,67 +1211,70 @@ impl Dir {
         }
     }
 
-    /// Completes a write that crashed after its journal was committed (exclusive lock held).
-    fn recover(&self, operation: Operation) -> Result<()> {
+    /// Completes a write that crashed after its journal was committed (exclusive lock held), and
+    /// returns the version record after it.
+    fn recover(&self, operation: Operation, head: Head) -> Result<Head> {
         let Some(journal) = self.read_journal(operation)? else {
-            return Ok(());
+            return Ok(head);
         };
-        match self.read_head(operation)? {
-            Some(head) if head.epoch == journal.epoch && head.counter + 1 == journal.counter => {
-                tracing::warn!(
-                    dir = %self.path.display(),
-                    counter = journal.counter,
-                    "completing a write interrupted by a crash"
-                );
-                self.apply(operation, head, &journal)
-            }
-            // Already applied (the crash came after the version record was replaced), or the
-            // dictionary was re-created since: nothing to do.
-            _ => self.remove(operation, &self.journal_path()),
+        let (written, current) = (journal.head.version(), head.version());
+        if written == current {
+            // Applied already: the crash came after the version record was replaced.
+            self.remove(operation, &self.journal_path())?;
+            return Ok(head);
         }
+        tracing::warn!(
+            dir = %self.path.display(),
+            counter = journal.head.counter,
+            "completing a write interrupted by a crash"
+        );
+        if written.follows(&current) {
+            self.apply(operation, head, &journal)?;
+            return Ok(journal.head);
+        }
+        // The version record was lost or damaged since, and repaired: the write lands on it
+        // as a new write.
+        let mut tx = Tx {
+            dir: self,
+            operation,
+            head,
+        };
+        tx.commit(journal.changes)?;
+        Ok(tx.head)
     }
 
-    /// Applies a committed journal: entries, log, version record, then removes the journal.
-    /// Every step is idempotent, so a crash anywhere here is repaired by running it again.
+    /// Applies a committed journal on top of version record `head`: entries, log, version
+    /// record, then removes the journal. Every step is idempotent, so a crash anywhere here is
+    /// repaired by running it again.
     fn apply(&self, operation: Operation, head: Head, journal: &Journal) -> Result<()> {
-        let entries = self.entries_dir();
-        let log = self.log_dir();
-        for dir in [&entries, &log] {
+        let entries_dir = self.entries_dir();
+        let log_dir = self.log_dir();
+        for dir in [&entries_dir, &log_dir] {
             fs::create_dir_all(dir).map_err(|e| io_error(operation, dir, e))?;
         }
-        let mut keys = String::new();
+        let new = journal.head;
+        let mut log = format!("{:016x} {:016x}\n", new.stamp, new.parent);
         for (key, value) in &journal.changes {
             let path = self.entry_path(key);
             match value {
                 Some(value) => {
-                    let header = format!("{}\n{}\n", journal.counter, hex(key.as_bytes()));
+                    let header = format!("{}\n{}\n", new.counter, hex(key.as_bytes()));
                     self.replace(operation, &path, &[ENTRY_MAGIC, header.as_bytes(), value])?;
                 }
                 None => self.remove(operation, &path)?,
             }
-            keys.push_str(&hex(key.as_bytes()));
-            keys.push('\n');
+            log.push_str(&hex(key.as_bytes()));
+            log.push('\n');
         }
-        self.replace(
-            operation,
-            &self.log_path(journal.counter),
-            &[keys.as_bytes()],
-        )?;
+        self.replace(operation, &self.log_path(new.counter), &[log.as_bytes()])?;
         // Trim the log before raising `oldest`: a missing log file reads as "too old", so a crash
         // in between is harmless.
-        for counter in head.oldest + 1..=journal.oldest {
+        for counter in head.oldest + 1..=new.oldest {
             self.remove(operation, &self.log_path(counter))?;
         }
-        self.sync_dir(operation, &entries)?;
-        self.sync_dir(operation, &log)?;
-        self.write_head(
-            operation,
-            Head {
-                epoch: journal.epoch,
-                counter: journal.counter,
-                oldest: journal.oldest,
-            },
-        )?;
+        self.sync_dir(operation, &entries_dir)?;
+        self.sync_dir(operation, &log_dir)?;
+        self.write_head(operation, new)?;
         self.remove(operation, &self.journal_path())
     }
 }
@@ -1097,23 +1299,13 @@ impl Tx<'_> {
 
     /// Commits `changes` as one write with one version bump; returns the new token.
     fn commit(&mut self, changes: Vec<(String, Option<Bytes>)>) -> Result<Version> {
-        let counter = self.head.counter + 1;
         let journal = Journal {
-            epoch: self.head.epoch,
-            counter,
-            oldest: self
-                .head
-                .oldest
-                .max(counter.saturating_sub(self.dir.history)),
+            head: self.head.next(self.dir.history),
             changes,
         };
         self.dir.write_journal(self.operation, &journal)?;
         self.dir.apply(self.operation, self.head, &journal)?;
-        self.head = Head {
-            epoch: journal.epoch,
-            counter,
-            oldest: journal.oldest,
-        };
+        self.head = journal.head;
         Ok(self.head.version())
     }
 
@@ -1211,10 +1403,51 @@ mod tests {
         fs::write(&path, forged).unwrap();
         let error = backend.increment("k", 1).await.unwrap_err();
         assert!(error.to_string().contains("\"other\""), "{error}");
+    }
 
+    #[test]
+    fn version_records_round_trip_and_damage_is_named() {
+        let head = Head::fresh(41).next(1000);
+        assert_eq!(Head::parse(&head.to_text()), Ok(head));
+        let damaged = |from: &str, to: &str| {
+            let text = head.to_text().replace(from, to);
+            Head::parse(&text).expect_err(&text)
+        };
+        let counter = format!("counter {}", head.counter);
+        let reason = damaged(&counter, "counter garbage");
+        assert!(
+            reason.contains("counter") && reason.contains("garbage"),
+            "{reason}"
+        );
+        assert!(damaged(&counter, "counter -5").contains("counter"));
+        assert!(damaged(&counter, "counter 9007199254740992").contains("2^53"));
+        assert!(damaged(&(counter.clone() + "\n"), "").contains("`counter` is missing"));
+        assert!(damaged("epoch ", "epoch x").contains("epoch"));
+        assert!(damaged("durable-files 2", "durable-files 1").contains("first line"));
+    }
+
+    #[tokio::test]
+    async fn a_damaged_version_file_starts_a_fresh_epoch_above_every_revision() {
+        let tmp = tempfile::tempdir().unwrap();
+        let backend = FileStore::new(tmp.path()).backend("ns", "d").unwrap();
+        backend.persist("a", Bytes::new()).await.unwrap();
+        let before = backend.persist("b", Bytes::new()).await.unwrap();
+        backend.depersist("b").await.unwrap();
         fs::write(backend.path().join("version"), "nonsense").unwrap();
-        let error = backend.last_updated().await.unwrap_err();
-        assert!(matches!(error, Error::Backend { .. }), "{error:?}");
+
+        let after = backend.last_updated().await.unwrap();
+        assert_ne!(after.epoch(), before.epoch());
+        assert_eq!(
+            after.counter(),
+            3,
+            "the counter starts at the highest stored revision"
+        );
+        let v = backend.persist("c", Bytes::new()).await.unwrap();
+        assert!(v.follows(&after));
+        let load = backend.durables().await.unwrap();
+        let keys: Vec<&str> = load.entries.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(load.version, v);
+        assert_eq!(keys.len(), 2, "the entries stayed: {keys:?}");
     }
 
     #[tokio::test]
@@ -1227,10 +1460,11 @@ mod tests {
             .unwrap();
         // Simulate a writer killed right after committing its journal.
         let dir = backend.dir.clone();
+        let Record::Valid(head) = dir.read_record(Operation::Batch).unwrap() else {
+            panic!("no version record");
+        };
         let journal = Journal {
-            epoch: v1.epoch(),
-            counter: v1.counter() + 1,
-            oldest: 0,
+            head: head.next(1000),
             changes: vec![
                 ("a".into(), None),
                 ("b".into(), Some(Bytes::from_static(b"2"))),
@@ -1239,7 +1473,8 @@ mod tests {
         dir.write_journal(Operation::Batch, &journal).unwrap();
         assert_eq!(backend.last_updated().await.unwrap(), v1, "not yet applied");
         let load = backend.durables().await.unwrap();
-        assert_eq!(load.version, Version::new(v1.epoch(), v1.counter() + 1));
+        assert_eq!(load.version, journal.head.version());
+        assert!(load.version.follows(&v1));
         let keys: Vec<&str> = load.entries.iter().map(|e| e.key.as_str()).collect();
         assert_eq!(keys, vec!["b"]);
         assert!(!dir.journal_path().exists());
@@ -1250,5 +1485,24 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(v3.counter(), v1.counter() + 2);
+        assert!(!dir.journal_path().exists());
+
+        // A crash, and then the version record is lost: the committed write still lands, as a
+        // new write on the repaired record.
+        let journal = Journal {
+            head: Head::fresh(0).next(1000),
+            changes: vec![("d".into(), Some(Bytes::from_static(b"4")))],
+        };
+        dir.write_journal(Operation::Persist, &journal).unwrap();
+        fs::remove_file(dir.version_path()).unwrap();
+        let load = backend.durables().await.unwrap();
+        assert_ne!(load.version.epoch(), v3.epoch());
+        let d = load
+            .entries
+            .iter()
+            .find(|e| e.key == "d")
+            .expect("the write landed");
+        assert_eq!(d.revision, load.version.revision());
+        assert_eq!(load.version.counter(), v3.counter() + 1);
     }
 }

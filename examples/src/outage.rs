@@ -1,15 +1,21 @@
 //! A backend wrapper that simulates an outage of any store, for demos and tests.
 //!
 //! Wrapping is also how to add behaviour to every backend at once (metrics, logging, fault
-//! injection): implement [`Backend`] by forwarding to the inner backend.
+//! injection): implement [`Backend`] by forwarding to the inner backend. Forward **every**
+//! method, the optional ones included: a method left out falls back to the trait's default,
+//! [`Error::NotSupported`], while [`capabilities`](Backend::capabilities) still reports the inner
+//! backend's, so the wrapper would claim an operation it drops.
+//! (`examples/tests/outage_conformance.rs` runs the conformance suite through this wrapper, which
+//! checks every declared capability.)
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use durable::bytes::Bytes;
 use durable::{
     Backend, BatchOp, Capabilities, Changes, Error, Hints, IfAbsent, Load, Operation, Result,
-    Revision, Swap, Version, async_trait,
+    Revision, StoreTime, Swap, Swept, Version, async_trait,
 };
 
 /// A backend that forwards to `B`, except while its [`OutageSwitch`] is down: then every
@@ -132,5 +138,88 @@ impl<B: Backend> Backend for Outage<B> {
     async fn clear(&self) -> Result<Option<Version>> {
         self.check(Operation::Clear)?;
         self.inner.clear().await
+    }
+
+    async fn now(&self) -> Result<StoreTime> {
+        self.check(Operation::Now)?;
+        self.inner.now().await
+    }
+
+    async fn persist_expiring(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Duration,
+    ) -> Result<(Version, StoreTime)> {
+        self.check(Operation::PersistExpiring)?;
+        self.inner.persist_expiring(key, value, ttl).await
+    }
+
+    async fn sweep(&self) -> Result<Option<Swept>> {
+        self.check(Operation::Sweep)?;
+        self.inner.sweep().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use durable::{Dict, MemoryStore, Options, Raw};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn expiring_writes_and_sweeps_go_through() {
+        let store = MemoryStore::new();
+        let (backend, switch) = Outage::new(store.backend("ns", "d").unwrap());
+        let backend = Arc::new(backend);
+        assert!(backend.capabilities().expiry);
+
+        let before = backend.now().await.unwrap();
+        let (_, expires_at) = backend
+            .persist_expiring("gone", Bytes::from_static(b"1"), Duration::ZERO)
+            .await
+            .unwrap();
+        assert!(expires_at >= before, "the expiry is on the store's clock");
+        let swept = backend.sweep().await.unwrap().expect("an expired entry");
+        assert_eq!(swept.keys, vec!["gone".to_owned()]);
+        assert_eq!(
+            backend.sweep().await.unwrap(),
+            None,
+            "nothing left to sweep"
+        );
+
+        // During the outage the expiry operations fail like every other, reaching nothing.
+        switch.set_down(true);
+        let calls = store.calls();
+        assert!(backend.now().await.unwrap_err().is_unavailable());
+        let error = backend
+            .persist_expiring("k", Bytes::new(), Duration::ZERO)
+            .await
+            .unwrap_err();
+        assert!(error.is_unavailable());
+        assert!(backend.sweep().await.unwrap_err().is_unavailable());
+        assert_eq!(
+            store.calls(),
+            calls,
+            "the store was reached during the outage"
+        );
+        switch.set_down(false);
+
+        // Through a handle, as an application uses it.
+        let dict: Dict<Vec<u8>, Raw> = Dict::open(backend.clone(), Raw, Options::new())
+            .await
+            .unwrap();
+        dict.insert_with_ttl("session", b"s".to_vec(), Duration::from_secs(3600))
+            .await
+            .unwrap();
+        dict.insert_with_ttl("expired", b"e".to_vec(), Duration::ZERO)
+            .await
+            .unwrap();
+        // (A write may already have swept it lazily.)
+        dict.sweep().await.unwrap();
+        let load = backend.durables().await.unwrap();
+        let keys: Vec<&str> = load.entries.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, vec!["session"]);
+        assert!(load.entries[0].expires_at.is_some());
     }
 }

@@ -49,6 +49,9 @@ async fn several_processes_write_one_dictionary() {
     assert_eq!(&load.entries[0].value[..], total.to_string().as_bytes());
     assert_eq!(load.version.epoch(), start.epoch());
     assert_eq!(load.version.counter(), start.counter() + total as u64);
+    assert_ne!(load.version.stamp(), 0, "tokens carry a stamp");
+    // A delta from the first token needs the logs of every process's writes to form one chain
+    // of stamps from it to the current one.
     let Changes::Delta(delta) = backend.changes_since(start).await.expect("delta") else {
         panic!("the whole history should still be there");
     };

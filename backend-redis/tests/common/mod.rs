@@ -3,10 +3,11 @@
 
 use std::time::Duration;
 
-use durable_core::conformance::Harness;
+use durable_core::conformance::{Damage, Harness, StoredCopy};
 use durable_core::{Backend, Name, Result};
+use durable_redis::redis::aio::ConnectionLike;
 use durable_redis::redis::{self, AsyncCommands};
-use durable_redis::{RedisOptions, RedisStore};
+use durable_redis::{RedisBackend, RedisOptions, RedisStore};
 
 pub fn options() -> RedisOptions {
     RedisOptions::new()
@@ -46,6 +47,66 @@ pub async fn delete_matching(url: &str, pattern: &str) -> Result<()> {
     }
 }
 
+/// What [`Harness::copy_stored`] keeps: each Redis key of the dictionary with its `DUMP`
+/// (`None`: the key did not exist).
+pub struct KeysCopy(Vec<(String, Option<Vec<u8>>)>);
+
+/// `DUMP`s every key in `keys` in one `MULTI`, so the copy is one consistent state.
+pub async fn dump_keys(conn: &mut impl ConnectionLike, keys: &[&str]) -> Result<KeysCopy> {
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    for key in keys {
+        pipe.cmd("DUMP").arg(*key);
+    }
+    let dumps: Vec<Option<Vec<u8>>> = pipe.query_async(conn).await.map_err(err)?;
+    Ok(KeysCopy(
+        keys.iter().map(|k| (*k).to_owned()).zip(dumps).collect(),
+    ))
+}
+
+/// Replaces the keys of `copy` with their copied contents in one `MULTI`: deletes them all,
+/// then `RESTORE`s those that existed (as a backup restore would; connections stay open).
+pub async fn restore_keys(conn: &mut impl ConnectionLike, copy: StoredCopy) -> Result<()> {
+    let copy = copy.downcast::<KeysCopy>().expect("a copy of this harness");
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    let keys: Vec<&str> = copy.0.iter().map(|(k, _)| k.as_str()).collect();
+    pipe.del(&keys[..]).ignore();
+    for (key, dump) in &copy.0 {
+        if let Some(dump) = dump {
+            pipe.cmd("RESTORE").arg(key).arg(0).arg(&dump[..]).ignore();
+        }
+    }
+    pipe.query_async::<()>(conn).await.map_err(err)
+}
+
+/// Damages the native layout's version record of `backend` as `damage` says (every kind).
+pub async fn damage_native(
+    conn: &mut impl ConnectionLike,
+    backend: &RedisBackend,
+    damage: Damage,
+) -> Result<bool> {
+    let key = backend.version_key();
+    let mut cmd = match damage {
+        Damage::RecordMissing => redis::cmd("DEL"),
+        Damage::CounterMissing => redis::cmd("HDEL"),
+        _ => redis::cmd("HSET"),
+    };
+    cmd.arg(key);
+    match damage {
+        Damage::RecordMissing => &mut cmd,
+        Damage::CounterMissing => cmd.arg("counter"),
+        Damage::CounterNotInteger => cmd.arg("counter").arg("garbage"),
+        Damage::CounterNegative => cmd.arg("counter").arg("-5"),
+        // 2^53 + 1: decimal digits, but beyond what the scripts' numbers hold exactly.
+        Damage::CounterHuge => cmd.arg("counter").arg("9007199254740993"),
+        Damage::EpochNotInteger => cmd.arg("epoch").arg("not-an-epoch"),
+        _ => return Ok(false),
+    };
+    cmd.query_async::<()>(conn).await.map_err(err)?;
+    Ok(true)
+}
+
 pub struct SingleHarness {
     pub url: String,
     /// The server's control script (`DURABLE_TEST_REDIS_CTL`: `stop`, `start`, `restart`); with
@@ -57,6 +118,15 @@ impl SingleHarness {
     /// A harness over the server at `url` that cannot restart it.
     pub fn new(url: String) -> Self {
         SingleHarness { url, ctl: None }
+    }
+
+    async fn raw(&self) -> Result<redis::aio::MultiplexedConnection> {
+        let client = redis::Client::open(self.url.as_str()).map_err(err)?;
+        client.get_multiplexed_async_connection().await.map_err(err)
+    }
+
+    fn backend(&self, namespace: &Name, dictionary: &Name) -> Result<RedisBackend> {
+        RedisStore::lazy(&self.url, options())?.backend(namespace.as_str(), dictionary.as_str())
     }
 }
 
@@ -105,6 +175,31 @@ impl Harness for SingleHarness {
         delete_matching(&self.url, &format!("durable:{{{namespace}:*")).await
     }
 
+    async fn copy_stored(&self, namespace: &Name, dictionary: &Name) -> Result<StoredCopy> {
+        let backend = self.backend(namespace, dictionary)?;
+        let copy = dump_keys(&mut self.raw().await?, &backend.redis_keys()).await?;
+        Ok(Box::new(copy))
+    }
+
+    async fn put_back(
+        &self,
+        _namespace: &Name,
+        _dictionary: &Name,
+        copy: StoredCopy,
+    ) -> Result<()> {
+        restore_keys(&mut self.raw().await?, copy).await
+    }
+
+    async fn damage_version_record(
+        &self,
+        namespace: &Name,
+        dictionary: &Name,
+        damage: Damage,
+    ) -> Result<bool> {
+        let backend = self.backend(namespace, dictionary)?;
+        damage_native(&mut self.raw().await?, &backend, damage).await
+    }
+
     /// `$CTL restart`: SHUTDOWN SAVE, then start again from dump.rdb.
     async fn restart(&self) -> Result<bool> {
         let Some(ctl) = self.ctl.as_deref() else {
@@ -145,6 +240,16 @@ impl ClusterHarness {
 
     pub async fn store(&self) -> Result<RedisStore> {
         RedisStore::connect_cluster(&self.urls, options()).await
+    }
+
+    async fn raw(&self) -> Result<redis::cluster_async::ClusterConnection> {
+        let client = redis::cluster::ClusterClient::new(self.urls.clone()).map_err(err)?;
+        client.get_async_connection().await.map_err(err)
+    }
+
+    fn backend(&self, namespace: &Name, dictionary: &Name) -> Result<RedisBackend> {
+        // Only for key names: a lazy single-server store names keys as a cluster store does.
+        RedisStore::lazy(&self.urls[0], options())?.backend(namespace.as_str(), dictionary.as_str())
     }
 }
 
@@ -190,10 +295,162 @@ impl Harness for ClusterHarness {
         ))
     }
 
+    /// Scans every node given (a replica lists its master's keys) and deletes through the
+    /// cluster connection, so it works whichever nodes are masters now (a fault test may have
+    /// failed one over).
     async fn cleanup(&self, namespace: &Name) -> Result<()> {
+        let mut cluster = self.raw().await?;
+        let pattern = format!("durable:{{{namespace}:*");
         for url in &self.urls {
-            delete_matching(url, &format!("durable:{{{namespace}:*")).await?;
+            let client = redis::Client::open(url.as_str()).map_err(err)?;
+            let mut node = client
+                .get_multiplexed_async_connection()
+                .await
+                .map_err(err)?;
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(&mut node)
+                    .await
+                    .map_err(err)?;
+                for key in keys {
+                    let _: () = cluster.del(key).await.map_err(err)?;
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
         }
         Ok(())
+    }
+
+    /// One slot (shared hash tag): the DUMPs and the RESTOREs each go to one node in one MULTI.
+    async fn copy_stored(&self, namespace: &Name, dictionary: &Name) -> Result<StoredCopy> {
+        let backend = self.backend(namespace, dictionary)?;
+        let copy = dump_keys(&mut self.raw().await?, &backend.redis_keys()).await?;
+        Ok(Box::new(copy))
+    }
+
+    async fn put_back(
+        &self,
+        _namespace: &Name,
+        _dictionary: &Name,
+        copy: StoredCopy,
+    ) -> Result<()> {
+        restore_keys(&mut self.raw().await?, copy).await
+    }
+
+    async fn damage_version_record(
+        &self,
+        namespace: &Name,
+        dictionary: &Name,
+        damage: Damage,
+    ) -> Result<bool> {
+        let backend = self.backend(namespace, dictionary)?;
+        damage_native(&mut self.raw().await?, &backend, damage).await
+    }
+}
+
+/// The durabledict-compatible layout on one server: keyspace `durabledict:{NS.DICT}` (a hash
+/// tag, as a cluster would need), counter `durabledict:{NS.DICT}last_updated`.
+pub struct CompatHarness {
+    pub url: String,
+}
+
+impl CompatHarness {
+    pub fn keyspace(namespace: &Name, dictionary: &Name) -> String {
+        format!("durabledict:{{{namespace}.{dictionary}}}")
+    }
+
+    fn keys(namespace: &Name, dictionary: &Name) -> [String; 2] {
+        let hash = Self::keyspace(namespace, dictionary);
+        let counter = format!("{hash}last_updated");
+        [hash, counter]
+    }
+
+    async fn raw(&self) -> Result<redis::aio::MultiplexedConnection> {
+        let client = redis::Client::open(self.url.as_str()).map_err(err)?;
+        client.get_multiplexed_async_connection().await.map_err(err)
+    }
+}
+
+#[durable_core::async_trait]
+impl Harness for CompatHarness {
+    async fn open(&self, namespace: &Name, dictionary: &Name) -> Result<Box<dyn Backend>> {
+        let store = RedisStore::connect_with(&self.url, options()).await?;
+        Ok(Box::new(
+            store.durabledict(&Self::keyspace(namespace, dictionary))?,
+        ))
+    }
+
+    async fn wipe(&self, namespace: &Name, dictionary: &Name) -> Result<()> {
+        let keys = Self::keys(namespace, dictionary);
+        let _: () = self.raw().await?.del(&keys[..]).await.map_err(err)?;
+        Ok(())
+    }
+
+    async fn forget_history(&self, _namespace: &Name, _dictionary: &Name) -> Result<()> {
+        // No deltas in this layout: nothing to forget.
+        Ok(())
+    }
+
+    async fn open_unreachable(
+        &self,
+        namespace: &Name,
+        dictionary: &Name,
+    ) -> Result<Box<dyn Backend>> {
+        let store = RedisStore::lazy("redis://127.0.0.1:1/", options())?;
+        Ok(Box::new(
+            store.durabledict(&Self::keyspace(namespace, dictionary))?,
+        ))
+    }
+
+    async fn cleanup(&self, namespace: &Name) -> Result<()> {
+        delete_matching(&self.url, &format!("durabledict:{{{namespace}.*")).await
+    }
+
+    async fn copy_stored(&self, namespace: &Name, dictionary: &Name) -> Result<StoredCopy> {
+        let keys = Self::keys(namespace, dictionary);
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        Ok(Box::new(dump_keys(&mut self.raw().await?, &keys).await?))
+    }
+
+    async fn put_back(
+        &self,
+        _namespace: &Name,
+        _dictionary: &Name,
+        copy: StoredCopy,
+    ) -> Result<()> {
+        restore_keys(&mut self.raw().await?, copy).await
+    }
+
+    /// The record is the counter alone: it can go missing or hold a bad number; it has no
+    /// separate counter field and no epoch.
+    async fn damage_version_record(
+        &self,
+        namespace: &Name,
+        dictionary: &Name,
+        damage: Damage,
+    ) -> Result<bool> {
+        let [_, counter] = Self::keys(namespace, dictionary);
+        let value = match damage {
+            Damage::RecordMissing => None,
+            Damage::CounterNotInteger => Some("garbage"),
+            Damage::CounterNegative => Some("-5"),
+            Damage::CounterHuge => Some("9007199254740993"),
+            _ => return Ok(false),
+        };
+        let mut conn = self.raw().await?;
+        match value {
+            None => conn.del::<_, ()>(&counter).await.map_err(err)?,
+            Some(value) => conn.set::<_, _, ()>(&counter, value).await.map_err(err)?,
+        }
+        Ok(true)
     }
 }

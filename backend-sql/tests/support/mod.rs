@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use durable_core::conformance::{Harness, server_from_env};
+use durable_core::conformance::{Damage, Harness, StoredCopy, server_from_env};
 use durable_core::{Backend, Dict, Encoding, Mode, Name, Options, Result};
 use durable_sql::{MySqlStore, PostgresStore, SqlOptions, SqliteStore};
 use sqlx::AssertSqlSafe;
@@ -72,18 +72,20 @@ impl Store {
             .expect("open a handle")
     }
 
-    fn tables(&self) -> (&str, &str) {
+    /// The entries, versions and stamp history tables.
+    pub fn tables(&self) -> (&str, &str, &str) {
         match self {
-            Store::Pg(s) => (s.entries_table(), s.versions_table()),
-            Store::My(s) => (s.entries_table(), s.versions_table()),
-            Store::Lite(s) => (s.entries_table(), s.versions_table()),
+            Store::Pg(s) => (s.entries_table(), s.versions_table(), s.stamps_table()),
+            Store::My(s) => (s.entries_table(), s.versions_table(), s.stamps_table()),
+            Store::Lite(s) => (s.entries_table(), s.versions_table(), s.stamps_table()),
         }
     }
 
-    /// Runs `sql` by hand (no parameters); `{e}` and `{v}` name the two tables.
+    /// Runs `sql` by hand (no parameters); `{e}`, `{v}` and `{s}` name the entries, versions and
+    /// stamp history tables.
     pub async fn exec(&self, sql: &str) {
-        let (e, v) = self.tables();
-        let sql = sql.replace("{e}", e).replace("{v}", v);
+        let (e, v, s) = self.tables();
+        let sql = sql.replace("{e}", e).replace("{v}", v).replace("{s}", s);
         let result = match self {
             Store::Pg(s) => sqlx::query(AssertSqlSafe(sql.clone()))
                 .execute(s.pool())
@@ -101,26 +103,249 @@ impl Store {
         result.unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
-    /// Empties both tables as an operator would (TRUNCATE; DELETE on SQLite).
+    /// Empties the tables as an operator would (TRUNCATE; DELETE on SQLite).
     pub async fn truncate(&self) {
-        match self {
-            Store::Lite(_) => {
-                self.exec("DELETE FROM {e}").await;
-                self.exec("DELETE FROM {v}").await;
-            }
-            _ => {
-                self.exec("TRUNCATE TABLE {e}").await;
-                self.exec("TRUNCATE TABLE {v}").await;
+        for table in ["{e}", "{v}", "{s}"] {
+            match self {
+                Store::Lite(_) => self.exec(&format!("DELETE FROM {table}")).await,
+                _ => self.exec(&format!("TRUNCATE TABLE {table}")).await,
             }
         }
     }
 
-    /// Drops both tables (for private table prefixes).
+    /// Drops the tables (for private table prefixes).
     pub async fn drop_tables(&self) {
-        self.exec("DROP TABLE IF EXISTS {e}").await;
-        self.exec("DROP TABLE IF EXISTS {v}").await;
+        for table in ["{e}", "{v}", "{s}"] {
+            self.exec(&format!("DROP TABLE IF EXISTS {table}")).await;
+        }
+    }
+
+    /// Copies every row of the dictionary from every table it uses (entries with their
+    /// tombstones and expiry times, the version record, the stamp history), as `pg_dump` of
+    /// those rows (or a copy of the file) would.
+    pub async fn copy_rows(&self, namespace: &Name, dictionary: &Name) -> RowsCopy {
+        let rows = rows_of(namespace, Some(dictionary));
+        // One snapshot for all three tables, as pg_dump reads.
+        match self {
+            Store::Pg(s) => {
+                let begin = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
+                let tx = s.pool().begin_with(begin).await.expect("begin");
+                copy_rows!(tx, String, self.tables(), rows)
+            }
+            Store::My(s) => {
+                let begin = "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY";
+                let tx = s.pool().begin_with(begin).await.expect("begin");
+                copy_rows!(tx, Vec<u8>, self.tables(), rows)
+            }
+            Store::Lite(s) => {
+                let tx = s.pool().begin().await.expect("begin");
+                copy_rows!(tx, String, self.tables(), rows)
+            }
+        }
+    }
+
+    /// Replaces every row of the dictionary with `copy`, in one transaction, as restoring a
+    /// backup of those rows would (other connections stay open).
+    pub async fn put_back(&self, namespace: &Name, dictionary: &Name, copy: &RowsCopy) {
+        let rows = rows_of(namespace, Some(dictionary));
+        let (ns, dict) = (namespace.as_str(), dictionary.as_str());
+        match self {
+            Store::Pg(s) => {
+                let tx = s.pool().begin().await.expect("begin");
+                put_back!(
+                    tx,
+                    |k: &Vec<u8>| String::from_utf8(k.clone()).unwrap(),
+                    self.tables(),
+                    rows,
+                    ns,
+                    dict,
+                    copy
+                )
+            }
+            Store::My(s) => {
+                let tx = s.pool().begin().await.expect("begin");
+                put_back!(
+                    tx,
+                    |k: &Vec<u8>| k.clone(),
+                    self.tables(),
+                    rows,
+                    ns,
+                    dict,
+                    copy
+                )
+            }
+            Store::Lite(s) => {
+                let tx = s.pool().begin_with("BEGIN IMMEDIATE").await.expect("begin");
+                put_back!(
+                    tx,
+                    |k: &Vec<u8>| String::from_utf8(k.clone()).unwrap(),
+                    self.tables(),
+                    rows,
+                    ns,
+                    dict,
+                    copy
+                )
+            }
+        }
+    }
+
+    /// Damages the dictionary's version record as `damage` says; false if the column types
+    /// cannot hold it (PostgreSQL and MySQL columns hold only integers; every column is NOT
+    /// NULL, except the stamp).
+    pub async fn damage_version_record(&self, ns: &Name, dict: &Name, damage: Damage) -> bool {
+        let rows = rows_of(ns, Some(dict));
+        let sqlite = matches!(self, Store::Lite(_));
+        let set = match damage {
+            Damage::RecordMissing => {
+                self.exec(&format!("DELETE FROM {{v}} WHERE {rows}")).await;
+                return true;
+            }
+            Damage::CounterNotInteger if sqlite => "counter = 'garbage'",
+            Damage::CounterNegative => "counter = -5",
+            Damage::CounterHuge if sqlite => "counter = 1e300",
+            Damage::CounterHuge => "counter = 9223372036854775807",
+            Damage::EpochNotInteger if sqlite => "epoch = 'garbage'",
+            _ => return false,
+        };
+        self.exec(&format!("UPDATE {{v}} SET {set} WHERE {rows}"))
+            .await;
+        true
     }
 }
+
+/// An entries row: key (as bytes), value, revision, tombstone, written_at, expires_at.
+pub type EntryRow = (Vec<u8>, Vec<u8>, i64, bool, i64, Option<i64>);
+
+/// The rows of one dictionary, from [`Store::copy_rows`].
+#[derive(Debug, Clone, Default)]
+pub struct RowsCopy {
+    pub entries: Vec<EntryRow>,
+    /// Epoch, counter, oldest_served, stamp, parent.
+    pub version: Option<(i64, i64, i64, Option<i64>, i64)>,
+    /// Slot, counter, stamp.
+    pub stamps: Vec<(i64, i64, i64)>,
+}
+
+/// [`Store::copy_rows`] in read transaction `$tx`; `$key` is how the database returns
+/// `entry_key`.
+macro_rules! copy_rows {
+    ($tx:expr, $key:ty, $tables:expr, $rows:expr) => {{
+        let mut tx = $tx;
+        let (e, v, s) = $tables;
+        let rows = $rows;
+        let entries: Vec<($key, Vec<u8>, i64, bool, i64, Option<i64>)> =
+            sqlx::query_as(AssertSqlSafe(format!(
+                "SELECT entry_key, value, revision, tombstone, written_at, expires_at FROM {e} \
+                 WHERE {rows}"
+            )))
+            .fetch_all(&mut *tx)
+            .await
+            .expect("copy the entries");
+        let version = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT epoch, counter, oldest_served, stamp, parent FROM {v} WHERE {rows}"
+        )))
+        .fetch_optional(&mut *tx)
+        .await
+        .expect("copy the version record");
+        let stamps = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT slot, counter, stamp FROM {s} WHERE {rows}"
+        )))
+        .fetch_all(&mut *tx)
+        .await
+        .expect("copy the stamp history");
+        tx.rollback().await.expect("end the read transaction");
+        RowsCopy {
+            entries: entries
+                .into_iter()
+                .map(|(k, v, r, t, w, x)| (AsRef::<[u8]>::as_ref(&k).to_vec(), v, r, t, w, x))
+                .collect(),
+            version,
+            stamps,
+        }
+    }};
+}
+use copy_rows;
+
+/// [`Store::put_back`] in transaction `$tx`; `$key` turns stored key bytes into what the
+/// database's `entry_key` column takes.
+macro_rules! put_back {
+    ($tx:expr, $key:expr, $tables:expr, $rows:expr, $ns:expr, $dict:expr, $copy:expr) => {{
+        let mut tx = $tx;
+        let (e, v, s) = $tables;
+        let rows = $rows;
+        let copy: &RowsCopy = $copy;
+        // The version record first: writers queue on its lock until the commit.
+        for table in [v, e, s] {
+            sqlx::query(AssertSqlSafe(format!("DELETE FROM {table} WHERE {rows}")))
+                .execute(&mut *tx)
+                .await
+                .expect("delete the dictionary's rows");
+        }
+        if let Some((epoch, counter, oldest, stamp, parent)) = copy.version {
+            let mut insert = sqlx::QueryBuilder::new(format!(
+                "INSERT INTO {v} (namespace, dictionary, epoch, counter, oldest_served, stamp, \
+                 parent) "
+            ));
+            insert.push_values([()], |mut row, ()| {
+                row.push_bind($ns)
+                    .push_bind($dict)
+                    .push_bind(epoch)
+                    .push_bind(counter)
+                    .push_bind(oldest)
+                    .push_bind(stamp)
+                    .push_bind(parent);
+            });
+            insert
+                .build()
+                .execute(&mut *tx)
+                .await
+                .expect("insert the version record");
+        }
+        for chunk in copy.entries.chunks(500) {
+            let mut insert = sqlx::QueryBuilder::new(format!(
+                "INSERT INTO {e} (namespace, dictionary, entry_key, value, revision, tombstone, \
+                 written_at, expires_at) "
+            ));
+            insert.push_values(
+                chunk,
+                |mut row, (k, value, revision, tombstone, written, expires)| {
+                    row.push_bind($ns)
+                        .push_bind($dict)
+                        .push_bind(($key)(k))
+                        .push_bind(value.clone())
+                        .push_bind(*revision)
+                        .push_bind(*tombstone)
+                        .push_bind(*written)
+                        .push_bind(*expires);
+                },
+            );
+            insert
+                .build()
+                .execute(&mut *tx)
+                .await
+                .expect("insert the entries");
+        }
+        for chunk in copy.stamps.chunks(1000) {
+            let mut insert = sqlx::QueryBuilder::new(format!(
+                "INSERT INTO {s} (namespace, dictionary, slot, counter, stamp) "
+            ));
+            insert.push_values(chunk, |mut row, (slot, counter, stamp)| {
+                row.push_bind($ns)
+                    .push_bind($dict)
+                    .push_bind(*slot)
+                    .push_bind(*counter)
+                    .push_bind(*stamp);
+            });
+            insert
+                .build()
+                .execute(&mut *tx)
+                .await
+                .expect("insert the stamp history");
+        }
+        tx.commit().await.expect("commit the restore");
+    }};
+}
+use put_back;
 
 /// Runs `action` (stop, start, restart) with a test server's control script.
 pub async fn ctl(control: &str, action: &str) {
@@ -203,9 +428,9 @@ impl SqlHarness {
         }
     }
 
-    /// Deletes the rows matching `condition` from both tables.
+    /// Deletes the rows matching `condition` from every table.
     async fn delete(&self, condition: &str) {
-        for table in ["{e}", "{v}"] {
+        for table in ["{e}", "{v}", "{s}"] {
             self.admin
                 .exec(&format!("DELETE FROM {table} WHERE {condition}"))
                 .await;
@@ -271,6 +496,20 @@ impl Harness for SqlHarness {
     async fn cleanup(&self, ns: &Name) -> Result<()> {
         self.delete(&rows_of(ns, None)).await;
         Ok(())
+    }
+
+    async fn copy_stored(&self, ns: &Name, dict: &Name) -> Result<StoredCopy> {
+        Ok(Box::new(self.admin.copy_rows(ns, dict).await))
+    }
+
+    async fn put_back(&self, ns: &Name, dict: &Name, copy: StoredCopy) -> Result<()> {
+        let copy = copy.downcast::<RowsCopy>().expect("a copy of this harness");
+        self.admin.put_back(ns, dict, &copy).await;
+        Ok(())
+    }
+
+    async fn damage_version_record(&self, ns: &Name, dict: &Name, damage: Damage) -> Result<bool> {
+        Ok(self.admin.damage_version_record(ns, dict, damage).await)
     }
 
     async fn restart(&self) -> Result<bool> {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use durable_core::conformance::{Harness, server_from_env};
+use durable_core::conformance::{Damage, Harness, StoredCopy, server_from_env};
 use durable_core::{Backend, Error, Name, Operation, Result};
 use durable_zookeeper::{ZooKeeperConfig, ZooKeeperStore, zookeeper_client as zk};
 
@@ -40,6 +40,11 @@ impl ZkHarness {
         self
     }
 
+    /// The dictionary's znode.
+    pub fn path(namespace: &Name, dictionary: &Name) -> String {
+        format!("{ROOT}/{namespace}/{dictionary}")
+    }
+
     pub async fn delete_tree(&self, path: &str) -> Result<()> {
         let client = self.admin.zookeeper_client().await?;
         delete_recursive(&client, path)
@@ -73,6 +78,86 @@ pub async fn ctl(script: &str, action: &'static str) {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     panic!("zookeeper control script {action}: {status:?}");
+}
+
+/// Every znode at and below `path` with its data, parents before children; empty if `path` is
+/// missing. Repeated until the version record (the data of `path`) reads the same before and
+/// after, so the copy is one state of a dictionary whose writers pause now and then.
+pub async fn read_tree(
+    client: &zk::Client,
+    path: &str,
+) -> Result<Vec<(String, Vec<u8>)>, zk::Error> {
+    'attempt: for _ in 0..50 {
+        let before = match client.get_data(path).await {
+            Ok((data, _)) => data,
+            Err(zk::Error::NoNode) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut nodes = Vec::new();
+        let mut queue = std::collections::VecDeque::from([path.to_owned()]);
+        while let Some(node) = queue.pop_front() {
+            let (data, _) = match client.get_data(&node).await {
+                Ok(found) => found,
+                Err(zk::Error::NoNode) => continue 'attempt,
+                Err(e) => return Err(e),
+            };
+            let children = match client.list_children(&node).await {
+                Ok(children) => children,
+                Err(zk::Error::NoNode) => continue 'attempt,
+                Err(e) => return Err(e),
+            };
+            nodes.push((node.clone(), data));
+            queue.extend(children.into_iter().map(|c| format!("{node}/{c}")));
+        }
+        match client.get_data(path).await {
+            Ok((after, _)) if after == before => return Ok(nodes),
+            Ok(_) | Err(zk::Error::NoNode) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(zk::Error::BadVersion)
+}
+
+/// Replaces the tree at `path` with `nodes` (from [`read_tree`]) in one multi, as restoring a
+/// backup would: every znode deleted (children first) and the copies created (parents first),
+/// with new creation zxids and data versions. Retried when live handles change the tree between
+/// the listing and the multi.
+pub async fn replace_tree(
+    client: &zk::Client,
+    path: &str,
+    nodes: &[(String, Vec<u8>)],
+) -> Result<(), zk::Error> {
+    let options = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+    let mut last = zk::Error::BadVersion;
+    for _ in 0..50 {
+        let current = read_tree(client, path).await?;
+        let mut multi = client.new_multi_writer();
+        for (node, _) in current.iter().rev() {
+            multi.add_delete(node, None)?;
+        }
+        for (node, data) in nodes {
+            multi.add_create(node, data, &options)?;
+        }
+        match multi.commit().await {
+            Ok(_) => return Ok(()),
+            Err(zk::MultiWriteError::RequestFailed { source }) => return Err(source),
+            Err(zk::MultiWriteError::OperationFailed { source, .. }) => last = source,
+        }
+    }
+    Err(last)
+}
+
+/// The version record `data` with field `name` replaced by `value` (removed if `None`).
+pub fn edit_record(data: &[u8], name: &str, value: Option<&str>) -> Vec<u8> {
+    let text = String::from_utf8_lossy(data);
+    let words: Vec<String> = text
+        .split_ascii_whitespace()
+        .filter_map(|word| match word.split_once('=') {
+            Some((field, _)) if field == name => value.map(|v| format!("{name}={v}")),
+            _ => Some(word.to_owned()),
+        })
+        .collect();
+    words.join(" ").into_bytes()
 }
 
 /// Deletes `path` and everything below it, as `deleteall` in zkCli does, retrying when live
@@ -140,6 +225,49 @@ impl Harness for ZkHarness {
         Ok(Box::new(
             store.backend(namespace.as_str(), dictionary.as_str())?,
         ))
+    }
+
+    async fn copy_stored(&self, namespace: &Name, dictionary: &Name) -> Result<StoredCopy> {
+        let client = self.admin.zookeeper_client().await?;
+        let nodes = read_tree(&client, &Self::path(namespace, dictionary))
+            .await
+            .map_err(|e| Error::backend("zookeeper", Operation::Load, e))?;
+        Ok(Box::new(nodes))
+    }
+
+    async fn put_back(&self, namespace: &Name, dictionary: &Name, copy: StoredCopy) -> Result<()> {
+        let nodes = copy
+            .downcast::<Vec<(String, Vec<u8>)>>()
+            .expect("a copy taken by this harness");
+        let client = self.admin.zookeeper_client().await?;
+        replace_tree(&client, &Self::path(namespace, dictionary), &nodes)
+            .await
+            .map_err(|e| Error::backend("zookeeper", Operation::Batch, e))
+    }
+
+    async fn damage_version_record(
+        &self,
+        namespace: &Name,
+        dictionary: &Name,
+        damage: Damage,
+    ) -> Result<bool> {
+        let client = self.admin.zookeeper_client().await?;
+        let path = Self::path(namespace, dictionary);
+        let fail = |e| Error::backend("zookeeper", Operation::Persist, e);
+        let (data, _) = client.get_data(&path).await.map_err(fail)?;
+        let damaged = match damage {
+            // The record is the data of the dictionary znode, the parent of the entries: the
+            // znode itself cannot go while they stay, its data can.
+            Damage::RecordMissing => Vec::new(),
+            Damage::CounterMissing => edit_record(&data, "counter", None),
+            Damage::CounterNotInteger => edit_record(&data, "counter", Some("garbage")),
+            Damage::CounterNegative => edit_record(&data, "counter", Some("-5")),
+            Damage::CounterHuge => edit_record(&data, "counter", Some("9223372036854775808")),
+            Damage::EpochNotInteger => edit_record(&data, "epoch", Some("garbage")),
+            _ => return Ok(false),
+        };
+        client.set_data(&path, &damaged, None).await.map_err(fail)?;
+        Ok(true)
     }
 
     async fn cleanup(&self, namespace: &Name) -> Result<()> {

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use durable::{
-    Backend, Capabilities, Changes, Dict, Hints, Json, Load, Mode, Options, Result as DResult,
-    Store, Version, async_trait, bytes::Bytes,
+    Backend, BatchOp, Capabilities, Changes, Dict, Hints, IfAbsent, Json, Load, Mode, Options,
+    Result as DResult, Revision, Store, StoreTime, Swap, Swept, Version, async_trait, bytes::Bytes,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
@@ -63,6 +63,9 @@ pub(crate) enum Scenario {
 
 /// A backend wrapper that counts round trips and can hide capabilities, so one store can be
 /// measured with and without delta sync or push hints.
+///
+/// Every method is forwarded (and every store operation counted): a method left out would fall
+/// back to the trait's default, `NotSupported`, while the capabilities still claim it.
 #[derive(Debug)]
 struct Probe {
     inner: Box<dyn Backend>,
@@ -108,7 +111,54 @@ impl Backend for Probe {
         self.inner.changes_since(since).await
     }
     async fn subscribe(&self) -> DResult<Hints> {
+        self.count();
         self.inner.subscribe().await
+    }
+    async fn persist_if_absent(&self, key: &str, value: Bytes) -> DResult<IfAbsent> {
+        self.count();
+        self.inner.persist_if_absent(key, value).await
+    }
+    async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<Revision>,
+        new: Option<Bytes>,
+    ) -> DResult<Swap> {
+        self.count();
+        self.inner.compare_and_swap(key, expected, new).await
+    }
+    async fn pop(&self, key: &str) -> DResult<Option<(Bytes, Version)>> {
+        self.count();
+        self.inner.pop(key).await
+    }
+    async fn increment(&self, key: &str, delta: i64) -> DResult<(i64, Version)> {
+        self.count();
+        self.inner.increment(key, delta).await
+    }
+    async fn persist_batch(&self, ops: Vec<BatchOp>) -> DResult<Option<Version>> {
+        self.count();
+        self.inner.persist_batch(ops).await
+    }
+    async fn clear(&self) -> DResult<Option<Version>> {
+        self.count();
+        self.inner.clear().await
+    }
+    async fn now(&self) -> DResult<StoreTime> {
+        self.count();
+        self.inner.now().await
+    }
+    async fn persist_expiring(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Duration,
+    ) -> DResult<(Version, StoreTime)> {
+        self.count();
+        self.inner.persist_expiring(key, value, ttl).await
+    }
+    async fn sweep(&self) -> DResult<Option<Swept>> {
+        self.count();
+        self.inner.sweep().await
     }
 }
 
@@ -910,4 +960,57 @@ fn rand_u32() -> u32 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
     nanos ^ std::process::id().rotate_left(16)
+}
+
+#[cfg(test)]
+mod tests {
+    use durable::MemoryStore;
+
+    use super::*;
+
+    fn probe(delta: bool, push: bool) -> Probe {
+        let store = MemoryStore::new();
+        Probe {
+            inner: Box::new(store.backend("ns", "probe").unwrap()),
+            delta,
+            push,
+            calls: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Every operation reaches the store (none falls back to `NotSupported`) and is counted.
+    #[tokio::test]
+    async fn probe_forwards_and_counts_every_operation() {
+        let p = probe(true, true);
+        let b = |s: &'static str| Bytes::from_static(s.as_bytes());
+        let v = p.persist("a", b("1")).await.unwrap();
+        p.depersist("a").await.unwrap().unwrap();
+        p.durables().await.unwrap();
+        p.last_updated().await.unwrap();
+        p.changes_since(v).await.unwrap();
+        p.subscribe().await.unwrap();
+        p.persist_if_absent("b", b("2")).await.unwrap();
+        p.compare_and_swap("c", None, Some(b("3"))).await.unwrap();
+        p.pop("b").await.unwrap().unwrap();
+        assert_eq!(p.increment("n", 2).await.unwrap().0, 2);
+        let ops = vec![BatchOp::Put {
+            key: "d".into(),
+            value: b("4"),
+        }];
+        p.persist_batch(ops).await.unwrap().unwrap();
+        p.clear().await.unwrap().unwrap();
+        p.now().await.unwrap();
+        p.persist_expiring("e", b("5"), Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(p.sweep().await.unwrap().unwrap().keys, vec!["e".to_owned()]);
+        assert_eq!(p.calls.load(Ordering::Relaxed), 15);
+        assert_eq!(p.capabilities(), Capabilities::all());
+    }
+
+    #[test]
+    fn probe_hides_only_what_it_is_told_to() {
+        let caps = probe(false, false).capabilities();
+        assert_eq!(caps, Capabilities::all().with_delta(false).with_push(false));
+    }
 }

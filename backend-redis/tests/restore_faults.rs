@@ -1,0 +1,328 @@
+//! Redis going back to an earlier state of itself while handles write and sync, with real
+//! servers: a restart from an older RDB snapshot, and a Redis Cluster failover to a replica that
+//! missed the last writes. Each runs the conformance suite's fault workload
+//! ([`Workload`]: four writing handles with two tasks each, four syncing handles, each handle
+//! with its own connection) and asserts that no token lied (`report.anomalies() == 0`), that
+//! the store really lost acknowledged writes and that the handles noticed it.
+//!
+//! A test binary of its own: the tests kill and restart the shared test servers through their
+//! control scripts (`DURABLE_TEST_REDIS_CTL`, `DURABLE_TEST_REDIS_CLUSTER_CTL`), so nothing else
+//! may use them meanwhile; the two tests run one after the other.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use durable_core::conformance::server_from_env;
+use durable_core::conformance::workload::{RawDict, Report, Workload};
+use durable_core::{Backend, Dict, Name, Options, Raw, Version};
+use durable_redis::RedisStore;
+use durable_redis::redis::{self, AsyncCommands};
+
+/// The tests take servers away: one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Runs a control script with `args` and returns its output; panics if it fails.
+async fn ctl(script: &str, args: &[&str]) -> String {
+    let (script, args) = (
+        script.to_owned(),
+        args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>(),
+    );
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(&script)
+            .args(&args)
+            .output()
+            .expect("run the control script");
+        assert!(
+            out.status.success(),
+            "`{script} {}` failed: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    })
+    .await
+    .expect("control script task")
+}
+
+fn options() -> Options {
+    Options::new()
+        .with_timeout(Duration::from_secs(5))
+        .with_open_timeout(Duration::from_secs(20))
+}
+
+async fn open(store: RedisStore, namespace: &Name) -> RawDict {
+    let backend = store.backend(namespace.as_str(), "restored").unwrap();
+    Dict::open(backend, Raw, options()).await.expect("open")
+}
+
+/// Asserts that the store went back (`before`: its token just before the fault, `after`: just
+/// after) and that the workload saw no anomaly.
+fn check(report: &Report, before: Version, after: Version, what: &str) {
+    eprintln!("{what}: the store went from {before} back to {after}; {report:#?}");
+    assert!(
+        report.writes > 500,
+        "{what}: the workload wrote: {report:?}"
+    );
+    assert!(
+        after.epoch() == before.epoch() && after.counter() < before.counter(),
+        "{what}: the store lost acknowledged writes (token {before} before, {after} after)"
+    );
+    assert!(
+        report.regressions_followed > 0,
+        "{what}: handles saw the store go back: {report:?}"
+    );
+    assert_eq!(report.anomalies(), 0, "{what}: {report:?}");
+}
+
+/// Redis restarts from a snapshot taken a second before it was killed: the writes of that
+/// second are gone, and the counter continues from the snapshot's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_from_an_older_snapshot_is_followed() {
+    let _serial = SERIAL.lock().await;
+    let (Some(url), Some(ctl_script)) = (
+        server_from_env("DURABLE_TEST_REDIS_URL"),
+        server_from_env("DURABLE_TEST_REDIS_CTL"),
+    ) else {
+        return;
+    };
+    let started = Instant::now();
+    let namespace = Name::new(format!("f{:016x}", rand::random::<u64>())).unwrap();
+    let connect = || async {
+        let store = RedisStore::connect_with(&url, common::options())
+            .await
+            .expect("connect");
+        open(store, &namespace).await
+    };
+    let (mut writers, mut readers) = (Vec::new(), Vec::new());
+    for _ in 0..4 {
+        writers.push(connect().await);
+        readers.push(connect().await);
+    }
+    let probe = RedisStore::lazy(&url, common::options())
+        .unwrap()
+        .backend(namespace.as_str(), "restored")
+        .unwrap();
+    let mut tokens = (None, None);
+    let fault = async {
+        let client = redis::Client::open(url.as_str()).unwrap();
+        let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+        let () = redis::cmd("SAVE").query_async(&mut raw).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokens.0 = Some(probe.last_updated().await.expect("token before the kill"));
+        ctl(&ctl_script, &["kill"]).await;
+        ctl(&ctl_script, &["start"]).await;
+        // The probe's connection died with the server: its first request may fail.
+        for attempt in 0.. {
+            match probe.last_updated().await {
+                Ok(v) => {
+                    tokens.1 = Some(v);
+                    break;
+                }
+                Err(e) if attempt < 50 => {
+                    eprintln!("token after the restart: {e}; again");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("token after the restart: {e:?}"),
+            }
+        }
+        eprintln!(
+            "restarted from the snapshot after {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    };
+    let report = Workload::default()
+        .run(writers, readers, fault, Duration::from_secs(2), connect)
+        .await;
+    let (Some(before), Some(after)) = tokens else {
+        unreachable!("the fault ran")
+    };
+    check(&report, before, after, "restart from an older snapshot");
+    common::delete_matching(&url, &format!("durable:{{{namespace}:*"))
+        .await
+        .unwrap();
+    eprintln!("took {:.1} s", started.elapsed().as_secs_f64());
+}
+
+/// One node of the cluster as the control script's `nodes` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Node {
+    port: u16,
+    role: String,
+    master: Option<u16>,
+}
+
+async fn nodes(ctl_script: &str) -> Vec<Node> {
+    ctl(ctl_script, &["nodes"])
+        .await
+        .lines()
+        .filter_map(|line| {
+            let mut parts = line.split_whitespace();
+            Some(Node {
+                port: parts.next()?.parse().ok()?,
+                role: parts.next()?.to_owned(),
+                master: parts.next()?.parse().ok(),
+            })
+        })
+        .collect()
+}
+
+async fn node_conn(port: u16) -> redis::aio::MultiplexedConnection {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
+    client.get_multiplexed_async_connection().await.unwrap()
+}
+
+/// The master serving `key`'s slot: the one that answers for it instead of redirecting.
+async fn master_of(nodes: &[Node], key: &str) -> u16 {
+    for node in nodes.iter().filter(|n| n.role == "master") {
+        let reply: redis::RedisResult<bool> = node_conn(node.port).await.exists(key).await;
+        if reply.is_ok() {
+            return node.port;
+        }
+    }
+    panic!("no master serves {key}: {nodes:?}");
+}
+
+/// A Redis Cluster master keeps taking writes for a second while its replica is frozen, then
+/// dies; the replica, which never saw that second, takes over; the old master comes back as its
+/// replica and drops what only it had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_to_a_lagging_replica_is_followed() {
+    let _serial = SERIAL.lock().await;
+    let (Some(urls), Some(ctl_script)) = (
+        server_from_env("DURABLE_TEST_REDIS_CLUSTER_ALL_URLS"),
+        server_from_env("DURABLE_TEST_REDIS_CLUSTER_CTL"),
+    ) else {
+        return;
+    };
+    let started = Instant::now();
+    // Every node up and every replica in sync (a no-op when the cluster is healthy).
+    ctl(&ctl_script, &["start"]).await;
+    let urls = common::ClusterHarness::from_env_value(&urls).urls;
+    let namespace = Name::new(format!("f{:016x}", rand::random::<u64>())).unwrap();
+    let connect = || async {
+        let store = RedisStore::connect_cluster(&urls, common::options())
+            .await
+            .expect("connect to the cluster");
+        open(store, &namespace).await
+    };
+    let (mut writers, mut readers) = (Vec::new(), Vec::new());
+    for _ in 0..4 {
+        writers.push(connect().await);
+        readers.push(connect().await);
+    }
+    let version_key = RedisStore::lazy(&urls[0], common::options())
+        .unwrap()
+        .backend(namespace.as_str(), "restored")
+        .unwrap()
+        .version_key()
+        .to_owned();
+    let before = nodes(&ctl_script).await;
+    let master = master_of(&before, &version_key).await;
+    let replica = before
+        .iter()
+        .find(|n| n.master == Some(master))
+        .unwrap_or_else(|| panic!("master {master} has no replica: {before:?}"))
+        .port;
+    eprintln!("dictionary on master {master}, replica {replica}");
+    let probe = RedisStore::connect_cluster(&urls, common::options())
+        .await
+        .unwrap()
+        .backend(namespace.as_str(), "restored")
+        .unwrap();
+    let mut tokens = (None, None);
+    let fault = async {
+        let (m, r) = (master.to_string(), replica.to_string());
+        ctl(&ctl_script, &["node", &r, "stop-process"]).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokens.0 = Some(probe.last_updated().await.expect("token before the kill"));
+        ctl(&ctl_script, &["node", &m, "kill"]).await;
+        ctl(&ctl_script, &["node", &r, "cont"]).await;
+        let mut conn = node_conn(replica).await;
+        let () = redis::cmd("CLUSTER")
+            .arg("FAILOVER")
+            .arg("TAKEOVER")
+            .query_async(&mut conn)
+            .await
+            .expect("CLUSTER FAILOVER TAKEOVER");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let info: String = redis::cmd("INFO")
+                .arg("replication")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            if info.contains("role:master") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{replica} did not take over");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        eprintln!(
+            "replica {replica} took over after {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        // Straight from the new master: the cluster client may still be rerouting.
+        let fields: Vec<String> = redis::cmd("HMGET")
+            .arg(&version_key)
+            .arg("epoch")
+            .arg("counter")
+            .arg("stamp")
+            .arg("parent")
+            .query_async(&mut conn)
+            .await
+            .expect("the new master's version record");
+        let field = |i: usize| fields[i].parse::<u64>().expect("a number");
+        tokens.1 = Some(Version::stamped(field(0), field(1), field(2), field(3)));
+        ctl(&ctl_script, &["node", &m, "start"]).await;
+        // Waits for cluster_state:ok on every node and every replica in sync.
+        ctl(&ctl_script, &["start"]).await;
+        eprintln!(
+            "cluster healthy again after {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    };
+    let report = Workload::default()
+        .run(writers, readers, fault, Duration::from_secs(2), connect)
+        .await;
+    let roles = nodes(&ctl_script).await;
+    eprintln!("nodes after: {roles:?}");
+    // Give the slots back to the old master (a graceful failover: nothing lost), so the
+    // cluster has the roles it was created with for whatever runs next.
+    let mut old_master = node_conn(master).await;
+    let fail_back: redis::RedisResult<()> = redis::cmd("CLUSTER")
+        .arg("FAILOVER")
+        .query_async(&mut old_master)
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fail_back.is_ok()
+        && Instant::now() < deadline
+        && !nodes(&ctl_script)
+            .await
+            .iter()
+            .any(|n| n.port == master && n.role == "master")
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ctl(&ctl_script, &["start"]).await;
+    eprintln!("nodes at the end: {:?}", nodes(&ctl_script).await);
+    assert!(
+        roles
+            .iter()
+            .any(|n| n.port == master && n.master == Some(replica)),
+        "the old master rejoined as the new master's replica: {roles:?}"
+    );
+    fail_back.expect("the old master takes its slots back");
+    let (Some(before), Some(after)) = tokens else {
+        unreachable!("the fault ran")
+    };
+    check(&report, before, after, "failover to a lagging replica");
+    durable_core::conformance::Harness::cleanup(
+        &common::ClusterHarness { urls: urls.clone() },
+        &namespace,
+    )
+    .await
+    .unwrap();
+    eprintln!("took {:.1} s", started.elapsed().as_secs_f64());
+}

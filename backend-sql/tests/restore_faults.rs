@@ -1,0 +1,113 @@
+//! A dictionary's rows put back to an earlier copy of themselves while handles write and sync
+//! (the conformance workload, `durable_core::conformance::workload`): the copy is taken as
+//! `pg_dump` of those rows would take it (every row of the dictionary in every table: entries
+//! with tombstones and expiry times, the version record, the stamp history), writers go on for
+//! a second, and the copy is put back in one transaction while connections stay open.
+//!
+//! The store loses the writes made after the copy (that is what a restore does); durable must
+//! notice: no token may name two states, no handle may miss its own write or serve a stale
+//! sync, and every handle ends where a fresh handle starts. PostgreSQL and MariaDB need
+//! `DURABLE_TEST_POSTGRES_URL` / `DURABLE_TEST_MYSQL_URL` (set by scripts/test.sh; missing
+//! variables fail the tests under `DURABLE_TEST_REQUIRE=1`); SQLite uses a temporary file.
+
+mod support;
+
+use std::time::Duration;
+
+use durable_core::conformance::server_from_env;
+use durable_core::conformance::workload::{RawDict, Report, Workload};
+use durable_core::{Mode, Name, Raw};
+use durable_sql::SqlOptions;
+use support::{Store, random_name};
+
+/// Four writing handles (two tasks each) and four syncing handles, each with a pool of its own
+/// as a separate process would have, over private tables; the rows of the dictionary are put
+/// back to a copy taken a second earlier.
+async fn restore_while_handles_work(kind: &'static str, url: &str) -> Report {
+    let prefix = random_name("restore_");
+    let options = || {
+        SqlOptions::new()
+            .with_table_prefix(&prefix)
+            .with_max_connections(2)
+    };
+    let admin = Store::open(kind, url, options())
+        .await
+        .expect("open the store");
+    let ns = Name::new(random_name("ns")).expect("a valid name");
+    let dict = Name::new("restored").expect("a valid name");
+    let handle = || async {
+        let store = Store::open(kind, url, options())
+            .await
+            .expect("open the store");
+        // Manual mode, and hints never trusted: a restore sends no NOTIFY.
+        let d: RawDict = store
+            .dict(ns.as_str(), dict.as_str(), Raw, Mode::Manual)
+            .await;
+        d
+    };
+    let mut writers = Vec::new();
+    let mut readers = Vec::new();
+    for _ in 0..4 {
+        writers.push(handle().await);
+        readers.push(handle().await);
+    }
+    let fault = async {
+        let copy = admin.copy_rows(&ns, &dict).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        admin.put_back(&ns, &dict, &copy).await;
+        eprintln!(
+            "{kind}: put back {} entries, {} stamps, version {:?}",
+            copy.entries.len(),
+            copy.stamps.len(),
+            copy.version
+        );
+    };
+    let report = Workload::default()
+        .run(writers, readers, fault, Duration::from_secs(1), handle)
+        .await;
+    admin.drop_tables().await;
+    eprintln!("{kind}: {report:?}");
+    report
+}
+
+fn check(kind: &str, report: &Report) {
+    assert!(
+        report.writes > 100,
+        "{kind}: the workload wrote: {report:?}"
+    );
+    assert!(
+        report.syncs > 100,
+        "{kind}: the workload synced: {report:?}"
+    );
+    assert!(
+        report.regressions_followed > 0,
+        "{kind}: no handle noticed the store going back: {report:?}"
+    );
+    assert_eq!(report.anomalies(), 0, "{kind}: {report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_rows_restored_while_handles_work() {
+    let Some(url) = server_from_env("DURABLE_TEST_POSTGRES_URL") else {
+        return;
+    };
+    let report = restore_while_handles_work("postgres", &url).await;
+    check("postgres", &report);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_rows_restored_while_handles_work() {
+    let Some(url) = server_from_env("DURABLE_TEST_MYSQL_URL") else {
+        return;
+    };
+    let report = restore_while_handles_work("mysql", &url).await;
+    check("mysql", &report);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_rows_restored_while_handles_work() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let url = format!("sqlite://{}", dir.path().join("restored.db").display());
+    let report = restore_while_handles_work("sqlite", &url).await;
+    check("sqlite", &report);
+}
