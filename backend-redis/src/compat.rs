@@ -317,6 +317,7 @@ impl Backend for DurabledictBackend {
                     expires_at: None,
                 })
                 .collect(),
+            unreadable: Vec::new(),
         })
     }
 

@@ -513,6 +513,7 @@ fn into_load(version: Version, entries: LoadMap) -> Load {
                 expires_at: entry.expires_at,
             })
             .collect(),
+        unreadable: Vec::new(),
     }
 }
 
@@ -670,6 +671,7 @@ impl Backend for RedisBackend {
             version,
             upserts,
             removals,
+            unreadable: Vec::new(),
         }))
     }
 

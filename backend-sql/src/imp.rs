@@ -623,6 +623,7 @@ macro_rules! backend_impl {
                         return Ok(Load {
                             version: stored.version,
                             entries,
+                            unreadable: Vec::new(),
                         });
                     }
                     Err(Self::vanished(op).into())
@@ -710,6 +711,7 @@ macro_rules! backend_impl {
                         version: current,
                         upserts,
                         removals,
+                        unreadable: Vec::new(),
                     }))
                 })
                 .await

@@ -1308,6 +1308,7 @@ impl ZooKeeperBackend {
             return Ok(Load {
                 version: node.token(),
                 entries: entries.into_values().collect(),
+                unreadable: Vec::new(),
             });
         }
         // Writers kept the dictionary moving faster than every attempt could follow.
@@ -1327,6 +1328,7 @@ impl ZooKeeperBackend {
                 version: node.token(),
                 upserts: entries.into_values().collect(),
                 removals: removed.into_iter().collect(),
+                unreadable: Vec::new(),
             }),
             CatchUp::TooOld => Changes::TooOld,
             CatchUp::TooBusy => {

@@ -311,6 +311,7 @@ impl Backend for FileBackend {
                 Ok(Load {
                     version: head.version(),
                     entries: dir.all_entries(Operation::Load)?,
+                    unreadable: Vec::new(),
                 })
             })
         })
@@ -1074,6 +1075,7 @@ impl Dir {
             version: head.version(),
             upserts: Vec::new(),
             removals: Vec::new(),
+            unreadable: Vec::new(),
         };
         for (key, counter) in touched {
             match self.entry(operation, &key)? {

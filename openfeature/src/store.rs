@@ -133,7 +133,7 @@ impl FlagStore {
     /// Removes flag `key`; `false` if it was absent.
     pub async fn remove_flag(&self, key: &str) -> Result<bool> {
         crate::definition::check_flag_key(key, &flag_pointer(key))?;
-        Ok(self.inner.dict.remove(key).await?)
+        Ok(self.inner.dict.remove(key).await?.is_some())
     }
 
     /// The keys of the flags in the local snapshot, in no particular order.

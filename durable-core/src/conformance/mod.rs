@@ -89,14 +89,25 @@ pub trait Harness: Send + Sync + 'static {
     /// into the store could, as the row of `key` where the kind has a key: through the store's
     /// layout, with a new revision and a version bump, so that handles meet it in their next
     /// delta and in full loads. Returns false if the layout cannot hold that kind (the rule then
-    /// tries the next one). Every harness supports at least [`Garbage::UndecodableValue`].
+    /// tries the next one). The provided implementation writes [`Garbage::UndecodableValue`]
+    /// through a backend (as another program using durable with another encoding would) and
+    /// nothing else: harnesses add the kinds their layout can hold.
     async fn write_garbage(
         &self,
         namespace: &Name,
         dictionary: &Name,
         garbage: Garbage,
         key: &str,
-    ) -> Result<bool>;
+    ) -> Result<bool> {
+        if garbage != Garbage::UndecodableValue {
+            return Ok(false);
+        }
+        let backend = self.open(namespace, dictionary).await?;
+        backend
+            .persist(key, Bytes::from_static(b"{not json \xff"))
+            .await?;
+        Ok(true)
+    }
 
     /// Restarts the store's server (stop, then start) and returns once it is started again; false
     /// if this harness cannot. Rules call it in the middle of their work to check that nothing

@@ -80,7 +80,14 @@ async fn main() -> Result<()> {
             .open(&args.namespace, "config", Json, Options::new())
             .await?;
         let removed = admin.remove(key).await?;
-        println!("{key}: {}", if removed { "removed" } else { "was not set" });
+        println!(
+            "{key}: {}",
+            if removed.is_some() {
+                "removed"
+            } else {
+                "was not set"
+            }
+        );
         return Ok(());
     }
 

@@ -159,8 +159,8 @@ async fn delete_flag(
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     match app.flags.remove(&name).await {
-        Ok(true) => Ok(StatusCode::NO_CONTENT),
-        Ok(false) => Err(ApiError::unknown(&name)),
+        Ok(Some(_)) => Ok(StatusCode::NO_CONTENT),
+        Ok(None) => Err(ApiError::unknown(&name)),
         Err(e) => Err(ApiError::from_store(e, &app.flags)),
     }
 }

@@ -303,7 +303,7 @@ async fn run(cli: Cli) -> CliResult {
         }
         Command::Del { key } => {
             let (_, dict) = open(&cli, manual()).await?;
-            if !dict.remove(key).await.map_err(err)? {
+            if dict.remove(key).await.map_err(err)?.is_none() {
                 return Err(format!("key {key:?} not found in {}", cli.dictionary));
             }
         }
@@ -350,7 +350,7 @@ async fn run(cli: Cli) -> CliResult {
         }
         Command::Incr { key, delta } => {
             let (_, dict) = open(&cli, manual()).await?;
-            let value = dict.increment(key, *delta).await.map_err(err)?;
+            let (value, _) = dict.increment(key, *delta).await.map_err(err)?;
             writeln!(out, "{value}").map_err(err)?;
         }
         Command::Cas {
