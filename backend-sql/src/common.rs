@@ -517,8 +517,12 @@ impl Sql {
         // What `StoredEntry`s are read from, in this order.
         let columns = "entry_key, value, revision, expires_at";
         let record = "epoch, counter, stamp, parent, oldest_served";
-        let set_bumped = "counter = counter + 1, parent = stamp, stamp = ?";
-        let bump_where = format!("namespace = ? AND dictionary = ? AND {}", d.valid);
+        // PostgreSQL's and MySQL's bump (SQLite's numbers its placeholders, see below).
+        #[cfg_attr(not(any(feature = "postgres", feature = "mysql")), allow(unused))]
+        let (set_bumped, bump_where) = (
+            "counter = counter + 1, parent = stamp, stamp = ?",
+            format!("namespace = ? AND dictionary = ? AND {}", d.valid),
+        );
         let stamp_insert = format!("INSERT INTO {s} (namespace, dictionary, slot, counter, stamp)");
         // PostgreSQL bumps, records the stamp and queues the push hint (sent if the write
         // commits) in one statement; SQLite runs two statements in one call (sqlx binds `?N` to
