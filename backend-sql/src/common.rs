@@ -289,8 +289,8 @@ pub(crate) struct Sql {
     /// Where `bump` returns nothing (MySQL): (ns, dict) -> epoch, counter, parent, run after it
     /// when it changed a row.
     pub(crate) read_bumped: Option<String>,
-    /// Whether `bump` also records the new stamp in the history (PostgreSQL, in one statement);
-    /// otherwise `record_stamp` runs after it.
+    /// Whether `bump` also records the new stamp in the history (PostgreSQL in one statement,
+    /// SQLite in a second statement of the same call); otherwise `record_stamp` runs after it.
     pub(crate) bump_records_stamp: bool,
     /// (ns, dict, slot, counter, stamp): stores the stamp of `counter` in the history.
     pub(crate) record_stamp: String,
@@ -517,12 +517,16 @@ impl Sql {
         // What `StoredEntry`s are read from, in this order.
         let columns = "entry_key, value, revision, expires_at";
         let record = "epoch, counter, stamp, parent, oldest_served";
-        let set_bumped = "counter = counter + 1, parent = stamp, stamp = ?";
-        let bump_where = format!("namespace = ? AND dictionary = ? AND {}", d.valid);
+        // PostgreSQL's and MySQL's bump (SQLite's numbers its placeholders, see below).
+        #[cfg_attr(not(any(feature = "postgres", feature = "mysql")), allow(unused))]
+        let (set_bumped, bump_where) = (
+            "counter = counter + 1, parent = stamp, stamp = ?",
+            format!("namespace = ? AND dictionary = ? AND {}", d.valid),
+        );
         let stamp_insert = format!("INSERT INTO {s} (namespace, dictionary, slot, counter, stamp)");
         // PostgreSQL bumps, records the stamp and queues the push hint (sent if the write
-        // commits) in one statement; SQLite returns the new state; MySQL has no `UPDATE ...
-        // RETURNING` and reads it back.
+        // commits) in one statement; SQLite runs two statements in one call (sqlx binds `?N` to
+        // the N-th argument in each); MySQL has no `UPDATE ... RETURNING` and reads it back.
         #[allow(unreachable_patterns)]
         let (bump, read_bumped, bump_records_stamp) = match dialect {
             #[cfg(feature = "postgres")]
@@ -557,12 +561,18 @@ impl Sql {
                 false,
             ),
             _ => (
+                // The parameters are (stamp, ns, dict), each used twice.
                 format!(
-                    "UPDATE {v} SET {set_bumped} WHERE {bump_where} RETURNING epoch, counter, \
-                     parent"
+                    "UPDATE {v} SET counter = counter + 1, parent = stamp, stamp = ?1 WHERE \
+                     namespace = ?2 AND dictionary = ?3 AND {valid} RETURNING epoch, counter, parent; {stamp_insert} SELECT namespace, \
+                     dictionary, counter % {history}, counter, stamp FROM {v} WHERE namespace = \
+                     ?2 AND dictionary = ?3 AND stamp = ?1{tail}",
+                    valid = d.valid,
+                    history = durable_core::STAMP_HISTORY,
+                    tail = d.stamp_upsert_tail,
                 ),
                 None,
-                false,
+                true,
             ),
         };
         let tombstoning = format!(

@@ -258,14 +258,15 @@ macro_rules! backend_impl {
                 let sql = &self.shared.sql;
                 let stamp = fresh_stamp();
                 let bumped: Option<(i64, i64, i64)> = match &sql.read_bumped {
-                    None => {
-                        sqlx::query_as(AssertSqlSafe(sql.bump.as_str()))
-                            .bind(stamp)
-                            .bind(self.ns())
-                            .bind(self.dict())
-                            .fetch_optional(&mut **tx)
-                            .await?
-                    }
+                    // Every row, so that every statement of the call runs (SQLite's bump is two).
+                    None => sqlx::query_as(AssertSqlSafe(sql.bump.as_str()))
+                        .bind(stamp)
+                        .bind(self.ns())
+                        .bind(self.dict())
+                        .fetch_all(&mut **tx)
+                        .await?
+                        .into_iter()
+                        .next(),
                     Some(read) => {
                         let done = q(&sql.bump)
                             .bind(stamp)

@@ -1,6 +1,6 @@
 //! The [`Backend`] implementation.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -178,25 +178,6 @@ struct Current {
     znode_version: i32,
 }
 
-/// What the last read of a changed entry saw, while catching up with the change log.
-#[derive(Debug, Clone, Copy)]
-enum Seen {
-    /// The entry as written by this counter.
-    Written(u64),
-    /// No entry, in a state at or after this counter (the version known when it was sent).
-    Absent(u64),
-}
-
-impl Seen {
-    /// Whether the read shows the state after the key's last logged change, `last`.
-    fn is_current(self, last: u64) -> bool {
-        match self {
-            Seen::Written(revision) => revision == last,
-            Seen::Absent(after) => last <= after,
-        }
-    }
-}
-
 /// How a catch-up through the change log ended.
 #[derive(Debug)]
 enum CatchUp {
@@ -204,7 +185,8 @@ enum CatchUp {
     Reached(Node),
     /// The log cannot serve the start: another epoch or history, trimmed, wiped or damaged.
     TooOld,
-    /// Writers kept changing keys not read yet for [`MAX_ROUNDS`] rounds.
+    /// Writers kept the catch-up from settling for [`MAX_ROUNDS`] rounds (see
+    /// [`ZooKeeperBackend::catch_up`]).
     TooBusy,
 }
 
@@ -1006,15 +988,22 @@ impl ZooKeeperBackend {
     ///
     /// `since` must be a state of the current history: the same epoch, and the stamp logged for
     /// its counter equal to its stamp (a store put back to an earlier state and written again
-    /// has other stamps at the same counters); every round checks again that the log it reads
+    /// has other stamps at the same counters); each read of the log checks again that it
     /// continues the states already read, so a restore in the middle ends the catch-up too.
     ///
-    /// Each round reads the log up to the target, then (if a read is not current) every
-    /// changed entry again with the version record, in one multi-read when it fits in a
-    /// request: an atomic snapshot, whose record becomes the next target. The state of a target
-    /// is reached when each changed key's last read saw its last logged change. Writers may stay
-    /// busy on the keys read all along; only writers that keep changing keys not read yet can
-    /// hold a catch-up off, for [`MAX_ROUNDS`] rounds ([`CatchUp::TooBusy`]).
+    /// The log up to the target names the changed keys, all of them "missing" at first. Each
+    /// round then reads every changed key together with the record in one multi-read, an
+    /// atomic snapshot at some state `v`, and the log from the target to `v`:
+    /// - if no missing key was written after the target, the reads of the missing keys are
+    ///   their state at the target: done, at the target (so writers creating new keys all the
+    ///   time cannot hold a catch-up off);
+    /// - otherwise the snapshot becomes the target: every key read has its state there, and
+    ///   the keys logged after the old target that were not read are missing; none missing:
+    ///   done (so writers rewriting the same keys cannot either).
+    ///
+    /// Only writers that, within one round, rewrite a key first seen in the round before and
+    /// also write a key never seen, round after round, hold it off, for [`MAX_ROUNDS`] rounds
+    /// ([`CatchUp::TooBusy`]).
     async fn catch_up(
         &self,
         client: &zk::Client,
@@ -1024,181 +1013,234 @@ impl ZooKeeperBackend {
         entries: &mut HashMap<String, StoredEntry>,
         removed: &mut HashMap<String, Revision>,
     ) -> Result<CatchUp, Failure> {
-        let history = u64::from(self.store.inner.config.history);
-        // Per changed entry (znode name): the counter of its last logged change up to `known`,
-        // and what its last read saw.
-        let mut changed: HashMap<String, u64> = HashMap::new();
-        let mut seen: HashMap<String, Seen> = HashMap::new();
-        // The last state whose change-log node was read, and the stamp logged for it.
-        let (mut known, mut known_stamp) = (since.counter(), since.stamp());
+        let from = Record {
+            epoch: since.epoch(),
+            counter: since.counter(),
+            stamp: since.stamp(),
+            parent: since.parent(),
+        };
+        // Per changed key (znode name): its last logged change up to the target; its state at
+        // the target (`None`: absent), or missing.
+        let mut last: HashMap<String, u64> = HashMap::new();
+        let mut resolved: HashMap<String, Option<StoredEntry>> = HashMap::new();
+        let mut missing: HashSet<String> = HashSet::new();
+        let Some(logged) = self.read_log(client, since, from, target.record).await? else {
+            return Ok(CatchUp::TooOld);
+        };
+        for (name, counter) in logged {
+            last.insert(name.clone(), counter);
+            missing.insert(name);
+        }
         for _ in 0..MAX_ROUNDS {
-            let to = target.record;
-            if to.epoch != since.epoch()
-                || to.counter < known
-                || to.counter - since.counter() > history
-            {
-                return Ok(CatchUp::TooOld);
-            }
-            if to.counter == known {
-                // The state already reached (or `since` itself, which the store still is at):
-                // nothing new is logged.
-                if to.stamp != known_stamp {
-                    return Ok(CatchUp::TooOld);
-                }
-            } else {
-                // Round trip 1: the change-log nodes of `known` (its stamp must be the one seen)
-                // and of the counters (known, to] (the last one's stamp must be the target's).
-                let logs: Vec<_> = (known..=to.counter)
-                    .map(|c| (c, client.get_data(&self.paths.log_node(c))))
-                    .collect();
-                for (counter, log) in logs {
-                    let data = match log.await {
-                        Ok((data, _)) => data,
-                        Err(zk::Error::NoNode) => return Ok(CatchUp::TooOld),
-                        Err(e) => return Err(e.into()),
-                    };
-                    let Some((stamp, names)) = record::parse_log(&data) else {
-                        return Ok(CatchUp::TooOld);
-                    };
-                    let expected = if counter == known {
-                        known_stamp
-                    } else if counter == to.counter {
-                        to.stamp
-                    } else {
-                        stamp
-                    };
-                    if stamp != expected {
-                        return Ok(CatchUp::TooOld);
-                    }
-                    if counter > known {
-                        for name in names {
-                            changed.insert(name.to_owned(), counter);
-                        }
-                    }
-                }
-            }
-            (known, known_stamp) = (to.counter, to.stamp);
-            let current = changed
-                .iter()
-                .all(|(name, last)| seen.get(name).is_some_and(|s| s.is_current(*last)));
-            if current {
-                // A deleted key's revision is its last logged change.
-                for (name, last) in &changed {
-                    if let Some(revision) = keys::decode(name).and_then(|k| removed.get_mut(&k)) {
-                        *revision = Revision(*last);
-                    }
-                }
+            if missing.is_empty() {
+                self.settle(operation, resolved, &last, entries, removed)?;
                 return Ok(CatchUp::Reached(target));
             }
-            // Round trip 2: every changed entry (reading only the stale ones would chase
-            // writers that keep hitting other keys) and the version record.
-            let names: Vec<(&String, u64)> = changed.iter().map(|(n, l)| (n, *l)).collect();
-            let size: usize = names
-                .iter()
-                .map(|(name, _)| self.paths.entries.len() + name.len() + 24)
-                .sum();
-            let mut note = |name: &String, last: u64, read: Option<(Vec<u8>, zk::Stat)>, after| {
-                let key = decode_name(operation, name)?;
-                match read {
-                    Some((data, stat)) => {
-                        let entry = parse_entry(operation, key.clone(), data, &stat)?;
-                        let revision = entry.revision.0;
-                        seen.insert(name.clone(), Seen::Written(revision));
-                        removed.remove(&key);
-                        entries.insert(key, entry);
-                        Ok::<_, Failure>(Some(revision))
-                    }
-                    None => {
-                        seen.insert(name.clone(), Seen::Absent(after));
-                        entries.remove(&key);
-                        removed.insert(key, Revision(last));
-                        Ok(None)
-                    }
-                }
+            // The multi-read's request: each name's path and about 16 bytes of framing.
+            let size = |names: &mut dyn Iterator<Item = &String>| -> usize {
+                names
+                    .map(|name| self.paths.entries.len() + name.len() + 17)
+                    .sum::<usize>()
+                    + 256
             };
-            if size + 512 <= MAX_REQUEST {
-                // One multi-read: the record and the entries as of one state.
-                let mut reader = client.new_multi_reader();
-                reader.add_get_data(&self.paths.version)?;
-                for (name, _) in &names {
-                    reader.add_get_data(&self.paths.entry(name))?;
+            let mut requested: Vec<String> = missing.iter().cloned().collect();
+            if size(&mut missing.iter().chain(resolved.keys())) <= MAX_REQUEST {
+                requested.extend(resolved.keys().cloned());
+            } else if size(&mut missing.iter()) > MAX_REQUEST {
+                // Too many keys for one snapshot: a full load serves (or, for a load, a new try).
+                return Ok(CatchUp::TooOld);
+            }
+            let Some((at, reads)) = self.snapshot(client, operation, &requested).await? else {
+                return Ok(CatchUp::TooOld);
+            };
+            if at.record == target.record {
+                resolved.extend(reads);
+                self.settle(operation, resolved, &last, entries, removed)?;
+                return Ok(CatchUp::Reached(target));
+            }
+            let Some(logged) = self
+                .read_log(client, since, target.record, at.record)
+                .await?
+            else {
+                return Ok(CatchUp::TooOld);
+            };
+            let written: HashSet<&String> = logged.iter().map(|(name, _)| name).collect();
+            if missing.iter().all(|name| !written.contains(name)) {
+                // The missing keys are as they were at the target.
+                for (name, read) in reads {
+                    if missing.contains(&name) {
+                        resolved.insert(name, read);
+                    }
                 }
-                let mut results = reader.commit().await?.into_iter();
-                let node = match results.next() {
-                    Some(zk::MultiReadResult::Data { data, stat }) => {
-                        match Read::of(&data, &stat) {
-                            Read::Node(node) => node,
-                            // Damaged meanwhile: the caller reads the record again.
-                            Read::Damaged { .. } | Read::Missing => return Ok(CatchUp::TooOld),
-                        }
-                    }
-                    Some(zk::MultiReadResult::Error {
-                        err: zk::Error::NoNode,
-                    }) => return Ok(CatchUp::TooOld),
-                    Some(zk::MultiReadResult::Error { err }) => return Err(err.into()),
-                    other => {
-                        return Err(corrupt(
-                            operation,
-                            format!("unexpected multi-read result {other:?}"),
-                        )
-                        .into());
-                    }
-                };
-                for (name, last) in names {
-                    let read = match results.next() {
-                        Some(zk::MultiReadResult::Data { data, stat }) => Some((data, stat)),
-                        Some(zk::MultiReadResult::Error {
-                            err: zk::Error::NoNode,
-                        }) => None,
-                        Some(zk::MultiReadResult::Error { err }) => return Err(err.into()),
-                        other => {
-                            return Err(corrupt(
-                                operation,
-                                format!("unexpected multi-read result {other:?}"),
-                            )
-                            .into());
-                        }
-                    };
-                    let revision = note(name, last, read, node.record.counter)?;
-                    if revision.is_some_and(|r| r > node.record.counter) {
+                self.settle(operation, resolved, &last, entries, removed)?;
+                return Ok(CatchUp::Reached(target));
+            }
+            // Move to the snapshot: keys written since the target and not read are missing;
+            // keys read have their state at the snapshot; the others did not change.
+            let requested: HashSet<String> = requested.into_iter().collect();
+            for (name, _) in &logged {
+                resolved.remove(name);
+            }
+            missing = written
+                .into_iter()
+                .filter(|name| !requested.contains(*name))
+                .cloned()
+                .collect();
+            resolved.extend(reads);
+            for (name, counter) in logged {
+                last.insert(name, counter);
+            }
+            target = at;
+        }
+        Ok(CatchUp::TooBusy)
+    }
+
+    /// Reads the change log from state `from` to state `to` (pipelined): the keys written by
+    /// each write in (from, to], with its counter, in order. `None` if the log cannot serve
+    /// it: another epoch than `since`'s, more than `history` writes after `since`, a node
+    /// trimmed or unreadable, or stamps that are not `from`'s and `to`'s (another history).
+    async fn read_log(
+        &self,
+        client: &zk::Client,
+        since: Version,
+        from: Record,
+        to: Record,
+    ) -> Result<Option<Vec<(String, u64)>>, Failure> {
+        let history = u64::from(self.store.inner.config.history);
+        if to.epoch != since.epoch()
+            || to.counter < from.counter
+            || to.counter - since.counter() > history
+        {
+            return Ok(None);
+        }
+        if to.counter == from.counter {
+            return Ok((to.stamp == from.stamp).then(Vec::new));
+        }
+        let reads: Vec<_> = (from.counter..=to.counter)
+            .map(|c| (c, client.get_data(&self.paths.log_node(c))))
+            .collect();
+        let mut logged = Vec::new();
+        for (counter, read) in reads {
+            let data = match read.await {
+                Ok((data, _)) => data,
+                Err(zk::Error::NoNode) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            let Some((stamp, names)) = record::parse_log(&data) else {
+                return Ok(None);
+            };
+            let expected = if counter == from.counter {
+                from.stamp
+            } else if counter == to.counter {
+                to.stamp
+            } else {
+                stamp
+            };
+            if stamp != expected {
+                return Ok(None);
+            }
+            if counter > from.counter {
+                logged.extend(names.map(|name| (name.to_owned(), counter)));
+            }
+        }
+        Ok(Some(logged))
+    }
+
+    /// Reads the version record and the entries `names` in one multi-read: an atomic snapshot.
+    /// `None` if the record is missing or damaged (the caller reads it again and reports).
+    async fn snapshot(
+        &self,
+        client: &zk::Client,
+        operation: Operation,
+        names: &[String],
+    ) -> Result<Option<(Node, Vec<(String, Option<StoredEntry>)>)>, Failure> {
+        let mut reader = client.new_multi_reader();
+        reader.add_get_data(&self.paths.version)?;
+        for name in names {
+            reader.add_get_data(&self.paths.entry(name))?;
+        }
+        let results = reader.commit().await?;
+        if results.len() != names.len() + 1 {
+            return Err(corrupt(
+                operation,
+                format!(
+                    "a multi-read of {} znodes returned {} results",
+                    names.len() + 1,
+                    results.len()
+                ),
+            )
+            .into());
+        }
+        let unexpected = |other: &zk::MultiReadResult| {
+            Failure::from(corrupt(
+                operation,
+                format!("unexpected multi-read result {other:?}"),
+            ))
+        };
+        let mut results = results.into_iter();
+        let node = match results.next() {
+            Some(zk::MultiReadResult::Data { data, stat }) => match Read::of(&data, &stat) {
+                Read::Node(node) => node,
+                Read::Damaged { .. } | Read::Missing => return Ok(None),
+            },
+            Some(zk::MultiReadResult::Error {
+                err: zk::Error::NoNode,
+            }) => return Ok(None),
+            Some(zk::MultiReadResult::Error { err }) => return Err(err.into()),
+            Some(other) => return Err(unexpected(&other)),
+            None => return Ok(None),
+        };
+        let mut reads = Vec::with_capacity(names.len());
+        for (name, result) in names.iter().zip(results) {
+            let read = match result {
+                zk::MultiReadResult::Data { data, stat } => {
+                    let entry = parse_entry(operation, decode_name(operation, name)?, data, &stat)?;
+                    if entry.revision.0 > node.record.counter {
                         // Impossible in one snapshot unless the record is behind the entries.
                         let what = format!(
                             "entry {:?} has revision {}, above the version record's counter {}",
-                            keys::decode(name).unwrap_or_default(),
-                            revision.unwrap_or_default(),
-                            node.record.counter
+                            entry.key, entry.revision.0, node.record.counter
                         );
                         return Err(self.damaged(operation, what).into());
                     }
+                    Some(entry)
                 }
-                target = node;
-            } else {
-                // Too many for one request: pipelined reads, then the record. An absent entry
-                // was read after the log up to `known`.
-                let reads: Vec<_> = names
-                    .into_iter()
-                    .map(|(name, last)| (name, last, client.get_data(&self.paths.entry(name))))
-                    .collect();
-                let version = client.get_data(&self.paths.version);
-                for (name, last, read) in reads {
-                    let read = match read.await {
-                        Ok(found) => Some(found),
-                        Err(zk::Error::NoNode) => None,
-                        Err(e) => return Err(e.into()),
-                    };
-                    note(name, last, read, known)?;
+                zk::MultiReadResult::Error {
+                    err: zk::Error::NoNode,
+                } => None,
+                zk::MultiReadResult::Error { err } => return Err(err.into()),
+                other => return Err(unexpected(&other)),
+            };
+            reads.push((name.clone(), read));
+        }
+        Ok(Some((node, reads)))
+    }
+
+    /// Applies the states `resolved` (by znode name) to `entries` and `removed`; a deleted
+    /// key's revision is its last logged change.
+    fn settle(
+        &self,
+        operation: Operation,
+        resolved: HashMap<String, Option<StoredEntry>>,
+        last: &HashMap<String, u64>,
+        entries: &mut HashMap<String, StoredEntry>,
+        removed: &mut HashMap<String, Revision>,
+    ) -> Result<(), Failure> {
+        for (name, state) in resolved {
+            let key = decode_name(operation, &name)?;
+            match state {
+                Some(entry) => {
+                    removed.remove(&key);
+                    entries.insert(key, entry);
                 }
-                target = match version.await {
-                    Ok((data, stat)) => match Read::of(&data, &stat) {
-                        Read::Node(node) => node,
-                        Read::Damaged { .. } | Read::Missing => return Ok(CatchUp::TooOld),
-                    },
-                    Err(zk::Error::NoNode) => return Ok(CatchUp::TooOld),
-                    Err(e) => return Err(e.into()),
-                };
+                None => {
+                    entries.remove(&key);
+                    let revision = last.get(&name).copied().unwrap_or_default();
+                    removed.insert(key, Revision(revision));
+                }
             }
         }
-        Ok(CatchUp::TooBusy)
+        Ok(())
     }
 
     /// Lists and reads every entry (pipelined in windows), by znode name. `None`: the tree is
