@@ -20,6 +20,19 @@ pub use durable_redis as redis;
 #[cfg_attr(docsrs, doc(cfg(feature = "zookeeper")))]
 pub use durable_zookeeper as zookeeper;
 
+#[cfg(feature = "openfeature")]
+#[cfg_attr(docsrs, doc(cfg(feature = "openfeature")))]
+pub use durable_openfeature as openfeature;
+
+/// The root README's quick start, compiled and run with this crate's doctests (it must stay the
+/// same program as the quick start of this crate's README; `tests/readme.rs` compares them).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct RootReadme;
+
+/// The environment variable [`Store::from_env`] reads the store URL from.
+pub const URL_VAR: &str = "DURABLE_URL";
+
 /// A connected store, chosen by URL scheme; hands out backends for its dictionaries.
 ///
 /// | URL | store | feature |
@@ -85,23 +98,103 @@ fn scheme(url: &str) -> Result<String> {
     }
 }
 
-/// `url` with any password replaced by `***`, for messages.
-fn redacted(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+/// The user information of `url` (`user:password` before the host), if it has any.
+///
+/// The host part of a URL holds no `@`, so the user information ends at the **last** `@`: a
+/// password may contain `/`, `?`, `#` or `@` that were not percent-encoded. An `@` further on
+/// (in a query) only makes more of the URL count as user information, which hides more, never
+/// less.
+fn user_info(url: &str) -> Option<(&str, &str)> {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    rest.rsplit_once('@')
+}
+
+/// The password of `url`, as written and percent-decoded (empty when there is none).
+fn passwords(url: &str) -> Vec<String> {
+    let Some((info, _)) = user_info(url) else {
+        return Vec::new();
     };
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    match authority.rsplit_once('@') {
-        Some((credentials, host)) => {
-            let user = credentials.split(':').next().unwrap_or_default();
-            let hidden = if credentials.contains(':') {
-                ":***"
-            } else {
-                ""
+    let Some((_, password)) = info.split_once(':') else {
+        return Vec::new();
+    };
+    let mut found = vec![password.to_owned()];
+    let decoded = percent_decode(password);
+    if decoded != password {
+        found.push(decoded);
+    }
+    found.retain(|p| !p.is_empty());
+    found
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `url` with any password replaced by `***`, for messages (and `password=` query parameters).
+fn redacted(url: &str) -> String {
+    let shown = match user_info(url) {
+        Some((info, host)) => {
+            let scheme = url
+                .split_once("://")
+                .map_or(String::new(), |(scheme, _)| format!("{scheme}://"));
+            let (user, hidden) = match info.split_once(':') {
+                Some((user, _)) => (user, ":***"),
+                None => (info, ""),
             };
-            format!("{scheme}://{user}{hidden}@{host}{path}")
+            format!("{scheme}{user}{hidden}@{host}")
         }
         None => url.to_owned(),
+    };
+    let Some((head, query)) = shown.split_once('?') else {
+        return shown;
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if name.to_ascii_lowercase().contains("pass") => {
+                format!("{name}=***")
+            }
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{head}?{}", query.join("&"))
+}
+
+/// A configuration error's message with every form of `url`'s password replaced by `***`
+/// (whatever a backend put in it), prefixed by `context` when given. Other errors keep their
+/// category and pass through.
+fn scrubbed(error: Error, url: &str, context: Option<&str>) -> Error {
+    match error {
+        Error::Config(message) => {
+            let mut message = message;
+            for password in passwords(url) {
+                message = message.replace(&password, "***");
+            }
+            Error::Config(match context {
+                Some(context) => format!("{context}: {message}"),
+                None => message,
+            })
+        }
+        other => other,
     }
 }
 
@@ -115,6 +208,47 @@ fn feature_needed(scheme: &str, feature: &str) -> Error {
 impl Store {
     /// Connects to the store named by `url` (see the table above).
     pub async fn connect(url: &str) -> Result<Store> {
+        Self::connect_inner(url)
+            .await
+            .map_err(|error| scrubbed(error, url, None))
+    }
+
+    /// Connects to the store named by the environment variable `DURABLE_URL` ([`URL_VAR`]),
+    /// the way the `durable` command and the examples do: one URL per deployment, no code
+    /// change between SQLite on a laptop and PostgreSQL or Redis in production.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> durable::Result<()> {
+    /// // DURABLE_URL=postgres://app:secret@db:5432/flags
+    /// let store = durable::Store::from_env().await?;
+    /// let flags: durable::Dict<bool> =
+    ///     store.open("prod", "flags", durable::Json, durable::Options::new()).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// An unset, empty or non-UTF-8 variable, or a URL that is not valid, gives an
+    /// [`Error::Config`] naming the variable; the password never appears in it. A store that
+    /// cannot be reached gives the same error as [`Store::connect`]. Surrounding whitespace
+    /// (a trailing newline from a secrets file) is ignored.
+    pub async fn from_env() -> Result<Store> {
+        Self::from_env_var(URL_VAR).await
+    }
+
+    /// [`Store::from_env`] with another variable than `DURABLE_URL`.
+    pub async fn from_env_var(variable: &str) -> Result<Store> {
+        let url = env_url(variable, std::env::var_os(variable))?;
+        Self::connect_inner(&url).await.map_err(|error| {
+            scrubbed(
+                error,
+                &url,
+                Some(&format!("environment variable {variable}")),
+            )
+        })
+    }
+
+    async fn connect_inner(url: &str) -> Result<Store> {
         let scheme = scheme(url)?;
         match scheme.as_str() {
             "memory" => Ok(Store::Memory(MemoryStore::new())),
@@ -187,19 +321,60 @@ impl Store {
     }
 }
 
+/// The store URL held by environment variable `variable` (whose value is `value`).
+fn env_url(variable: &str, value: Option<std::ffi::OsString>) -> Result<String> {
+    const EXPECTED: &str = "set it to a store URL: memory:, sqlite://FILE, postgres://..., \
+                            mysql://..., redis://..., zk://...";
+    let value = value.ok_or_else(|| {
+        Error::Config(format!(
+            "environment variable {variable} is not set; {EXPECTED}"
+        ))
+    })?;
+    let text = value.into_string().map_err(|_| {
+        Error::Config(format!(
+            "environment variable {variable} is not valid UTF-8; {EXPECTED}"
+        ))
+    })?;
+    let url = text.trim();
+    if url.is_empty() {
+        return Err(Error::Config(format!(
+            "environment variable {variable} is empty; {EXPECTED}"
+        )));
+    }
+    Ok(url.to_owned())
+}
+
 /// A Redis server, or a cluster when several comma-separated nodes are given.
 #[cfg(feature = "redis")]
 async fn connect_redis(scheme: &str, url: &str) -> Result<durable_redis::RedisStore> {
+    match cluster_nodes(scheme, url) {
+        None => durable_redis::RedisStore::connect(url).await,
+        Some(nodes) => {
+            durable_redis::RedisStore::connect_cluster(&nodes, durable_redis::RedisOptions::new())
+                .await
+        }
+    }
+}
+
+/// The node URLs of a cluster URL `scheme://[user:password@]host:port,host:port[/path]`, each
+/// with the credentials (given once, before the first node); `None` for a single node.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+fn cluster_nodes(scheme: &str, url: &str) -> Option<Vec<String>> {
     let rest = url.split_once("://").map_or("", |(_, rest)| rest);
+    let (credentials, rest) = match rest.rsplit_once('@') {
+        Some((info, rest)) => (format!("{info}@"), rest),
+        None => (String::new(), rest),
+    };
     let (hosts, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     if !hosts.contains(',') {
-        return durable_redis::RedisStore::connect(url).await;
+        return None;
     }
-    let nodes: Vec<String> = hosts
-        .split(',')
-        .map(|host| format!("{scheme}://{host}{path}"))
-        .collect();
-    durable_redis::RedisStore::connect_cluster(&nodes, durable_redis::RedisOptions::new()).await
+    Some(
+        hosts
+            .split(',')
+            .map(|host| format!("{scheme}://{credentials}{host}{path}"))
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -214,6 +389,114 @@ mod tests {
         );
         assert_eq!(redacted("redis://:pw@host/0"), "redis://:***@host/0");
         assert_eq!(redacted("sqlite://flags.db"), "sqlite://flags.db");
+        // Characters a password may hold without percent-encoding, which end the authority in
+        // a strict parser.
+        for password in [
+            "s3/cret",
+            "s?cret",
+            "s#cret",
+            "s@cret",
+            "s%2Fcret",
+            "sécret/€",
+        ] {
+            let url = format!("postgres://app:{password}@db:5432/flags?sslmode=disable");
+            let shown = redacted(&url);
+            assert_eq!(
+                shown, "postgres://app:***@db:5432/flags?sslmode=disable",
+                "{url}"
+            );
+        }
+        assert_eq!(
+            redacted("postgres://db/flags?user=app&password=s3cret"),
+            "postgres://db/flags?user=app&password=***"
+        );
+        assert_eq!(redacted("app:s3cret@db/flags"), "app:***@db/flags");
+    }
+
+    #[test]
+    fn every_cluster_node_gets_the_credentials() {
+        assert_eq!(
+            cluster_nodes("redis", "redis://:pw@h1:6379,h2:6380/0"),
+            Some(vec![
+                "redis://:pw@h1:6379/0".to_owned(),
+                "redis://:pw@h2:6380/0".to_owned()
+            ])
+        );
+        assert_eq!(
+            cluster_nodes("rediss", "rediss://u:p/w@h1:1,h2:2"),
+            Some(vec![
+                "rediss://u:p/w@h1:1".to_owned(),
+                "rediss://u:p/w@h2:2".to_owned()
+            ])
+        );
+        assert_eq!(cluster_nodes("redis", "redis://:pw@h1:6379/0"), None);
+    }
+
+    #[test]
+    fn config_errors_lose_the_password_in_every_form() {
+        let url = "postgres://app:s%2F3cret@db/flags";
+        let error = Error::Config(format!("bad URL {url} (password s/3cret)"));
+        let message = scrubbed(error, url, Some("environment variable X")).to_string();
+        assert!(!message.contains("3cret"), "{message}");
+        assert!(message.contains("environment variable X: "), "{message}");
+    }
+
+    #[test]
+    fn the_url_variable_is_named_when_unset_empty_or_not_utf8() {
+        let error = env_url("DURABLE_URL", None).unwrap_err().to_string();
+        assert!(
+            error.contains("environment variable DURABLE_URL is not set"),
+            "{error}"
+        );
+        assert!(error.contains("sqlite://"), "says what to set: {error}");
+        let error = env_url("DURABLE_URL", Some(" \n".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("DURABLE_URL is empty"), "{error}");
+        #[cfg(unix)]
+        {
+            use std::os::unix::ffi::OsStringExt;
+            let value = std::ffi::OsString::from_vec(vec![b's', 0xff]);
+            let error = env_url("DURABLE_URL", Some(value)).unwrap_err().to_string();
+            assert!(error.contains("DURABLE_URL is not valid UTF-8"), "{error}");
+        }
+        assert_eq!(
+            env_url("DURABLE_URL", Some("memory:\n".into())).unwrap(),
+            "memory:"
+        );
+    }
+
+    #[tokio::test]
+    async fn from_env_names_the_variable_and_hides_the_password() {
+        // A variable that no test sets: its value cannot be changed from safe code.
+        let error = Store::from_env_var("DURABLE_TEST_UNSET_VARIABLE_7f3a")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("DURABLE_TEST_UNSET_VARIABLE_7f3a is not set"),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn connect_errors_never_show_the_password() {
+        let mut urls = vec![
+            "ftp://app:s3/cr?t@host/x".to_owned(),
+            "app:s3/cr?t@host/x".to_owned(),
+        ];
+        if cfg!(not(feature = "postgres")) {
+            urls.push("postgres://app:s3/cr?t@127.0.0.1:1/db".into());
+        }
+        if cfg!(not(feature = "redis")) {
+            urls.push("redis://:s3/cr?t@127.0.0.1:1/0".into());
+        }
+        for url in urls {
+            let error = Store::connect(&url).await.unwrap_err();
+            for shown in [error.to_string(), format!("{error:?}")] {
+                assert!(!shown.contains("s3/cr"), "{url}: {shown}");
+            }
+        }
     }
 
     #[tokio::test]
