@@ -151,10 +151,12 @@ fn digest(d: &RawDict) -> u64 {
 }
 
 impl Workload {
-    /// Runs writer tasks on each of `writers` and reader tasks on each of `readers` (handles in
-    /// manual mode, opened by the caller, each with its own connection, ideally through different
-    /// servers of a replicated store), starts `fault` once the work is going, stops the tasks
-    /// `settle` after the fault returns, and checks every handle against one opened by `fresh`.
+    /// Runs writer tasks on each of `writers` and reader tasks on each of `readers` but the last
+    /// (handles in manual mode, opened by the caller, each with its own connection, ideally
+    /// through different servers of a replicated store), starts `fault` once the work is going,
+    /// stops the tasks `settle` after the fault returns, and checks every handle against one
+    /// opened by `fresh`. The last reader (when there are two or more) stops syncing when the
+    /// fault ends, until the final check, as a handle idle after the fault would.
     pub async fn run<Fault, Fresh, FreshFut>(
         &self,
         writers: Vec<RawDict>,
@@ -185,11 +187,16 @@ impl Workload {
                 )));
             }
         }
-        for d in &readers {
+        // The last reader goes idle when the fault ends and syncs next at the end, after the
+        // writers have taken the store past its old counter: if the fault lost the state it
+        // held, only the stamps can tell it.
+        for (i, d) in readers.iter().enumerate() {
+            let idle_after_fault = readers.len() >= 2 && i == readers.len() - 1;
             tasks.push(tokio::spawn(read_loop(
                 d.clone(),
                 shared.clone(),
                 self.pause,
+                idle_after_fault,
             )));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -284,9 +291,13 @@ async fn write_loop(d: RawDict, keys: Vec<String>, shared: Arc<Shared>, pause: D
     }
 }
 
-async fn read_loop(d: RawDict, shared: Arc<Shared>, pause: Duration) {
+async fn read_loop(d: RawDict, shared: Arc<Shared>, pause: Duration, idle_after_fault: bool) {
     use rand::seq::IteratorRandom;
     while !shared.stop.load(Ordering::SeqCst) {
+        if idle_after_fault && shared.phase() == AFTER {
+            tokio::time::sleep(pause).await;
+            continue;
+        }
         let before: Vec<(String, (u64, u64))> = {
             let acked = shared.acked.lock();
             acked
