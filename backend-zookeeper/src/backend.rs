@@ -190,6 +190,17 @@ enum CatchUp {
     TooBusy,
 }
 
+/// What [`ZooKeeperBackend::snapshot`] read.
+#[derive(Debug)]
+enum Snapshot {
+    /// The record and each requested entry's state (`None`: absent) as of one state.
+    At(Node, Vec<(String, Option<StoredEntry>)>),
+    /// Read in several requests, between which the record moved.
+    Moved,
+    /// The record is missing or damaged.
+    Gone,
+}
+
 /// One entry operation of a write multi. `ttl`: the entry expires that long after the write.
 #[derive(Debug)]
 enum EntryWrite {
@@ -993,7 +1004,8 @@ impl ZooKeeperBackend {
     ///
     /// The log up to the target names the changed keys, all of them "missing" at first. Each
     /// round then reads every changed key together with the record in one multi-read, an
-    /// atomic snapshot at some state `v`, and the log from the target to `v`:
+    /// atomic snapshot at some state `v` (see [`snapshot`](Self::snapshot) for more keys than
+    /// one request holds), and the log from the target to `v`:
     /// - if no missing key was written after the target, the reads of the missing keys are
     ///   their state at the target: done, at the target (so writers creating new keys all the
     ///   time cannot hold a catch-up off);
@@ -1036,22 +1048,21 @@ impl ZooKeeperBackend {
                 self.settle(operation, resolved, &last, entries, removed)?;
                 return Ok(CatchUp::Reached(target));
             }
-            // The multi-read's request: each name's path and about 16 bytes of framing.
-            let size = |names: &mut dyn Iterator<Item = &String>| -> usize {
-                names
-                    .map(|name| self.paths.entries.len() + name.len() + 17)
-                    .sum::<usize>()
-                    + 256
-            };
+            // Every changed key if they fit in one request, else the missing ones only.
             let mut requested: Vec<String> = missing.iter().cloned().collect();
-            if size(&mut missing.iter().chain(resolved.keys())) <= MAX_REQUEST {
+            let all: usize = missing
+                .iter()
+                .chain(resolved.keys())
+                .map(|name| self.read_size(name))
+                .sum();
+            if all <= MAX_REQUEST {
                 requested.extend(resolved.keys().cloned());
-            } else if size(&mut missing.iter()) > MAX_REQUEST {
-                // Too many keys for one snapshot: a full load serves (or, for a load, a new try).
-                return Ok(CatchUp::TooOld);
             }
-            let Some((at, reads)) = self.snapshot(client, operation, &requested).await? else {
-                return Ok(CatchUp::TooOld);
+            let (at, reads) = match self.snapshot(client, operation, &requested).await? {
+                Snapshot::At(at, reads) => (at, reads),
+                // Written between the requests of a snapshot too big for one: another round.
+                Snapshot::Moved => continue,
+                Snapshot::Gone => return Ok(CatchUp::TooOld),
             };
             if at.record == target.record {
                 resolved.extend(reads);
@@ -1146,74 +1157,106 @@ impl ZooKeeperBackend {
         Ok(Some(logged))
     }
 
-    /// Reads the version record and the entries `names` in one multi-read: an atomic snapshot.
-    /// `None` if the record is missing or damaged (the caller reads it again and reports).
+    /// The size of reading entry `name` in a multi-read request: its path and some framing.
+    fn read_size(&self, name: &str) -> usize {
+        self.paths.entries.len() + name.len() + 24
+    }
+
+    /// Reads the version record and the entries `names` in one multi-read, an atomic snapshot;
+    /// in several (pipelined, each with the record) when they do not fit in one request, which
+    /// make a snapshot if every record read is the same.
     async fn snapshot(
         &self,
         client: &zk::Client,
         operation: Operation,
         names: &[String],
-    ) -> Result<Option<(Node, Vec<(String, Option<StoredEntry>)>)>, Failure> {
-        let mut reader = client.new_multi_reader();
-        reader.add_get_data(&self.paths.version)?;
-        for name in names {
-            reader.add_get_data(&self.paths.entry(name))?;
+    ) -> Result<Snapshot, Failure> {
+        let mut windows: Vec<&[String]> = Vec::new();
+        let (mut start, mut size) = (0, 0);
+        for (i, name) in names.iter().enumerate() {
+            let more = self.read_size(name);
+            if i > start && size + more > MAX_REQUEST {
+                windows.push(&names[start..i]);
+                (start, size) = (i, 0);
+            }
+            size += more;
         }
-        let results = reader.commit().await?;
-        if results.len() != names.len() + 1 {
-            return Err(corrupt(
-                operation,
-                format!(
-                    "a multi-read of {} znodes returned {} results",
-                    names.len() + 1,
-                    results.len()
-                ),
-            )
-            .into());
+        windows.push(&names[start..]);
+        let mut reads = Vec::new();
+        for window in &windows {
+            let mut reader = client.new_multi_reader();
+            reader.add_get_data(&self.paths.version)?;
+            for name in *window {
+                reader.add_get_data(&self.paths.entry(name))?;
+            }
+            reads.push(reader.commit());
         }
-        let unexpected = |other: &zk::MultiReadResult| {
-            Failure::from(corrupt(
-                operation,
-                format!("unexpected multi-read result {other:?}"),
-            ))
-        };
-        let mut results = results.into_iter();
-        let node = match results.next() {
-            Some(zk::MultiReadResult::Data { data, stat }) => match Read::of(&data, &stat) {
-                Read::Node(node) => node,
-                Read::Damaged { .. } | Read::Missing => return Ok(None),
-            },
-            Some(zk::MultiReadResult::Error {
-                err: zk::Error::NoNode,
-            }) => return Ok(None),
-            Some(zk::MultiReadResult::Error { err }) => return Err(err.into()),
-            Some(other) => return Err(unexpected(&other)),
-            None => return Ok(None),
-        };
-        let mut reads = Vec::with_capacity(names.len());
-        for (name, result) in names.iter().zip(results) {
-            let read = match result {
-                zk::MultiReadResult::Data { data, stat } => {
-                    let entry = parse_entry(operation, decode_name(operation, name)?, data, &stat)?;
-                    if entry.revision.0 > node.record.counter {
-                        // Impossible in one snapshot unless the record is behind the entries.
-                        let what = format!(
-                            "entry {:?} has revision {}, above the version record's counter {}",
-                            entry.key, entry.revision.0, node.record.counter
-                        );
-                        return Err(self.damaged(operation, what).into());
-                    }
-                    Some(entry)
-                }
-                zk::MultiReadResult::Error {
-                    err: zk::Error::NoNode,
-                } => None,
-                zk::MultiReadResult::Error { err } => return Err(err.into()),
-                other => return Err(unexpected(&other)),
+        let mut at: Option<Node> = None;
+        let mut states = Vec::with_capacity(names.len());
+        let mut moved = false;
+        for (window, read) in windows.into_iter().zip(reads) {
+            let results = read.await?;
+            if results.len() != window.len() + 1 {
+                return Err(corrupt(
+                    operation,
+                    format!(
+                        "a multi-read of {} znodes returned {} results",
+                        window.len() + 1,
+                        results.len()
+                    ),
+                )
+                .into());
+            }
+            let unexpected = |other: &zk::MultiReadResult| {
+                Failure::from(corrupt(
+                    operation,
+                    format!("unexpected multi-read result {other:?}"),
+                ))
             };
-            reads.push((name.clone(), read));
+            let mut results = results.into_iter();
+            let node = match results.next() {
+                Some(zk::MultiReadResult::Data { data, stat }) => match Read::of(&data, &stat) {
+                    Read::Node(node) => node,
+                    Read::Damaged { .. } | Read::Missing => return Ok(Snapshot::Gone),
+                },
+                Some(zk::MultiReadResult::Error {
+                    err: zk::Error::NoNode,
+                })
+                | None => return Ok(Snapshot::Gone),
+                Some(zk::MultiReadResult::Error { err }) => return Err(err.into()),
+                Some(other) => return Err(unexpected(&other)),
+            };
+            moved |= at.is_some_and(|at| at != node);
+            at = Some(node);
+            for (name, result) in window.iter().zip(results) {
+                let state = match result {
+                    zk::MultiReadResult::Data { data, stat } => {
+                        let key = decode_name(operation, name)?;
+                        let entry = parse_entry(operation, key, data, &stat)?;
+                        if entry.revision.0 > node.record.counter {
+                            // Impossible in one snapshot unless the record is behind the entries.
+                            let what = format!(
+                                "entry {:?} has revision {}, above the version record's counter {}",
+                                entry.key, entry.revision.0, node.record.counter
+                            );
+                            return Err(self.damaged(operation, what).into());
+                        }
+                        Some(entry)
+                    }
+                    zk::MultiReadResult::Error {
+                        err: zk::Error::NoNode,
+                    } => None,
+                    zk::MultiReadResult::Error { err } => return Err(err.into()),
+                    other => return Err(unexpected(&other)),
+                };
+                states.push((name.clone(), state));
+            }
         }
-        Ok(Some((node, reads)))
+        Ok(match at {
+            _ if moved => Snapshot::Moved,
+            Some(at) => Snapshot::At(at, states),
+            None => Snapshot::Gone,
+        })
     }
 
     /// Applies the states `resolved` (by znode name) to `entries` and `removed`; a deleted
