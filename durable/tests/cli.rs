@@ -43,7 +43,11 @@ fn namespace() -> String {
 /// The editing commands against one store.
 fn edit_round_trip(url: &str) {
     let ns = &namespace();
-    ok(url, ns, &["set", "beta", "true"]);
+    let written = ok(url, ns, &["set", "beta", "true"]);
+    assert!(
+        written.starts_with("version ") && written.lines().count() == 1,
+        "`set` says what it printed: {written}"
+    );
     ok(url, ns, &["set", "limits", r#"{"rps": 10}"#]);
     ok(url, ns, &["set", "--raw", "motd", "hello world"]);
     assert_eq!(ok(url, ns, &["get", "beta"]), "true\n");
@@ -69,11 +73,14 @@ fn edit_round_trip(url: &str) {
     );
     assert_eq!(err.lines().count(), 1, "one line: {err}");
 
-    ok(url, ns, &["del", "motd"]);
+    assert!(ok(url, ns, &["del", "motd"]).starts_with("version "));
     let (code, _, err) = durable(url, ns, &["del", "motd"]);
     assert_eq!(
         (code, err.trim()),
-        (1, "durable: key \"motd\" not found in default")
+        (
+            1,
+            format!("durable: key \"motd\" not found in {ns}/default: nothing deleted").as_str()
+        )
     );
 
     let (code, _, err) = durable(url, ns, &["set", "x", "not json"]);
@@ -115,7 +122,8 @@ fn edit_round_trip(url: &str) {
         ns,
         &["-d", "ttl", "set", "--ttl", "3600", "session", "1"],
     );
-    ok(url, ns, &["-d", "ttl", "set", "--ttl", "0", "gone", "2"]);
+    ok(url, ns, &["-d", "ttl", "set", "--ttl", "0.05", "gone", "2"]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
     assert_eq!(ok(url, ns, &["-d", "ttl", "get", "session"]), "1\n");
     let (code, _, _) = durable(url, ns, &["-d", "ttl", "get", "gone"]);
     assert_eq!(code, 1, "an expired entry is not found");
@@ -131,8 +139,11 @@ fn edit_round_trip(url: &str) {
     );
     assert!(export.contains("session"), "{export}");
     let (code, _, err) = durable(url, ns, &["set", "--ttl", "-1", "x", "1"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2, "a bad command line");
     assert!(err.contains("--ttl"), "{err}");
+
+    // The flag definitions of `durable flags`, in this store.
+    flags_round_trip(url, ns);
 }
 
 #[test]
@@ -201,14 +212,21 @@ fn watch_prints_changes_as_they_happen() {
     stderr.read_line(&mut banner).unwrap();
     assert!(banner.starts_with("watching"), "{banner}");
     ok(&url, "w", &["set", "k", "2"]);
-    let mut line = String::new();
-    BufReader::new(watcher.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    ok(&url, "w", &["set", "--raw", "tab\tbed\x1b", "a\nb"]);
+    let mut stdout = BufReader::new(watcher.stdout.take().unwrap());
+    let (mut line, mut escaped) = (String::new(), String::new());
+    stdout.read_line(&mut line).unwrap();
+    stdout.read_line(&mut escaped).unwrap();
     watcher.kill().unwrap();
     let _ = watcher.wait();
     let fields: Vec<&str> = line.trim_end().split('\t').collect();
     assert_eq!(&fields[..4], ["updated", "k", "1", "2"], "{line}");
+    let fields: Vec<&str> = escaped.trim_end().split('\t').collect();
+    assert_eq!(
+        &fields[..4],
+        ["inserted", r"tab\tbed\u{1b}", "-", r"a\nb"],
+        "one line, five fields, control characters escaped: {escaped:?}"
+    );
 }
 
 #[test]
@@ -259,4 +277,242 @@ fn bench_quick_runs_and_writes_its_reports() {
             .unwrap()
             .starts_with("<svg")
     );
+}
+
+/// The flagd test-bed flag file of durable-openfeature (flags, a shared evaluator, metadata and
+/// `$schema`).
+const FLAG_FILE: &str = include_str!("../../openfeature/tests/data/flagd-testkit.json");
+
+/// `durable flags import | export | validate` against one store: a flagd file goes in and comes
+/// back equal (as JSON values).
+fn flags_round_trip(url: &str, ns: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("flags.json");
+    std::fs::write(&file, FLAG_FILE).unwrap();
+    let file = file.to_str().unwrap();
+    let original: Value = serde_json::from_str(FLAG_FILE).unwrap();
+    let flag_count = original["flags"].as_object().unwrap().len();
+
+    let valid = ok(url, ns, &["flags", "validate", file]);
+    assert_eq!(
+        valid,
+        format!("{file}: a valid flagd flag file ({flag_count} flags)\n")
+    );
+    let imported = ok(url, ns, &["flags", "import", file]);
+    assert!(
+        imported.starts_with(&format!(
+            "imported {file} into {ns}/flags ({flag_count} flags): "
+        )) && imported.contains(", 0 removed, 0 unchanged"),
+        "{imported}"
+    );
+    let exported: Value = serde_json::from_str(&ok(url, ns, &["flags", "export"])).unwrap();
+    assert_eq!(exported, original, "export gives the imported file back");
+    let out = dir.path().join("exported.json");
+    ok(url, ns, &["flags", "export", out.to_str().unwrap()]);
+    let from_file: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(from_file, original);
+    // Importing the same file again writes nothing.
+    let again = ok(url, ns, &["flags", "import", file]);
+    assert!(
+        again.contains(": 0 entries written, 0 removed, "),
+        "{again}"
+    );
+    // The flags live in dictionary `flags`, not in the default one.
+    assert!(ok(url, ns, &["-d", "flags", "list"]).contains("boolean-flag"));
+    assert!(!ok(url, ns, &["list"]).contains("boolean-flag"));
+
+    // An invalid file: refused with the JSON path of the problem, nothing written.
+    let bad = dir.path().join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"{"flags": {"boolean-flag": {"state": "ENABLED", "variants": {"on": true}, "defaultVariant": "off"}}}"#,
+    )
+    .unwrap();
+    let bad = bad.to_str().unwrap();
+    for args in [vec!["flags", "validate", bad], vec!["flags", "import", bad]] {
+        let (code, out, err) = durable(url, ns, &args);
+        assert_eq!((code, out.as_str()), (1, ""), "{args:?}: {err}");
+        assert!(
+            err.contains("/flags/boolean-flag/defaultVariant") && err.lines().count() == 1,
+            "{args:?}: {err}"
+        );
+    }
+    let exported: Value = serde_json::from_str(&ok(url, ns, &["flags", "export"])).unwrap();
+    assert_eq!(exported, original, "a refused import wrote nothing");
+
+    // --merge adds and replaces only; a plain import then makes the store hold the file again.
+    let extra = dir.path().join("extra.json");
+    std::fs::write(
+        &extra,
+        r#"{"flags": {"extra-flag": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on"}}}"#,
+    )
+    .unwrap();
+    let merged = ok(
+        url,
+        ns,
+        &["flags", "import", "--merge", extra.to_str().unwrap()],
+    );
+    assert!(
+        merged.contains("1 entries written (extra-flag), 0 removed"),
+        "{merged}"
+    );
+    let exported: Value = serde_json::from_str(&ok(url, ns, &["flags", "export"])).unwrap();
+    assert_eq!(exported["flags"].as_object().unwrap().len(), flag_count + 1);
+    let replaced = ok(url, ns, &["flags", "import", file]);
+    assert!(replaced.contains("1 removed (extra-flag)"), "{replaced}");
+    let exported: Value = serde_json::from_str(&ok(url, ns, &["flags", "export"])).unwrap();
+    assert_eq!(exported, original);
+}
+
+fn sqlite(dir: &tempfile::TempDir, name: &str) -> String {
+    format!("sqlite://{}", dir.path().join(name).display())
+}
+
+#[test]
+fn ttl_values_are_checked_with_short_clear_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite(&dir, "ttl.sqlite");
+    for (ttl, says) in [
+        ("0", "expires at once is never seen"),
+        ("1e300", "at most 3155760000 seconds (100 years)"),
+        ("inf", "at most"),
+        ("NaN", "at least 0"),
+        ("-5", "at least 0"),
+        ("0.0001", "at least 0.001"),
+        ("soon", "expected a number of seconds"),
+    ] {
+        let (code, out, err) = durable(&url, "ttl", &["set", "--ttl", ttl, "k", "1"]);
+        assert_eq!((code, out.as_str()), (2, ""), "--ttl {ttl}: {err}");
+        assert!(
+            err.contains("--ttl") && err.contains(says),
+            "--ttl {ttl}: {err}"
+        );
+        assert!(err.len() < 300, "--ttl {ttl}: a short message: {err}");
+        assert!(
+            !err.contains("0000000000000000"),
+            "--ttl {ttl}: no huge number: {err}"
+        );
+    }
+    let (code, _, _) = durable(&url, "ttl", &["get", "k"]);
+    assert_eq!(code, 1, "nothing was written");
+    assert!(ok(&url, "ttl", &["set", "--ttl", "1.5", "k", "1"]).starts_with("version "));
+}
+
+#[test]
+fn bench_with_zero_writers_or_shards_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite(&dir, "bench.sqlite");
+    for flag in ["--writers", "--shards"] {
+        let (code, _, err) = durable(&url, "bench", &["bench", "--quick", flag, "0"]);
+        assert_eq!(code, 2, "{flag} 0: {err}");
+        assert!(
+            err.contains(flag) && err.contains("at least 1"),
+            "{flag} 0: {err}"
+        );
+    }
+}
+
+#[test]
+fn control_characters_in_keys_and_values_are_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite(&dir, "escape.sqlite");
+    let key = "evil\x1b[2J\nkey\u{202e}";
+    let text = "line one\nline two\x1b[31m red\x07";
+    ok(&url, "esc", &["set", "--raw", key, text]);
+    ok(&url, "esc", &["set", "plain", "1"]);
+
+    let listed = ok(&url, "esc", &["list"]);
+    assert!(!listed.contains('\x1b') && !listed.contains('\x07') && !listed.contains('\u{202e}'));
+    assert_eq!(
+        listed.lines().count(),
+        4,
+        "header, 2 entries, footer: {listed}"
+    );
+    assert!(
+        listed.contains(r"evil\u{1b}[2J\nkey\u{202e}  line one\nline two\u{1b}[31m red\u{7}"),
+        "{listed}"
+    );
+    let got = ok(&url, "esc", &["get", key]);
+    assert_eq!(got, "line one\\nline two\\u{1b}[31m red\\u{7}\n");
+    // --raw: the stored bytes exactly, for scripts.
+    assert_eq!(ok(&url, "esc", &["get", "--raw", key]), format!("{text}\n"));
+    // JSON output is JSON: its own escaping, the key and value unchanged when parsed.
+    let json: Value = serde_json::from_str(&ok(&url, "esc", &["list", "--json"])).unwrap();
+    assert_eq!(json[key], json!(text));
+    // A missing key with control characters is quoted in the message.
+    let (code, _, err) = durable(&url, "esc", &["get", "no\x1bpe"]);
+    assert_eq!(code, 1);
+    assert!(!err.contains('\x1b') && err.lines().count() == 1, "{err:?}");
+}
+
+#[test]
+fn health_prints_ready_false_with_the_error_when_the_store_is_down() {
+    // A SQLite file in a directory that does not exist: the store cannot be opened.
+    let (code, out, err) = durable(
+        "sqlite:///nonexistent-durable-dir/x.sqlite",
+        "h",
+        &["health"],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    let health: Value = serde_json::from_str(&out).expect("JSON on standard output");
+    assert_eq!(health["ready"], json!(false));
+    assert_eq!(health["fresh"], json!(false));
+    assert_eq!(health["age"], json!(null), "no snapshot: no age");
+    assert!(
+        health["error"].as_str().unwrap().contains("sqlite"),
+        "{health}"
+    );
+    assert!(
+        err.starts_with("durable: h/default is not ready: "),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+
+    // Up: ready, fresh, with the snapshot's age in seconds.
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite(&dir, "health.sqlite");
+    ok(&url, "h", &["set", "k", "1"]);
+    let health: Value = serde_json::from_str(&ok(&url, "h", &["health"])).unwrap();
+    assert_eq!(
+        (&health["ready"], &health["fresh"], &health["error"]),
+        (&json!(true), &json!(true), &json!(null))
+    );
+    assert!(health["age"].as_f64().unwrap() < 5.0, "{health}");
+
+    // A server that does not answer, with a password in the URL: never printed.
+    if cfg!(feature = "postgres") {
+        let (code, out, err) = durable("postgres://app:s3/cr?t@127.0.0.1:1/db", "h", &["health"]);
+        assert_eq!(code, 1);
+        assert!(
+            !out.contains("s3/cr") && !err.contains("s3/cr"),
+            "{out}{err}"
+        );
+        let health: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(health["ready"], json!(false));
+    }
+}
+
+#[test]
+fn load_timeout_bounds_the_full_load_and_is_named_in_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite(&dir, "load.sqlite");
+    let lines: String = (0..20_000)
+        .map(|i| format!("{{\"key\":\"k{i}\",\"value\":{i}}}\n"))
+        .collect();
+    let file = dir.path().join("many.jsonl");
+    std::fs::write(&file, lines).unwrap();
+    ok(&url, "load", &["import", file.to_str().unwrap()]);
+
+    let (code, _, err) = durable(&url, "load", &["--load-timeout", "0.000001", "stats"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("timed out") && err.contains("raise --load-timeout"),
+        "{err}"
+    );
+    let stats: Value =
+        serde_json::from_str(&ok(&url, "load", &["--load-timeout", "300", "stats"])).unwrap();
+    assert_eq!(stats["entries"], json!(20_000));
+    let (code, _, err) = durable(&url, "load", &["--load-timeout", "0", "stats"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--load-timeout"), "{err}");
 }

@@ -34,12 +34,24 @@ pub(crate) struct BenchArgs {
     /// Run only these scenarios (default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Scenario>,
-    /// Concurrent writers in the `counters` scenario.
-    #[arg(long, default_value_t = 64)]
+    /// Concurrent writers in the `counters` scenario (at least 1).
+    #[arg(long, default_value_t = 64, value_parser = at_least_one::<usize>)]
     writers: usize,
-    /// Shards of the sharded counter in the `counters` scenario.
-    #[arg(long, default_value_t = 16)]
+    /// Shards of the sharded counter in the `counters` scenario (at least 1).
+    #[arg(long, default_value_t = 16, value_parser = at_least_one::<u32>)]
     shards: u32,
+}
+
+/// A count of at least 1, or a one-line reason.
+fn at_least_one<T>(text: &str) -> Result<T, String>
+where
+    T: std::str::FromStr + PartialOrd + From<u8>,
+{
+    match text.trim().parse::<T>() {
+        Ok(n) if n >= T::from(1) => Ok(n),
+        Ok(_) => Err("must be at least 1".into()),
+        Err(_) => Err("expected a whole number of at least 1".into()),
+    }
 }
 
 /// A benchmark scenario.
