@@ -114,10 +114,9 @@ async fn sqlite_rows_restored_while_handles_work() {
 /// included. A fresh handle at the very same token has no `a`. The same happens on
 /// `MemoryStore`: the fix belongs in durable-core (`Inner::check_now` keeps pending writes
 /// acknowledged before the check began when the token is unchanged; with the token unchanged
-/// they cannot be in the store). This is what makes the workload above report a divergent handle
-/// now and then (when few writes follow the restore). Ignored until the engine is fixed.
+/// they cannot be in the store). This made the workload above report a divergent handle now and
+/// then (when few writes follow the restore).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "durable-core bug: a pending write lost by a restore stays visible at an unchanged token"]
 async fn a_write_lost_by_a_restore_does_not_stay_visible() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let url = format!("sqlite://{}", dir.path().join("pending.db").display());

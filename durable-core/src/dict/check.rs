@@ -53,7 +53,11 @@ where
             .await?;
         bump(&self.counters.checks);
         let current = self.state.load_full();
-        let changed = if version == current.version {
+        // Own writes applied on top of the snapshot's token and acknowledged before this check
+        // began would have moved the store past that token: if it is still there, the store
+        // lost them (a restore), and only a reload can take them out of the snapshot.
+        let lost_own_writes = current.pending.iter().any(|p| p.acked < generation);
+        let changed = if version == current.version && !lost_own_writes {
             bump(&self.counters.unchanged);
             if current.from_backup {
                 let _guard = self.publish.lock();
@@ -66,7 +70,7 @@ where
             }
             false
         } else {
-            let changes = if self.caps.delta {
+            let changes = if self.caps.delta && version != current.version {
                 self.timed(
                     Operation::Changes,
                     self.backend.changes_since(current.version),
@@ -74,6 +78,21 @@ where
                 .await?
             } else {
                 Changes::TooOld
+            };
+            // An own write applied on top of the snapshot and acknowledged before this check
+            // began is in every later state of the store's history, so a delta from the
+            // snapshot's token names its key; if it does not, the store lost the write (a
+            // restore) and only a reload can take it out of the snapshot.
+            let changes = match changes {
+                Changes::Delta(delta)
+                    if current
+                        .pending
+                        .iter()
+                        .any(|p| p.acked < generation && !delta_mentions(&delta, &p.key)) =>
+                {
+                    Changes::TooOld
+                }
+                changes => changes,
             };
             let update = match changes {
                 Changes::Delta(delta) => {
@@ -238,4 +257,11 @@ where
         }
         Ok((entries, bad))
     }
+}
+
+/// True if `delta` writes, deletes or reports unreadable the row of `key`.
+fn delta_mentions(delta: &crate::types::Delta, key: &str) -> bool {
+    delta.upserts.iter().any(|e| e.key == key)
+        || delta.removals.iter().any(|(k, _)| k == key)
+        || delta.unreadable.iter().any(|u| u.key == key)
 }
