@@ -71,6 +71,10 @@ impl<B: Backend> Backend for Outage<B> {
         self.inner.name()
     }
 
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()
     }
@@ -166,6 +170,18 @@ mod tests {
     use durable::{Dict, MemoryStore, Options, Raw};
 
     use super::*;
+
+    /// The location names the inner backend's dictionary (metrics labels, logs, the backup
+    /// file's identity), not just the backend's name.
+    #[test]
+    fn location_is_the_inner_backends() {
+        let store = MemoryStore::new();
+        let inner = store.backend("ns", "d").unwrap();
+        let expected = inner.location();
+        let (backend, _) = Outage::new(inner);
+        assert_eq!(backend.location(), expected);
+        assert_ne!(backend.location(), backend.name());
+    }
 
     #[tokio::test]
     async fn expiring_writes_and_sweeps_go_through() {

@@ -1,5 +1,5 @@
-//! Runs the examples that need no server (`counters`, `cold_start`) as processes and checks what
-//! they print.
+//! Runs the examples that need no server (`counters`, `cold_start`, and `per_request` on SQLite
+//! in memory) as processes and checks what they print.
 
 use std::process::Command;
 
@@ -74,4 +74,41 @@ fn cold_start_from_the_backup_file() {
         "store is back: from_backup=false, greeting=\"hello again\", health: fresh=true",
     );
     assert!(dir.path().join("settings.backup").exists());
+}
+
+#[test]
+fn per_request_serves_stale_data_then_503_then_recovers() {
+    let out = run(
+        env!("CARGO_BIN_EXE_per_request"),
+        &["--url", "sqlite::memory:", "--max-staleness", "0.5"],
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    let after = |marker: &str| {
+        let at = lines
+            .iter()
+            .position(|l| l.starts_with(marker))
+            .unwrap_or_else(|| panic!("no {marker:?} in:\n{out}"));
+        lines[at + 1]
+    };
+    assert_has(
+        after("(another process upgraded acme)"),
+        "200 OK {\"plan\":\"enterprise\"",
+    );
+    // Down, within the max staleness: the last good data, marked stale.
+    let stale = after("(the store goes down)");
+    assert!(
+        stale.contains("-> 200 OK [stale, x-snapshot-age-ms: ") && stale.contains("enterprise"),
+        "{out}"
+    );
+    // Past it: 503 with the age and the store's error.
+    let refused = after("(0.6 s later");
+    assert!(
+        refused.contains("-> 503 Service Unavailable [stale, x-snapshot-age-ms: ")
+            && refused.contains("store unavailable"),
+        "{out}"
+    );
+    assert_has(
+        after("(the store is back)"),
+        "-> 200 OK {\"plan\":\"enterprise\"",
+    );
 }

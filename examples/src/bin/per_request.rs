@@ -7,11 +7,16 @@
 //! cargo run -p durable-examples --bin per_request -- --url sqlite::memory:   # no server needed
 //! ```
 //!
-//! The pattern: every request calls `sync()` **once**, then answers from that one snapshot
-//! guard. The check is one small query (`SELECT` of the version row; with PostgreSQL's
-//! LISTEN/NOTIFY push hints, often not even that); concurrent requests share one check; the reads
-//! after it never touch the network and all see the same version of the map. When the store is
-//! down the request gets `503` with the snapshot's age in a header, instead of hanging or a 500.
+//! The pattern: every request calls `sync_or_stale()` **once**, then answers from that one
+//! snapshot guard. The check is one small query (`SELECT` of the version row); concurrent
+//! requests share one check; the reads after it never touch the network and all see the same
+//! version of the map.
+//!
+//! **When the store is down**, `sync_or_stale()` does not fail and does not hang: it returns the
+//! last good snapshot and how stale it is. What to do then is the service's choice; this one
+//! serves tenants at most `--max-staleness` seconds stale (counted from the store's last
+//! confirmation; default 2 s, short so that the demo shows both outcomes), marked with an
+//! `x-snapshot-age-ms` header, and answers `503` after that.
 //!
 //! **Push hints and read-after-write.** A handle can trust push hints for a moment
 //! ([`Options::with_trust_hints_for`]): a `sync()` with no hint since the last check skips the
@@ -28,7 +33,14 @@
 use std::time::Duration;
 
 use clap::Parser;
-use durable::{Dict, Json, Options, Result, Snapshot};
+use durable::{Dict, Freshness, Json, Options, Result, Snapshot};
+
+/// What every connection needs: the dictionary and the service's staleness policy.
+#[derive(Clone)]
+struct Service {
+    tenants: Tenants,
+    max_staleness: Duration,
+}
 use durable_examples::ExampleStore;
 use durable_examples::outage::Outage;
 use serde_json::{Value, json};
@@ -59,6 +71,9 @@ struct Args {
     /// request may miss a write made just before it by another process.
     #[arg(long)]
     trust_hints: bool,
+    /// Serve tenants at most this many seconds stale while the store is down; then answer 503.
+    #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
+    max_staleness: f64,
 }
 
 type Tenants = Dict<Value>;
@@ -67,6 +82,9 @@ type Tenants = Dict<Value>;
 async fn main() -> Result<()> {
     let args = Args::parse();
     durable_examples::init_logging("warn");
+    let max_staleness = Duration::try_from_secs_f64(args.max_staleness).map_err(|_| {
+        durable::Error::Config("--max-staleness: give a number of seconds of at least 0".into())
+    })?;
     let store = ExampleStore::connect(&args.url).await?;
     // Strict per-request freshness by default: every sync() asks the store (see the module docs).
     let trust = args.trust_hints.then_some(Duration::from_secs(1));
@@ -96,7 +114,11 @@ async fn main() -> Result<()> {
         "serving tenants from {} on http://{address}/tenants/<name>",
         tenants.backend_name()
     );
-    let server = tokio::spawn(serve(listener, tenants.clone()));
+    let service = Service {
+        tenants: tenants.clone(),
+        max_staleness,
+    };
+    let server = tokio::spawn(serve(listener, service));
 
     if args.serve {
         let _ = tokio::signal::ctrl_c().await;
@@ -129,7 +151,22 @@ async fn main() -> Result<()> {
         "GET /tenants/acme   -> {}",
         get(&base, "/tenants/acme").await
     );
+    tokio::time::sleep(max_staleness + Duration::from_millis(100)).await;
+    println!(
+        "({:.1} s later, past the {:.1} s this service serves stale data)",
+        (max_staleness + Duration::from_millis(100)).as_secs_f64(),
+        max_staleness.as_secs_f64()
+    );
+    println!(
+        "GET /tenants/acme   -> {}",
+        get(&base, "/tenants/acme").await
+    );
     outage.set_down(false);
+    println!("(the store is back)");
+    println!(
+        "GET /tenants/acme   -> {}",
+        get(&base, "/tenants/acme").await
+    );
     let stats = tenants.stats();
     println!(
         "service handle: {} checks ({} unchanged), {} deltas, {} reloads, {} coalesced, \
@@ -146,11 +183,11 @@ async fn main() -> Result<()> {
 }
 
 /// Accepts connections, one task each.
-async fn serve(listener: TcpListener, tenants: Tenants) {
+async fn serve(listener: TcpListener, service: Service) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                tokio::spawn(handle(stream, tenants.clone()));
+                tokio::spawn(handle(stream, service.clone()));
             }
             Err(error) => eprintln!("accept failed: {error}"),
         }
@@ -158,24 +195,32 @@ async fn serve(listener: TcpListener, tenants: Tenants) {
 }
 
 /// One HTTP/1.1 request: read the head, sync once, answer from that snapshot, close.
-async fn handle(mut stream: TcpStream, tenants: Tenants) {
+async fn handle(mut stream: TcpStream, service: Service) {
     let Some(path) = read_request_path(&mut stream).await else {
         let _ = respond(&mut stream, 400, &[], &json!({"error": "bad request"})).await;
         return;
     };
-    // The one version check of this request.
-    let snapshot = match tenants.sync().await {
-        Ok(snapshot) => snapshot,
-        Err(error) => {
-            let age = tenants.snapshot().age().as_millis().to_string();
-            let body = json!({"error": format!("store unavailable: {error}")});
-            let _ = respond(&mut stream, 503, &[("x-snapshot-age-ms", &age)], &body).await;
-            return;
-        }
-    };
+    // The one version check of this request. It never fails: with the store down it returns the
+    // last good snapshot, and says how stale it is.
+    let snapshot = service.tenants.sync_or_stale().await;
+    let age = snapshot.age().as_millis().to_string();
+    // The service's policy: stale data up to `max_staleness`, then 503.
+    if !snapshot.is_within(service.max_staleness) {
+        let error = match &snapshot.freshness {
+            Freshness::Stale { error, .. } | Freshness::FromBackup { error } => error.to_string(),
+            _ => "not confirmed by the store".into(),
+        };
+        let body = json!({"error": format!("tenants too stale to serve: {error}")});
+        let _ = respond(&mut stream, 503, &[("x-snapshot-age-ms", &age)], &body).await;
+        return;
+    }
     let (status, body) = route(&path, &snapshot);
     let version = snapshot.version().to_string();
-    let _ = respond(&mut stream, status, &[("x-dict-version", &version)], &body).await;
+    let mut headers = vec![("x-dict-version", version.as_str())];
+    if !snapshot.is_fresh() {
+        headers.push(("x-snapshot-age-ms", &age));
+    }
+    let _ = respond(&mut stream, status, &headers, &body).await;
 }
 
 /// The application: every read comes from the same snapshot.
@@ -266,7 +311,7 @@ async fn get(address: &str, path: &str) -> String {
             let age = response
                 .lines()
                 .find_map(|l| l.strip_prefix("x-snapshot-age-ms: "))
-                .map(|ms| format!(" [x-snapshot-age-ms: {ms}]"))
+                .map(|ms| format!(" [stale, x-snapshot-age-ms: {ms}]"))
                 .unwrap_or_default();
             format!("{status}{age} {body}")
         }

@@ -17,8 +17,14 @@ pub struct Instance {
 impl Instance {
     /// Starts `flags` on a free port over `url`, and waits until it serves.
     pub fn start(url: &str) -> Instance {
+        Instance::start_with(url, &[])
+    }
+
+    /// [`Instance::start`] with more command-line arguments.
+    pub fn start_with(url: &str, args: &[&str]) -> Instance {
         let mut child = Command::new(env!("CARGO_BIN_EXE_flags"))
             .args(["--port", "0", "--url", url, "--namespace", "test"])
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

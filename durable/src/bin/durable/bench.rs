@@ -97,6 +97,9 @@ impl Backend for Probe {
     fn name(&self) -> &str {
         self.inner.name()
     }
+    fn location(&self) -> String {
+        self.inner.location()
+    }
     fn capabilities(&self) -> Capabilities {
         let caps = self.inner.capabilities();
         caps.with_delta(caps.delta && self.delta)
@@ -1018,6 +1021,7 @@ mod tests {
         assert_eq!(p.sweep().await.unwrap().unwrap().keys, vec!["e".to_owned()]);
         assert_eq!(p.calls.load(Ordering::Relaxed), 15);
         assert_eq!(p.capabilities(), Capabilities::all());
+        assert_eq!(p.location(), p.inner.location(), "the inner dictionary's");
     }
 
     #[test]
