@@ -1,6 +1,5 @@
 //! The Python durabledict-compatible layout: [`DurabledictBackend`].
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::LazyLock;
 
@@ -8,14 +7,14 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use durable_core::{
     Backend, BatchOp, Capabilities, Error, IfAbsent, Load, Operation, Result, Revision,
-    StoredEntry, Version,
+    StoredEntry, Unreadable, Version,
 };
 use redis::{Script, Value};
 
 use crate::conn::{bad_reply, map_err};
 use crate::scripts::INCREMENT_FN;
 use crate::store::RedisStore;
-use crate::value::Reply;
+use crate::value::{Reply, shown};
 
 // KEYS[1] the hash `<keyspace>`, KEYS[2] the counter `<keyspace>last_updated`. Every script
 // validates the counter before it writes anything (Redis does not roll a script back on an
@@ -263,6 +262,11 @@ impl Backend for DurabledictBackend {
         "redis"
     }
 
+    /// `redis/durabledict/<keyspace>`.
+    fn location(&self) -> String {
+        format!("redis/durabledict/{}", self.hash)
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities::none()
             .with_insert_if_absent(true)
@@ -298,27 +302,49 @@ impl Backend for DurabledictBackend {
 
     async fn durables(&self) -> Result<Load> {
         let mut conn = self.store.conn();
-        let (counter, entries): (Option<Vec<u8>>, HashMap<String, Vec<u8>>) = redis::pipe()
+        let (counter, entries): (Option<Vec<u8>>, Value) = redis::pipe()
             .atomic()
             .get(&self.counter)
             .hgetall(&self.hash)
             .query_async(&mut conn)
             .await
             .map_err(|e| map_err(Operation::Load, e))?;
-        let version = self.validate(counter.as_deref(), !entries.is_empty(), Operation::Load)?;
-        Ok(Load {
+        // Field-value pairs: an array (RESP2) or a map (RESP3).
+        let items = match entries {
+            Value::Map(pairs) => {
+                Value::Array(pairs.into_iter().flat_map(|(k, v)| [k, v]).collect())
+            }
+            other => other,
+        };
+        let mut items = Reply::new(items, Operation::Load)?;
+        let version = self.validate(counter.as_deref(), items.len() > 0, Operation::Load)?;
+        let mut load = Load {
             version,
-            entries: entries
-                .into_iter()
-                .map(|(key, value)| StoredEntry {
+            entries: Vec::with_capacity(items.len() / 2),
+            unreadable: Vec::new(),
+        };
+        while items.len() > 0 {
+            let key = items.key()?;
+            let value = items.bytes()?;
+            match key {
+                Ok(key) => load.entries.push(StoredEntry {
                     key,
-                    value: Bytes::from(value),
+                    value,
                     revision: Revision(version.counter()),
                     expires_at: None,
-                })
-                .collect(),
-            unreadable: Vec::new(),
-        })
+                }),
+                Err(bytes) => load.unreadable.push(Unreadable {
+                    key: String::from_utf8_lossy(&bytes).into_owned(),
+                    reason: format!(
+                        "{}: the key is not UTF-8 (field `{}` of {})",
+                        self.location(),
+                        shown(&bytes),
+                        self.hash
+                    ),
+                }),
+            }
+        }
+        Ok(load)
     }
 
     async fn last_updated(&self) -> Result<Version> {

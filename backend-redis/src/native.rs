@@ -9,14 +9,14 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use durable_core::{
     Backend, BatchOp, Capabilities, Changes, Delta, Error, Hints, IfAbsent, Load, Name, Operation,
-    Result, Revision, StoreTime, StoredEntry, Swap, Swept, Version,
+    Result, Revision, StoreTime, StoredEntry, Swap, Swept, Unreadable, Version,
 };
 use redis::{Script, Value};
 
 use crate::conn::{bad_reply, map_err};
 use crate::scripts;
 use crate::store::RedisStore;
-use crate::value::Reply;
+use crate::value::{Reply, shown, whole_score};
 
 /// How often a full load starts over when the dictionary changed too much while it ran.
 const LOAD_ATTEMPTS: u32 = 5;
@@ -228,17 +228,102 @@ impl RedisBackend {
         }
     }
 
-    /// An entry sent as (value, revision, expiry or nil).
-    fn entry(key: &str, reply: &mut Reply) -> Result<StoredEntry> {
+    /// The current entry of `key` sent by a write script that changed nothing, as (value,
+    /// revision, expiry or nil); a row that cannot be read fails the operation, naming the key.
+    fn entry(&self, key: &str, reply: &mut Reply, operation: Operation) -> Result<StoredEntry> {
         let value = reply.bytes()?;
-        let revision = Revision(reply.u64()?);
-        let expires_at = reply.opt_u64()?.map(StoreTime);
-        Ok(StoredEntry {
-            key: key.to_owned(),
+        let revision = reply.bytes()?;
+        let expiry = reply.opt_bytes()?;
+        match self.row(
+            Ok(key.to_owned()),
+            Some(value),
+            &revision,
+            expiry.as_deref(),
+        ) {
+            Row::Entry(entry) => Ok(entry),
+            Row::Unreadable(_, reason) => Err(Error::backend(
+                "redis",
+                operation,
+                format!("the stored row of key {key:?} cannot be read: {reason}"),
+            )),
+            Row::Removed(..) | Row::Gone(_) => Err(bad_reply(operation, "unexpected nil")),
+        }
+    }
+
+    /// A row as stored: its key (`Err`: not UTF-8), value (`None`: deleted), change-log score
+    /// and expiry score, checked. Hand-written data (a key that is not UTF-8, a score that is no
+    /// revision or no time) is [`Row::Unreadable`], never an error of the whole read.
+    fn row(
+        &self,
+        key: std::result::Result<String, Vec<u8>>,
+        value: Option<Bytes>,
+        revision: &[u8],
+        expiry: Option<&[u8]>,
+    ) -> Row {
+        let key = match key {
+            Ok(key) => key,
+            Err(bytes) if value.is_none() => return Row::Gone(bytes),
+            Err(bytes) => return self.not_utf8(bytes),
+        };
+        let checked = whole_score(revision);
+        let Some(value) = value else {
+            // A delete: its revision only orders it, and nothing is left to read.
+            return Row::Removed(key, Revision(checked.unwrap_or(0)));
+        };
+        let Some(revision) = checked else {
+            let reason = self.bad_score("revision", &self.keys.log, revision);
+            return Row::Unreadable(key.into_bytes(), reason);
+        };
+        let expires_at = match expiry {
+            None => None,
+            Some(text) => match whole_score(text) {
+                Some(ms) => Some(StoreTime(ms)),
+                None => {
+                    let reason = self.bad_score("expiry", &self.keys.expiries, text);
+                    return Row::Unreadable(key.into_bytes(), reason);
+                }
+            },
+        };
+        Row::Entry(StoredEntry {
+            key,
             value,
-            revision,
+            revision: Revision(revision),
             expires_at,
         })
+    }
+
+    /// The row of a key that is not UTF-8 (a hash field written by another program).
+    fn not_utf8(&self, key: Vec<u8>) -> Row {
+        let reason = format!(
+            "{}: the key is not UTF-8 (field `{}` of {})",
+            self.location(),
+            shown(&key),
+            self.keys.entries
+        );
+        Row::Unreadable(key, reason)
+    }
+
+    /// Why a row whose `what` (revision or expiry), its score in `set`, is `score`, is unreadable.
+    fn bad_score(&self, what: &str, set: &str, score: &[u8]) -> String {
+        let unit = if what == "expiry" { " (ms)" } else { "" };
+        format!(
+            "{}: its {what} (score in {set}) is `{}`, expected a whole number{unit} in 0..2^53",
+            self.location(),
+            shown(score)
+        )
+    }
+
+    /// The rows of a reply sent as (key, value, revision, expiry or nil)... (the first chunk
+    /// of a full load).
+    fn load_rows(&self, reply: &mut Reply, into: &mut LoadMap) -> Result<()> {
+        while reply.len() > 0 {
+            let key = reply.key()?;
+            let value = reply.bytes()?;
+            let revision = reply.bytes()?;
+            let expiry = reply.opt_bytes()?;
+            into.apply(self.row(key, Some(value), &revision, expiry.as_deref()));
+        }
+        Ok(())
     }
 
     /// The first chunk of a full load, in one script with the token: the token, the next
@@ -253,31 +338,29 @@ impl RedisBackend {
         let mut reply = self.status(value, Operation::Load)?.1;
         let version = reply.version()?;
         let next = reply.string()?;
-        into.reserve(reply.len() / 4);
-        while reply.len() > 0 {
-            let key = reply.string()?;
-            let value = reply.bytes()?;
-            let revision = Some(reply.u64()?);
-            let expires_at = reply.opt_u64()?.map(StoreTime);
-            into.insert(
-                key,
-                Loading {
-                    value,
-                    revision,
-                    expires_at,
-                },
-            );
-        }
+        into.entries.reserve(reply.len() / 4);
+        self.load_rows(&mut reply, into)?;
         Ok((version, next))
     }
 
     /// The values of the remaining chunks: `HSCAN` pages from `cursor`.
     async fn scan_values(&self, cursor: String, into: &mut LoadMap) -> Result<()> {
         self.scan("HSCAN", &self.keys.entries, cursor, |items| {
-            let key = items.string()?;
+            let key = match items.key()? {
+                Ok(key) => key,
+                Err(bytes) => {
+                    items.bytes()?;
+                    into.apply(self.not_utf8(bytes));
+                    return Ok(());
+                }
+            };
             let value = items.bytes()?;
+            if into.unreadable.contains_key(key.as_bytes()) {
+                // Seen again (the hash was resized during the scan): still unreadable.
+                return Ok(());
+            }
             // A key seen twice (the hash was resized during the scan) keeps its revision.
-            match into.entry(key) {
+            match into.entries.entry(key) {
                 Entry::Occupied(mut e) => e.get_mut().value = value,
                 Entry::Vacant(e) => {
                     e.insert(Loading {
@@ -298,10 +381,19 @@ impl RedisBackend {
     /// key changes it); the changes since the token repair the others.
     async fn scan_expiries(&self, into: &mut LoadMap) -> Result<()> {
         self.scan("ZSCAN", &self.keys.expiries, "0".to_owned(), |items| {
-            let key = items.string()?;
-            let expires_at = items.u64()?;
-            if let Some(entry) = into.get_mut(&key) {
-                entry.expires_at = Some(StoreTime(expires_at));
+            // A key that is not UTF-8 is reported from the entries already.
+            let key = items.key()?;
+            let score = items.bytes()?;
+            let Ok(key) = key else { return Ok(()) };
+            let Some(entry) = into.entries.get_mut(&key) else {
+                return Ok(());
+            };
+            match whole_score(&score) {
+                Some(ms) => entry.expires_at = Some(StoreTime(ms)),
+                None => {
+                    let reason = self.bad_score("expiry", &self.keys.expiries, &score);
+                    into.apply(Row::Unreadable(key.into_bytes(), reason));
+                }
             }
             Ok(())
         })
@@ -383,19 +475,26 @@ impl RedisBackend {
             for page in pages {
                 let mut page = Reply::new(page, Operation::Load)?;
                 let mut seen = 0;
-                let mut top = 0;
+                let mut top = f64::NEG_INFINITY;
                 while page.len() > 0 {
                     let (member, score) = page.member_score()?;
                     seen += 1;
-                    top = score;
-                    if let Some(slot) = std::str::from_utf8(&member)
-                        .ok()
-                        .and_then(|key| into.get_mut(key))
-                    {
-                        slot.revision = Some(score);
-                    }
+                    let revision = whole_score(&score);
+                    top = match revision {
+                        Some(revision) => revision as f64,
+                        // Scores that are no revision sort where their number does.
+                        None => std::str::from_utf8(&score)
+                            .ok()
+                            .and_then(|s| s.parse::<f64>().ok())
+                            .unwrap_or(f64::INFINITY),
+                    };
+                    let Ok(key) = String::from_utf8(member) else {
+                        continue;
+                    };
+                    self.found_revision(key, revision, &score, into);
                 }
-                if seen < chunk || top > start.counter() {
+                // Counters are below 2^53: exact as doubles.
+                if seen < chunk || top > start.counter() as f64 {
                     done = true;
                     break;
                 }
@@ -405,6 +504,7 @@ impl RedisBackend {
             }
         }
         let missing: Vec<String> = into
+            .entries
             .iter()
             .filter(|(_, entry)| entry.revision.is_none())
             .map(|(key, _)| key.clone())
@@ -420,14 +520,71 @@ impl RedisBackend {
             let mut revisions = Reply::new(revisions, Operation::Load)?;
             for key in keys {
                 // A key written into the hash by hand has no logged revision: 0.
-                let revision = revisions.opt_u64()?.unwrap_or(0);
-                if let Some(slot) = into.get_mut(key) {
-                    slot.revision = Some(revision);
-                }
+                let score = revisions.opt_bytes()?;
+                let score = score.as_deref().unwrap_or(b"0");
+                self.found_revision(key.clone(), whole_score(score), score, into);
             }
         }
         Ok(())
     }
+
+    /// Records `revision`, read from `score`, the change-log score of `key`, if `key` is being
+    /// loaded; a score that is no revision (`None`) makes the row unreadable.
+    fn found_revision(&self, key: String, revision: Option<u64>, score: &[u8], into: &mut LoadMap) {
+        let Some(slot) = into.entries.get_mut(&key) else {
+            return;
+        };
+        match revision {
+            Some(revision) => slot.revision = Some(revision),
+            None => {
+                let reason = self.bad_score("revision", &self.keys.log, score);
+                into.apply(Row::Unreadable(key.into_bytes(), reason));
+            }
+        }
+    }
+
+    /// The rows changed since `since` (the delta script), or `None` when it is too old.
+    async fn changed_rows(&self, since: Version) -> Result<Option<(Version, Vec<Row>)>> {
+        let max = self.store.inner.options.max_delta();
+        let mut slot = [0u8; 16];
+        slot[..8].copy_from_slice(&since.counter().to_be_bytes());
+        slot[8..].copy_from_slice(&since.stamp().to_be_bytes());
+        let value = self
+            .run(&scripts::CHANGES, Operation::Changes, |inv| {
+                inv.arg(since.epoch().to_string())
+                    .arg(since.counter())
+                    .arg(since.stamp().to_string())
+                    .arg(&slot[..])
+                    .arg(max);
+            })
+            .await?;
+        let (status, mut reply) = self.status(value, Operation::Changes)?;
+        if status == 0 {
+            return Ok(None);
+        }
+        let version = reply.version()?;
+        let mut rows = Vec::with_capacity(reply.len() / 4);
+        while reply.len() > 0 {
+            let key = reply.key()?;
+            let revision = reply.bytes()?;
+            let value = reply.opt_bytes()?;
+            let expiry = reply.opt_bytes()?;
+            rows.push(self.row(key, value, &revision, expiry.as_deref()));
+        }
+        Ok(Some((version, rows)))
+    }
+}
+
+/// One stored row of a dictionary, as read.
+enum Row {
+    /// A readable entry.
+    Entry(StoredEntry),
+    /// A deleted key, with the revision of the delete.
+    Removed(String, Revision),
+    /// A deleted key that is not UTF-8 (no handle holds it: nothing to tell).
+    Gone(Vec<u8>),
+    /// A row that cannot be read: its key as stored and why.
+    Unreadable(Vec<u8>, String),
 }
 
 /// The fields of the version record, in the order [`parse_record`] takes them.
@@ -498,22 +655,67 @@ struct Loading {
     expires_at: Option<StoreTime>,
 }
 
-/// Entries being loaded, by key.
-type LoadMap = HashMap<String, Loading>;
+/// Rows being loaded: the readable entries by key, and the unreadable rows by their key as
+/// stored, with why.
+#[derive(Default)]
+struct LoadMap {
+    entries: HashMap<String, Loading>,
+    unreadable: HashMap<Vec<u8>, String>,
+}
 
-fn into_load(version: Version, entries: LoadMap) -> Load {
-    Load {
-        version,
-        entries: entries
-            .into_iter()
-            .map(|(key, entry)| StoredEntry {
-                key,
-                value: entry.value,
-                revision: Revision(entry.revision.unwrap_or(0)),
-                expires_at: entry.expires_at,
-            })
-            .collect(),
-        unreadable: Vec::new(),
+impl LoadMap {
+    /// Applies a row read now over what was read before.
+    fn apply(&mut self, row: Row) {
+        match row {
+            Row::Entry(entry) => {
+                self.unreadable.remove(entry.key.as_bytes());
+                self.entries.insert(
+                    entry.key,
+                    Loading {
+                        value: entry.value,
+                        revision: Some(entry.revision.0),
+                        expires_at: entry.expires_at,
+                    },
+                );
+            }
+            Row::Removed(key, _) => {
+                self.unreadable.remove(key.as_bytes());
+                self.entries.remove(&key);
+            }
+            Row::Gone(key) => {
+                self.unreadable.remove(&key);
+            }
+            Row::Unreadable(key, reason) => {
+                if let Ok(key) = std::str::from_utf8(&key) {
+                    self.entries.remove(key);
+                }
+                self.unreadable.insert(key, reason);
+            }
+        }
+    }
+
+    fn into_load(self, version: Version) -> Load {
+        Load {
+            version,
+            entries: self
+                .entries
+                .into_iter()
+                .map(|(key, entry)| StoredEntry {
+                    key,
+                    value: entry.value,
+                    revision: Revision(entry.revision.unwrap_or(0)),
+                    expires_at: entry.expires_at,
+                })
+                .collect(),
+            unreadable: self
+                .unreadable
+                .into_iter()
+                .map(|(key, reason)| Unreadable {
+                    key: String::from_utf8_lossy(&key).into_owned(),
+                    reason,
+                })
+                .collect(),
+        }
     }
 }
 
@@ -521,6 +723,11 @@ fn into_load(version: Version, entries: LoadMap) -> Load {
 impl Backend for RedisBackend {
     fn name(&self) -> &str {
         "redis"
+    }
+
+    /// `redis/native/<namespace>/<dictionary>`.
+    fn location(&self) -> String {
+        format!("redis/native/{}/{}", self.namespace, self.dictionary)
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -560,36 +767,27 @@ impl Backend for RedisBackend {
             let (start, cursor) = self.load_first_chunk(&mut entries).await?;
             if cursor == "0" {
                 // One chunk: read in the same script as the token.
-                return Ok(into_load(start, entries));
+                return Ok(entries.into_load(start));
             }
             self.scan_values(cursor, &mut entries).await?;
             self.read_revisions(start, &mut entries).await?;
             self.scan_expiries(&mut entries).await?;
             // The chunks may mix states after `start`: repair with every change since it.
-            match self.changes_since(start).await? {
-                Changes::Delta(delta) => {
-                    for (key, _) in delta.removals {
-                        entries.remove(&key);
-                    }
-                    for entry in delta.upserts {
-                        entries.insert(
-                            entry.key,
-                            Loading {
-                                value: entry.value,
-                                revision: Some(entry.revision.0),
-                                expires_at: entry.expires_at,
-                            },
-                        );
+            match self.changed_rows(start).await? {
+                Some((version, rows)) => {
+                    for row in rows {
+                        entries.apply(row);
                     }
                     tracing::debug!(
                         target: "durable_redis",
                         dictionary = %self.dictionary,
-                        entries = entries.len(),
+                        entries = entries.entries.len(),
+                        unreadable = entries.unreadable.len(),
                         "chunked full load"
                     );
-                    return Ok(into_load(delta.version, entries));
+                    return Ok(entries.into_load(version));
                 }
-                Changes::TooOld => {
+                None => {
                     tracing::debug!(
                         target: "durable_redis",
                         dictionary = %self.dictionary,
@@ -632,47 +830,29 @@ impl Backend for RedisBackend {
     }
 
     async fn changes_since(&self, since: Version) -> Result<Changes> {
-        let max = self.store.inner.options.max_delta();
-        let mut slot = [0u8; 16];
-        slot[..8].copy_from_slice(&since.counter().to_be_bytes());
-        slot[8..].copy_from_slice(&since.stamp().to_be_bytes());
-        let value = self
-            .run(&scripts::CHANGES, Operation::Changes, |inv| {
-                inv.arg(since.epoch().to_string())
-                    .arg(since.counter())
-                    .arg(since.stamp().to_string())
-                    .arg(&slot[..])
-                    .arg(max);
-            })
-            .await?;
-        let (status, mut reply) = self.status(value, Operation::Changes)?;
-        if status == 0 {
+        let Some((version, rows)) = self.changed_rows(since).await? else {
             return Ok(Changes::TooOld);
-        }
-        let version = reply.version()?;
-        let mut upserts = Vec::new();
-        let mut removals = Vec::new();
-        while reply.len() > 0 {
-            let key = reply.string()?;
-            let revision = Revision(reply.u64()?);
-            let value = reply.opt_bytes()?;
-            let expires_at = reply.opt_u64()?.map(StoreTime);
-            match value {
-                Some(value) => upserts.push(StoredEntry {
-                    key,
-                    value,
-                    revision,
-                    expires_at,
+        };
+        let mut delta = Delta {
+            version,
+            upserts: Vec::with_capacity(rows.len()),
+            removals: Vec::new(),
+            unreadable: Vec::new(),
+        };
+        for row in rows {
+            match row {
+                Row::Entry(entry) => delta.upserts.push(entry),
+                Row::Removed(key, revision) => delta.removals.push((key, revision)),
+                // Its lossy name may be another key's: reporting a removal could drop that
+                // key; the next full load forgets it.
+                Row::Gone(_) => {}
+                Row::Unreadable(key, reason) => delta.unreadable.push(Unreadable {
+                    key: String::from_utf8_lossy(&key).into_owned(),
+                    reason,
                 }),
-                None => removals.push((key, revision)),
             }
         }
-        Ok(Changes::Delta(Delta {
-            version,
-            upserts,
-            removals,
-            unreadable: Vec::new(),
-        }))
+        Ok(Changes::Delta(delta))
     }
 
     async fn subscribe(&self) -> Result<Hints> {
@@ -691,7 +871,11 @@ impl Backend for RedisBackend {
             .await?
         {
             Written::Changed(version, _) => Ok(IfAbsent::Inserted(version)),
-            Written::Unchanged(mut reply) => Ok(IfAbsent::Present(Self::entry(key, &mut reply)?)),
+            Written::Unchanged(mut reply) => Ok(IfAbsent::Present(self.entry(
+                key,
+                &mut reply,
+                Operation::InsertIfAbsent,
+            )?)),
             Written::NotAnInteger => Err(bad_reply(Operation::InsertIfAbsent, "status -1")),
         }
     }
@@ -722,7 +906,11 @@ impl Backend for RedisBackend {
                 if reply.len() == 0 {
                     Ok(Swap::Conflict(None))
                 } else {
-                    Ok(Swap::Conflict(Some(Self::entry(key, &mut reply)?)))
+                    Ok(Swap::Conflict(Some(self.entry(
+                        key,
+                        &mut reply,
+                        Operation::CompareAndSwap,
+                    )?)))
                 }
             }
             Written::NotAnInteger => Err(bad_reply(Operation::CompareAndSwap, "status -1")),
@@ -826,7 +1014,10 @@ impl Backend for RedisBackend {
             Written::Changed(version, mut reply) => {
                 let mut keys = Vec::with_capacity(reply.len());
                 while reply.len() > 0 {
-                    keys.push(reply.string()?);
+                    // A key that is not UTF-8 is in no handle's snapshot.
+                    if let Ok(key) = reply.key()? {
+                        keys.push(key);
+                    }
                 }
                 Ok(Some(Swept { version, keys }))
             }

@@ -77,11 +77,12 @@ local function remember(c, stamp)
   redis.call('SETRANGE', S, (c % HISTORY) * 16, struct.pack('>I4I4', hi, c - hi * 4294967296) .. stamp)
 end
 -- creates the version record afresh, as after a wipe: a fresh epoch, a counter above every
--- logged revision (so that revisions never repeat), a fresh stamp, no history before it
+-- logged revision (so that revisions never repeat), a fresh stamp, no history before it.
+-- Scores that are no revision (negative, or 2^53 and above: written by hand) are left out.
 local function create()
   local c = 0
-  local top = redis.call('ZREVRANGE', L, 0, 0, 'WITHSCORES')
-  if top[2] then c = tonumber(top[2]) end
+  local top = redis.call('ZREVRANGEBYSCORE', L, '(' .. n2s(LIMIT), 0, 'WITHSCORES', 'LIMIT', 0, 1)
+  if top[2] then c = math.floor(tonumber(top[2])) end
   if redis.call('EXISTS', V) == 1 then
     redis.log(redis.LOG_WARNING, 'durable: version record ' .. V .. ' damaged or without stamps, created afresh with epoch ' .. ARGV[1])
   end
@@ -119,8 +120,8 @@ local function trim(now, st)
   if #old == 0 then return end
   local top = st.oldest
   for _, k in ipairs(old) do
-    local s = redis.call('ZSCORE', L, k)
-    if s and tonumber(s) > top then top = tonumber(s) end
+    local s = tonumber(redis.call('ZSCORE', L, k) or '0')
+    if s > top and s < LIMIT then top = math.floor(s) end
     if redis.call('HEXISTS', E, k) == 0 then redis.call('ZREM', L, k) end
   end
   redis.call('ZREM', T, unpack(old))
@@ -147,13 +148,14 @@ local function del(k, rev, now)
   redis.call('ZREM', X, k)
   return true
 end
+-- the revision of k as its change-log score, as text (0 without one), for replies: Rust
+-- checks that it is a revision (a Lua number would reach Redis truncated to an integer)
 local function rev_of(k)
-  return tonumber(redis.call('ZSCORE', L, k) or '0')
+  return redis.call('ZSCORE', L, k) or '0'
 end
--- the expiry of k in ms, or false (a nil in the reply) if it has none
+-- the expiry of k in ms as text, or false (a nil in the reply) if it has none
 local function exp_of(k)
-  local s = redis.call('ZSCORE', X, k)
-  return s and tonumber(s)
+  return redis.call('ZSCORE', X, k)
 end
 local function token(st)
   return {1, st.ep, st.c, st.stamp, st.parent}
@@ -234,7 +236,7 @@ local cur = redis.call('HGET', E, k)
 local currev = nil
 if cur then currev = rev_of(k) end
 local matches
-if ARGV[9] == '' then matches = (cur == false) else matches = (cur ~= false and currev == tonumber(ARGV[9])) end
+if ARGV[9] == '' then matches = (cur == false) else matches = (cur ~= false and tonumber(currev) == tonumber(ARGV[9])) end
 if (not matches) or (cur == false and ARGV[10] == '0') then
   if cur then return {0, cur, currev, exp_of(k)} end
   return {0}
@@ -463,8 +465,8 @@ local exps = redis.call('ZMSCORE', X, unpack(ks))
 for i = 1, #ks do
   out[#out + 1] = ks[i]
   out[#out + 1] = kv[2 * i]
-  out[#out + 1] = tonumber(revs[i] or '0')
-  out[#out + 1] = exps[i] and tonumber(exps[i])
+  out[#out + 1] = revs[i] or '0'
+  out[#out + 1] = exps[i]
 end
 return out
 "#,

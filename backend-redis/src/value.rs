@@ -54,6 +54,8 @@ impl Reply {
             Value::SimpleString(s) => Ok(Some(Bytes::from(s))),
             Value::Okay => Ok(Some(Bytes::from_static(b"OK"))),
             Value::Int(i) => Ok(Some(Bytes::from(i.to_string()))),
+            // RESP3 sends sorted set scores as doubles.
+            Value::Double(d) => Ok(Some(Bytes::from(d.to_string()))),
             Value::Boolean(false) => Ok(None),
             other => Err(bad_reply(
                 self.operation,
@@ -80,8 +82,22 @@ impl Reply {
         String::from_utf8(bytes).map_err(|_| bad_reply(self.operation, "key is not UTF-8"))
     }
 
-    /// A sorted set member and its integer score: two items (RESP2) or one pair (RESP3).
-    pub(crate) fn member_score(&mut self) -> Result<(Vec<u8>, u64), Error> {
+    /// A key (hash field or sorted set member): `Err` with its bytes when it is not UTF-8.
+    pub(crate) fn key(&mut self) -> Result<Result<String, Vec<u8>>, Error> {
+        let bytes = match self.next()? {
+            Value::BulkString(b) => b,
+            Value::SimpleString(s) => return Ok(Ok(s)),
+            other => self
+                .to_bytes(other)?
+                .ok_or_else(|| bad_reply(self.operation, "unexpected nil"))?
+                .to_vec(),
+        };
+        Ok(String::from_utf8(bytes).map_err(|e| e.into_bytes()))
+    }
+
+    /// A sorted set member and its score as sent (decimal text, or in float notation), two
+    /// items (RESP2) or one pair (RESP3).
+    pub(crate) fn member_score(&mut self) -> Result<(Vec<u8>, Bytes), Error> {
         if let Some(Value::Array(_)) = self.items.as_slice().first() {
             let Some(pair) = self.items.next() else {
                 unreachable!("checked above")
@@ -98,7 +114,7 @@ impl Reply {
                 ));
             }
         };
-        Ok((member, self.u64()?))
+        Ok((member, self.bytes()?))
     }
 
     /// An integer, sent as an integer reply or as decimal text (scores, hash fields).
@@ -118,17 +134,6 @@ impl Reply {
     pub(crate) fn u64(&mut self) -> Result<u64, Error> {
         let i = self.int()?;
         u64::try_from(i).map_err(|_| bad_reply(self.operation, format!("negative counter {i}")))
-    }
-
-    /// A non-negative integer that may be nil.
-    pub(crate) fn opt_u64(&mut self) -> Result<Option<u64>, Error> {
-        match self.items.as_slice().first() {
-            Some(Value::Nil) => {
-                self.items.next();
-                Ok(None)
-            }
-            _ => self.u64().map(Some),
-        }
     }
 
     /// A version token sent as (epoch text, counter, stamp text, parent text).
@@ -156,6 +161,30 @@ impl Reply {
     }
 }
 
+/// Revisions and expiries stay below 2^53, where sorted set scores (doubles) are exact.
+pub(crate) const SCORE_LIMIT: u64 = 1 << 53;
+
+/// A sorted set score that must be a whole number in 0..2^53 (a revision, or an expiry in ms
+/// since the Unix epoch), as Redis sends it (decimal text, or in float notation); `None` for
+/// anything else (negative, fractional, `inf`, 1e300, not a number).
+pub(crate) fn whole_score(text: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(text).ok()?;
+    if let Ok(n) = text.parse::<u64>() {
+        return (n < SCORE_LIMIT).then_some(n);
+    }
+    let f = text.parse::<f64>().ok()?;
+    (f.is_finite() && f >= 0.0 && f.fract() == 0.0 && f < SCORE_LIMIT as f64).then_some(f as u64)
+}
+
+/// Stored bytes for a message: at most 64 bytes, escaped where they are not printable ASCII.
+pub(crate) fn shown(bytes: &[u8]) -> String {
+    let mut text = bytes[..bytes.len().min(64)].escape_ascii().to_string();
+    if bytes.len() > 64 {
+        text.push_str("...");
+    }
+    text
+}
+
 fn parse_int(b: &[u8], operation: Operation) -> Result<i64, Error> {
     let s = std::str::from_utf8(b).map_err(|_| bad_reply(operation, "integer is not text"))?;
     if let Ok(i) = s.parse::<i64>() {
@@ -165,5 +194,41 @@ fn parse_int(b: &[u8], operation: Operation) -> Result<i64, Error> {
     match s.parse::<f64>() {
         Ok(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(f as i64),
         _ => Err(bad_reply(operation, format!("{s:?} is not an integer"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_scores_are_revisions_and_nothing_else_is() {
+        for (text, expected) in [
+            ("0", Some(0)),
+            ("5", Some(5)),
+            ("9007199254740991", Some((1 << 53) - 1)),
+            ("1e3", Some(1000)),
+            ("5.0", Some(5)),
+            ("9007199254740992", None),
+            ("1e300", None),
+            ("1.0000000000000001e+300", None),
+            ("-5", None),
+            ("-9223372036854775808", None),
+            ("1.5", None),
+            ("inf", None),
+            ("-inf", None),
+            ("nan", None),
+            ("", None),
+            ("x", None),
+        ] {
+            assert_eq!(whole_score(text.as_bytes()), expected, "{text:?}");
+        }
+        assert_eq!(whole_score(b"\xff"), None);
+    }
+
+    #[test]
+    fn shown_bytes_are_escaped_and_short() {
+        assert_eq!(shown(b"bad\xffkey"), "bad\\xffkey");
+        assert_eq!(shown(&[b'a'; 100]).len(), 67);
     }
 }

@@ -24,6 +24,7 @@ durable_core::conformance_tests!(@rules harness;
     restore_then_writes_past_old_counter_is_detected,
     restore_keeps_read_your_writes,
     damaged_version_record_is_a_wipe_or_writes_nothing,
+    bad_rows_cost_their_key_only,
     round_trip_binary,
     round_trip_empty,
     round_trip_unicode,

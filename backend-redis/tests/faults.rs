@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use durable_core::conformance::server_from_env;
-use durable_core::{Dict, Error, Json, Mode, Name, Options, Raw};
+use durable_core::{DecodeErrors, Dict, Error, Json, Mode, Name, Options, Raw};
 use durable_redis::redis::{self, AsyncCommands};
 use durable_redis::{RedisOptions, RedisStore};
 
@@ -249,60 +249,63 @@ async fn flushall_makes_every_handle_reload() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn garbage_value_gives_a_decode_error_naming_the_key() {
+async fn garbage_value_costs_its_key_only_or_fails_when_asked() {
     let Some(url) = server_from_env("DURABLE_TEST_REDIS_URL") else {
         return;
     };
     let namespace = Name::new(format!("g{:016x}", rand::random::<u64>())).unwrap();
     let dict = Name::new("garbage").unwrap();
     let store = RedisStore::connect(&url).await.unwrap();
-    let d: Dict<i64, Json> = Dict::open(
-        store.backend(namespace.as_str(), dict.as_str()).unwrap(),
-        Json,
-        Options::new(),
-    )
-    .await
-    .unwrap();
+    let backend = || store.backend(namespace.as_str(), dict.as_str()).unwrap();
+    let d: Dict<i64, Json> = Dict::open(backend(), Json, Options::new()).await.unwrap();
     d.insert("good", 1).await.unwrap();
 
     // Written into the hash by hand, without a version bump: a new handle's full load sees it.
-    let entries = store
-        .backend(namespace.as_str(), dict.as_str())
-        .unwrap()
-        .entries_key()
-        .to_owned();
+    // By default it opens without the key and names it in its health; with DecodeErrors::Fail
+    // it does not open, and the error names the key.
     let client = redis::Client::open(url.as_str()).unwrap();
     let mut raw = client.get_multiplexed_async_connection().await.unwrap();
-    let _: () = raw.hset(&entries, "bad key", "{not json").await.unwrap();
-    let opened = Dict::<i64, Json>::open(
-        store.backend(namespace.as_str(), dict.as_str()).unwrap(),
-        Json,
-        Options::new(),
-    )
-    .await;
-    match opened {
+    let _: () = raw
+        .hset(backend().entries_key(), "bad key", "{not json")
+        .await
+        .unwrap();
+    let opened = Dict::<i64, Json>::open(backend(), Json, Options::new())
+        .await
+        .expect("a bad value costs its key only");
+    assert_eq!(opened.snapshot().get("good"), Some(&1));
+    assert!(opened.snapshot().get("bad key").is_none());
+    let bad = opened.health().bad_keys;
+    assert!(bad.iter().any(|b| b.key == "bad key"), "{bad:?}");
+    let strict = || Options::new().with_decode_errors(DecodeErrors::Fail);
+    match Dict::<i64, Json>::open(backend(), Json, strict()).await {
         Err(Error::Decode { key, .. }) => assert_eq!(key, "bad key"),
         other => panic!("expected a decode error naming the key, got {other:?}"),
     }
 
-    // Written by another program through a versioned write: the existing handle's sync fails
-    // with the key, and keeps its snapshot.
-    let raw_dict: Dict<Vec<u8>, Raw> = Dict::open(
-        store.backend(namespace.as_str(), dict.as_str()).unwrap(),
-        Raw,
-        Options::new(),
-    )
-    .await
-    .unwrap();
-    raw_dict
-        .insert("worse", b"\xff\xfe".to_vec())
+    // Written by another program through a versioned write: the existing handle's sync
+    // succeeds, keeps the key's last good value and names it; a strict handle's sync fails
+    // with the key and keeps its snapshot.
+    let _: () = raw.hdel(backend().entries_key(), "bad key").await.unwrap();
+    let strict_handle = Dict::<i64, Json>::open(backend(), Json, strict())
         .await
         .unwrap();
-    match d.sync().await {
-        Err(Error::Decode { key, .. }) => assert!(key == "worse" || key == "bad key", "{key}"),
+    let raw_dict: Dict<Vec<u8>, Raw> = Dict::open(backend(), Raw, Options::new()).await.unwrap();
+    raw_dict.insert("good", b"\xff\xfe".to_vec()).await.unwrap();
+    let snapshot = d.sync().await.expect("the bad value costs its key only");
+    assert_eq!(snapshot.get("good"), Some(&1), "the last good value");
+    drop(snapshot);
+    let bad = d.health().bad_keys;
+    assert!(bad.iter().any(|b| b.key == "good"), "{bad:?}");
+    match strict_handle.sync().await {
+        Err(Error::Decode { key, .. }) => assert_eq!(key, "good"),
         other => panic!("expected a decode error, got {other:?}"),
     }
-    assert_eq!(d.snapshot().get("good"), Some(&1));
+    assert_eq!(strict_handle.snapshot().get("good"), Some(&1));
+
+    // Rewriting the key clears it.
+    d.insert("good", 2).await.unwrap();
+    assert_eq!(d.sync().await.unwrap().get("good"), Some(&2));
+    assert!(d.health().bad_keys.is_empty());
 
     common::delete_matching(&url, &format!("durable:{{{namespace}:*"))
         .await

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use durable_core::conformance::{Damage, Harness, StoredCopy};
-use durable_core::{Backend, Name, Result};
+use durable_core::conformance::{Damage, Garbage, Harness, StoredCopy};
+use durable_core::{Backend, Name, Result, STAMP_HISTORY, Version};
 use durable_redis::redis::aio::ConnectionLike;
 use durable_redis::redis::{self, AsyncCommands};
 use durable_redis::{RedisBackend, RedisOptions, RedisStore};
@@ -107,6 +107,78 @@ pub async fn damage_native(
     Ok(true)
 }
 
+/// What another program writing into the native layout does to store a row: one script that
+/// sets hash field `ARGV[1]` of the entries to `ARGV[2]` (unless `ARGV[2]` is empty), logs the
+/// field with score `ARGV[3]` (empty: the new counter), and bumps the version record as a write
+/// does (counter + 1, fresh stamp `ARGV[4]`, the old stamp as parent, the stamp history slot of
+/// the new counter holding it, 8 bytes big-endian in `ARGV[5]`). Returns the new counter.
+/// `KEYS`: version, entries, log, stamps.
+const RAW_WRITE: &str = r#"
+local c = tonumber(redis.call('HGET', KEYS[1], 'counter')) + 1
+local parent = redis.call('HGET', KEYS[1], 'stamp')
+if ARGV[2] ~= '' then redis.call('HSET', KEYS[2], ARGV[1], ARGV[2]) end
+local score = ARGV[3]
+if score == '' then score = c end
+redis.call('ZADD', KEYS[3], score, ARGV[1])
+redis.call('HSET', KEYS[1], 'counter', c, 'stamp', ARGV[4], 'parent', parent)
+local hi = math.floor(c / 4294967296)
+redis.call('SETRANGE', KEYS[4], (c % tonumber(ARGV[6])) * 16,
+  struct.pack('>I4I4', hi, c - hi * 4294967296) .. ARGV[5])
+return c
+"#;
+
+/// Writes a row into the native layout of `backend` as another program would, with a new
+/// revision and a version bump (see [`RAW_WRITE`]): `field` set to `value` (`None`: the hash
+/// is left alone), logged with `score` (`None`: the new counter). The version record must
+/// exist (a write through a backend creates it).
+pub async fn raw_write(
+    conn: &mut impl ConnectionLike,
+    backend: &RedisBackend,
+    field: &[u8],
+    value: Option<&[u8]>,
+    score: Option<&str>,
+) -> Result<u64> {
+    let stamp = Version::new_stamp();
+    let keys = backend.redis_keys();
+    redis::Script::new(RAW_WRITE)
+        .key(keys[0])
+        .key(keys[1])
+        .key(keys[2])
+        .key(keys[5])
+        .arg(field)
+        .arg(value.unwrap_or(b""))
+        .arg(score.unwrap_or(""))
+        .arg(stamp.to_string())
+        .arg(&stamp.to_be_bytes()[..])
+        .arg(STAMP_HISTORY)
+        .invoke_async(conn)
+        .await
+        .map_err(err)
+}
+
+/// Writes `garbage` as the row of `key` in the native layout: a value no encoding reads, a
+/// hash field that is not UTF-8 (`key` followed by bytes 0xff 0xfe), or the key's change-log
+/// score set to 1e300. Redis holds no values of another type inside a hash, nor stray rows
+/// a load would meet.
+pub async fn garbage_native(
+    conn: &mut impl ConnectionLike,
+    backend: &RedisBackend,
+    garbage: Garbage,
+    key: &str,
+) -> Result<bool> {
+    let mut non_utf8 = key.as_bytes().to_vec();
+    non_utf8.extend_from_slice(b"\xff\xfe");
+    match garbage {
+        Garbage::UndecodableValue => {
+            raw_write(conn, backend, key.as_bytes(), Some(b"{not json \xff"), None).await?
+        }
+        Garbage::NonUtf8Key => raw_write(conn, backend, &non_utf8, Some(b"1"), None).await?,
+        Garbage::Malformed => raw_write(conn, backend, key.as_bytes(), None, Some("1e300")).await?,
+        _ => return Ok(false),
+    };
+    Ok(true)
+}
+
 pub struct SingleHarness {
     pub url: String,
     /// The server's control script (`DURABLE_TEST_REDIS_CTL`: `stop`, `start`, `restart`); with
@@ -198,6 +270,17 @@ impl Harness for SingleHarness {
     ) -> Result<bool> {
         let backend = self.backend(namespace, dictionary)?;
         damage_native(&mut self.raw().await?, &backend, damage).await
+    }
+
+    async fn write_garbage(
+        &self,
+        namespace: &Name,
+        dictionary: &Name,
+        garbage: Garbage,
+        key: &str,
+    ) -> Result<bool> {
+        let backend = self.backend(namespace, dictionary)?;
+        garbage_native(&mut self.raw().await?, &backend, garbage, key).await
     }
 
     /// `$CTL restart`: SHUTDOWN SAVE, then start again from dump.rdb.
@@ -355,6 +438,17 @@ impl Harness for ClusterHarness {
         let backend = self.backend(namespace, dictionary)?;
         damage_native(&mut self.raw().await?, &backend, damage).await
     }
+
+    async fn write_garbage(
+        &self,
+        namespace: &Name,
+        dictionary: &Name,
+        garbage: Garbage,
+        key: &str,
+    ) -> Result<bool> {
+        let backend = self.backend(namespace, dictionary)?;
+        garbage_native(&mut self.raw().await?, &backend, garbage, key).await
+    }
 }
 
 /// The durabledict-compatible layout on one server: keyspace `durabledict:{NS.DICT}` (a hash
@@ -451,6 +545,33 @@ impl Harness for CompatHarness {
             None => conn.del::<_, ()>(&counter).await.map_err(err)?,
             Some(value) => conn.set::<_, _, ()>(&counter, value).await.map_err(err)?,
         }
+        Ok(true)
+    }
+
+    /// As Python durabledict writes (`HSET` and `INCR` in one `MULTI`): a value no encoding
+    /// reads, or a hash field that is not UTF-8. The layout has nothing else per key.
+    async fn write_garbage(
+        &self,
+        namespace: &Name,
+        dictionary: &Name,
+        garbage: Garbage,
+        key: &str,
+    ) -> Result<bool> {
+        let [hash, counter] = Self::keys(namespace, dictionary);
+        let (field, value): (Vec<u8>, &[u8]) = match garbage {
+            Garbage::UndecodableValue => (key.as_bytes().to_vec(), b"{not json \xff"),
+            Garbage::NonUtf8Key => ([key.as_bytes(), b"\xff\xfe"].concat(), b"1"),
+            _ => return Ok(false),
+        };
+        redis::pipe()
+            .atomic()
+            .hset(&hash, field, value)
+            .ignore()
+            .incr(&counter, 1)
+            .ignore()
+            .query_async::<()>(&mut self.raw().await?)
+            .await
+            .map_err(err)?;
         Ok(true)
     }
 }
