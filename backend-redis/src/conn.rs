@@ -87,9 +87,30 @@ impl ConnectionLike for Conn {
     }
 }
 
-/// Maps a driver error: anything about reaching the server is [`Error::Unavailable`], the rest
-/// (server-side errors, corrupt records) [`Error::Backend`].
+/// Maps a driver error: credentials the server refuses, or a database number it does not have,
+/// are [`Error::Config`] (retrying cannot help); anything about reaching the server is
+/// [`Error::Unavailable`]; the rest (server-side errors, corrupt records) [`Error::Backend`].
+/// The driver never sees a password in a URL (the store gives it apart), and its messages
+/// do not quote the one it sends.
 pub(crate) fn map_err(operation: Operation, err: RedisError) -> Error {
+    // A cluster client wraps the nodes' errors in an I/O error that keeps only their text.
+    let text = err.to_string();
+    if err.kind() == ErrorKind::AuthenticationFailed
+        || matches!(err.code(), Some("WRONGPASS" | "NOAUTH"))
+        || text.contains("AuthenticationFailed")
+        || text.contains("WRONGPASS")
+        || text.contains("NOAUTH")
+    {
+        return Error::Config(format!(
+            "redis: {operation}: authentication failed (check the user name and password of the \
+             URL): {err}"
+        ));
+    }
+    if text.contains("DB index is out of range") || text.contains("refused to switch database") {
+        return Error::Config(format!(
+            "redis: {operation}: the server has no such database (the URL's `/db` number): {err}"
+        ));
+    }
     let transient = err.is_io_error()
         || err.is_timeout()
         || err.is_connection_dropped()

@@ -107,6 +107,21 @@ impl RedisOptions {
     pub(crate) fn max_delta(&self) -> usize {
         self.max_delta
     }
+
+    /// Refuses timeouts of zero (every command would fail at once).
+    fn check(&self) -> Result<()> {
+        for (name, value) in [
+            ("response timeout", self.response_timeout),
+            ("connection timeout", self.connection_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(Error::Config(format!(
+                    "the Redis {name} must be above zero"
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Where the hint task connects: the server, or the cluster's nodes (it follows `MOVED`).
@@ -147,47 +162,274 @@ impl fmt::Debug for RedisStore {
     }
 }
 
-/// Replaces the password of a URL by `***`.
-pub(crate) fn redact(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
-        return url.to_owned();
-    };
-    let rest = &url[scheme_end..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else {
-        return url.to_owned();
-    };
-    let userinfo = &authority[..at];
-    match userinfo.find(':') {
-        Some(colon) => format!(
-            "{}{}:***{}",
-            &url[..scheme_end],
-            &userinfo[..colon],
-            &rest[at..]
-        ),
-        None => url.to_owned(),
+/// The user name and password of a URL, given to the driver apart from the URL so that no
+/// parser or message of the driver ever sees the password.
+#[derive(Clone, Default, PartialEq, Eq)]
+struct Credentials {
+    user: Option<String>,
+    password: Option<String>,
+}
+
+impl Credentials {
+    fn is_empty(&self) -> bool {
+        self.user.is_none() && self.password.is_none()
+    }
+
+    fn apply(&self, info: ConnectionInfo) -> ConnectionInfo {
+        let mut settings = info.redis_settings().clone();
+        if let Some(user) = &self.user {
+            settings = settings.set_username(user);
+        }
+        if let Some(password) = &self.password {
+            settings = settings.set_password(password);
+        }
+        info.set_redis_settings(settings)
     }
 }
 
-fn config_error(url: &str, err: redis::RedisError) -> Error {
-    // The driver's message can quote the URL; never let a password through.
-    let _ = err;
-    Error::Config(format!(
-        "invalid Redis URL {}: expected redis://[user[:password]@]host[:port][/db] or rediss://...",
-        redact(url)
-    ))
+/// A URL taken apart: `scheme://[credentials@]hosts[path]`, where `hosts` is one `host[:port]`
+/// or several separated by commas and `path` the rest (`/db`, `?query`, `#fragment`).
+struct UrlParts<'a> {
+    scheme: &'a str,
+    /// The user info as written (before the last `@`), if any.
+    userinfo: Option<&'a str>,
+    hosts: &'a str,
+    path: &'a str,
 }
 
+/// Takes `url` apart. The credentials end at the last `@`, so a user name or password may hold
+/// `/`, `?`, `#`, `@`, `:` (the password) or `%` without percent-encoding; `None` without `://`.
+fn url_parts(url: &str) -> Option<UrlParts<'_>> {
+    let (scheme, rest) = url.split_once("://")?;
+    let (userinfo, rest) = match rest.rfind('@') {
+        Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
+        None => (None, rest),
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    Some(UrlParts {
+        scheme,
+        userinfo,
+        hosts: &rest[..end],
+        path: &rest[end..],
+    })
+}
+
+/// Whether `scheme` names a Unix socket (`redis+unix`, `unix`, `valkey+unix`): its URL has a
+/// file path, not an authority, and its password is a `pass=` query parameter.
+fn is_unix(scheme: &str) -> bool {
+    scheme.eq_ignore_ascii_case("unix") || scheme.to_ascii_lowercase().ends_with("+unix")
+}
+
+/// `%XX` sequences decoded (a URL's escapes); a `%` not followed by two hex digits, or escapes
+/// that do not decode to UTF-8, stay as written.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| char::from(b).to_digit(16);
+        if bytes[i] == b'%'
+            && let (Some(hi), Some(lo)) = (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            )
+        {
+            out.push(u8::try_from(hi * 16 + lo).unwrap_or(b'%'));
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| text.to_owned())
+}
+
+/// The credentials of user info `user[:password]` (empty parts: none).
+fn credentials(userinfo: Option<&str>) -> Credentials {
+    let Some(userinfo) = userinfo else {
+        return Credentials::default();
+    };
+    let (user, password) = match userinfo.split_once(':') {
+        Some((user, password)) => (user, Some(password)),
+        None => (userinfo, None),
+    };
+    Credentials {
+        user: (!user.is_empty()).then(|| percent_decode(user)),
+        password: password.filter(|p| !p.is_empty()).map(percent_decode),
+    }
+}
+
+/// `url` with its password replaced by `***`: the one in the user info (whatever characters it
+/// holds) and `pass=` / `password=` query parameters.
+pub(crate) fn redact(url: &str) -> String {
+    let Some(parts) = url_parts(url) else {
+        // Not a URL: whatever comes before an `@` may be credentials.
+        return match url.rfind('@') {
+            Some(at) => redact_query(&format!("***{}", &url[at..])),
+            None => redact_query(url),
+        };
+    };
+    if is_unix(parts.scheme) {
+        return redact_query(url);
+    }
+    let userinfo = match parts.userinfo {
+        None => String::new(),
+        Some(userinfo) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@"),
+            None => format!("{userinfo}@"),
+        },
+    };
+    format!(
+        "{}://{userinfo}{}{}",
+        parts.scheme,
+        parts.hosts,
+        redact_query(parts.path)
+    )
+}
+
+/// `text` with the values of `pass=` and `password=` query parameters replaced by `***`.
+fn redact_query(text: &str) -> String {
+    let Some((head, query)) = text.split_once('?') else {
+        return text.to_owned();
+    };
+    let (query, fragment) = match query.split_once('#') {
+        Some((query, fragment)) => (query, Some(fragment)),
+        None => (query, None),
+    };
+    let query = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _))
+                if name.eq_ignore_ascii_case("pass") || name.eq_ignore_ascii_case("password") =>
+            {
+                format!("{name}=***")
+            }
+            _ => pair.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("&");
+    match fragment {
+        Some(fragment) => format!("{head}?{query}#{fragment}"),
+        None => format!("{head}?{query}"),
+    }
+}
+
+const URL_FORMS: &str = "expected redis://[user[:password]@]host[:port][/db], rediss://... or \
+                         redis+unix:///path/to/socket";
+
+fn config_error(url: &str, problem: &str) -> Error {
+    Error::Config(format!("invalid Redis URL {}: {problem}", redact(url)))
+}
+
+/// The driver's reason for refusing a URL that holds no password (the credentials were taken
+/// out first), kept short: its messages are fixed texts.
+fn driver_reason(err: &redis::RedisError) -> String {
+    let reason = err.detail().map_or_else(|| err.to_string(), str::to_owned);
+    format!("{reason} ({URL_FORMS})")
+}
+
+/// The node addresses `url` names (several for `redis://[credentials@]h1:p1,h2:p2/`), each
+/// with the URL's credentials, and those credentials.
+fn parse_nodes(url: &str) -> Result<(Vec<ConnectionInfo>, Credentials)> {
+    let Some(parts) = url_parts(url) else {
+        return Err(config_error(url, URL_FORMS));
+    };
+    if is_unix(parts.scheme) {
+        // A file path (which may hold `@`); a password goes in `?pass=`.
+        let info = url
+            .into_connection_info()
+            .map_err(|_| config_error(url, URL_FORMS))?;
+        return Ok((vec![info], Credentials::default()));
+    }
+    let credentials = credentials(parts.userinfo);
+    let mut nodes = Vec::new();
+    for host in parts.hosts.split(',') {
+        if host.is_empty() && !nodes.is_empty() {
+            continue; // a trailing comma
+        }
+        // No credentials in what the driver parses.
+        let bare = format!("{}://{host}{}", parts.scheme, parts.path);
+        let info = bare
+            .as_str()
+            .into_connection_info()
+            .map_err(|e| config_error(url, &driver_reason(&e)))?;
+        nodes.push(credentials.apply(info));
+    }
+    Ok((nodes, credentials))
+}
+
+/// A server (or cluster) that could not be reached at connect, named by its address(es) (never
+/// a password), with the driver's error.
+#[derive(Debug)]
+struct Unreachable {
+    addresses: String,
+    source: redis::RedisError,
+}
+
+impl fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = self.source.to_string();
+        if text.contains("failed to lookup address") {
+            write!(
+                f,
+                "unknown host in {} (DNS lookup failed): {text}",
+                self.addresses
+            )
+        } else if self.source.is_connection_refusal() {
+            write!(f, "connection refused by {}: {text}", self.addresses)
+        } else {
+            write!(f, "cannot connect to {}: {text}", self.addresses)
+        }
+    }
+}
+
+impl std::error::Error for Unreachable {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// The error of connecting to `addresses`: [`map_err`]'s category, naming the addresses when
+/// the server could not be reached.
+fn open_error(addresses: String, err: redis::RedisError) -> Error {
+    match map_err(Operation::Open, err.clone()) {
+        Error::Unavailable { .. } => Error::unavailable(
+            "redis",
+            Operation::Open,
+            Unreachable {
+                addresses,
+                source: err,
+            },
+        ),
+        other => other,
+    }
+}
+
+/// The one server `url` names.
 fn parse(url: &str) -> Result<ConnectionInfo> {
-    url.into_connection_info().map_err(|e| config_error(url, e))
+    let (mut nodes, _) = parse_nodes(url)?;
+    if nodes.len() > 1 {
+        return Err(config_error(
+            url,
+            "it names several nodes: connect to a Redis Cluster with RedisStore::connect_cluster",
+        ));
+    }
+    Ok(nodes.remove(0))
 }
 
 impl RedisStore {
     /// Connects to the server at `url` with default options and checks that it answers.
     ///
     /// URL forms: `redis://[user[:password]@]host[:port][/db]`, `rediss://...` (TLS, feature
-    /// `tls`), `redis+unix:///path/to/socket`.
+    /// `tls`), `redis+unix:///path/to/socket`. The user name and password may hold any
+    /// character unencoded (they end at the last `@`); `%XX` escapes are decoded.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unavailable`] when the server cannot be reached (naming the address: connection
+    /// refused, unknown host, ...), [`Error::Config`] for an invalid URL, credentials the
+    /// server refuses or a database number it does not have, [`Error::Timeout`] when it does
+    /// not answer within the connection and response timeouts. No error shows the password.
     pub async fn connect(url: &str) -> Result<Self> {
         Self::connect_with(url, RedisOptions::new()).await
     }
@@ -203,7 +445,12 @@ impl RedisStore {
             .await
         {
             Ok(Ok(())) => Ok(store),
-            Ok(Err(e)) => Err(map_err(Operation::Open, e)),
+            Ok(Err(e)) => {
+                let HintTarget::Single(info) = &store.inner.hint_target else {
+                    unreachable!("lazy stores are single-server stores")
+                };
+                Err(open_error(info.addr().to_string(), e))
+            }
             Err(_) => Err(Error::Timeout {
                 backend: "redis".into(),
                 operation: Operation::Open,
@@ -216,8 +463,10 @@ impl RedisStore {
     /// called inside a Tokio runtime). Operations fail with [`Error::Unavailable`] while the
     /// server cannot be reached, and the connection is re-established when it can.
     pub fn lazy(url: &str, options: RedisOptions) -> Result<Self> {
+        options.check()?;
         let info = parse(url)?;
-        let client = redis::Client::open(info.clone()).map_err(|e| config_error(url, e))?;
+        let client =
+            redis::Client::open(info.clone()).map_err(|e| config_error(url, &driver_reason(&e)))?;
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(options.response_timeout))
             .set_connection_timeout(Some(options.connection_timeout))
@@ -238,30 +487,67 @@ impl RedisStore {
 
     /// Connects to a Redis Cluster given some of its nodes' URLs (feature `cluster`).
     ///
-    /// All keys of one dictionary share a hash tag, so every script runs on one slot; push
-    /// hints use sharded pub/sub (`SSUBSCRIBE`/`SPUBLISH`, Redis 7) on the node serving it.
+    /// Each URL names one node or several (`redis://[user:password@]h1:6379,h2:6380/`); the
+    /// credentials, given once, are every node's (different credentials in different URLs are
+    /// an [`Error::Config`]). All keys of one dictionary share a hash tag, so every script runs
+    /// on one slot; push hints use sharded pub/sub (`SSUBSCRIBE`/`SPUBLISH`, Redis 7) on the
+    /// node serving it. Errors as for [`connect`](Self::connect).
     #[cfg(feature = "cluster")]
     #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
     pub async fn connect_cluster<S: AsRef<str>>(urls: &[S], options: RedisOptions) -> Result<Self> {
-        let infos = urls
-            .iter()
-            .map(|u| parse(u.as_ref()))
-            .collect::<Result<Vec<_>>>()?;
+        options.check()?;
+        // Credentials given once (in any one URL) are every node's.
+        let mut infos = Vec::new();
+        let mut given: Option<Credentials> = None;
+        for url in urls {
+            let (nodes, credentials) = parse_nodes(url.as_ref())?;
+            if !credentials.is_empty() {
+                match &given {
+                    Some(other) if *other != credentials => {
+                        return Err(Error::Config(format!(
+                            "the Redis Cluster node URLs give different credentials ({}): give \
+                             them once, or the same in every URL",
+                            urls.iter()
+                                .map(|u| redact(u.as_ref()))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )));
+                    }
+                    _ => given = Some(credentials),
+                }
+            }
+            infos.extend(nodes);
+        }
         if infos.is_empty() {
             return Err(Error::Config(
                 "a Redis Cluster needs at least one node URL".into(),
             ));
         }
-        let client = redis::cluster::ClusterClientBuilder::new(infos.clone())
+        let credentials = given.unwrap_or_default();
+        let infos: Vec<ConnectionInfo> = infos
+            .into_iter()
+            .map(|info| credentials.apply(info))
+            .collect();
+        let mut builder = redis::cluster::ClusterClientBuilder::new(infos.clone())
             .response_timeout(options.response_timeout)
             .connection_timeout(options.connection_timeout)
-            .retries(2)
-            .build()
-            .map_err(|e| map_err(Operation::Open, e))?;
+            .retries(2);
+        if let Some(user) = &credentials.user {
+            builder = builder.username(user);
+        }
+        if let Some(password) = &credentials.password {
+            builder = builder.password(password);
+        }
+        let client = builder.build().map_err(|e| map_err(Operation::Open, e))?;
+        let addresses = infos
+            .iter()
+            .map(|info| info.addr().to_string())
+            .collect::<Vec<_>>()
+            .join(",");
         let conn = client
             .get_async_connection()
             .await
-            .map_err(|e| map_err(Operation::Open, e))?;
+            .map_err(|e| open_error(addresses, e))?;
         let redacted = urls
             .iter()
             .map(|u| redact(u.as_ref()))
@@ -300,5 +586,146 @@ impl RedisStore {
 
     pub(crate) fn conn(&self) -> Conn {
         self.inner.conn.clone()
+    }
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::*;
+
+    /// User names and passwords with every character that ends a URL's authority or starts an
+    /// escape, written as they are (not percent-encoded).
+    const USERS: [&str; 7] = ["app", "us/er", "us?er", "us#er", "us@er", "us%er", "üser€"];
+    const PASSWORDS: [&str; 8] = [
+        "s3cret",
+        "s3/cret",
+        "s3?cret",
+        "s3#cret",
+        "s3@cret",
+        "100%sure",
+        "pässwörd€",
+        "a/b?c#d@e%f:g€",
+    ];
+
+    fn settings(info: &ConnectionInfo) -> (Option<&str>, Option<&str>, i64) {
+        let s = info.redis_settings();
+        (s.username(), s.password(), s.db())
+    }
+
+    #[test]
+    fn credentials_with_any_characters_reach_the_driver_whole() {
+        for user in USERS {
+            for password in PASSWORDS {
+                for (tail, db) in [("", 0), ("/", 0), ("/3", 3), ("/2?protocol=resp3", 2)] {
+                    let url = format!("redis://{user}:{password}@db.example:6380{tail}");
+                    let info = parse(&url).unwrap_or_else(|e| panic!("{url}: {e}"));
+                    assert_eq!(settings(&info), (Some(user), Some(password), db), "{url}");
+                    assert_eq!(info.addr().to_string(), "db.example:6380", "{url}");
+                    let shown = redact(&url);
+                    assert_eq!(shown, format!("redis://{user}:***@db.example:6380{tail}"));
+                    for text in [shown, format!("{info:?}")] {
+                        assert!(!text.contains(password), "{url}: {text}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn password_only_and_no_credentials() {
+        let info = parse("redis://:s3/cr?t@127.0.0.1:7000/").unwrap();
+        assert_eq!(settings(&info), (None, Some("s3/cr?t"), 0));
+        assert_eq!(
+            redact("redis://:s3/cr?t@127.0.0.1:7000/"),
+            "redis://:***@127.0.0.1:7000/"
+        );
+        let info = parse("redis://127.0.0.1:7000/1").unwrap();
+        assert_eq!(settings(&info), (None, None, 1));
+        let info = parse("redis://app@127.0.0.1/").unwrap();
+        assert_eq!(settings(&info), (Some("app"), None, 0));
+        assert_eq!(info.addr().to_string(), "127.0.0.1:6379");
+    }
+
+    #[test]
+    fn escapes_are_decoded_and_stray_percent_signs_kept() {
+        let info = parse("redis://u%40x:p%2Fw%3F@h/").unwrap();
+        assert_eq!(settings(&info), (Some("u@x"), Some("p/w?"), 0));
+        let info = parse("redis://:100%sure%zz%4@h/").unwrap();
+        assert_eq!(settings(&info).1, Some("100%sure%zz%4"));
+        // Escapes that are not UTF-8 stay as written.
+        let info = parse("redis://:%ff%fe@h/").unwrap();
+        assert_eq!(settings(&info).1, Some("%ff%fe"));
+    }
+
+    #[test]
+    fn every_node_of_a_cluster_url_gets_the_credentials() {
+        let (nodes, credentials) =
+            parse_nodes("redis://us/er:s3/cr?t@h1:6379,h2:6380,h3/").unwrap();
+        assert_eq!(credentials.password.as_deref(), Some("s3/cr?t"));
+        let addrs: Vec<String> = nodes.iter().map(|n| n.addr().to_string()).collect();
+        assert_eq!(addrs, ["h1:6379", "h2:6380", "h3:6379"]);
+        for node in &nodes {
+            assert_eq!(settings(node), (Some("us/er"), Some("s3/cr?t"), 0));
+        }
+        assert_eq!(
+            redact("redis://us/er:s3/cr?t@h1:6379,h2:6380,h3/"),
+            "redis://us/er:***@h1:6379,h2:6380,h3/"
+        );
+        // A single-server store refuses several nodes, without printing the password.
+        let error = parse("redis://:s3/cr?t@h1:6379,h2:6380/")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("connect_cluster"), "{error}");
+        assert!(!error.contains("s3/cr?t"), "{error}");
+    }
+
+    #[test]
+    fn invalid_urls_never_show_the_password() {
+        for url in [
+            "redis://:s3/cret@127.0.0.1:notaport/",
+            "redis://u:s3/cret@/",
+            "redis://u:s3?cret@127.0.0.1:1/notadb",
+            "redis://:s3#cret@[::1/",
+            "ftp://u:s3/cret@host/",
+            "u:s3/cret@host:1/",
+            "redis+unix:///tmp/durable-no.sock?pass=s3/cret&db=x",
+            "redis+unix:///tmp/durable-no.sock?password=s3/cret&db=x",
+        ] {
+            let error = parse(url).expect_err(url);
+            assert!(matches!(error, Error::Config(_)), "{url}: {error:?}");
+            for text in [error.to_string(), format!("{error:?}")] {
+                assert!(!text.contains("s3/cret"), "{url}: {text}");
+                assert!(!text.contains("s3?cret"), "{url}: {text}");
+                assert!(!text.contains("s3#cret"), "{url}: {text}");
+                assert!(text.contains("invalid Redis URL"), "{url}: {text}");
+            }
+        }
+    }
+
+    #[test]
+    fn query_passwords_are_redacted() {
+        assert_eq!(
+            redact("redis+unix:///run/redis.sock?db=1&pass=s3/cret#x"),
+            "redis+unix:///run/redis.sock?db=1&pass=***#x"
+        );
+        assert_eq!(
+            redact("redis://h/?password=s3cret&protocol=resp3"),
+            "redis://h/?password=***&protocol=resp3"
+        );
+    }
+
+    #[test]
+    fn zero_timeouts_are_refused() {
+        let error = RedisOptions::new()
+            .with_response_timeout(Duration::ZERO)
+            .check()
+            .unwrap_err();
+        assert!(error.to_string().contains("response timeout"), "{error}");
+        let error = RedisOptions::new()
+            .with_connection_timeout(Duration::ZERO)
+            .check()
+            .unwrap_err();
+        assert!(error.to_string().contains("connection timeout"), "{error}");
+        assert!(RedisOptions::new().check().is_ok());
     }
 }
