@@ -45,6 +45,7 @@
 #             append-only file: after kill + start it comes back with the contents of its last
 #             dump.rdb, that is as of the last SAVE (or finished BGSAVE), or of the last graceful
 #             stop, whichever came later; writes after it are lost; empty if there was none.
+#             Redis' stop and kill return once its ports are free, so a start may follow at once.
 #   status    say whether it runs; exit status 0 when running, 3 when stopped, 4 when its process
 #             is frozen (`node PORT stop-process` below). For a group (cluster, ensemble): 0 when
 #             every server runs, else 3, naming the servers stopped or frozen.
@@ -200,6 +201,23 @@ _dts_port_busy() {
   printf -v hex '%04X' "$1"
   awk -v p="$hex" 'FNR > 1 { n = split($2, a, ":"); if (a[n] == p && $4 == "0A") { found = 1; exit } }
                    END { exit !found }' /proc/net/tcp /proc/net/tcp6 2>/dev/null
+}
+
+# _dts_wait_port_free SECONDS [PORT...]: wait until nothing listens on these ports (default:
+# DTS_PORT); 1 on timeout. A killed server's main thread can be reaped while its other threads
+# still hold the listening socket, so a start right after a kill could find the port taken.
+_dts_wait_port_free() {
+  local deadline=$(($(_dts_now_ms) + $1 * 1000)) p
+  shift
+  for p in "${@:-$DTS_PORT}"; do
+    while _dts_port_busy "$p"; do
+      if _dts_past "$deadline"; then
+        _dts_warn "$DTS_NAME: port $p is still in use after the server exited"
+        return 1
+      fi
+      sleep 0.01
+    done
+  done
 }
 
 # _dts_used_ports: every local TCP port in use, in any state, as hex (one per line).
@@ -385,6 +403,7 @@ _dts_redis_stop() {
     _dts_fail "$DTS_NAME: still running 30 s after SHUTDOWN" "$DTS_DIR/redis.log"
     return 1
   fi
+  _dts_wait_port_free 10 "$DTS_PORT" ${DTS_BUS_PORT:+"$DTS_BUS_PORT"}
 }
 
 _dts_redis_kill() {
@@ -392,6 +411,8 @@ _dts_redis_kill() {
   # Like a crash: dump.rdb stays, so start loads the last snapshot (SAVE, BGSAVE, graceful stop,
   # a replica's last full sync), or nothing if there was none. Nothing is saved at the kill.
   if pid=$(_dts_redis_pid); then _dts_kill_wait "$pid" KILL || return 1; fi
+  # Returns once a start can bind the port again.
+  _dts_wait_port_free 10 "$DTS_PORT" ${DTS_BUS_PORT:+"$DTS_BUS_PORT"}
 }
 
 # ---------------------------------------------------------------------------------------------

@@ -22,45 +22,26 @@ use durable_redis::redis::{self, AsyncCommands};
 /// The tests take servers away: one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Runs a control script with `args` and returns its output; panics if it fails.
-///
-/// A `start` right after a `kill` is tried again when it found the port still taken: the
-/// control script waits until the killed server's main thread is gone, but its other threads
-/// may hold the listening socket a moment longer (seen here under load).
+/// Runs a control script with `args` and returns its output; panics if it fails. (Its `kill`
+/// returns once the port is free again, so a `start` right after it never finds it taken.)
 async fn ctl(script: &str, args: &[&str]) -> String {
     let (script, args) = (
         script.to_owned(),
         args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>(),
     );
     tokio::task::spawn_blocking(move || {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let out = std::process::Command::new(&script)
-                .args(&args)
-                .output()
-                .expect("run the control script");
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            if out.status.success() {
-                return String::from_utf8_lossy(&out.stdout).into_owned();
-            }
-            if args.last().is_some_and(|a| a == "start")
-                && stderr.contains("already in use")
-                && attempt < 5
-            {
-                eprintln!(
-                    "`{script} {}` found the port taken; again: {stderr}",
-                    args.join(" ")
-                );
-                std::thread::sleep(Duration::from_millis(200));
-                continue;
-            }
-            panic!(
-                "`{script} {}` failed: {}{stderr}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stdout),
-            );
-        }
+        let out = std::process::Command::new(&script)
+            .args(&args)
+            .output()
+            .expect("run the control script");
+        assert!(
+            out.status.success(),
+            "`{script} {}` failed: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     })
     .await
     .expect("control script task")
