@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use durable_core::{
     Backend, BatchOp, Capabilities, Changes, Delta, Error, Hints, IfAbsent, Load, Name, Operation,
-    Result, Revision, StoreTime, StoredEntry, Swap, Swept, Version, parse_counter,
+    Result, Revision, StoreTime, StoredEntry, Swap, Swept, Unreadable, Version, parse_counter,
 };
 use parking_lot::Mutex;
 use zookeeper_client as zk;
@@ -178,6 +178,15 @@ struct Current {
     znode_version: i32,
 }
 
+/// Every child of `entries`, as [`ZooKeeperBackend::read_all`] read them.
+#[derive(Debug)]
+struct Listing {
+    /// The entries, by znode name.
+    entries: Vec<(String, Current)>,
+    /// The children that are no entry or cannot be read, by znode name.
+    unreadable: Vec<(String, Unreadable)>,
+}
+
 /// How a catch-up through the change log ended.
 #[derive(Debug)]
 enum CatchUp {
@@ -194,7 +203,7 @@ enum CatchUp {
 #[derive(Debug)]
 enum Snapshot {
     /// The record and each requested entry's state (`None`: absent) as of one state.
-    At(Node, Vec<(String, Option<StoredEntry>)>),
+    At(Node, Vec<(String, Option<Row>)>),
     /// Read in several requests, between which the record moved.
     Moved,
     /// The record is missing or damaged.
@@ -309,45 +318,48 @@ fn corrupt(operation: Operation, what: String) -> Error {
     Error::backend(NAME, operation, what)
 }
 
-/// Reads an entry znode (see [`entry_data`]); an entry with a TTL expires that long after the
-/// znode's `mtime`, the server's time of the write that stored it.
-fn parse_entry(
-    operation: Operation,
-    key: String,
-    data: Vec<u8>,
-    stat: &zk::Stat,
-) -> Result<StoredEntry> {
+/// An entry znode as read: its entry, or why it cannot be read (see
+/// [`ZooKeeperBackend::read_row`]).
+type Row = Result<StoredEntry, Unreadable>;
+
+/// Reads an entry znode's data (see [`entry_data`]); an entry with a TTL expires that long after
+/// the znode's `mtime`, the server's time of the write that stored it. The error says what is
+/// wrong with the data.
+fn parse_entry(key: String, data: Vec<u8>, stat: &zk::Stat) -> Result<StoredEntry, String> {
     let word = |at: usize| {
         data.get(at..at + 8)
             .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
     };
-    let header = word(0).and_then(|revision| {
-        if revision & HAS_TTL == 0 {
-            return Some((revision, None, 8));
-        }
-        let ttl = Duration::from_millis(word(8)?);
-        Some((revision & !HAS_TTL, Some(mtime(stat).add(ttl)), 16))
-    });
-    let Some((revision, expires_at, len)) = header else {
-        return Err(corrupt(
-            operation,
-            format!(
-                "entry of key {key:?} is not a durable entry ({} bytes)",
-                data.len()
-            ),
+    let Some(first) = word(0) else {
+        return Err(format!(
+            "the entry holds {} bytes, shorter than its 8-byte header",
+            data.len()
         ));
     };
+    let (revision, expires_at, len) = if first & HAS_TTL == 0 {
+        (first, None, 8)
+    } else {
+        let Some(ttl) = word(8) else {
+            return Err(format!(
+                "the entry holds {} bytes, shorter than its 16-byte header (revision and time \
+                 to live)",
+                data.len()
+            ));
+        };
+        let ttl = Duration::from_millis(ttl);
+        (first & !HAS_TTL, Some(mtime(stat).add(ttl)), 16)
+    };
+    if revision >= record::MAX_COUNTER {
+        return Err(format!(
+            "the revision in its header, {revision}, is out of range (at least 2^53)"
+        ));
+    }
     Ok(StoredEntry {
         key,
         value: Bytes::from(data).slice(len..),
         revision: Revision(revision),
         expires_at,
     })
-}
-
-fn decode_name(operation: Operation, name: &str) -> Result<String> {
-    keys::decode(name)
-        .ok_or_else(|| corrupt(operation, format!("znode {name:?} is not an encoded key")))
 }
 
 impl ZooKeeperBackend {
@@ -444,6 +456,42 @@ impl ZooKeeperBackend {
                 self.namespace, self.dictionary, self.paths.base
             ),
         }
+    }
+
+    /// Reads entry znode `name` with its `data`: the entry, or an [`Unreadable`] naming the key
+    /// (lossily, or the znode's name) and, in its reason, the dictionary, the znode and what is
+    /// wrong: a name that is not an encoded key, data shorter than the header, a revision out
+    /// of range.
+    fn read_row(&self, name: &str, data: Vec<u8>, stat: &zk::Stat) -> Row {
+        let Some(key) = keys::decode(name) else {
+            return Err(self.unreadable(name, keys::why_not_a_key(name)));
+        };
+        parse_entry(key, data, stat).map_err(|what| self.unreadable(name, what))
+    }
+
+    /// The [`Unreadable`] row of entry znode `name`.
+    fn unreadable(&self, name: &str, what: impl fmt::Display) -> Unreadable {
+        Unreadable {
+            key: keys::decode_lossy(name),
+            reason: format!(
+                "zookeeper dictionary {}/{}, znode {}: {what}",
+                self.namespace,
+                self.dictionary,
+                self.paths.entry(name)
+            ),
+        }
+    }
+
+    /// The error of a conditional write that has to read the entry of `key` and cannot.
+    fn unreadable_error(operation: Operation, key: &str, row: Unreadable) -> Failure {
+        Failure::Durable(corrupt(
+            operation,
+            format!(
+                "the stored entry of key {key:?} cannot be read ({}); write or remove the key \
+                 to replace it",
+                row.reason
+            ),
+        ))
     }
 
     /// Creates the dictionary when its znode is missing, in one multi: the znode with a fresh
@@ -608,8 +656,13 @@ impl ZooKeeperBackend {
             for (name, result) in names.iter().zip(results) {
                 current.push(match result {
                     zk::MultiReadResult::Data { data, stat } => {
-                        let key = decode_name(operation, name)?;
-                        let entry = parse_entry(operation, key, data, &stat)?;
+                        let entry = match self.read_row(name, data, &stat) {
+                            Ok(entry) => entry,
+                            Err(row) => {
+                                let key = keys::decode_lossy(name);
+                                return Err(Self::unreadable_error(operation, &key, row));
+                            }
+                        };
                         if entry.revision.0 > node.record.counter {
                             above = Some((entry.key.clone(), entry.revision));
                         }
@@ -677,10 +730,11 @@ impl ZooKeeperBackend {
             }
         };
         let mut highest = 0;
+        // Entries that cannot be read hold no revision: they cannot stand in the way.
         if has("entries")
-            && let Some(entries) = self.read_all(client, operation).await?
+            && let Some(listing) = self.read_all(client).await?
         {
-            for (_, current) in &entries {
+            for (_, current) in &listing.entries {
                 highest = highest.max(current.entry.revision.0);
             }
         }
@@ -1016,6 +1070,13 @@ impl ZooKeeperBackend {
     /// Only writers that, within one round, rewrite a key first seen in the round before and
     /// also write a key never seen, round after round, hold it off, for [`MAX_ROUNDS`] rounds
     /// ([`CatchUp::TooBusy`]).
+    ///
+    /// A changed entry that cannot be read goes to `unreadable` (by znode name) instead, and
+    /// leaves `entries` and `removed`: it costs its key only.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the three maps are the caller's state, brought forward together"
+    )]
     async fn catch_up(
         &self,
         client: &zk::Client,
@@ -1024,6 +1085,7 @@ impl ZooKeeperBackend {
         mut target: Node,
         entries: &mut HashMap<String, StoredEntry>,
         removed: &mut HashMap<String, Revision>,
+        unreadable: &mut HashMap<String, Unreadable>,
     ) -> Result<CatchUp, Failure> {
         let from = Record {
             epoch: since.epoch(),
@@ -1034,7 +1096,7 @@ impl ZooKeeperBackend {
         // Per changed key (znode name): its last logged change up to the target; its state at
         // the target (`None`: absent), or missing.
         let mut last: HashMap<String, u64> = HashMap::new();
-        let mut resolved: HashMap<String, Option<StoredEntry>> = HashMap::new();
+        let mut resolved: HashMap<String, Option<Row>> = HashMap::new();
         let mut missing: HashSet<String> = HashSet::new();
         let Some(logged) = self.read_log(client, since, from, target.record).await? else {
             return Ok(CatchUp::TooOld);
@@ -1045,7 +1107,7 @@ impl ZooKeeperBackend {
         }
         for _ in 0..MAX_ROUNDS {
             if missing.is_empty() {
-                self.settle(operation, resolved, &last, entries, removed)?;
+                self.settle(resolved, &last, entries, removed, unreadable);
                 return Ok(CatchUp::Reached(target));
             }
             // Every changed key if they fit in one request, else the missing ones only.
@@ -1066,7 +1128,7 @@ impl ZooKeeperBackend {
             };
             if at.record == target.record {
                 resolved.extend(reads);
-                self.settle(operation, resolved, &last, entries, removed)?;
+                self.settle(resolved, &last, entries, removed, unreadable);
                 return Ok(CatchUp::Reached(target));
             }
             let Some(logged) = self
@@ -1083,7 +1145,7 @@ impl ZooKeeperBackend {
                         resolved.insert(name, read);
                     }
                 }
-                self.settle(operation, resolved, &last, entries, removed)?;
+                self.settle(resolved, &last, entries, removed, unreadable);
                 return Ok(CatchUp::Reached(target));
             }
             // Move to the snapshot: keys written since the target and not read are missing;
@@ -1109,7 +1171,10 @@ impl ZooKeeperBackend {
     /// Reads the change log from state `from` to state `to` (pipelined): the keys written by
     /// each write in (from, to], with its counter, in order. `None` if the log cannot serve
     /// it: another epoch than `since`'s, more than `history` writes after `since`, a node
-    /// trimmed or unreadable, or stamps that are not `from`'s and `to`'s (another history).
+    /// trimmed, or stamps that are not `from`'s and `to`'s (another history). A node that
+    /// cannot be parsed (another program's, or one naming something that cannot be a znode)
+    /// does not say which keys its write changed, so it cannot serve either: `None`, and the
+    /// caller reloads in full, which reads no log.
     async fn read_log(
         &self,
         client: &zk::Client,
@@ -1137,7 +1202,14 @@ impl ZooKeeperBackend {
                 Err(zk::Error::NoNode) => return Ok(None),
                 Err(e) => return Err(e.into()),
             };
-            let Some((stamp, names)) = record::parse_log(&data) else {
+            let parsed = record::parse_log(&data)
+                .map(|(stamp, names)| (stamp, names.collect::<Vec<_>>()))
+                .filter(|(_, names)| names.iter().all(|name| valid_name(name)));
+            let Some((stamp, names)) = parsed else {
+                tracing::warn!(
+                    path = %self.paths.log_node(counter),
+                    "zookeeper: a change-log node cannot be parsed; deltas across it reload in full"
+                );
                 return Ok(None);
             };
             let expected = if counter == from.counter {
@@ -1151,7 +1223,7 @@ impl ZooKeeperBackend {
                 return Ok(None);
             }
             if counter > from.counter {
-                logged.extend(names.map(|name| (name.to_owned(), counter)));
+                logged.extend(names.into_iter().map(|name| (name.to_owned(), counter)));
             }
         }
         Ok(Some(logged))
@@ -1231,9 +1303,10 @@ impl ZooKeeperBackend {
             for (name, result) in window.iter().zip(results) {
                 let state = match result {
                     zk::MultiReadResult::Data { data, stat } => {
-                        let key = decode_name(operation, name)?;
-                        let entry = parse_entry(operation, key, data, &stat)?;
-                        if entry.revision.0 > node.record.counter {
+                        let row = self.read_row(name, data, &stat);
+                        if let Ok(entry) = &row
+                            && entry.revision.0 > node.record.counter
+                        {
                             // Impossible in one snapshot unless the record is behind the entries.
                             let what = format!(
                                 "entry {:?} has revision {}, above the version record's counter {}",
@@ -1241,7 +1314,7 @@ impl ZooKeeperBackend {
                             );
                             return Err(self.damaged(operation, what).into());
                         }
-                        Some(entry)
+                        Some(row)
                     }
                     zk::MultiReadResult::Error {
                         err: zk::Error::NoNode,
@@ -1259,77 +1332,90 @@ impl ZooKeeperBackend {
         })
     }
 
-    /// Applies the states `resolved` (by znode name) to `entries` and `removed`; a deleted
-    /// key's revision is its last logged change.
+    /// Applies the states `resolved` (by znode name) to `entries`, `removed` and `unreadable`;
+    /// a deleted key's revision is its last logged change. A znode whose name is not an encoded
+    /// key was never an entry: its deletion removes no key, only its unreadable row.
     fn settle(
         &self,
-        operation: Operation,
-        resolved: HashMap<String, Option<StoredEntry>>,
+        resolved: HashMap<String, Option<Row>>,
         last: &HashMap<String, u64>,
         entries: &mut HashMap<String, StoredEntry>,
         removed: &mut HashMap<String, Revision>,
-    ) -> Result<(), Failure> {
+        unreadable: &mut HashMap<String, Unreadable>,
+    ) {
         for (name, state) in resolved {
-            let key = decode_name(operation, &name)?;
+            let key = keys::decode(&name);
             match state {
-                Some(entry) => {
-                    removed.remove(&key);
-                    entries.insert(key, entry);
+                Some(Ok(entry)) => {
+                    unreadable.remove(&name);
+                    removed.remove(&entry.key);
+                    entries.insert(entry.key.clone(), entry);
+                }
+                Some(Err(row)) => {
+                    if let Some(key) = &key {
+                        entries.remove(key);
+                        removed.remove(key);
+                    }
+                    unreadable.insert(name, row);
                 }
                 None => {
-                    entries.remove(&key);
-                    let revision = last.get(&name).copied().unwrap_or_default();
-                    removed.insert(key, Revision(revision));
+                    unreadable.remove(&name);
+                    if let Some(key) = key {
+                        entries.remove(&key);
+                        let revision = last.get(&name).copied().unwrap_or_default();
+                        removed.insert(key, Revision(revision));
+                    }
                 }
             }
         }
-        Ok(())
     }
 
     /// Lists and reads every entry (pipelined in windows), by znode name. `None`: the tree is
     /// missing. Entries deleted meanwhile are left out; callers check the version afterwards.
-    /// A child of `entries` whose name is not an encoded key (not written by this backend) is
-    /// left out with a warning.
-    async fn read_all(
-        &self,
-        client: &zk::Client,
-        operation: Operation,
-    ) -> Result<Option<Vec<(String, Current)>>, Failure> {
+    /// A child of `entries` that is no entry (its name is not an encoded key, written by another
+    /// program) or whose data cannot be read is listed in [`Listing::unreadable`] instead.
+    async fn read_all(&self, client: &zk::Client) -> Result<Option<Listing>, Failure> {
         let names = match client.list_children(&self.paths.entries).await {
             Ok(names) => names,
             Err(zk::Error::NoNode) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        let mut entries = Vec::with_capacity(names.len());
+        let mut listing = Listing {
+            entries: Vec::with_capacity(names.len()),
+            unreadable: Vec::new(),
+        };
         for window in names.chunks(LOAD_WINDOW) {
             let reads: Vec<_> = window
                 .iter()
                 .filter_map(|name| {
-                    let Some(key) = keys::decode(name) else {
-                        tracing::warn!(
-                            path = %self.paths.entry(name),
-                            "zookeeper: a stray znode among the entries is not an encoded key; left out"
-                        );
+                    if keys::decode(name).is_none() {
+                        // Not read: its name alone makes it no entry (and may not even be a
+                        // path this client accepts).
+                        let row = self.unreadable(name, keys::why_not_a_key(name));
+                        listing.unreadable.push((name.clone(), row));
                         return None;
-                    };
-                    Some((name, key, client.get_data(&self.paths.entry(name))))
+                    }
+                    Some((name, client.get_data(&self.paths.entry(name))))
                 })
                 .collect();
-            for (name, key, read) in reads {
+            for (name, read) in reads {
                 match read.await {
-                    Ok((data, stat)) => {
-                        let current = Current {
-                            entry: parse_entry(operation, key, data, &stat)?,
-                            znode_version: stat.version,
-                        };
-                        entries.push((name.clone(), current));
-                    }
+                    Ok((data, stat)) => match self.read_row(name, data, &stat) {
+                        Ok(entry) => listing.entries.push((
+                            name.clone(),
+                            Current {
+                                entry,
+                                znode_version: stat.version,
+                            },
+                        )),
+                        Err(row) => listing.unreadable.push((name.clone(), row)),
+                    },
                     Err(zk::Error::NoNode) => {}
                     Err(e) => return Err(e.into()),
                 }
             }
         }
-        Ok(Some(entries))
+        Ok(Some(listing))
     }
 
     /// A full load: the record (after a `sync`), every entry, the record again; if it moved,
@@ -1339,7 +1425,7 @@ impl ZooKeeperBackend {
         let operation = Operation::Load;
         for _ in 0..MAX_LOADS {
             let first = self.read_node(client, operation, false).await?;
-            let Some(read) = self.read_all(client, operation).await? else {
+            let Some(listing) = self.read_all(client).await? else {
                 // `entries` is missing under a record: damaged, unless the tree was just
                 // wiped or repaired.
                 if matches!(self.read_version(client, false).await?, Read::Node(node) if node == first)
@@ -1349,10 +1435,13 @@ impl ZooKeeperBackend {
                 }
                 continue;
             };
-            let mut entries: HashMap<String, StoredEntry> = read
+            let mut entries: HashMap<String, StoredEntry> = listing
+                .entries
                 .into_iter()
                 .map(|(_, current)| (current.entry.key.clone(), current.entry))
                 .collect();
+            let mut unreadable: HashMap<String, Unreadable> =
+                listing.unreadable.into_iter().collect();
             let last = match self.read_version(client, false).await? {
                 Read::Node(node) => node,
                 Read::Missing => continue,
@@ -1370,6 +1459,7 @@ impl ZooKeeperBackend {
                         last,
                         &mut entries,
                         &mut removed,
+                        &mut unreadable,
                     )
                     .await?;
                 match caught {
@@ -1390,10 +1480,17 @@ impl ZooKeeperBackend {
                 return Err(self.damaged(operation, what).into());
             }
             self.remember(Some(node));
+            if !unreadable.is_empty() {
+                tracing::debug!(
+                    path = %self.paths.base,
+                    rows = unreadable.len(),
+                    "zookeeper: load found entries that cannot be read"
+                );
+            }
             return Ok(Load {
                 version: node.token(),
                 entries: entries.into_values().collect(),
-                unreadable: Vec::new(),
+                unreadable: unreadable.into_values().collect(),
             });
         }
         // Writers kept the dictionary moving faster than every attempt could follow.
@@ -1405,15 +1502,24 @@ impl ZooKeeperBackend {
         let node = self.read_node(client, operation, false).await?;
         let mut entries = HashMap::new();
         let mut removed = HashMap::new();
+        let mut unreadable = HashMap::new();
         let caught = self
-            .catch_up(client, operation, since, node, &mut entries, &mut removed)
+            .catch_up(
+                client,
+                operation,
+                since,
+                node,
+                &mut entries,
+                &mut removed,
+                &mut unreadable,
+            )
             .await?;
         Ok(match caught {
             CatchUp::Reached(node) => Changes::Delta(Delta {
                 version: node.token(),
                 upserts: entries.into_values().collect(),
                 removals: removed.into_iter().collect(),
-                unreadable: Vec::new(),
+                unreadable: unreadable.into_values().collect(),
             }),
             CatchUp::TooOld => Changes::TooOld,
             CatchUp::TooBusy => {
@@ -1521,6 +1627,18 @@ impl ZooKeeperBackend {
         }
         Err(Self::contention(key))
     }
+}
+
+/// True if `name` can be the name of a znode this client reads: not `.` or `..`, and none of
+/// the code points ZooKeeper refuses in paths (as `zookeeper-client` checks them).
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.chars().any(|c| {
+            matches!(u32::from(c), 0..=0x1f | 0x7f..=0x9f | 0xd800..=0xf8ff | 0xfff0..=0xffff)
+                || c == '/'
+        })
 }
 
 /// Waits a random time, growing with `attempt`, before retrying a write that lost a race: a
@@ -1842,10 +1960,12 @@ impl Backend for ZooKeeperBackend {
                     // As in `clear`: the multi's version check proves that the entries read
                     // after the version are still the dictionary's.
                     let node = self.read_node(&client, operation, true).await?;
-                    let Some(entries) = self.read_all(&client, operation).await? else {
+                    let Some(listing) = self.read_all(&client).await? else {
                         continue;
                     };
-                    let mut expired: Vec<(String, Current)> = entries
+                    // Entries that cannot be read have no expiry this sweep could see.
+                    let mut expired: Vec<(String, Current)> = listing
+                        .entries
                         .into_iter()
                         .filter(|(_, c)| c.entry.expires_at.is_some_and(|at| at <= now))
                         .collect();
@@ -1919,20 +2039,51 @@ mod tests {
 
     #[test]
     fn entry_header_carries_revision_and_ttl() {
-        let op = Operation::Load;
-        let plain = parse_entry(op, "k".into(), entry_data(7, None, b"v"), &stat(1000)).unwrap();
+        let plain = parse_entry("k".into(), entry_data(7, None, b"v"), &stat(1000)).unwrap();
         assert_eq!(
             (plain.revision, plain.expires_at, &plain.value[..]),
             (Revision(7), None, &b"v"[..])
         );
         let ttl = Some(Duration::from_millis(1500));
-        let expiring = parse_entry(op, "k".into(), entry_data(7, ttl, b""), &stat(1000)).unwrap();
+        let expiring = parse_entry("k".into(), entry_data(7, ttl, b""), &stat(1000)).unwrap();
         assert_eq!(
             (expiring.revision, expiring.expires_at, &expiring.value[..]),
             (Revision(7), Some(StoreTime(2500)), &b""[..])
         );
-        for bad in [&b"1234567"[..], &(7 | HAS_TTL).to_be_bytes()[..]] {
-            assert!(parse_entry(op, "k".into(), bad.to_vec(), &stat(0)).is_err());
+        let cases: [(&[u8], &str); 4] = [
+            (b"123", "3 bytes, shorter than its 8-byte header"),
+            (
+                &(7 | HAS_TTL).to_be_bytes(),
+                "8 bytes, shorter than its 16-byte header",
+            ),
+            (
+                &(1_u64 << 53).to_be_bytes(),
+                "9007199254740992, is out of range",
+            ),
+            (&u64::MAX.to_be_bytes(), "shorter than its 16-byte header"),
+        ];
+        for (bad, expected) in cases {
+            let error = parse_entry("k".into(), bad.to_vec(), &stat(0)).expect_err(expected);
+            assert!(error.contains(expected), "{error}");
+        }
+        let mut huge = ((1_u64 << 60) | HAS_TTL).to_be_bytes().to_vec();
+        huge.extend_from_slice(&5u64.to_be_bytes());
+        let error = parse_entry("k".into(), huge, &stat(0)).expect_err("out of range");
+        assert!(error.contains("out of range"), "{error}");
+        // The longest TTL saturates instead of overflowing.
+        let mut forever = (3 | HAS_TTL).to_be_bytes().to_vec();
+        forever.extend_from_slice(&u64::MAX.to_be_bytes());
+        let entry = parse_entry("k".into(), forever, &stat(1000)).expect("reads");
+        assert_eq!(entry.expires_at, Some(StoreTime(u64::MAX)));
+    }
+
+    #[test]
+    fn log_names_must_be_znode_names() {
+        for name in ["ka", "notakey", "k%FF", "é"] {
+            assert!(valid_name(name), "{name}");
+        }
+        for name in ["", ".", "..", "a\u{0}", "a\u{7f}", "\u{fff0}", "\u{e000}"] {
+            assert!(!valid_name(name), "{name:?}");
         }
     }
 }

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use durable_core::conformance::{Damage, Harness, StoredCopy, server_from_env};
+use bytes::Bytes;
+use durable_core::conformance::{Damage, Garbage, Harness, StoredCopy, server_from_env};
 use durable_core::{Backend, Error, Name, Operation, Result};
 use durable_zookeeper::{ZooKeeperConfig, ZooKeeperStore, zookeeper_client as zk};
 
@@ -160,6 +161,71 @@ pub fn edit_record(data: &[u8], name: &str, value: Option<&str>) -> Vec<u8> {
     words.join(" ").into_bytes()
 }
 
+/// The znode name of `key`, as the backend encodes it: `k`, then every byte outside
+/// `[A-Za-z0-9_.-]` written `%XX`.
+pub fn encoded(key: &str) -> String {
+    let mut name = String::from("k");
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.') {
+            name.push(char::from(b));
+        } else {
+            name.push_str(&format!("%{b:02X}"));
+        }
+    }
+    name
+}
+
+/// The value of field `name` in the version record `text`.
+fn record_field<'a>(text: &'a str, name: &str) -> &'a str {
+    text.split_ascii_whitespace()
+        .find_map(|word| word.strip_prefix(name)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("the record {text:?} has no {name}"))
+}
+
+/// Writes into the dictionary at `base` as another program imitating a write would, in one
+/// multi: the version record bumped (the next counter, a new stamp, the old one as parent), the
+/// head moved to the new stamp, the operations `add` puts in (given the new counter, the
+/// revision of the write), and the change-log node of the new counter naming `names`. Retried
+/// when the record moved meanwhile.
+pub async fn write_raw(
+    client: &zk::Client,
+    base: &str,
+    names: &[&str],
+    add: impl Fn(&mut zk::MultiWriter<'_>, u64) -> Result<(), zk::Error>,
+) -> Result<(), zk::Error> {
+    let options = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+    for _ in 0..20 {
+        let (data, stat) = client.get_data(base).await?;
+        let text = String::from_utf8_lossy(&data).into_owned();
+        let counter: u64 = record_field(&text, "counter").parse().expect("a counter");
+        let old = record_field(&text, "stamp").to_owned();
+        let new = format!("{:016x}", rand::random::<u64>() | 1);
+        let next = counter + 1;
+        let record = edit_record(&data, "counter", Some(&next.to_string()));
+        let record = edit_record(&record, "stamp", Some(&new));
+        let record = edit_record(&record, "parent", Some(&old));
+        let mut multi = client.new_multi_writer();
+        multi.add_set_data(base, &record, Some(stat.version))?;
+        multi.add_delete(&format!("{base}/stamp/{old}"), None)?;
+        multi.add_create(&format!("{base}/stamp/{new}"), b"", &options)?;
+        add(&mut multi, next)?;
+        let log = format!("stamp={new}\n{}", names.join("/"));
+        multi.add_create(&format!("{base}/log/{next:020}"), log.as_bytes(), &options)?;
+        match multi.commit().await {
+            Ok(_) => return Ok(()),
+            Err(zk::MultiWriteError::OperationFailed {
+                source: zk::Error::BadVersion,
+                ..
+            }) => continue,
+            Err(
+                zk::MultiWriteError::OperationFailed { source, .. }
+                | zk::MultiWriteError::RequestFailed { source },
+            ) => return Err(source),
+        }
+    }
+    Err(zk::Error::BadVersion)
+}
+
 /// Deletes `path` and everything below it, as `deleteall` in zkCli does, retrying when live
 /// handles re-create children meanwhile.
 pub async fn delete_recursive(client: &zk::Client, path: &str) -> Result<(), zk::Error> {
@@ -267,6 +333,60 @@ impl Harness for ZkHarness {
             _ => return Ok(false),
         };
         client.set_data(&path, &damaged, None).await.map_err(fail)?;
+        Ok(true)
+    }
+
+    async fn write_garbage(
+        &self,
+        namespace: &Name,
+        dictionary: &Name,
+        garbage: Garbage,
+        key: &str,
+    ) -> Result<bool> {
+        let client = self.admin.zookeeper_client().await?;
+        let base = Self::path(namespace, dictionary);
+        let entries = format!("{base}/entries");
+        let options = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+        let written = match garbage {
+            Garbage::UndecodableValue => {
+                let backend = self.open(namespace, dictionary).await?;
+                backend
+                    .persist(key, Bytes::from_static(b"{not json \xff"))
+                    .await?;
+                return Ok(true);
+            }
+            // `k<key>%FF`: well-formed escapes whose bytes are not UTF-8, with a good header.
+            Garbage::NonUtf8Key => {
+                let name = format!("{}%FF", encoded(key));
+                let path = format!("{entries}/{name}");
+                write_raw(&client, &base, &[&name], |multi, revision| {
+                    let mut data = revision.to_be_bytes().to_vec();
+                    data.extend_from_slice(b"1");
+                    multi.add_create(&path, &data, &options)
+                })
+                .await
+            }
+            // The key's entry cut to 3 bytes, shorter than its 8-byte header.
+            Garbage::Malformed => {
+                let name = encoded(key);
+                let path = format!("{entries}/{name}");
+                write_raw(&client, &base, &[&name], |multi, _| {
+                    multi.add_set_data(&path, b"\x00\x00\x01", None)
+                })
+                .await
+            }
+            // A child of `entries` that is no encoded key.
+            Garbage::Stray => {
+                let path = format!("{entries}/notakey");
+                write_raw(&client, &base, &["notakey"], |multi, _| {
+                    multi.add_create(&path, b"garbage", &options)
+                })
+                .await
+            }
+            // Every znode holds bytes: there is no type to get wrong.
+            _ => return Ok(false),
+        };
+        written.map_err(|e| Error::backend("zookeeper", Operation::Persist, e))?;
         Ok(true)
     }
 
