@@ -1681,6 +1681,15 @@ impl Backend for ZooKeeperBackend {
         NAME
     }
 
+    /// `zookeeper`, then the dictionary's znode path with the chroot of the connect string in
+    /// front: `zookeeper/<chroot>/<root>/<namespace>/<dictionary>`, e.g.
+    /// `zookeeper/durable/prod/flags` with the default root and no chroot. No server and no
+    /// credentials: a backup stays valid when the ensemble moves.
+    fn location(&self) -> String {
+        let chroot = self.store.chroot().unwrap_or("");
+        format!("{NAME}{chroot}{}", self.paths.base)
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities::all().with_max_value_size(Some(MAX_VALUE_SIZE))
     }

@@ -9,7 +9,9 @@ use zookeeper_client::{Acl, Acls, CreateMode, CreateOptions};
 /// How to reach ZooKeeper and where to keep dictionaries.
 ///
 /// Built from a connect string (`host:port[,host:port...][/chroot]`, the syntax of ZooKeeper's
-/// own clients) and `with_*` options. Every option has a documented default.
+/// own clients, optionally with `user:password@` in front for [digest
+/// authentication](Self::with_digest_auth)) and `with_*` options. Every option has a documented
+/// default.
 ///
 /// ```
 /// use std::time::Duration;
@@ -21,7 +23,23 @@ use zookeeper_client::{Acl, Acls, CreateMode, CreateOptions};
 ///     .with_digest_auth("app", "secret");
 /// // The password never appears in debug output.
 /// assert!(!format!("{config:?}").contains("secret"));
+///
+/// // The same credentials in the connect string, as in a `zk://` URL: the user and password go
+/// // to digest authentication and out of the connect string.
+/// let config = ZooKeeperConfig::new("app:s3/cr@t@zk1:2181,zk2:2181/apps");
+/// assert_eq!(config.connect_string(), "zk1:2181,zk2:2181/apps");
+/// assert!(!format!("{config:?}").contains("s3/cr@t"));
 /// ```
+///
+/// # Credentials in the connect string
+///
+/// Everything before the last `@` that is followed by a valid server list is `user:password`
+/// (the user up to the first `:`), so a password may hold `/`, `?`, `#`, `@`, `%`, `:` and any
+/// other character without escaping. `%XX` escapes (two hex digits) are decoded as in URLs, so
+/// a literal `%` followed by two hex digits must be written `%25`. Consequence: a chroot cannot
+/// contain `@` when credentials come in the connect string; give them with
+/// [`with_digest_auth`](Self::with_digest_auth) then. Neither the password nor the text that
+/// held it ever appears in an error, in `Debug` output or in a log line.
 #[derive(Clone)]
 pub struct ZooKeeperConfig {
     pub(crate) connect: String,
@@ -29,8 +47,11 @@ pub struct ZooKeeperConfig {
     pub(crate) session_timeout: Duration,
     pub(crate) operation_timeout: Duration,
     pub(crate) history: u32,
-    pub(crate) auth: Option<(String, String)>,
+    pub(crate) auth: Option<Credentials>,
     pub(crate) acls: AclPolicy,
+    /// What is wrong with the credentials of the connect string, for [`validate`](Self::validate)
+    /// (never their text).
+    problem: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -50,17 +71,30 @@ impl ZooKeeperConfig {
     /// The default number of writes whose change log is kept for deltas: 1000.
     pub const DEFAULT_HISTORY: u32 = 1000;
 
-    /// Options for the servers of `connect` (`host:port[,host:port...][/chroot]`), with every
-    /// other option at its default.
+    /// Options for the servers of `connect` (`[user:password@]host:port[,host:port...][/chroot]`,
+    /// see [Credentials in the connect string](#credentials-in-the-connect-string)), with every
+    /// other option at its default. A connect string that is not valid is reported by
+    /// [`ZooKeeperStore::new`](crate::ZooKeeperStore::new) as [`Error::Config`] naming the
+    /// problem.
     pub fn new(connect: impl Into<String>) -> Self {
+        let connect = connect.into();
+        let (connect, auth, problem) = match split_credentials(&connect) {
+            Ok((auth, rest)) => (rest.to_owned(), auth, None),
+            // Keep only what follows the last `@`: what precedes it may be a password.
+            Err(problem) => {
+                let rest = connect.rsplit_once('@').map_or("", |(_, rest)| rest);
+                (rest.to_owned(), None, Some(problem))
+            }
+        };
         ZooKeeperConfig {
-            connect: connect.into(),
+            connect,
             root: Self::DEFAULT_ROOT.to_owned(),
             session_timeout: Self::DEFAULT_SESSION_TIMEOUT,
             operation_timeout: Self::DEFAULT_OPERATION_TIMEOUT,
             history: Self::DEFAULT_HISTORY,
-            auth: None,
+            auth,
             acls: AclPolicy::AnyoneAll,
+            problem,
         }
     }
 
@@ -98,8 +132,9 @@ impl ZooKeeperConfig {
         self
     }
 
-    /// Authenticates the session with ZooKeeper's `digest` scheme (`user:password`). The
-    /// password is kept out of `Debug` output.
+    /// Authenticates the session with ZooKeeper's `digest` scheme (`user:password`), instead
+    /// of credentials given in the connect string. The password is kept out of `Debug` output,
+    /// errors and logs.
     pub fn with_digest_auth(
         mut self,
         user: impl Into<String>,
@@ -124,9 +159,14 @@ impl ZooKeeperConfig {
         self
     }
 
-    /// The connect string (servers and chroot).
+    /// The connect string: servers and chroot, without credentials.
     pub fn connect_string(&self) -> &str {
         &self.connect
+    }
+
+    /// The user name of digest authentication, if any (the password is never shown).
+    pub fn digest_user(&self) -> Option<&str> {
+        self.auth.as_ref().map(|(user, _)| &user[..])
     }
 
     pub(crate) fn create_options(&self) -> CreateOptions<'_> {
@@ -138,18 +178,19 @@ impl ZooKeeperConfig {
         CreateMode::Persistent.with_acls(acls)
     }
 
-    /// Splits the connect string into servers and chroot, and checks the root.
-    pub(crate) fn validate(&self) -> Result<(String, Option<String>)> {
-        let (hosts, chroot) = match self.connect.find('/') {
-            Some(i) => (&self.connect[..i], Some(&self.connect[i..])),
-            None => (&self.connect[..], None),
-        };
-        if hosts.trim().is_empty() {
-            return Err(Error::Config(format!(
-                "zookeeper: connect string {:?} names no server",
-                self.connect
-            )));
+    /// Splits the connect string into servers (checked, `host:port` joined by `,`) and chroot,
+    /// and checks the root. Errors name the problem, never the credentials.
+    pub(crate) fn validate(&self) -> Result<(Vec<Server>, Option<String>)> {
+        if let Some(problem) = &self.problem {
+            return Err(Error::Config(format!("zookeeper: {problem}")));
         }
+        let (hosts, chroot) = split_chroot(&self.connect);
+        let servers = parse_servers(hosts).map_err(|problem| {
+            Error::Config(format!(
+                "zookeeper: connect string {:?}: {problem}",
+                self.connect
+            ))
+        })?;
         let chroot = chroot.filter(|c| *c != "/").map(str::to_owned);
         for (what, path) in [
             ("chroot", chroot.as_deref()),
@@ -163,8 +204,189 @@ impl ZooKeeperConfig {
                 )));
             }
         }
-        Ok((hosts.to_owned(), chroot))
+        if self.auth.as_ref().is_some_and(|(user, _)| user.is_empty()) {
+            return Err(Error::Config(
+                "zookeeper: the digest user name is empty (credentials are `user:password`)".into(),
+            ));
+        }
+        Ok((servers, chroot))
     }
+}
+
+/// One server of the connect string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Server {
+    /// The host name or address (an IPv6 address without its brackets).
+    pub(crate) host: String,
+    pub(crate) port: u16,
+}
+
+impl fmt::Display for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// ZooKeeper's client port, used for a server given without one.
+const DEFAULT_PORT: u16 = 2181;
+
+/// A digest user and password.
+type Credentials = (String, String);
+
+/// Splits `user:password@` off the connect string at the last `@` that is followed by a valid
+/// server list: `(credentials, the rest)`. The error never holds the credentials' text.
+fn split_credentials(connect: &str) -> Result<(Option<Credentials>, &str), String> {
+    if !connect.contains('@') {
+        return Ok((None, connect));
+    }
+    let found = connect
+        .match_indices('@')
+        .rev()
+        .map(|(i, _)| (&connect[..i], &connect[i + 1..]))
+        .find(|(_, rest)| parse_servers(split_chroot(rest).0).is_ok());
+    let Some((info, rest)) = found else {
+        let last = connect.rsplit_once('@').map_or("", |(_, rest)| rest);
+        let problem = parse_servers(split_chroot(last).0)
+            .err()
+            .unwrap_or_default();
+        return Err(format!(
+            "the connect string holds `@`, read as credentials `user:password@` before the \
+             servers, but no valid server list follows any `@`; after the last one, \
+             {:?}: {problem}",
+            last
+        ));
+    };
+    let Some((user, password)) = info.split_once(':') else {
+        return Err(
+            "the credentials before `@` in the connect string must be `user:password` (no `:` \
+             found)"
+                .into(),
+        );
+    };
+    Ok((Some((percent_decode(user), percent_decode(password))), rest))
+}
+
+/// `%XX` escapes (two hex digits) decoded; text that is not UTF-8 once decoded is kept as
+/// written.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+            .and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| text.to_owned())
+}
+
+/// Splits servers from the chroot: the chroot starts at the first `/` that is not part of a
+/// server's `tcp://` prefix.
+fn split_chroot(connect: &str) -> (&str, Option<&str>) {
+    let mut at = 0;
+    loop {
+        let rest = &connect[at..];
+        for prefix in ["tcp://", "tcp+tls://"] {
+            if rest.starts_with(prefix) {
+                at += prefix.len();
+                break;
+            }
+        }
+        match connect[at..].find([',', '/']) {
+            Some(i) if connect[at + i..].starts_with(',') => at += i + 1,
+            Some(i) => return (&connect[..at + i], Some(&connect[at + i..])),
+            None => return (connect, None),
+        }
+    }
+}
+
+/// Parses `host[:port][,host[:port]...]` (each optionally `tcp://`; `[v6]:port` for IPv6
+/// addresses). The error names the server and what is wrong with it.
+fn parse_servers(hosts: &str) -> Result<Vec<Server>, String> {
+    if hosts.trim().is_empty() {
+        return Err("it names no server (expected host:port[,host:port...][/chroot])".into());
+    }
+    hosts
+        .split(',')
+        .map(|entry| {
+            if entry.starts_with("tcp+tls://") {
+                return Err(format!(
+                    "server {entry:?}: TLS (`tcp+tls://`) is not supported by this backend"
+                ));
+            }
+            let address = entry.strip_prefix("tcp://").unwrap_or(entry);
+            parse_server(address).map_err(|what| format!("server {entry:?}: {what}"))
+        })
+        .collect()
+}
+
+fn parse_server(address: &str) -> Result<Server, String> {
+    if address.is_empty() {
+        return Err("empty (two commas in a row, or a comma at an end)".into());
+    }
+    let (host, port) = if let Some(rest) = address.strip_prefix('[') {
+        let Some((host, after)) = rest.split_once(']') else {
+            return Err("an IPv6 address opened with `[` is not closed with `]`".into());
+        };
+        if !host.contains(':')
+            || !host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || ":.%".contains(c))
+        {
+            return Err(format!("{host:?} in brackets is not an IPv6 address"));
+        }
+        match after {
+            "" => (host, None),
+            _ => match after.strip_prefix(':') {
+                Some(port) => (host, Some(port)),
+                None => return Err("expected `:port` after the `]` of an IPv6 address".into()),
+            },
+        }
+    } else {
+        match address.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (address, None),
+        }
+    };
+    if host.is_empty() {
+        return Err("the host is empty".into());
+    }
+    if !address.starts_with('[')
+        && !host
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '.' | '-' | '_'))
+    {
+        return Err(format!(
+            "host {host:?} is not a host name or address (letters, digits, `.`, `-`, `_`; an \
+             IPv6 address goes in brackets: [::1]:2181)"
+        ));
+    }
+    let port = match port {
+        None => DEFAULT_PORT,
+        Some(port) => match port.parse::<u16>() {
+            Ok(number) if number > 0 && port.bytes().all(|b| b.is_ascii_digit()) => number,
+            _ => return Err(format!("port {port:?} is not a number from 1 to 65535")),
+        },
+    };
+    Ok(Server {
+        host: host.to_owned(),
+        port,
+    })
 }
 
 fn valid_path(path: &str) -> bool {
@@ -193,5 +415,116 @@ impl fmt::Debug for ZooKeeperConfig {
             )
             .field("acls", &self.acls)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ZooKeeperStore;
+
+    /// User names and passwords with the characters that end a URL's authority, written raw.
+    const SECRETS: [(&str, &str); 8] = [
+        ("app", "s3/cret"),
+        ("app", "s?cret"),
+        ("app", "s#cret"),
+        ("app", "s@cr@t"),
+        ("app", "100%pure"),
+        ("app", "p:w/?#@%"),
+        ("ü/s?e#r", "sécret/€?#@"),
+        ("me@corp", "pa@ss:w/rd"),
+    ];
+
+    #[test]
+    fn credentials_leave_the_connect_string() {
+        for (user, password) in SECRETS {
+            for servers in ["h1:2181", "h1:2181,h2:2182/apps", "tcp://h1,[::1]:2181/a/b"] {
+                let config = ZooKeeperConfig::new(format!("{user}:{password}@{servers}"));
+                assert_eq!(config.connect_string(), servers);
+                assert_eq!(
+                    config.auth.as_ref().map(|(u, p)| (&u[..], &p[..])),
+                    Some((user, password)),
+                    "{user}:{password}@{servers}"
+                );
+                let shown = format!("{config:?}");
+                assert!(!shown.contains(password), "{shown}");
+                config.validate().expect("valid");
+            }
+        }
+        let config = ZooKeeperConfig::new("app:p%40ss%2Fw@h1:2181");
+        assert_eq!(
+            config.auth,
+            Some(("app".into(), "p@ss/w".into())),
+            "%XX escapes decode"
+        );
+        assert_eq!(ZooKeeperConfig::new("h1:2181/apps").auth, None);
+    }
+
+    #[test]
+    fn configuration_errors_name_the_problem_not_the_password() {
+        for (user, password) in SECRETS {
+            for (servers, expected) in [
+                ("h1:notaport", "port \"notaport\""),
+                ("h1:0", "port \"0\""),
+                ("h1:65536", "from 1 to 65535"),
+                ("h1,,h2", "empty"),
+                ("", "no valid server list"),
+                ("h 1:2181", "not a host name"),
+                ("[::1", "not closed"),
+                ("tcp+tls://h1:2181", "TLS"),
+                ("h1:2181/apps/", "chroot \"/apps/\""),
+            ] {
+                let connect = format!("{user}:{password}@{servers}");
+                let Err(Error::Config(message)) =
+                    ZooKeeperStore::new(ZooKeeperConfig::new(&connect))
+                else {
+                    panic!("{connect}: not a configuration error");
+                };
+                assert!(message.contains(expected), "{connect}: {message}");
+                assert!(!message.contains(password), "{connect}: {message}");
+            }
+        }
+        for (connect, expected) in [
+            ("", "names no server"),
+            ("h1:x", "port \"x\""),
+            ("h1:+5", "port \"+5\""),
+            ("app@h1:2181", "must be `user:password`"),
+            (":pw@h1:2181", "user name is empty"),
+        ] {
+            let Err(Error::Config(message)) = ZooKeeperStore::new(ZooKeeperConfig::new(connect))
+            else {
+                panic!("{connect}: not a configuration error");
+            };
+            assert!(message.contains(expected), "{connect}: {message}");
+            assert!(!message.contains("pw"), "{connect}: {message}");
+        }
+        let Err(Error::Config(message)) =
+            ZooKeeperStore::new(ZooKeeperConfig::new("h1").with_root("durable"))
+        else {
+            panic!("a relative root");
+        };
+        assert!(message.contains("root \"durable\""), "{message}");
+    }
+
+    #[test]
+    fn servers_parse_like_zookeeper_clients() {
+        let servers = |connect: &str| {
+            let (hosts, chroot) = split_chroot(connect);
+            let servers: Vec<String> = parse_servers(hosts)
+                .expect(connect)
+                .iter()
+                .map(Server::to_string)
+                .collect();
+            (servers.join(","), chroot.map(str::to_owned))
+        };
+        assert_eq!(servers("h1"), ("h1:2181".into(), None));
+        assert_eq!(
+            servers("tcp://h1:1,h2:2/a/b"),
+            ("h1:1,h2:2".into(), Some("/a/b".into()))
+        );
+        assert_eq!(
+            servers("[::1]:2182,[fe80::1%eth0]/x"),
+            ("[::1]:2182,[fe80::1%eth0]:2181".into(), Some("/x".into()))
+        );
     }
 }

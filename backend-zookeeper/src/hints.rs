@@ -7,7 +7,7 @@ use durable_core::{Hint, HintSender, Hints, Operation, Result};
 use zookeeper_client as zk;
 
 use crate::backend::ZooKeeperBackend;
-use crate::store::{ZooKeeperStore, is_terminal, map_error, timeout_error};
+use crate::store::{ZooKeeperStore, is_terminal, timeout_error};
 
 /// How often an idle hint task checks whether its engine is gone.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
@@ -28,7 +28,7 @@ pub(crate) async fn subscribe(backend: &ZooKeeperBackend) -> Result<Hints> {
             if is_terminal(&e) {
                 store.invalidate(generation);
             }
-            return Err(map_error(operation, e));
+            return Err(store.error(operation, e));
         }
         Err(_) => return Err(timeout_error(operation, timeout)),
     };

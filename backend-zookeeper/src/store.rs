@@ -3,14 +3,18 @@
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use durable_core::{Error, Name, Operation, Result};
 use parking_lot::Mutex;
 use zookeeper_client as zk;
 
 use crate::backend::ZooKeeperBackend;
-use crate::config::ZooKeeperConfig;
+use crate::config::{Server, ZooKeeperConfig};
+
+/// The longest a probe of one server takes (name lookup, then a TCP connection) when a session
+/// could not be established and the error should say why.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub(crate) const NAME: &str = "zookeeper";
 
@@ -28,6 +32,7 @@ pub struct ZooKeeperStore {
 
 pub(crate) struct StoreInner {
     pub(crate) config: ZooKeeperConfig,
+    servers: Vec<Server>,
     hosts: String,
     chroot: Option<String>,
     current: Mutex<Option<(zk::Client, u64)>>,
@@ -53,12 +58,21 @@ impl fmt::Debug for ZooKeeperStore {
 }
 
 impl ZooKeeperStore {
-    /// A store that connects on first use. Fails only on an invalid configuration.
+    /// A store that connects on first use. Fails only on an invalid configuration
+    /// ([`Error::Config`] naming the problem: a server that is not `host:port`, a port out of
+    /// range, a chroot or root that is not an absolute path, credentials that are not
+    /// `user:password`; never the password).
     pub fn new(config: ZooKeeperConfig) -> Result<Self> {
-        let (hosts, chroot) = config.validate()?;
+        let (servers, chroot) = config.validate()?;
+        let hosts = servers
+            .iter()
+            .map(Server::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
         Ok(ZooKeeperStore {
             inner: Arc::new(StoreInner {
                 config,
+                servers,
                 hosts,
                 chroot,
                 current: Mutex::new(None),
@@ -69,8 +83,11 @@ impl ZooKeeperStore {
         })
     }
 
-    /// A store with an established session: [`Error::Unavailable`] or [`Error::Timeout`] when
-    /// no server answers.
+    /// A store with an established session. When none can be established within the
+    /// [operation timeout](ZooKeeperConfig::with_operation_timeout), [`Error::Unavailable`]
+    /// says why for each server: the connection refused, the host name unknown, no answer, or
+    /// a server that accepts connections but establishes no session (not serving, or not
+    /// ZooKeeper). A refused connection fails at once, without waiting for the timeout.
     pub async fn connect(config: ZooKeeperConfig) -> Result<Self> {
         let store = Self::new(config)?;
         store.client(Operation::Open).await?;
@@ -90,6 +107,11 @@ impl ZooKeeperStore {
     /// The options this store was built with.
     pub fn config(&self) -> &ZooKeeperConfig {
         &self.inner.config
+    }
+
+    /// The chroot of the connect string (`/apps` of `zk1:2181/apps`), if any.
+    pub(crate) fn chroot(&self) -> Option<&str> {
+        self.inner.chroot.as_deref()
     }
 
     /// How many ZooKeeper sessions this store has established (more than one after an expiry).
@@ -114,10 +136,17 @@ impl ZooKeeperStore {
             return Ok(found);
         }
         let timeout = self.inner.config.operation_timeout;
-        let client = match tokio::time::timeout(timeout, self.establish()).await {
+        let started = Instant::now();
+        let client = match tokio::time::timeout(timeout, self.establish(operation)).await {
             Ok(Ok(client)) => client,
-            Ok(Err(e)) => return Err(map_error(operation, e)),
-            Err(_) => return Err(timeout_error(operation, timeout)),
+            Ok(Err(Failure::Durable(e))) => return Err(e),
+            Ok(Err(Failure::Zk(e))) if is_connection_failure(&e) => {
+                return Err(self
+                    .no_session(operation, started.elapsed(), false, Some(e))
+                    .await);
+            }
+            Ok(Err(Failure::Zk(e))) => return Err(self.error(operation, e)),
+            Err(_) => return Err(self.no_session(operation, timeout, true, None).await),
         };
         let generation = self.inner.generation.fetch_add(1, Ordering::SeqCst) + 1;
         self.inner.sessions.fetch_add(1, Ordering::Relaxed);
@@ -136,7 +165,7 @@ impl ZooKeeperStore {
         }
     }
 
-    async fn establish(&self) -> Result<zk::Client, zk::Error> {
+    async fn establish(&self, operation: Operation) -> Result<zk::Client, Failure> {
         let config = &self.inner.config;
         let mut connector = zk::Client::connector()
             .with_session_timeout(config.session_timeout)
@@ -149,13 +178,82 @@ impl ZooKeeperStore {
             return Ok(client);
         };
         match client.mkdir(chroot, &config.create_options()).await {
+            Ok(()) => {}
             // The chroot may exist while we may not create in its parent.
-            Ok(()) | Err(zk::Error::NoAuth) => {}
-            Err(e) => return Err(e),
+            Err(zk::Error::NoAuth) => {
+                if client.check_stat(chroot).await?.is_none() {
+                    return Err(Failure::Durable(Error::backend(
+                        NAME,
+                        operation,
+                        format!(
+                            "the chroot {chroot} of the connect string does not exist, and {} \
+                             may not create it (ZooKeeper NoAuth on a parent)",
+                            self.identity()
+                        ),
+                    )));
+                }
+            }
+            Err(e) => return Err(e.into()),
         }
-        client
-            .chroot(chroot.as_str())
-            .map_err(|_| zk::Error::BadArguments(&"invalid chroot"))
+        client.chroot(chroot.as_str()).map_err(|_| {
+            Failure::Durable(Error::Config(format!(
+                "zookeeper: chroot {chroot:?} is not a valid path"
+            )))
+        })
+    }
+
+    /// Who this store's sessions are, for messages: the digest user, never the password.
+    fn identity(&self) -> String {
+        match self.inner.config.digest_user() {
+            Some(user) => format!("digest user {user:?}"),
+            None => "an unauthenticated session".into(),
+        }
+    }
+
+    /// The error of an operation that failed with the driver's `e`: [`map_error`], with the
+    /// session's identity and the root named when the servers refused access.
+    pub(crate) fn error(&self, operation: Operation, e: zk::Error) -> Error {
+        let refused = match e {
+            zk::Error::NoAuth => format!(
+                "not authorized: the ACLs of the znodes under {}{} do not grant {} (ZooKeeper \
+                 NoAuth)",
+                self.inner.chroot.as_deref().unwrap_or(""),
+                self.inner.config.root,
+                self.identity()
+            ),
+            zk::Error::AuthFailed => format!(
+                "authentication failed: the servers refused the credentials of {}",
+                self.identity()
+            ),
+            e => return map_error(operation, e),
+        };
+        Error::backend(NAME, operation, Refused { refused, source: e })
+    }
+
+    /// The error when no session could be established after `waited` (`timed_out`: the
+    /// operation timeout ran out), from the driver's `driver` error if any: each server probed
+    /// (name lookup, TCP connection, at most [`PROBE_TIMEOUT`]) to say why.
+    async fn no_session(
+        &self,
+        operation: Operation,
+        waited: Duration,
+        timed_out: bool,
+        driver: Option<zk::Error>,
+    ) -> Error {
+        let probes = futures_join(
+            self.inner
+                .servers
+                .iter()
+                .map(|server| probe(server.clone())),
+        )
+        .await;
+        let error = NoSession {
+            waited: timed_out.then_some(waited),
+            probes,
+            driver,
+        };
+        tracing::debug!(%error, "zookeeper: no session established");
+        Error::unavailable(NAME, operation, error)
     }
 
     /// Forgets the client of `generation` after a terminal error, so the next call rebuilds.
@@ -193,16 +291,20 @@ impl ZooKeeperStore {
                     Err(Failure::Zk(e)) if is_terminal(&e) => {
                         self.invalidate(generation);
                         if !(retry_on_expiry && attempts < 2) {
-                            return Err(map_error(operation, e));
+                            return Err(self.error(operation, e));
                         }
                     }
-                    Err(Failure::Zk(e)) => return Err(map_error(operation, e)),
+                    Err(Failure::Zk(e)) => return Err(self.error(operation, e)),
                     Err(Failure::Durable(e)) => return Err(e),
                 }
             }
         };
         match tokio::time::timeout(timeout, body).await {
             Ok(result) => result,
+            // Still no session: say why rather than only how long.
+            Err(_) if self.live().is_none() => {
+                Err(self.no_session(operation, timeout, true, None).await)
+            }
             Err(_) => Err(timeout_error(operation, timeout)),
         }
     }
@@ -224,6 +326,125 @@ impl From<zk::Error> for Failure {
 impl From<Error> for Failure {
     fn from(e: Error) -> Self {
         Failure::Durable(e)
+    }
+}
+
+/// Driver errors of a session that could not be established for want of a server.
+fn is_connection_failure(e: &zk::Error) -> bool {
+    matches!(
+        e,
+        zk::Error::NoHosts | zk::Error::ConnectionLoss | zk::Error::Timeout | zk::Error::Custom(_)
+    )
+}
+
+/// The servers refused access: what, and the driver's error.
+#[derive(Debug)]
+struct Refused {
+    refused: String,
+    source: zk::Error,
+}
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.refused)
+    }
+}
+
+impl std::error::Error for Refused {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// What a probe of one server found.
+#[derive(Debug)]
+enum Probe {
+    /// The host name does not resolve.
+    UnknownHost(std::io::Error),
+    /// The name lookup did not finish within [`PROBE_TIMEOUT`].
+    LookupTimeout,
+    /// The TCP connection failed (refused, unreachable network, ...).
+    Connect(std::io::Error),
+    /// No answer to the TCP connection within [`PROBE_TIMEOUT`].
+    ConnectTimeout,
+    /// The server accepts TCP connections: the session failed at ZooKeeper's level.
+    Accepts,
+}
+
+/// Looks up `server` and opens (then closes) a TCP connection to it.
+async fn probe(server: Server) -> (Server, Probe) {
+    let lookup = tokio::net::lookup_host((server.host.clone(), server.port));
+    let addresses: Vec<std::net::SocketAddr> =
+        match tokio::time::timeout(PROBE_TIMEOUT, lookup).await {
+            Ok(Ok(addresses)) => addresses.collect(),
+            Ok(Err(e)) => return (server, Probe::UnknownHost(e)),
+            Err(_) => return (server, Probe::LookupTimeout),
+        };
+    let connect = tokio::net::TcpStream::connect(&addresses[..]);
+    let found = match tokio::time::timeout(PROBE_TIMEOUT, connect).await {
+        Ok(Ok(_)) => Probe::Accepts,
+        Ok(Err(e)) => Probe::Connect(e),
+        Err(_) => Probe::ConnectTimeout,
+    };
+    (server, found)
+}
+
+/// Runs `futures` concurrently and returns their outputs in order.
+async fn futures_join<F>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+    let mut outputs = Vec::with_capacity(handles.len());
+    for handle in handles {
+        outputs.push(handle.await.expect("a probe does not panic"));
+    }
+    outputs
+}
+
+/// No session could be established: with each server, what its probe found.
+#[derive(Debug)]
+struct NoSession {
+    /// The time limit that ran out, if one did.
+    waited: Option<Duration>,
+    probes: Vec<(Server, Probe)>,
+    driver: Option<zk::Error>,
+}
+
+impl fmt::Display for NoSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.waited {
+            Some(waited) => write!(f, "no ZooKeeper session established within {waited:?}")?,
+            None => f.write_str("no ZooKeeper session could be established")?,
+        }
+        for (i, (server, probe)) in self.probes.iter().enumerate() {
+            f.write_str(if i == 0 { ": " } else { "; " })?;
+            match probe {
+                Probe::UnknownHost(e) => write!(f, "{server}: unknown host ({e})")?,
+                Probe::LookupTimeout => write!(
+                    f,
+                    "{server}: the host name did not resolve within {PROBE_TIMEOUT:?}"
+                )?,
+                Probe::Connect(e) => write!(f, "{server}: {e}")?,
+                Probe::ConnectTimeout => write!(
+                    f,
+                    "{server}: no answer to a TCP connection within {PROBE_TIMEOUT:?}"
+                )?,
+                Probe::Accepts => write!(
+                    f,
+                    "{server}: accepts TCP connections but established no session (a server \
+                     that is not serving, e.g. without a quorum, or not a ZooKeeper server)"
+                )?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for NoSession {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.driver.as_ref().map(|e| e as _)
     }
 }
 

@@ -366,3 +366,38 @@ async fn a_revision_out_of_range_does_not_block_a_repair() {
     assert_eq!(load.unreadable[0].key, "b");
     env.cleanup().await;
 }
+
+/// `location` names the dictionary (chroot, root, namespace, dictionary), never the servers or
+/// the credentials: equal for two stores over the same dictionary, different otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn location_names_the_dictionary_only() {
+    let Some(env) = Env::new() else { return };
+    let ns = env.namespace.as_str();
+    let one = env.backend("flags").await;
+    let other = ZooKeeperStore::new(
+        config(&format!("app:s3/cr?t#@{}", env.connect)).with_digest_auth("app", "s3cret"),
+    )
+    .expect("config")
+    .backend(ns, "flags")
+    .expect("backend");
+    assert_eq!(one.location(), format!("zookeeper{ROOT}/{ns}/flags"));
+    assert_eq!(one.location(), other.location());
+    let store = ZooKeeperStore::new(config(&env.connect)).expect("config");
+    let chrooted = ZooKeeperStore::new(config(&format!("{}/apps", env.connect))).expect("config");
+    let rooted = ZooKeeperStore::new(config(&env.connect).with_root("/elsewhere")).expect("config");
+    let locations = [
+        store.backend(ns, "other").expect("backend").location(),
+        store
+            .backend("otherns", "flags")
+            .expect("backend")
+            .location(),
+        chrooted.backend(ns, "flags").expect("backend").location(),
+        rooted.backend(ns, "flags").expect("backend").location(),
+    ];
+    assert_eq!(locations[2], format!("zookeeper/apps{ROOT}/{ns}/flags"));
+    for location in &locations {
+        assert_ne!(*location, one.location());
+        assert!(!location.contains("127.0.0.1") && !location.contains("s3"));
+    }
+    env.cleanup().await;
+}
