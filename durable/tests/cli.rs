@@ -501,6 +501,17 @@ fn load_timeout_bounds_the_full_load_and_is_named_in_the_error() {
         .collect();
     let file = dir.path().join("many.jsonl");
     std::fs::write(&file, lines).unwrap();
+    // One batch of 20,000 entries takes more than a millisecond: --timeout bounds it, and says so.
+    let (code, _, err) = durable(
+        &url,
+        "load",
+        &["--timeout", "0.000001", "import", file.to_str().unwrap()],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("timed out") && err.contains("raise --timeout"),
+        "{err}"
+    );
     ok(&url, "load", &["import", file.to_str().unwrap()]);
 
     let (code, _, err) = durable(&url, "load", &["--load-timeout", "0.000001", "stats"]);
@@ -512,7 +523,9 @@ fn load_timeout_bounds_the_full_load_and_is_named_in_the_error() {
     let stats: Value =
         serde_json::from_str(&ok(&url, "load", &["--load-timeout", "300", "stats"])).unwrap();
     assert_eq!(stats["entries"], json!(20_000));
-    let (code, _, err) = durable(&url, "load", &["--load-timeout", "0", "stats"]);
-    assert_eq!(code, 2);
-    assert!(err.contains("--load-timeout"), "{err}");
+    for flag in ["--load-timeout", "--timeout"] {
+        let (code, _, err) = durable(&url, "load", &[flag, "0", "stats"]);
+        assert_eq!(code, 2);
+        assert!(err.contains(flag) && err.contains("more than 0"), "{err}");
+    }
 }

@@ -55,7 +55,7 @@ struct Cli {
     #[arg(short, long = "dict", global = true)]
     dictionary: Option<String>,
     /// Time limit of one full load of the dictionary, in seconds (a million entries take
-    /// seconds); opening waits this long plus one operation's 5 s.
+    /// seconds); opening waits this long plus --timeout.
     #[arg(
         long,
         value_name = "SECONDS",
@@ -64,6 +64,16 @@ struct Cli {
         global = true
     )]
     load_timeout: Duration,
+    /// Time limit of every other store operation, in seconds (a version check, a write, one
+    /// batch of `import`).
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value = "5",
+        value_parser = parse_timeout,
+        global = true
+    )]
+    timeout: Duration,
     #[command(subcommand)]
     command: Command,
 }
@@ -86,8 +96,9 @@ impl Cli {
     /// The options of every handle the command opens (load and open time limits).
     fn options(&self) -> Options {
         Options::new()
+            .with_timeout(self.timeout)
             .with_load_timeout(self.load_timeout)
-            .with_open_timeout(self.load_timeout.saturating_add(Duration::from_secs(5)))
+            .with_open_timeout(self.load_timeout.saturating_add(self.timeout))
     }
 }
 
@@ -197,7 +208,8 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum FlagsCommand {
     /// Store a flagd flag file. Every flag is validated first (nothing is written if one is
-    /// invalid; the error names its JSON path); afterwards the dictionary holds exactly the file.
+    /// invalid; the error names its JSON path); afterwards the dictionary holds exactly the file
+    /// (with --merge: the file's flags, and the others it held).
     Import {
         /// The flag file (`-`: standard input).
         file: PathBuf,
@@ -254,6 +266,10 @@ fn parse_ttl(text: &str) -> Result<Duration, String> {
         return Err("at least 0.001 (stores keep expiries to the millisecond)".into());
     }
     Ok(ttl)
+}
+
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    parse_load_timeout(text)
 }
 
 fn parse_load_timeout(text: &str) -> Result<Duration, String> {
@@ -320,6 +336,17 @@ fn open_error(cli: &Cli, error: durable::Error) -> String {
         } => format!(
             "{error} (a large dictionary: raise --load-timeout, now {} s)",
             cli.load_timeout.as_secs_f64()
+        ),
+        _ => error.to_string(),
+    }
+}
+
+/// An error of a store operation, with a hint when it ran out of time.
+fn op_error(cli: &Cli, error: durable::Error) -> String {
+    match &error {
+        durable::Error::Timeout { .. } => format!(
+            "{error} (raise --timeout, now {} s)",
+            cli.timeout.as_secs_f64()
         ),
         _ => error.to_string(),
     }
@@ -616,17 +643,17 @@ async fn run(cli: Cli) -> CliResult {
                 Some(ttl) => dict.insert_with_ttl(key, bytes, *ttl).await,
                 None => dict.insert(key, bytes).await,
             }
-            .map_err(err)?;
+            .map_err(|e| op_error(&cli, e))?;
             writeln!(out, "version {version}").map_err(err)?;
         }
         Command::Sweep => {
             let (_, dict) = open(&cli, manual()).await?;
-            let removed = dict.sweep().await.map_err(err)?;
+            let removed = dict.sweep().await.map_err(|e| op_error(&cli, e))?;
             writeln!(out, "{removed}").map_err(err)?;
         }
         Command::Del { key } => {
             let (_, dict) = open(&cli, manual()).await?;
-            match dict.remove(key).await.map_err(err)? {
+            match dict.remove(key).await.map_err(|e| op_error(&cli, e))? {
                 Some(version) => writeln!(out, "version {version}").map_err(err)?,
                 None => {
                     return Err(format!(
@@ -680,7 +707,10 @@ async fn run(cli: Cli) -> CliResult {
         }
         Command::Incr { key, delta } => {
             let (_, dict) = open(&cli, manual()).await?;
-            let (value, _) = dict.increment(key, *delta).await.map_err(err)?;
+            let (value, _) = dict
+                .increment(key, *delta)
+                .await
+                .map_err(|e| op_error(&cli, e))?;
             writeln!(out, "{value}").map_err(err)?;
         }
         Command::Cas {
@@ -700,7 +730,7 @@ async fn run(cli: Cli) -> CliResult {
             match dict
                 .compare_and_swap(key, expected, new)
                 .await
-                .map_err(err)?
+                .map_err(|e| op_error(&cli, e))?
             {
                 Cas::Swapped { version } => writeln!(out, "swapped {version}").map_err(err)?,
                 Cas::Conflict { current } => {
@@ -761,7 +791,7 @@ async fn run(cli: Cli) -> CliResult {
         }
         Command::Stats => {
             let (_, dict) = open(&cli, manual()).await?;
-            dict.sync().await.map_err(err)?;
+            dict.sync().await.map_err(|e| op_error(&cli, e))?;
             writeln!(
                 out,
                 "{}",
@@ -805,11 +835,15 @@ async fn run(cli: Cli) -> CliResult {
             let (_, dict) = open(&cli, manual()).await?;
             let count = entries.len();
             if dict.capabilities().batch {
-                dict.insert_many(entries).await.map_err(err)?;
+                dict.insert_many(entries)
+                    .await
+                    .map_err(|e| op_error(&cli, e))?;
                 eprintln!("imported {count} entries in one atomic batch");
             } else {
                 for (key, value) in entries {
-                    dict.insert(&key, value).await.map_err(err)?;
+                    dict.insert(&key, value)
+                        .await
+                        .map_err(|e| op_error(&cli, e))?;
                 }
                 eprintln!("imported {count} entries one by one (this store has no batches)");
             }
