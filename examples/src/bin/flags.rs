@@ -382,7 +382,7 @@ async fn admin(State(app): State<App>, snapshot: RequestFlags) -> impl IntoRespo
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>Feature flags</title>\
          <style>{STYLE}</style></head><body><h1>Feature flags</h1>{stale}{outage}\
          <p class=\"meta\">version <code id=\"version\">{version}</code> · snapshot age \
-         <span id=\"age\">{age:?}</span> · backend {backend} · {checks} checks, {unchanged} \
+         <span id=\"age\">{age:.3} s</span> · backend {backend} · {checks} checks, {unchanged} \
          unchanged, {deltas} deltas, {reloads} reloads, {coalesced} coalesced, {hint_skips} \
          skipped by hints, {errors} errors</p>\
          <table><thead><tr><th>flag</th><th>value</th><th>actions</th></tr></thead>\
@@ -392,7 +392,7 @@ async fn admin(State(app): State<App>, snapshot: RequestFlags) -> impl IntoRespo
          placeholder=\"JSON value, e.g. true\" required> <button>add</button></form>\
          </body></html>",
         version = snapshot.version(),
-        age = snapshot.age(),
+        age = snapshot.age().as_secs_f64(),
         backend = app.flags.backend_name(),
         checks = stats.checks,
         unchanged = stats.unchanged,
