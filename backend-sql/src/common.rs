@@ -159,49 +159,6 @@ pub(crate) fn check_key(backend: &str, key: &str) -> durable_core::Result<()> {
     Ok(())
 }
 
-/// `url` with its password replaced by `***`, for messages and `Debug`.
-pub(crate) fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_owned();
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let mut out = String::with_capacity(url.len());
-    out.push_str(&url[..scheme_end + 3]);
-    match authority.rfind('@') {
-        Some(at) => {
-            let userinfo = &authority[..at];
-            match userinfo.find(':') {
-                Some(colon) => {
-                    out.push_str(&userinfo[..colon]);
-                    out.push_str(":***");
-                }
-                None => out.push_str(userinfo),
-            }
-            out.push_str(&authority[at..]);
-        }
-        None => out.push_str(authority),
-    }
-    let tail = &rest[authority_end..];
-    // Query parameters such as `password=` are redacted too.
-    match tail.find('?') {
-        Some(q) => {
-            out.push_str(&tail[..=q]);
-            let params: Vec<String> = tail[q + 1..]
-                .split('&')
-                .map(|p| match p.split_once('=') {
-                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
-                    _ => p.to_owned(),
-                })
-                .collect();
-            out.push_str(&params.join("&"));
-        }
-        None => out.push_str(tail),
-    }
-    out
-}
-
 /// Milliseconds since the Unix epoch on this process's clock, for tombstone ages (expiry times
 /// come from the database's clock instead).
 pub(crate) fn now_millis() -> i64 {
@@ -294,7 +251,7 @@ pub(crate) struct Sql {
     pub(crate) bump_records_stamp: bool,
     /// (ns, dict, slot, counter, stamp): stores the stamp of `counter` in the history.
     pub(crate) record_stamp: String,
-    /// (ns, dict) -> the highest revision stored (tombstones included), NULL if none.
+    /// (ns, dict) -> the highest valid revision stored (tombstones included), NULL if none.
     pub(crate) max_revision: String,
     /// (ns, dict, epoch, counter, oldest_served, stamp): creates the version record unless one
     /// exists (then it affects no row).
@@ -326,7 +283,7 @@ pub(crate) struct Sql {
     pub(crate) load_entries: String,
     /// (ns, dict, after) -> key, value, revision, expires_at, tombstone.
     pub(crate) changes: String,
-    /// (ns, dict, cutoff) -> highest revision of tombstones older than the cutoff.
+    /// (ns, dict, cutoff) -> highest valid revision of tombstones older than the cutoff.
     pub(crate) trim_max: String,
     /// (ns, dict, revision): deletes tombstones up to that revision.
     pub(crate) trim_delete: String,
@@ -366,6 +323,18 @@ impl Sql {
         // A valid record's counter can be bumped and stays below 2^53; stamp 0 (or NULL) means
         // "written before stamps existed". PostgreSQL and MySQL columns hold only integers.
         let valid_counter = format!("counter >= 0 AND counter < {COUNTER_LIMIT} AND stamp <> 0");
+        // A revision a version record's counter may take: rows written by another program with
+        // a revision out of this range are reported unreadable, and never chosen as a counter
+        // or as the oldest served token. SQLite also needs the type checked (text sorts above
+        // every number).
+        #[allow(unreachable_patterns)]
+        let valid_revision = match dialect {
+            #[cfg(feature = "sqlite")]
+            Dialect::Sqlite => format!(
+                "typeof(revision) = 'integer' AND revision >= 0 AND revision < {COUNTER_LIMIT}"
+            ),
+            _ => format!("revision >= 0 AND revision < {COUNTER_LIMIT}"),
+        };
         #[allow(unreachable_patterns)]
         let d: DialectSql = match dialect {
             #[cfg(feature = "postgres")]
@@ -610,7 +579,8 @@ impl Sql {
                 d.stamp_upsert_tail
             ),
             max_revision: format!(
-                "SELECT MAX(revision) FROM {e} WHERE namespace = ? AND dictionary = ?"
+                "SELECT MAX(revision) FROM {e} WHERE namespace = ? AND dictionary = ? AND \
+                 {valid_revision}"
             ),
             insert_version: format!(
                 "{insert_start} {v} (namespace, dictionary, epoch, counter, oldest_served, stamp, \
@@ -646,7 +616,7 @@ impl Sql {
             ),
             trim_max: format!(
                 "SELECT MAX(revision) FROM {e} WHERE namespace = ? AND dictionary = ? AND \
-                 tombstone = TRUE AND written_at <= ?"
+                 tombstone = TRUE AND written_at <= ? AND {valid_revision}"
             ),
             trim_delete: format!(
                 "DELETE FROM {e} WHERE namespace = ? AND dictionary = ? AND tombstone = TRUE AND \
@@ -745,20 +715,6 @@ impl Sql {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(
-            redact_url("postgres://user:secret@host:5432/db?sslmode=require"),
-            "postgres://user:***@host:5432/db?sslmode=require"
-        );
-        assert_eq!(
-            redact_url("mysql://root@127.0.0.1/test?password=x&ssl-mode=required"),
-            "mysql://root@127.0.0.1/test?password=***&ssl-mode=required"
-        );
-        assert_eq!(redact_url("sqlite::memory:"), "sqlite::memory:");
-        assert_eq!(redact_url("sqlite://data.db"), "sqlite://data.db");
-    }
 
     #[test]
     fn identifiers_are_validated() {

@@ -2,13 +2,18 @@
 //! refused as a conflict.
 //!
 //! An operation's attempt returns [`Failure`], which keeps the sqlx error as it is; [`retry`]
-//! classifies it ([`classify`]), runs the attempt again when the database says so and it is safe
-//! (the transaction was rolled back, nothing was written), and only then makes it an [`Error`].
+//! classifies it ([`classify`]) and runs the attempt again when the database says so and it is
+//! safe (the transaction was rolled back, nothing was written); the store's [`Target`] then makes
+//! it an [`Error`] that says what went wrong in words and shows no credentials.
 
+use std::fmt;
 use std::future::Future;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use durable_core::{Error, Operation};
+
+use crate::credentials::Secrets;
 
 /// Why one attempt of an operation failed.
 #[derive(Debug)]
@@ -104,12 +109,275 @@ pub(crate) fn classify(error: &sqlx::Error) -> Class {
     }
 }
 
-/// Maps a driver error that is not retried into durable's categories.
-pub(crate) fn map_err(backend: &str, operation: Operation, error: sqlx::Error) -> Error {
-    match classify(&error) {
-        Class::Other => Error::backend(backend, operation, error),
-        _ => Error::unavailable(backend, operation, error),
+/// Where a store connects, to explain driver errors in words (connection refused, unknown host,
+/// authentication, missing database, missing directory) and to keep the URL's credentials out of
+/// them.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    /// The backend's name.
+    pub(crate) backend: &'static str,
+    /// `host:port`, a socket path or a database file, as messages name it (never credentials).
+    pub(crate) place: String,
+    /// The database name, where the URL gives one (PostgreSQL, MySQL).
+    pub(crate) database: Option<String>,
+    /// How long the pool waits for a connection.
+    pub(crate) acquire_timeout: Duration,
+    /// What messages must not show.
+    pub(crate) secrets: Secrets,
+}
+
+/// The category a driver error falls in, with its explanation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// [`Error::Config`]: retrying cannot help (credentials refused, no such database).
+    Config,
+    /// [`Error::Unavailable`].
+    Unavailable,
+    /// [`Error::Backend`].
+    Backend,
+}
+
+/// A driver error explained: the message says what went wrong (credentials scrubbed); the
+/// driver's error is kept as the source when it shows no credentials.
+#[derive(Debug)]
+pub(crate) struct Cause {
+    message: String,
+    source: Option<sqlx::Error>,
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
     }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_ref().map(|e| e as _)
+    }
+}
+
+impl Target {
+    /// Maps a driver error that is not retried into durable's categories, explained.
+    pub(crate) fn explain(&self, operation: Operation, error: sqlx::Error) -> Error {
+        let (kind, message) = self.describe(&error);
+        let clean = !self.secrets.shown_in(&error.to_string())
+            && !self.secrets.shown_in(&format!("{error:?}"));
+        let cause = Cause {
+            message,
+            source: clean.then_some(error),
+        };
+        self.error(kind, operation, cause)
+    }
+
+    /// [`explain`](Self::explain) for an error the caller keeps (a failed probe, shared by the
+    /// callers that wait for it): the source is the explanation alone.
+    pub(crate) fn explain_ref(&self, operation: Operation, error: &sqlx::Error) -> Error {
+        let (kind, message) = self.describe(error);
+        self.error(
+            kind,
+            operation,
+            Cause {
+                message,
+                source: None,
+            },
+        )
+    }
+
+    fn error(&self, kind: Kind, operation: Operation, cause: Cause) -> Error {
+        match kind {
+            Kind::Config => Error::Config(format!("{}: {operation}: {cause}", self.backend)),
+            Kind::Unavailable => Error::unavailable(self.backend, operation, cause),
+            Kind::Backend => Error::backend(self.backend, operation, cause),
+        }
+    }
+
+    /// What `error` means, in words, with credentials scrubbed.
+    fn describe(&self, error: &sqlx::Error) -> (Kind, String) {
+        let place = &self.place;
+        let by_class = || match classify(error) {
+            Class::Other => Kind::Backend,
+            _ => Kind::Unavailable,
+        };
+        let (kind, message) = match error {
+            sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => (
+                Kind::Unavailable,
+                format!("connection refused by {place} ({io})"),
+            ),
+            sqlx::Error::Io(io) if io.to_string().contains("lookup address") => (
+                Kind::Unavailable,
+                format!("unknown host: the name of {place} cannot be resolved ({io})"),
+            ),
+            sqlx::Error::Io(io) => (Kind::Unavailable, format!("connection to {place}: {io}")),
+            sqlx::Error::Tls(tls) => (Kind::Unavailable, format!("TLS with {place}: {tls}")),
+            sqlx::Error::PoolTimedOut => (
+                Kind::Unavailable,
+                format!(
+                    "no connection to {place} within {:?} (every pooled connection busy, or the \
+                     server too slow to accept one)",
+                    self.acquire_timeout
+                ),
+            ),
+            sqlx::Error::Database(db) => {
+                let code = db.code().unwrap_or_default().into_owned();
+                let said = format!("{} (code {code})", db.message());
+                let database = self.database.as_deref().unwrap_or_default();
+                match self.reason(db.as_ref(), &code) {
+                    Some(Reason::Authentication) => (
+                        Kind::Config,
+                        format!(
+                            "authentication failed at {place} (check the user name and password \
+                             of the URL): {said}"
+                        ),
+                    ),
+                    Some(Reason::MissingDatabase) => (
+                        Kind::Config,
+                        format!("database {database:?} does not exist on {place}: {said}"),
+                    ),
+                    Some(Reason::CannotOpenFile) => {
+                        let path = std::path::Path::new(place);
+                        let why = match path.parent() {
+                            Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => {
+                                format!("directory {} does not exist", dir.display())
+                            }
+                            _ => "the file cannot be opened or created here".to_owned(),
+                        };
+                        (
+                            Kind::Unavailable,
+                            format!("cannot open database file {place}: {why} ({said})"),
+                        )
+                    }
+                    None => (by_class(), said),
+                }
+            }
+            other => (by_class(), other.to_string()),
+        };
+        (kind, self.secrets.scrub(&message))
+    }
+
+    /// Which explained case a database error is, if any.
+    fn reason(&self, db: &dyn sqlx::error::DatabaseError, code: &str) -> Option<Reason> {
+        #[cfg(feature = "mysql")]
+        if let Some(my) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+            return match my.number() {
+                // Access denied (to the server, to the database, without a password); an
+                // authentication method the client cannot use.
+                1045 | 1044 | 1698 | 1251 => Some(Reason::Authentication),
+                // Unknown database.
+                1049 => Some(Reason::MissingDatabase),
+                _ => None,
+            };
+        }
+        #[cfg(feature = "sqlite")]
+        if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+            // SQLITE_CANTOPEN, with its extended codes.
+            return (code.parse::<i32>().map(|c| c & 0xff) == Ok(14))
+                .then_some(Reason::CannotOpenFile);
+        }
+        let _ = db;
+        match code {
+            // PostgreSQL: invalid password; invalid authorization (no such role, refused by
+            // pg_hba.conf).
+            "28P01" | "28000" => Some(Reason::Authentication),
+            // Invalid catalog name: no such database.
+            "3D000" => Some(Reason::MissingDatabase),
+            _ => None,
+        }
+    }
+}
+
+/// Makes operations fail fast, with the real cause, when the database cannot be reached.
+///
+/// A pool retries a refused connection until its acquire timeout and then says only "pool timed
+/// out". So when a pool holds no connection at all (at connect, or once the server went away
+/// and the pool dropped its connections), one connection is first made directly (a probe), and
+/// its error (connection refused, unknown host, authentication failed, no such database) fails
+/// the operation at once. Concurrent callers share one probe; its outcome is reused for
+/// [`FRESH`](Gate::FRESH).
+#[derive(Debug, Default)]
+pub(crate) struct Gate {
+    last: tokio::sync::Mutex<Option<(Instant, Option<Arc<sqlx::Error>>)>>,
+}
+
+impl Gate {
+    /// How long a probe's outcome is reused.
+    const FRESH: Duration = Duration::from_millis(250);
+
+    /// Ok if a connection can be made (a probe made less than [`FRESH`](Self::FRESH) ago
+    /// counts), else the probe's error, explained for `operation`.
+    pub(crate) async fn pass<F, Fut>(
+        &self,
+        target: &Target,
+        operation: Operation,
+        probe: F,
+    ) -> Result<(), Error>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<(), sqlx::Error>>,
+    {
+        let mut last = self.last.lock().await;
+        if let Some((at, outcome)) = &*last
+            && at.elapsed() < Self::FRESH
+        {
+            return match outcome {
+                None => Ok(()),
+                Some(error) => Err(target.explain_ref(operation, error)),
+            };
+        }
+        let outcome = probe().await.err().map(Arc::new);
+        *last = Some((Instant::now(), outcome.clone()));
+        match outcome {
+            None => Ok(()),
+            Some(error) => Err(target.explain_ref(operation, &error)),
+        }
+    }
+
+    /// Probes now, whatever the last outcome (after the pool timed out connecting).
+    pub(crate) async fn probe_now<F, Fut>(
+        &self,
+        target: &Target,
+        operation: Operation,
+        probe: F,
+    ) -> Result<(), Error>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<(), sqlx::Error>>,
+    {
+        *self.last.lock().await = None;
+        self.pass(target, operation, probe).await
+    }
+}
+
+/// One connection made directly with `connect` within `timeout`, then closed: what
+/// [`Gate`] calls a probe.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub(crate) async fn probe_with<C>(connect: &C, timeout: Duration) -> Result<(), sqlx::Error>
+where
+    C: sqlx::ConnectOptions,
+    C::Connection: Sized,
+{
+    use sqlx::Connection;
+    match tokio::time::timeout(timeout, connect.connect()).await {
+        Ok(Ok(connection)) => {
+            // A failed goodbye changes nothing: the connection is gone either way.
+            let _ = connection.close().await;
+            Ok(())
+        }
+        Ok(Err(error)) => Err(error),
+        Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no connection within {timeout:?}"),
+        ))),
+    }
+}
+
+/// The database errors [`Target`] explains in words of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reason {
+    Authentication,
+    MissingDatabase,
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+    CannotOpenFile,
 }
 
 /// How many times an attempt refused with [`Class::Conflict`] is run again.
@@ -122,15 +390,15 @@ const BUSY_RETRIES: u32 = 2;
 ///
 /// Every attempt is a whole transaction (or a single statement): a failure of class
 /// [`Class::Conflict`] or [`Class::Busy`] means the database wrote nothing, so the attempt is
-/// run again after a short random pause. Conflicts that persist become [`Error::Contention`] on
-/// `key` when the operation writes one key, [`Error::Unavailable`] otherwise; everything else
-/// is mapped by [`map_err`].
+/// run again after a short random pause. Conflicts that persist on `key` (an operation that
+/// writes one key) become [`Error::Contention`]; every other driver error is returned as it is,
+/// for the caller to explain ([`Target::explain`]).
 pub(crate) async fn retry<T, F, Fut>(
     backend: &str,
     operation: Operation,
     key: Option<&str>,
     mut attempt: F,
-) -> durable_core::Result<T>
+) -> Result<T, Failure>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, Failure>>,
@@ -139,7 +407,7 @@ where
     loop {
         let error = match attempt().await {
             Ok(value) => return Ok(value),
-            Err(Failure::Done(error)) => return Err(error),
+            Err(Failure::Done(error)) => return Err(Failure::Done(error)),
             Err(Failure::Sql(error)) => error,
         };
         let class = classify(&error);
@@ -155,12 +423,12 @@ where
             continue;
         }
         return Err(match (class, key) {
-            (Class::Conflict, Some(key)) => Error::Contention {
+            (Class::Conflict, Some(key)) => Failure::Done(Error::Contention {
                 backend: backend.to_owned(),
                 key: key.to_owned(),
                 attempts: retries + 1,
-            },
-            _ => map_err(backend, operation, error),
+            }),
+            _ => Failure::Sql(error),
         });
     }
 }

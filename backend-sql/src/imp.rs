@@ -2,15 +2,22 @@
 //! sqlx database type (sqlx's generic bounds across databases are unwieldy; the SQL text itself
 //! comes from [`Sql`](crate::common::Sql)).
 //!
-//! The invoking module defines: `type Db`, `const NAME`, `begin_write(&Pool)`,
-//! `begin_read(&Pool)`, `key_arg(&str)`, `key_from(&Row, usize)`, and on the backend type
-//! `capabilities_impl(&self)`, `subscribe_impl(&self)`.
-//! The backend type has fields `shared: Arc<Shared>` (with `pool`, `sql`, `options`),
-//! `namespace: Name`, `dictionary: Name`, `last_trim: Mutex<Instant>`.
+//! The invoking module defines: `type Db`, `const NAME`, `const KEYS_AS_BYTES` (keys are
+//! stored as bytes that must be UTF-8), `begin_write(&Pool)`, `begin_read(&Pool)`,
+//! `key_arg(&str)`, `probe(&Shared)` (one connection made directly, to learn why the pool cannot
+//! connect), and on the backend type `capabilities_impl(&self)`, `subscribe_impl(&self)`.
+//! The backend type has fields `shared: Arc<Shared>` (with `pool`, `sql`, `options`, `target`,
+//! `gate`), `namespace: Name`, `dictionary: Name`, `last_trim: Mutex<Instant>`.
 //!
-//! Every operation runs its attempts through [`retry`](crate::error::retry): an attempt returns
-//! the driver's error unclassified ([`Failure`](crate::error::Failure)), and only `retry` decides
-//! whether to run it again and which durable error it becomes.
+//! Every operation runs its attempts through `run`: it first makes sure a pool without a single
+//! connection can connect (else it fails at once with the cause, [`Gate`](crate::error::Gate)),
+//! then [`retry`](crate::error::retry) runs the attempts: an attempt returns the driver's error
+//! unclassified ([`Failure`](crate::error::Failure)), `retry` decides whether to run it again,
+//! and the store's [`Target`](crate::error::Target) says what it means.
+//!
+//! Entry rows are read loosely: a row another program wrote that cannot be read (a key that is
+//! not UTF-8 or stored as a BLOB, a value of another type, a revision out of range, a NULL) is
+//! reported as [`Unreadable`](durable_core::Unreadable) and costs its key only.
 
 macro_rules! backend_impl {
     ($Backend:ident) => {
@@ -18,11 +25,11 @@ macro_rules! backend_impl {
             UPSERT_PARAMS, check_key, fresh_epoch, fresh_stamp, millis, now_millis, store_time,
         };
         use $crate::error::{Failure, retry};
-        use $crate::record::{COUNTER_LIMIT, Field, RawRecord, Record, damage_reason};
+        use $crate::record::{BadKey, COUNTER_LIMIT, Field, RawRecord, Record, damage_reason};
         use durable_core::{
             BatchOp, Capabilities, Changes, Delta, Error, Hints, IfAbsent, Load, Operation,
-            Result, Revision, STAMP_HISTORY, StoreTime, StoredEntry, Swap, Swept, Version,
-            parse_counter,
+            Result, Revision, STAMP_HISTORY, StoreTime, StoredEntry, Swap, Swept, Unreadable,
+            Version, parse_counter,
         };
         use durable_core::bytes::Bytes;
         use sqlx::{AssertSqlSafe, Row, TypeInfo, ValueRef};
@@ -37,17 +44,48 @@ macro_rules! backend_impl {
             sqlx::query(AssertSqlSafe(sql))
         }
 
-        /// An entry from a row whose first columns are `entry_key, value, revision, expires_at`.
-        fn stored_entry(row: &DbRow) -> std::result::Result<StoredEntry, sqlx::Error> {
-            let value: Vec<u8> = row.try_get(1)?;
-            let revision: i64 = row.try_get(2)?;
-            let expires_at: Option<i64> = row.try_get(3)?;
-            Ok(StoredEntry {
-                key: key_from(row, 0)?,
-                value: Bytes::from(value),
-                revision: Revision(revision as u64),
-                expires_at: expires_at.map(store_time),
-            })
+        /// The key in column `i` of `row`, read loosely: text (bytes that are UTF-8 where
+        /// `KEYS_AS_BYTES`), or what it is instead.
+        fn loose_key(row: &DbRow, i: usize) -> std::result::Result<String, BadKey> {
+            let type_name = match row.try_get_raw(i) {
+                Ok(value) if value.is_null() => {
+                    return Err(BadKey {
+                        lossy: String::new(),
+                        what: "the key is NULL".to_owned(),
+                    });
+                }
+                Ok(value) => value.type_info().name().to_owned(),
+                Err(e) => {
+                    return Err(BadKey {
+                        lossy: String::new(),
+                        what: format!("the key cannot be read: {e}"),
+                    });
+                }
+            };
+            if !KEYS_AS_BYTES && let Ok(key) = row.try_get::<String, _>(i) {
+                return Ok(key);
+            }
+            match row.try_get::<Vec<u8>, _>(i) {
+                Ok(bytes) if KEYS_AS_BYTES => String::from_utf8(bytes)
+                    .map_err(|e| BadKey::from_bytes(e.as_bytes(), &type_name)),
+                Ok(bytes) => Err(BadKey::from_bytes(&bytes, &type_name)),
+                Err(_) => {
+                    let shown = field(row, i).describe();
+                    Err(BadKey {
+                        what: format!("the key is {type_name} {shown}, not text"),
+                        lossy: shown,
+                    })
+                }
+            }
+        }
+
+        /// Column `i` of `row` as a person would read it, with its type (`INTEGER 12345`).
+        fn shown_with_type(row: &DbRow, i: usize) -> String {
+            let type_name = row
+                .try_get_raw(i)
+                .map(|value| value.type_info().name().to_owned())
+                .unwrap_or_default();
+            format!("{type_name} {}", field(row, i).describe())
         }
 
         /// Column `i` of `row`, read loosely: a hand-edited row may hold anything (SQLite lets
@@ -114,6 +152,99 @@ macro_rules! backend_impl {
                     op,
                     "the dictionary's version row was deleted again and again while being created",
                 )
+            }
+
+            /// Runs one operation: fails at once, with the cause, when the pool holds no
+            /// connection and a new one cannot be made ([`Gate`]($crate::error::Gate)); otherwise
+            /// runs `attempt` through [`retry`] and explains the error it ends with.
+            async fn run<T, F, Fut>(
+                &self,
+                op: Operation,
+                key: Option<&str>,
+                attempt: F,
+            ) -> Result<T>
+            where
+                F: FnMut() -> Fut,
+                Fut: std::future::Future<Output = Attempt<T>>,
+            {
+                let shared = &self.shared;
+                if shared.pool.size() == 0 {
+                    shared.gate.pass(&shared.target, op, || probe(shared)).await?;
+                }
+                match retry(NAME, op, key, attempt).await {
+                    Ok(value) => Ok(value),
+                    Err(Failure::Done(error)) => Err(error),
+                    // The pool kept failing to connect (it retries a refused connection until
+                    // its timeout): one connection made directly says why.
+                    Err(Failure::Sql(sqlx::Error::PoolTimedOut)) => {
+                        match shared.gate.probe_now(&shared.target, op, || probe(shared)).await {
+                            Err(error) => Err(error),
+                            Ok(()) => Err(shared.target.explain(op, sqlx::Error::PoolTimedOut)),
+                        }
+                    }
+                    Err(Failure::Sql(error)) => Err(shared.target.explain(op, error)),
+                }
+            }
+
+            /// The reason of an unreadable entry row of this dictionary.
+            fn row_reason(&self, what: &str) -> String {
+                damage_reason(&self.shared.sql.entries, self.ns(), self.dict(), what)
+            }
+
+            /// An entry from a row whose first columns are `entry_key, value, revision,
+            /// expires_at`, read loosely: a row that cannot be read is [`Unreadable`], with its
+            /// key as far as it can be read.
+            fn read_entry(&self, row: &DbRow) -> std::result::Result<StoredEntry, Unreadable> {
+                let bad = |key: String, what: String| Unreadable {
+                    key,
+                    reason: self.row_reason(&what),
+                };
+                let key = loose_key(row, 0).map_err(|b| bad(b.lossy, b.what))?;
+                let value = match row.try_get::<Option<Vec<u8>>, _>(1) {
+                    Ok(Some(value)) => value,
+                    Ok(None) => return Err(bad(key, "the value is NULL".to_owned())),
+                    Err(_) => {
+                        let shown = shown_with_type(row, 1);
+                        return Err(bad(key, format!("the value is {shown}, not bytes")));
+                    }
+                };
+                let revision = match field(row, 2) {
+                    Field::Int(revision) if (0..COUNTER_LIMIT).contains(&revision) => revision,
+                    other => {
+                        let shown = other.describe();
+                        return Err(bad(
+                            key,
+                            format!("revision {shown} is not an integer from 0 to 2^53 - 2"),
+                        ));
+                    }
+                };
+                let expires_at = match field(row, 3) {
+                    Field::Null => None,
+                    Field::Int(at) => Some(store_time(at)),
+                    other => {
+                        let shown = other.describe();
+                        return Err(bad(key, format!("expires_at {shown} is not an integer")));
+                    }
+                };
+                Ok(StoredEntry {
+                    key,
+                    value: Bytes::from(value),
+                    revision: Revision(revision as u64),
+                    expires_at,
+                })
+            }
+
+            /// Whether a row of `changes` (column 4) is a tombstone; `None` if that cannot be
+            /// read.
+            fn read_tombstone(row: &DbRow) -> Option<bool> {
+                match row.try_get::<bool, _>(4) {
+                    Ok(tombstone) => Some(tombstone),
+                    Err(_) => match field(row, 4) {
+                        Field::Int(0) => Some(false),
+                        Field::Int(1) => Some(true),
+                        _ => None,
+                    },
+                }
             }
 
             /// [`Error::Damaged`] for this dictionary's version record.
@@ -395,15 +526,32 @@ macro_rules! backend_impl {
                 Ok(done.rows_affected() > 0)
             }
 
-            /// The live entry of `key` (locked in a write transaction).
-            async fn entry(&self, tx: &mut Tx, key: &str) -> Attempt<Option<StoredEntry>> {
+            /// The live entry of `key` (locked in a write transaction). A row that cannot be
+            /// read fails `op` (writing the key replaces it).
+            async fn entry(
+                &self,
+                op: Operation,
+                tx: &mut Tx,
+                key: &str,
+            ) -> Attempt<Option<StoredEntry>> {
                 let row = q(&self.shared.sql.select_entry)
                     .bind(self.ns())
                     .bind(self.dict())
                     .bind(key_arg(key))
                     .fetch_optional(&mut **tx)
                     .await?;
-                Ok(row.as_ref().map(stored_entry).transpose()?)
+                match row.as_ref().map(|row| self.read_entry(row)).transpose() {
+                    Ok(entry) => Ok(entry),
+                    Err(unreadable) => Err(Failure::Done(Error::backend(
+                        NAME,
+                        op,
+                        format!(
+                            "the stored row of key {key:?} cannot be read ({}); a plain write of \
+                             the key replaces it",
+                            unreadable.reason
+                        ),
+                    ))),
+                }
             }
 
             /// One attempt of [`persist_batch`](durable_core::Backend::persist_batch).
@@ -466,7 +614,7 @@ macro_rules! backend_impl {
             /// Fails with [`Error::Damaged`] if the dictionary's version record is damaged.
             pub async fn trim_tombstones(&self, older_than: std::time::Duration) -> Result<u64> {
                 let op = Operation::Trim;
-                retry(NAME, op, None, || async {
+                self.run(op, None, || async {
                     let sql = &self.shared.sql;
                     let cutoff = now_millis().saturating_sub(millis(older_than));
                     let mut tx = begin_write(&self.shared.pool).await?;
@@ -539,7 +687,7 @@ macro_rules! backend_impl {
             /// its stamp history), as an operator would; open handles see a new epoch on their
             /// next check.
             pub async fn drop_dictionary(&self) -> Result<()> {
-                retry(NAME, Operation::Clear, None, || async {
+                self.run(Operation::Clear, None, || async {
                     let sql = &self.shared.sql;
                     let mut tx = begin_write(&self.shared.pool).await?;
                     for statement in [&sql.delete_entries, &sql.delete_version, &sql.delete_stamps]
@@ -562,6 +710,16 @@ macro_rules! backend_impl {
                 NAME
             }
 
+            /// `{backend}/{entries table}/{namespace}/{dictionary}`: no host, user or password.
+            fn location(&self) -> String {
+                format!(
+                    "{NAME}/{}/{}/{}",
+                    self.shared.sql.entries,
+                    self.ns(),
+                    self.dict()
+                )
+            }
+
             fn capabilities(&self) -> Capabilities {
                 self.capabilities_impl()
             }
@@ -570,7 +728,7 @@ macro_rules! backend_impl {
                 let op = Operation::Persist;
                 check_key(NAME, key)?;
                 let value = &value;
-                retry(NAME, op, Some(key), || async move {
+                self.run(op, Some(key), || async move {
                     let (mut tx, version) = self.begin(op).await?;
                     self.upsert(&mut tx, key, value, version.counter(), None).await?;
                     self.commit(tx, version).await
@@ -581,7 +739,7 @@ macro_rules! backend_impl {
             async fn depersist(&self, key: &str) -> Result<Option<Version>> {
                 let op = Operation::Depersist;
                 check_key(NAME, key)?;
-                retry(NAME, op, Some(key), || async {
+                self.run(op, Some(key), || async {
                     let (mut tx, version) = self.begin(op).await?;
                     if !self.tombstone(&mut tx, key, version.counter()).await? {
                         Self::rollback(tx).await;
@@ -594,7 +752,7 @@ macro_rules! backend_impl {
 
             async fn durables(&self) -> Result<Load> {
                 let op = Operation::Load;
-                retry(NAME, op, None, || async {
+                self.run(op, None, || async {
                     for _ in 0..5 {
                         let mut tx = begin_read(&self.shared.pool).await?;
                         let stored =
@@ -617,14 +775,18 @@ macro_rules! backend_impl {
                             .fetch_all(&mut *tx)
                             .await?;
                         Self::rollback(tx).await;
-                        let entries = rows
-                            .iter()
-                            .map(stored_entry)
-                            .collect::<std::result::Result<_, _>>()?;
+                        let mut entries = Vec::with_capacity(rows.len());
+                        let mut unreadable = Vec::new();
+                        for row in &rows {
+                            match self.read_entry(row) {
+                                Ok(entry) => entries.push(entry),
+                                Err(bad) => unreadable.push(bad),
+                            }
+                        }
                         return Ok(Load {
                             version: stored.version,
                             entries,
-                            unreadable: Vec::new(),
+                            unreadable,
                         });
                     }
                     Err(Self::vanished(op).into())
@@ -634,7 +796,7 @@ macro_rules! backend_impl {
 
             async fn last_updated(&self) -> Result<Version> {
                 let op = Operation::Version;
-                retry(NAME, op, None, || async {
+                self.run(op, None, || async {
                     for _ in 0..5 {
                         let sql = &self.shared.sql.select_version;
                         match self.read_record(&self.shared.pool, sql).await? {
@@ -651,7 +813,7 @@ macro_rules! backend_impl {
 
             async fn changes_since(&self, since: Version) -> Result<Changes> {
                 let op = Operation::Changes;
-                retry(NAME, op, None, || async move {
+                self.run(op, None, || async move {
                     let sql = &self.shared.sql;
                     let mut tx = begin_read(&self.shared.pool).await?;
                     let slot = (since.counter() % STAMP_HISTORY) as i64;
@@ -699,20 +861,43 @@ macro_rules! backend_impl {
                     Self::rollback(tx).await;
                     let mut upserts = Vec::new();
                     let mut removals = Vec::new();
-                    for row in rows {
-                        let entry = stored_entry(&row)?;
-                        let tombstone: bool = row.try_get(4)?;
-                        if tombstone {
-                            removals.push((entry.key, entry.revision));
-                        } else {
-                            upserts.push(entry);
+                    let mut unreadable = Vec::new();
+                    for row in &rows {
+                        match Self::read_tombstone(row) {
+                            // A delete: only its key matters. One of a key that cannot be read
+                            // names no key a snapshot holds (its lossy form may be another,
+                            // valid key: a BLOB "k" beside the text "k"): skipped.
+                            Some(true) => {
+                                let Ok(key) = loose_key(row, 0) else {
+                                    continue;
+                                };
+                                let revision = match field(row, 2) {
+                                    Field::Int(revision) => Revision(revision.max(0) as u64),
+                                    _ => Revision(0),
+                                };
+                                removals.push((key, revision));
+                            }
+                            Some(false) => match self.read_entry(row) {
+                                Ok(entry) => upserts.push(entry),
+                                Err(bad) => unreadable.push(bad),
+                            },
+                            None => {
+                                let key = loose_key(row, 0).unwrap_or_else(|bad| bad.lossy);
+                                let shown = shown_with_type(row, 4);
+                                unreadable.push(Unreadable {
+                                    key,
+                                    reason: self.row_reason(&format!(
+                                        "tombstone {shown} is not a boolean"
+                                    )),
+                                });
+                            }
                         }
                     }
                     Ok(Changes::Delta(Delta {
                         version: current,
                         upserts,
                         removals,
-                        unreadable: Vec::new(),
+                        unreadable,
                     }))
                 })
                 .await
@@ -726,9 +911,9 @@ macro_rules! backend_impl {
                 let op = Operation::InsertIfAbsent;
                 check_key(NAME, key)?;
                 let value = &value;
-                retry(NAME, op, Some(key), || async move {
+                self.run(op, Some(key), || async move {
                     let (mut tx, version) = self.begin(op).await?;
-                    if let Some(entry) = self.entry(&mut tx, key).await? {
+                    if let Some(entry) = self.entry(op, &mut tx, key).await? {
                         Self::rollback(tx).await;
                         return Ok(IfAbsent::Present(entry));
                     }
@@ -747,9 +932,9 @@ macro_rules! backend_impl {
                 let op = Operation::CompareAndSwap;
                 check_key(NAME, key)?;
                 let new = &new;
-                retry(NAME, op, Some(key), || async move {
+                self.run(op, Some(key), || async move {
                     let (mut tx, version) = self.begin(op).await?;
-                    let entry = self.entry(&mut tx, key).await?;
+                    let entry = self.entry(op, &mut tx, key).await?;
                     if entry.as_ref().map(|e| e.revision) != expected
                         || (entry.is_none() && new.is_none())
                     {
@@ -771,9 +956,9 @@ macro_rules! backend_impl {
             async fn pop(&self, key: &str) -> Result<Option<(Bytes, Version)>> {
                 let op = Operation::Pop;
                 check_key(NAME, key)?;
-                retry(NAME, op, Some(key), || async {
+                self.run(op, Some(key), || async {
                     let (mut tx, version) = self.begin(op).await?;
-                    let Some(entry) = self.entry(&mut tx, key).await? else {
+                    let Some(entry) = self.entry(op, &mut tx, key).await? else {
                         Self::rollback(tx).await;
                         return Ok(None);
                     };
@@ -787,9 +972,9 @@ macro_rules! backend_impl {
             async fn increment(&self, key: &str, delta: i64) -> Result<(i64, Version)> {
                 let op = Operation::Increment;
                 check_key(NAME, key)?;
-                retry(NAME, op, Some(key), || async {
+                self.run(op, Some(key), || async {
                     let (mut tx, version) = self.begin(op).await?;
-                    let value = match self.entry(&mut tx, key).await? {
+                    let value = match self.entry(op, &mut tx, key).await? {
                         Some(entry) => parse_counter(&entry.value),
                         None => Some(0),
                     };
@@ -812,12 +997,12 @@ macro_rules! backend_impl {
 
             async fn persist_batch(&self, ops: Vec<BatchOp>) -> Result<Option<Version>> {
                 // A batch holds many row locks: the database may roll it back as a deadlock.
-                retry(NAME, Operation::Batch, None, || self.batch_once(&ops)).await
+                self.run(Operation::Batch, None, || self.batch_once(&ops)).await
             }
 
             async fn clear(&self) -> Result<Option<Version>> {
                 let op = Operation::Clear;
-                retry(NAME, op, None, || async {
+                self.run(op, None, || async {
                     let (mut tx, version) = self.begin(op).await?;
                     let done = self
                         .tombstoning(&self.shared.sql.clear, version.counter())
@@ -833,7 +1018,7 @@ macro_rules! backend_impl {
             }
 
             async fn now(&self) -> Result<StoreTime> {
-                retry(NAME, Operation::Now, None, || self.clock(&self.shared.pool))
+                self.run(Operation::Now, None, || self.clock(&self.shared.pool))
                     .await
                     .map(store_time)
             }
@@ -847,7 +1032,7 @@ macro_rules! backend_impl {
                 let op = Operation::PersistExpiring;
                 check_key(NAME, key)?;
                 let value = &value;
-                retry(NAME, op, Some(key), || async move {
+                self.run(op, Some(key), || async move {
                     let (mut tx, version) = self.begin(op).await?;
                     // The database's time of the write, read under the version row lock.
                     let expires_at = self.clock(&mut *tx).await?.saturating_add(millis(ttl));
@@ -861,7 +1046,7 @@ macro_rules! backend_impl {
 
             async fn sweep(&self) -> Result<Option<Swept>> {
                 let op = Operation::Sweep;
-                retry(NAME, op, None, || async {
+                self.run(op, None, || async {
                     let (mut tx, version) = self.begin(op).await?;
                     // One reading of the clock for both statements, so that they agree on what
                     // has expired (writers of the dictionary wait for the version row lock).
@@ -876,10 +1061,9 @@ macro_rules! backend_impl {
                         Self::rollback(tx).await;
                         return Ok(None);
                     }
-                    let keys = rows
-                        .iter()
-                        .map(|row| key_from(row, 0))
-                        .collect::<std::result::Result<_, _>>()?;
+                    // Rows whose key cannot be read are swept too, but name no key a snapshot
+                    // holds.
+                    let keys = rows.iter().filter_map(|row| loose_key(row, 0).ok()).collect();
                     self.tombstoning(&self.shared.sql.sweep, version.counter())
                         .bind(now)
                         .execute(&mut *tx)

@@ -8,6 +8,10 @@
 )]
 mod common;
 #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
+// SQLite URLs hold no credentials.
+#[cfg_attr(not(any(feature = "postgres", feature = "mysql")), allow(dead_code))]
+mod credentials;
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
 mod error;
 #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
 mod imp;

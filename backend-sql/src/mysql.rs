@@ -7,12 +7,16 @@ use std::time::Instant;
 
 use durable_core::Name;
 use sqlx::Executor;
-use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow};
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 
-use crate::common::{Dialect, Sql, SqlOptions, redact_url};
+use crate::common::{Dialect, Sql, SqlOptions};
+use crate::credentials::{Secrets, Url, redact_url};
+use crate::error::{Gate, Target};
 
 type Db = sqlx::MySql;
 const NAME: &str = "mysql";
+/// Keys are `VARBINARY`: bytes, read as UTF-8.
+const KEYS_AS_BYTES: bool = true;
 
 /// A MySQL or MariaDB database (InnoDB) holding any number of dictionaries in three tables.
 ///
@@ -37,9 +41,13 @@ pub struct MySqlStore {
 
 pub(crate) struct Shared {
     pool: MySqlPool,
+    /// What a probe connects with ([`Gate`]).
+    connect: MySqlConnectOptions,
     sql: Sql,
     options: SqlOptions,
     url: String,
+    target: Target,
+    gate: Gate,
 }
 
 impl fmt::Debug for MySqlStore {
@@ -57,32 +65,77 @@ impl MySqlStore {
     ///
     /// URL: `mysql://user:password@host:3306/database?ssl-mode=required` (every parameter
     /// sqlx's `MySqlConnectOptions` reads, including the TLS settings `ssl-mode`, `ssl-ca`,
-    /// `ssl-cert`, `ssl-key`, is passed through; `mariadb://` works too). The password never
-    /// appears in `Debug` output, errors or logs.
+    /// `ssl-cert`, `ssl-key`, is passed through; `mariadb://` works too). The user information
+    /// ends at the last `@`, so the user name and password may hold `/`, `?`, `#`, `@`, `%` or
+    /// `:` (the password) as they are, or percent-encoded. Neither ever appears in `Debug`
+    /// output, errors or logs.
+    ///
+    /// Unless [`SqlOptions::with_create_schema`] is false, this connects once before it
+    /// returns, and fails at once with the cause: connection refused, unknown host,
+    /// authentication failed or no such database ([`Error::Config`]
+    /// for the last two, [`Error::Unavailable`] otherwise).
     pub async fn connect(url: &str) -> durable_core::Result<Self> {
         Self::connect_with(url, SqlOptions::new()).await
     }
 
     /// Connects to `url` with `options`.
     pub async fn connect_with(url: &str, options: SqlOptions) -> durable_core::Result<Self> {
-        let shown = redact_url(url);
-        let url_fixed = url
+        let url = Url::parse(url);
+        let bare = url
+            .bare
             .strip_prefix("mariadb://")
             .map(|rest| format!("mysql://{rest}"))
-            .unwrap_or_else(|| url.to_owned());
-        let connect = MySqlConnectOptions::from_str(&url_fixed)
-            .map_err(|e| durable_core::Error::Config(format!("MySQL URL {shown:?}: {e}")))?;
-        Self::connect_options(connect, &shown, options).await
+            .unwrap_or_else(|| url.bare.clone());
+        let mut connect = MySqlConnectOptions::from_str(&bare).map_err(|e| {
+            durable_core::Error::Config(format!(
+                "MySQL URL {:?} cannot be read: {}",
+                url.shown,
+                url.secrets.scrub(&e.to_string())
+            ))
+        })?;
+        if let Some(user) = &url.user {
+            connect = connect.username(user);
+        }
+        if let Some(password) = &url.password {
+            connect = connect.password(password);
+        }
+        Self::open(connect, url.shown, url.secrets, options).await
     }
 
     /// Connects with sqlx connect options (for settings a URL cannot carry); `shown` is how
-    /// the database is named in `Debug` output.
+    /// the database is named in `Debug` output and errors (a URL given here is shown without
+    /// its credentials).
     pub async fn connect_options(
         connect: MySqlConnectOptions,
         shown: &str,
         options: SqlOptions,
     ) -> durable_core::Result<Self> {
+        let mut secrets = Url::parse(shown).secrets;
+        secrets.add_user(connect.get_username());
+        Self::open(connect, redact_url(shown), secrets, options).await
+    }
+
+    async fn open(
+        connect: MySqlConnectOptions,
+        shown: String,
+        secrets: Secrets,
+        options: SqlOptions,
+    ) -> durable_core::Result<Self> {
         options.validate()?;
+        let place = match connect.get_socket() {
+            Some(socket) => socket.display().to_string(),
+            None if connect.get_host().contains(':') => {
+                format!("[{}]:{}", connect.get_host(), connect.get_port())
+            }
+            None => format!("{}:{}", connect.get_host(), connect.get_port()),
+        };
+        let target = Target {
+            backend: NAME,
+            place,
+            database: connect.get_database().map(str::to_owned),
+            acquire_timeout: options.acquire_timeout(),
+            secrets,
+        };
         let pool = MySqlPoolOptions::new()
             .max_connections(options.max_connections())
             .acquire_timeout(options.acquire_timeout())
@@ -93,16 +146,26 @@ impl MySqlStore {
                     Ok(())
                 })
             })
-            .connect_lazy_with(connect);
+            .connect_lazy_with(connect.clone());
         let store = MySqlStore {
             shared: Arc::new(Shared {
                 pool,
+                connect,
                 sql: Sql::new(Dialect::MySql, options.table_prefix()),
                 options,
-                url: shown.to_owned(),
+                url: shown,
+                target,
+                gate: Gate::default(),
             }),
         };
         if store.shared.options.create_schema() {
+            let shared = &store.shared;
+            shared
+                .gate
+                .pass(&shared.target, durable_core::Operation::Open, || {
+                    probe(shared)
+                })
+                .await?;
             store.migrate().await?;
         }
         Ok(store)
@@ -112,7 +175,11 @@ impl MySqlStore {
     /// earlier version lack. Idempotent, and safe when several processes start at once
     /// (serialized by a named lock, `GET_LOCK`).
     pub async fn migrate(&self) -> durable_core::Result<()> {
-        let err = |e| crate::error::map_err(NAME, durable_core::Operation::Schema, e);
+        let err = |e| {
+            self.shared
+                .target
+                .explain(durable_core::Operation::Schema, e)
+        };
         let mut conn = self.shared.pool.acquire().await.map_err(err)?;
         let lock = format!("{}_schema", self.shared.sql.entries);
         sqlx::query("SELECT GET_LOCK(?, 30)")
@@ -207,12 +274,9 @@ fn key_arg(key: &str) -> &[u8] {
     key.as_bytes()
 }
 
-fn key_from(row: &MySqlRow, i: usize) -> Result<String, sqlx::Error> {
-    let bytes: Vec<u8> = sqlx::Row::try_get(row, i)?;
-    String::from_utf8(bytes).map_err(|e| sqlx::Error::ColumnDecode {
-        index: i.to_string(),
-        source: Box::new(e),
-    })
+/// One connection made directly (see [`Gate`]).
+async fn probe(shared: &Shared) -> Result<(), sqlx::Error> {
+    crate::error::probe_with(&shared.connect, shared.options.acquire_timeout()).await
 }
 
 impl MySqlBackend {

@@ -7,12 +7,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use durable_core::{Hint, HintSender, Name};
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 
-use crate::common::{Dialect, Sql, SqlOptions, redact_url};
+use crate::common::{Dialect, Sql, SqlOptions};
+use crate::credentials::{Secrets, Url, redact_url};
+use crate::error::{Gate, Target};
 
 type Db = sqlx::Postgres;
 const NAME: &str = "postgres";
+const KEYS_AS_BYTES: bool = false;
 
 /// A PostgreSQL database holding any number of dictionaries in three tables.
 ///
@@ -40,9 +43,13 @@ pub(crate) struct Shared {
     pool: PgPool,
     /// One connection for `LISTEN`, separate from the pool so it never starves writers.
     listen_pool: PgPool,
+    /// What a probe connects with ([`Gate`]).
+    connect: PgConnectOptions,
     sql: Sql,
     options: SqlOptions,
     url: String,
+    target: Target,
+    gate: Gate,
     channel: String,
     listeners: tokio::sync::Mutex<Listeners>,
 }
@@ -69,28 +76,71 @@ impl PostgresStore {
     ///
     /// URL: `postgres://user:password@host:5432/database?sslmode=require` (every parameter
     /// sqlx's `PgConnectOptions` reads, including TLS settings `sslmode`, `sslrootcert`,
-    /// `sslcert`, `sslkey`, is passed through). The password never appears in `Debug` output,
-    /// errors or logs.
+    /// `sslcert`, `sslkey`, is passed through). The user information ends at the last `@`, so
+    /// the user name and password may hold `/`, `?`, `#`, `@`, `%` or `:` (the password) as
+    /// they are, or percent-encoded. Neither ever appears in `Debug` output, errors or logs.
+    ///
+    /// Unless [`SqlOptions::with_create_schema`] is false, this connects once before it
+    /// returns, and fails at once with the cause: connection refused, unknown host,
+    /// authentication failed or no such database ([`Error::Config`]
+    /// for the last two, [`Error::Unavailable`] otherwise).
     pub async fn connect(url: &str) -> durable_core::Result<Self> {
         Self::connect_with(url, SqlOptions::new()).await
     }
 
     /// Connects to `url` with `options`.
     pub async fn connect_with(url: &str, options: SqlOptions) -> durable_core::Result<Self> {
-        let shown = redact_url(url);
-        let connect = PgConnectOptions::from_str(url)
-            .map_err(|e| durable_core::Error::Config(format!("PostgreSQL URL {shown:?}: {e}")))?;
-        Self::connect_options(connect, &shown, options).await
+        let url = Url::parse(url);
+        let mut connect = PgConnectOptions::from_str(&url.bare).map_err(|e| {
+            durable_core::Error::Config(format!(
+                "PostgreSQL URL {:?} cannot be read: {}",
+                url.shown,
+                url.secrets.scrub(&e.to_string())
+            ))
+        })?;
+        if let Some(user) = &url.user {
+            connect = connect.username(user);
+        }
+        if let Some(password) = &url.password {
+            connect = connect.password(password);
+        }
+        Self::open(connect, url.shown, url.secrets, options).await
     }
 
     /// Connects with sqlx connect options (for settings a URL cannot carry); `shown` is how
-    /// the database is named in `Debug` output.
+    /// the database is named in `Debug` output and errors (a URL given here is shown without
+    /// its credentials).
     pub async fn connect_options(
         connect: PgConnectOptions,
         shown: &str,
         options: SqlOptions,
     ) -> durable_core::Result<Self> {
+        let mut secrets = Url::parse(shown).secrets;
+        secrets.add_user(connect.get_username());
+        Self::open(connect, redact_url(shown), secrets, options).await
+    }
+
+    async fn open(
+        connect: PgConnectOptions,
+        shown: String,
+        secrets: Secrets,
+        options: SqlOptions,
+    ) -> durable_core::Result<Self> {
         options.validate()?;
+        let place = match connect.get_socket() {
+            Some(socket) => socket.display().to_string(),
+            None if connect.get_host().contains(':') => {
+                format!("[{}]:{}", connect.get_host(), connect.get_port())
+            }
+            None => format!("{}:{}", connect.get_host(), connect.get_port()),
+        };
+        let target = Target {
+            backend: NAME,
+            place,
+            database: connect.get_database().map(str::to_owned),
+            acquire_timeout: options.acquire_timeout(),
+            secrets,
+        };
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections())
             .acquire_timeout(options.acquire_timeout())
@@ -100,19 +150,29 @@ impl PostgresStore {
             .acquire_timeout(options.acquire_timeout())
             .idle_timeout(None)
             .max_lifetime(None)
-            .connect_lazy_with(connect);
+            .connect_lazy_with(connect.clone());
         let store = PostgresStore {
             shared: Arc::new(Shared {
                 pool,
                 listen_pool,
+                connect,
                 sql: Sql::new(Dialect::Postgres, options.table_prefix()),
                 channel: crate::common::notify_channel(options.table_prefix()),
                 options,
-                url: shown.to_owned(),
+                url: shown,
+                target,
+                gate: Gate::default(),
                 listeners: tokio::sync::Mutex::new(Listeners::default()),
             }),
         };
         if store.shared.options.create_schema() {
+            let shared = &store.shared;
+            shared
+                .gate
+                .pass(&shared.target, durable_core::Operation::Open, || {
+                    probe(shared)
+                })
+                .await?;
             store.migrate().await?;
         }
         Ok(store)
@@ -122,7 +182,11 @@ impl PostgresStore {
     /// created by an earlier version lack. Idempotent, and safe when several processes start at
     /// once (the DDL runs in one transaction under an advisory lock).
     pub async fn migrate(&self) -> durable_core::Result<()> {
-        let err = |e| crate::error::map_err(NAME, durable_core::Operation::Schema, e);
+        let err = |e| {
+            self.shared
+                .target
+                .explain(durable_core::Operation::Schema, e)
+        };
         let mut tx = self.shared.pool.begin().await.map_err(err)?;
         // "durable\0" as a number: one lock key for every durable schema in the database.
         sqlx::query("SELECT pg_advisory_xact_lock(7239381212183110656)")
@@ -217,8 +281,9 @@ fn key_arg(key: &str) -> &str {
     key
 }
 
-fn key_from(row: &PgRow, i: usize) -> Result<String, sqlx::Error> {
-    sqlx::Row::try_get(row, i)
+/// One connection made directly (see [`Gate`]).
+async fn probe(shared: &Shared) -> Result<(), sqlx::Error> {
+    crate::error::probe_with(&shared.connect, shared.options.acquire_timeout()).await
 }
 
 impl PostgresBackend {
@@ -230,10 +295,17 @@ impl PostgresBackend {
         let (sender, hints) = durable_core::Hints::channel();
         let mut listeners = self.shared.listeners.lock().await;
         if !listeners.running {
+            let (shared, op) = (&self.shared, durable_core::Operation::Subscribe);
+            if shared.listen_pool.size() == 0 {
+                shared
+                    .gate
+                    .pass(&shared.target, op, || probe(shared))
+                    .await?;
+            }
             // Listen before returning, so that a write right after `subscribe` is seen.
-            let listener = connect_listener(&self.shared)
+            let listener = connect_listener(shared)
                 .await
-                .map_err(|e| crate::error::map_err(NAME, durable_core::Operation::Subscribe, e))?;
+                .map_err(|e| shared.target.explain(op, e))?;
             listeners.running = true;
             tokio::spawn(listen_task(self.shared.clone(), listener));
         }
@@ -272,6 +344,9 @@ async fn listen_task(shared: Arc<Shared>, mut listener: PgListener) {
             // sent in between are gone.
             Ok(Ok(None)) => lost = true,
             Ok(Err(error)) => {
+                let error = shared
+                    .target
+                    .explain(durable_core::Operation::Subscribe, error);
                 tracing::warn!(backend = NAME, %error, "LISTEN connection failed; reconnecting");
                 drop(listener);
                 for sender in shared.listeners.lock().await.subscribers.values().flatten() {
@@ -293,6 +368,9 @@ async fn listen_task(shared: Arc<Shared>, mut listener: PgListener) {
                     match connect_listener(&shared).await {
                         Ok(listener) => break listener,
                         Err(error) => {
+                            let error = shared
+                                .target
+                                .explain(durable_core::Operation::Subscribe, error);
                             tracing::debug!(backend = NAME, %error, "LISTEN reconnect failed");
                             tokio::time::sleep(delay).await;
                             delay = (delay * 2).min(Duration::from_secs(5));

@@ -3,7 +3,7 @@
 //!
 //! Columns are read loosely ([`Field`]), because a hand-edited row may hold anything: SQLite's
 //! dynamic typing lets text or a REAL into an INTEGER column, and any database lets a negative or
-//! absurd counter in. [`Record::check`] then says whether the row is a valid stamped record,
+//! absurd counter in. [`RawRecord::check`] then says whether the row is a valid stamped record,
 //! a record written before stamps existed, or damaged (and why).
 
 use durable_core::Version;
@@ -120,7 +120,33 @@ impl RawRecord {
     }
 }
 
-/// The reason of an [`Error::Damaged`](durable_core::Error::Damaged): which row, what is wrong.
+/// An entry's key that cannot be read as a key: as far as it can be read (lossy UTF-8, or the
+/// value as text), and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BadKey {
+    pub(crate) lossy: String,
+    pub(crate) what: String,
+}
+
+impl BadKey {
+    /// A key stored as `bytes` in a column of type `type_name`: text that is not UTF-8, or
+    /// bytes (a BLOB) where text belongs.
+    pub(crate) fn from_bytes(bytes: &[u8], type_name: &str) -> BadKey {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => BadKey {
+                lossy: text.to_owned(),
+                what: format!("the key is stored as {type_name}, not as text"),
+            },
+            Err(_) => BadKey {
+                lossy: String::from_utf8_lossy(bytes).into_owned(),
+                what: format!("the key is not UTF-8: b\"{}\"", bytes.escape_ascii()),
+            },
+        }
+    }
+}
+
+/// The reason of an [`Error::Damaged`](durable_core::Error::Damaged) or an
+/// [`Unreadable`](durable_core::Unreadable) row: which row, what is wrong.
 pub(crate) fn damage_reason(table: &str, namespace: &str, dictionary: &str, what: &str) -> String {
     format!("{table} row of namespace {namespace:?}, dictionary {dictionary:?}: {what}")
 }
@@ -158,6 +184,16 @@ mod tests {
             raw(Field::Int(12), Field::Int(0)).check(),
             Record::Unstamped
         );
+    }
+
+    #[test]
+    fn bad_keys_are_read_as_far_as_they_can_be() {
+        let blob = BadKey::from_bytes(b"victim", "BLOB");
+        assert_eq!(blob.lossy, "victim");
+        assert!(blob.what.contains("stored as BLOB"), "{}", blob.what);
+        let bytes = BadKey::from_bytes(b"k\xff\xfe", "TEXT");
+        assert_eq!(bytes.lossy, "k\u{fffd}\u{fffd}");
+        assert!(bytes.what.contains(r"k\xff\xfe"), "{}", bytes.what);
     }
 
     #[test]

@@ -7,14 +7,16 @@ use std::time::{Duration, Instant};
 
 use durable_core::Name;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use crate::common::{Dialect, Sql, SqlOptions, redact_url};
+use crate::common::{Dialect, Sql, SqlOptions};
+use crate::credentials::{Secrets, redact_url};
+use crate::error::{Gate, Target};
 
 type Db = sqlx::Sqlite;
 const NAME: &str = "sqlite";
+const KEYS_AS_BYTES: bool = false;
 
 /// A SQLite database (a file, or `sqlite::memory:`) holding any number of dictionaries.
 ///
@@ -45,6 +47,9 @@ pub(crate) struct Shared {
     sql: Sql,
     options: SqlOptions,
     url: String,
+    target: Target,
+    /// Never closed: SQLite opens a file at once, with its error (see [`probe`]).
+    gate: Gate,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -72,13 +77,15 @@ impl SqliteStore {
         let shown = redact_url(url);
         let connect = SqliteConnectOptions::from_str(url)
             .map_err(|e| durable_core::Error::Config(format!("SQLite URL {shown:?}: {e}")))?;
+        // A missing directory is named by the first connection's error (the path is in it).
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         Self::connect_options(connect, in_memory, &shown, options).await
     }
 
     /// Opens a database from sqlx connect options (for settings a URL cannot carry).
     /// `in_memory` must say whether they name an in-memory database (it is then served by a
-    /// single connection kept open while the store lives).
+    /// single connection kept open while the store lives). A file that cannot be opened fails
+    /// with its path, and names its directory when that does not exist.
     pub async fn connect_options(
         connect: SqliteConnectOptions,
         in_memory: bool,
@@ -86,6 +93,17 @@ impl SqliteStore {
         options: SqlOptions,
     ) -> durable_core::Result<Self> {
         options.validate()?;
+        let target = Target {
+            backend: NAME,
+            place: if in_memory {
+                "the in-memory database".to_owned()
+            } else {
+                connect.get_filename().display().to_string()
+            },
+            database: None,
+            acquire_timeout: options.acquire_timeout(),
+            secrets: Secrets::default(),
+        };
         let mut connect = connect
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(false);
@@ -109,13 +127,15 @@ impl SqliteStore {
         } else {
             Ok(pool.connect_lazy_with(connect))
         }
-        .map_err(|e| crate::error::map_err(NAME, durable_core::Operation::Open, e))?;
+        .map_err(|e| target.explain(durable_core::Operation::Open, e))?;
         let store = SqliteStore {
             shared: Arc::new(Shared {
                 pool,
                 sql: Sql::new(Dialect::Sqlite, options.table_prefix()),
                 options,
-                url: shown.to_owned(),
+                url: redact_url(shown),
+                target,
+                gate: Gate::default(),
             }),
         };
         if store.shared.options.create_schema() {
@@ -128,7 +148,11 @@ impl SqliteStore {
     /// created by an earlier version lack (idempotent; concurrent callers are serialized by
     /// SQLite's write lock).
     pub async fn migrate(&self) -> durable_core::Result<()> {
-        let err = |e| crate::error::map_err(NAME, durable_core::Operation::Schema, e);
+        let err = |e| {
+            self.shared
+                .target
+                .explain(durable_core::Operation::Schema, e)
+        };
         let mut tx = begin_write(&self.shared.pool).await.map_err(err)?;
         for ddl in &self.shared.sql.schema {
             sqlx::query(sqlx::AssertSqlSafe(ddl.as_str()))
@@ -208,8 +232,10 @@ fn key_arg(key: &str) -> &str {
     key
 }
 
-fn key_from(row: &SqliteRow, i: usize) -> Result<String, sqlx::Error> {
-    sqlx::Row::try_get(row, i)
+/// Nothing to learn from a connection made directly: the pool does not retry SQLite's errors,
+/// so an operation fails at once with the cause anyway.
+async fn probe(_: &Shared) -> Result<(), sqlx::Error> {
+    Ok(())
 }
 
 impl SqliteBackend {

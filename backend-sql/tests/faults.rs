@@ -1,13 +1,13 @@
 //! Faults: tables truncated by hand (also while handles load and write: MariaDB's 1412), a
-//! garbage value written by hand, the LISTEN connection killed, and two processes writing to one
-//! SQLite file.
+//! garbage value written by hand (and rows of every kind the layouts can hold that the backend
+//! cannot read), the LISTEN connection killed, and two processes writing to one SQLite file.
 
 mod support;
 
 use std::time::Duration;
 
 use durable_core::conformance::server_from_env;
-use durable_core::{Error, Json, Mode, Raw};
+use durable_core::{DecodeErrors, Error, Json, Mode, Raw};
 use durable_sql::SqlOptions;
 use support::{Store, random_name};
 
@@ -66,13 +66,25 @@ async fn truncated_tables_make_every_handle_reload() {
     }
 }
 
+/// A value written by hand that the handle's encoding cannot decode costs that key only (the
+/// default, `DecodeErrors::Isolate`): syncs and opens succeed, the key keeps its last good value
+/// (absent in a fresh handle) and health names it; with `DecodeErrors::Fail` the sync fails
+/// with a typed decode error naming the key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn garbage_value_gives_a_typed_decode_error_naming_the_key() {
+async fn garbage_value_costs_its_key_only() {
     for (store, _dir) in stores().await {
         let ns = random_name("ns");
         let d = store.dict::<u32, _>(&ns, "json", Json, Mode::Manual).await;
+        let strict = durable_core::Dict::<u32, Json>::open(
+            store.backend(&ns, "json"),
+            Json,
+            durable_core::Options::new().with_decode_errors(DecodeErrors::Fail),
+        )
+        .await
+        .unwrap();
         d.insert("good", 1).await.unwrap();
         d.insert("bad", 2).await.unwrap();
+        strict.sync().await.unwrap();
         store
             .exec(&format!(
                 "UPDATE {{e}} SET value = 'garbage{{', revision = revision + 1000 WHERE \
@@ -84,19 +96,38 @@ async fn garbage_value_gives_a_typed_decode_error_naming_the_key() {
                 "UPDATE {{v}} SET counter = counter + 1000 WHERE namespace = '{ns}'"
             ))
             .await;
-        match d.sync().await {
+        let snapshot = d.sync().await.unwrap_or_else(|e| panic!("{store:?}: {e}"));
+        assert_eq!(snapshot.get("good"), Some(&1), "{store:?}");
+        assert_eq!(
+            snapshot.get("bad"),
+            Some(&2),
+            "{store:?}: the last good value stays"
+        );
+        drop(snapshot);
+        let bad = d.health().bad_keys;
+        assert!(
+            bad.iter()
+                .any(|b| b.key == "bad" && b.error.contains("json")),
+            "{store:?}: {bad:?}"
+        );
+        // A fresh handle opens, without the key, and names it.
+        let fresh = store.dict::<u32, _>(&ns, "json", Json, Mode::Manual).await;
+        assert_eq!(fresh.snapshot().get("good"), Some(&1), "{store:?}");
+        assert_eq!(fresh.snapshot().get("bad"), None, "{store:?}");
+        assert!(
+            fresh.health().bad_keys.iter().any(|b| b.key == "bad"),
+            "{store:?}"
+        );
+        // Under DecodeErrors::Fail the sync fails, naming the key, and the snapshot stays.
+        match strict.sync().await {
             Err(Error::Decode { key, .. }) => assert_eq!(key, "bad", "{store:?}"),
             other => panic!("{store:?}: expected a decode error, got {other:?}"),
         }
-        // The last good snapshot stays readable.
-        assert_eq!(d.snapshot().get("bad"), Some(&2));
-        // A fresh handle cannot open over the bad value either, with the same typed error.
-        let options = durable_core::Options::new();
-        match durable_core::Dict::<u32, Json>::open(store.backend(&ns, "json"), Json, options).await
-        {
-            Err(Error::Decode { key, .. }) => assert_eq!(key, "bad"),
-            other => panic!("{store:?}: expected a decode error, got {other:?}"),
-        }
+        assert_eq!(strict.snapshot().get("bad"), Some(&2));
+        // Rewriting the key clears it.
+        d.insert("bad", 3).await.unwrap();
+        assert_eq!(fresh.sync().await.unwrap().get("bad"), Some(&3));
+        assert!(fresh.health().bad_keys.is_empty(), "{store:?}");
         store.drop_tables().await;
     }
 }
@@ -374,4 +405,172 @@ async fn mariadb_table_definition_changed_is_retried() {
     assert!(done > 100, "the handles worked: {done} operations");
     assert!(retries.count() > 0, "no operation met 1412");
     store.drop_tables().await;
+}
+
+/// Rows written by hand that the backend cannot read, of every kind each database can hold (a
+/// NULL value, where a table created by another program allows it; a revision out of range; on
+/// MySQL a key that is not UTF-8; on SQLite, whose columns take any type, values, revisions and
+/// expiry times of other types, a key that is not UTF-8 and one stored as a BLOB): each costs its
+/// key only, in deltas and full loads, named (as far as it can be read) with a reason naming the
+/// table, namespace and dictionary; a write that must read such a row fails naming the key, and a
+/// plain write replaces it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_rows_cost_their_key_only() {
+    for (store, _dir) in stores().await {
+        let (e, _, _) = store.tables();
+        let e = e.to_owned();
+        // The value column made nullable, as a table created by another program may be.
+        match &store {
+            Store::Pg(_) => {
+                store
+                    .exec("ALTER TABLE {e} ALTER COLUMN value DROP NOT NULL")
+                    .await
+            }
+            Store::My(_) => {
+                store
+                    .exec("ALTER TABLE {e} MODIFY value LONGBLOB NULL")
+                    .await
+            }
+            Store::Lite(_) => {
+                store.exec("DROP TABLE {e}").await;
+                store
+                    .exec(
+                        "CREATE TABLE {e} (namespace TEXT NOT NULL, dictionary TEXT NOT NULL, \
+                         entry_key TEXT NOT NULL, value BLOB, revision INTEGER NOT NULL, \
+                         tombstone BOOLEAN NOT NULL DEFAULT FALSE, written_at INTEGER NOT NULL \
+                         DEFAULT 0, expires_at INTEGER, PRIMARY KEY (namespace, dictionary, \
+                         entry_key))",
+                    )
+                    .await;
+            }
+        }
+        let ns = random_name("ns");
+        let d = store.dict::<u32, _>(&ns, "d", Json, Mode::Manual).await;
+        let mut victims = vec!["null-value", "huge-revision"];
+        if matches!(store, Store::Lite(_)) {
+            victims.extend(["int-value", "real-value", "text-revision", "text-expiry"]);
+        }
+        d.insert("good", 1).await.unwrap();
+        for (i, key) in victims.iter().enumerate() {
+            d.insert(key, i as u32 + 10).await.unwrap();
+        }
+        // Another program's write: a bump of the version record (a stamp recorded in the
+        // history), then the rows with the new counter as their revision.
+        let rows = format!("namespace = '{ns}' AND dictionary = 'd'");
+        let counter = format!("(SELECT counter FROM {{v}} WHERE {rows})");
+        let history = durable_core::STAMP_HISTORY;
+        let mut statements = vec![
+            format!(
+                "UPDATE {{v}} SET counter = counter + 1, parent = stamp, stamp = 77 WHERE {rows}"
+            ),
+            format!(
+                "DELETE FROM {{s}} WHERE {rows} AND slot = (SELECT counter % {history} FROM {{v}} \
+                 WHERE {rows})"
+            ),
+            format!(
+                "INSERT INTO {{s}} (namespace, dictionary, slot, counter, stamp) SELECT \
+                 namespace, dictionary, counter % {history}, counter, stamp FROM {{v}} WHERE {rows}"
+            ),
+            format!(
+                "UPDATE {{e}} SET value = NULL, revision = {counter} WHERE {rows} AND entry_key = 'null-value'"
+            ),
+            format!(
+                "UPDATE {{e}} SET revision = 9007199254740991 WHERE {rows} AND entry_key = 'huge-revision'"
+            ),
+        ];
+        let insert = |key_sql: &str| {
+            format!(
+                "INSERT INTO {{e}} (namespace, dictionary, entry_key, value, revision, tombstone, \
+                 written_at) SELECT namespace, dictionary, {key_sql}, X'31', counter, FALSE, 0 \
+                 FROM {{v}} WHERE {rows}"
+            )
+        };
+        // Keys that cannot be read, and how they are named: lossy UTF-8.
+        let mut bad_keys: Vec<&str> = Vec::new();
+        match &store {
+            Store::My(_) => {
+                statements.push(insert("X'6b6579ff'"));
+                bad_keys.push("key\u{fffd}");
+            }
+            Store::Lite(_) => {
+                statements.extend([
+                    format!("UPDATE {{e}} SET value = 12345, revision = {counter} WHERE {rows} AND entry_key = 'int-value'"),
+                    format!("UPDATE {{e}} SET value = 1.5, revision = {counter} WHERE {rows} AND entry_key = 'real-value'"),
+                    format!("UPDATE {{e}} SET revision = 'soon' WHERE {rows} AND entry_key = 'text-revision'"),
+                    format!("UPDATE {{e}} SET expires_at = 'later', revision = {counter} WHERE {rows} AND entry_key = 'text-expiry'"),
+                    insert("CAST(X'6b6579ff' AS TEXT)"),
+                    insert("X'626c6f62'"),
+                ]);
+                bad_keys.extend(["key\u{fffd}", "blob"]);
+            }
+            Store::Pg(_) => {}
+        }
+        store.exec_in_transaction(&statements).await;
+
+        let named = |bad: &[durable_core::BadKey], key: &str| {
+            bad.iter().any(|b| {
+                b.key == key
+                    && b.error.contains(&e)
+                    && b.error.contains(&format!("namespace \"{ns}\""))
+                    && b.error.contains("dictionary \"d\"")
+            })
+        };
+        // A delta (the other program recorded its stamp, so the handle's token is served).
+        let deltas = d.stats().deltas;
+        let snapshot = d
+            .sync()
+            .await
+            .unwrap_or_else(|err| panic!("{store:?}: {err}"));
+        assert_eq!(snapshot.get("good"), Some(&1), "{store:?}");
+        for (i, key) in victims.iter().enumerate() {
+            assert_eq!(
+                snapshot.get(key),
+                Some(&(i as u32 + 10)),
+                "{store:?}: {key}"
+            );
+        }
+        drop(snapshot);
+        assert_eq!(d.stats().deltas, deltas + 1, "{store:?}: {:?}", d.stats());
+        let bad = d.health().bad_keys;
+        for key in victims.iter().chain(&bad_keys) {
+            assert!(named(&bad, key), "{store:?}: {key:?} not named: {bad:?}");
+        }
+        // A full load.
+        let load = store.backend(&ns, "d").durables().await.unwrap();
+        assert_eq!(load.entries.len(), 1, "{store:?}: {load:?}");
+        assert_eq!(
+            load.unreadable.len(),
+            victims.len() + bad_keys.len(),
+            "{store:?}: {load:?}"
+        );
+        let fresh = store.dict::<u32, _>(&ns, "d", Json, Mode::Manual).await;
+        assert_eq!(fresh.snapshot().len(), 1, "{store:?}");
+        let bad = fresh.health().bad_keys;
+        for key in victims.iter().chain(&bad_keys) {
+            assert!(named(&bad, key), "{store:?}: {key:?} not named: {bad:?}");
+        }
+        // A write that reads the row fails, naming the key; a plain write replaces it.
+        let error = d
+            .increment("null-value", 1)
+            .await
+            .expect_err("an unreadable row");
+        assert!(
+            error.to_string().contains("\"null-value\""),
+            "{store:?}: {error}"
+        );
+        for key in &victims {
+            d.insert(key, 7).await.unwrap();
+        }
+        let snapshot = fresh.sync().await.unwrap();
+        for key in &victims {
+            assert_eq!(snapshot.get(key), Some(&7), "{store:?}");
+        }
+        drop(snapshot);
+        let bad = fresh.health().bad_keys;
+        assert!(
+            bad.iter().all(|b| !victims.contains(&b.key.as_str())),
+            "{store:?}: {bad:?}"
+        );
+        store.drop_tables().await;
+    }
 }

@@ -4,8 +4,9 @@
 
 use std::time::Duration;
 
-use durable_core::conformance::{Damage, Harness, StoredCopy, server_from_env};
-use durable_core::{Backend, Dict, Encoding, Mode, Name, Options, Result};
+use durable_core::bytes::Bytes;
+use durable_core::conformance::{Damage, Garbage, Harness, StoredCopy, server_from_env};
+use durable_core::{Backend, Dict, Encoding, Mode, Name, Options, Result, STAMP_HISTORY};
 use durable_sql::{MySqlStore, PostgresStore, SqlOptions, SqliteStore};
 use sqlx::AssertSqlSafe;
 
@@ -101,6 +102,101 @@ impl Store {
                 .map(drop),
         };
         result.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// Runs `statements` (no parameters; `{e}`, `{v}` and `{s}` name the tables) in one write
+    /// transaction.
+    pub async fn exec_in_transaction(&self, statements: &[String]) {
+        let (e, v, s) = self.tables();
+        let statements: Vec<String> = statements
+            .iter()
+            .map(|sql| sql.replace("{e}", e).replace("{v}", v).replace("{s}", s))
+            .collect();
+        macro_rules! run_all {
+            ($tx:expr) => {{
+                let mut tx = $tx.expect("begin");
+                for sql in &statements {
+                    sqlx::query(AssertSqlSafe(sql.clone()))
+                        .execute(&mut *tx)
+                        .await
+                        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+                }
+                tx.commit().await.expect("commit");
+            }};
+        }
+        match self {
+            Store::Pg(s) => run_all!(s.pool().begin().await),
+            Store::My(s) => run_all!(s.pool().begin().await),
+            Store::Lite(s) => run_all!(s.pool().begin_with("BEGIN IMMEDIATE").await),
+        }
+    }
+
+    /// Writes bad data of kind `garbage` (other than [`Garbage::UndecodableValue`], which a
+    /// backend writes) as another program writing through the layout would: in one
+    /// transaction, the version record is bumped (a fresh stamp, recorded in the history) and
+    /// the row gets the new counter as revision (or, for [`Garbage::Malformed`], a revision out
+    /// of range), so that handles meet it in their next delta. False for the kinds the column
+    /// types cannot hold:
+    ///
+    /// - `NonUtf8Key`: `key` followed by bytes 0xff 0xfe, a new row (SQLite: as TEXT; MySQL: the
+    ///   VARBINARY key). PostgreSQL's TEXT holds UTF-8 only.
+    /// - `WrongType` (SQLite only, whose columns take any type): `key`'s value becomes the
+    ///   INTEGER 12345, and a new row `{key}-blob` has its key stored as a BLOB.
+    /// - `Malformed`: `key`'s revision becomes 2^60, out of the range of counters (every column
+    ///   is NOT NULL, so no NULL value can be stored).
+    /// - `Stray`: every row of the entries table is an entry: none.
+    pub async fn write_garbage(&self, ns: &Name, dict: &Name, garbage: Garbage, key: &str) -> bool {
+        let rows = rows_of(ns, Some(dict));
+        let quoted = key.replace('\'', "''");
+        let counter = format!("(SELECT counter FROM {{v}} WHERE {rows})");
+        let insert = |key_sql: &str| {
+            format!(
+                "INSERT INTO {{e}} (namespace, dictionary, entry_key, value, revision, tombstone, \
+                 written_at, expires_at) SELECT namespace, dictionary, {key_sql}, X'31', counter, \
+                 FALSE, 0, NULL FROM {{v}} WHERE {rows}"
+            )
+        };
+        let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let mut bad_key = key.as_bytes().to_vec();
+        bad_key.extend_from_slice(&[0xff, 0xfe]);
+        let rows_changed = match (garbage, self) {
+            (Garbage::NonUtf8Key, Store::Lite(_)) => {
+                vec![insert(&format!("CAST(X'{}' AS TEXT)", hex(&bad_key)))]
+            }
+            (Garbage::NonUtf8Key, Store::My(_)) => vec![insert(&format!("X'{}'", hex(&bad_key)))],
+            (Garbage::WrongType, Store::Lite(_)) => vec![
+                format!(
+                    "UPDATE {{e}} SET value = 12345, revision = {counter}, tombstone = FALSE \
+                     WHERE {rows} AND entry_key = '{quoted}'"
+                ),
+                insert(&format!("X'{}'", hex(format!("{key}-blob").as_bytes()))),
+            ],
+            (Garbage::Malformed, _) => vec![format!(
+                "UPDATE {{e}} SET revision = {}, tombstone = FALSE WHERE {rows} AND entry_key = \
+                 '{quoted}'",
+                1i64 << 60
+            )],
+            _ => return false,
+        };
+        let stamp = (rand_u64() | 1) as i64;
+        let history = STAMP_HISTORY;
+        let mut statements = vec![
+            format!(
+                "UPDATE {{v}} SET counter = counter + 1, parent = stamp, stamp = {stamp} WHERE \
+                 {rows}"
+            ),
+            format!(
+                "DELETE FROM {{s}} WHERE {rows} AND slot = (SELECT counter % {history} FROM {{v}} \
+                 WHERE {rows})"
+            ),
+            format!(
+                "INSERT INTO {{s}} (namespace, dictionary, slot, counter, stamp) SELECT namespace, \
+                 dictionary, counter % {history}, counter, stamp FROM {{v}} WHERE {rows}"
+            ),
+        ];
+        statements.extend(rows_changed);
+        self.exec_in_transaction(&statements).await;
+        true
     }
 
     /// Empties the tables as an operator would (TRUNCATE; DELETE on SQLite).
@@ -510,6 +606,24 @@ impl Harness for SqlHarness {
 
     async fn damage_version_record(&self, ns: &Name, dict: &Name, damage: Damage) -> Result<bool> {
         Ok(self.admin.damage_version_record(ns, dict, damage).await)
+    }
+
+    async fn write_garbage(
+        &self,
+        ns: &Name,
+        dict: &Name,
+        garbage: Garbage,
+        key: &str,
+    ) -> Result<bool> {
+        if garbage == Garbage::UndecodableValue {
+            // As another program using durable with another encoding would.
+            let backend = self.open(ns, dict).await?;
+            backend
+                .persist(key, Bytes::from_static(b"{not json \xff"))
+                .await?;
+            return Ok(true);
+        }
+        Ok(self.admin.write_garbage(ns, dict, garbage, key).await)
     }
 
     async fn restart(&self) -> Result<bool> {
