@@ -328,7 +328,7 @@ async fn handles_isolate_unreadable_rows_or_fail_when_asked() {
 
     let error = fail.sync().await.expect_err("DecodeErrors::Fail");
     let text = error.to_string();
-    assert!(matches!(error, Error::Damaged { .. }), "{error:?}");
+    assert!(matches!(error, Error::Unreadable { .. }), "{error:?}");
     assert!(
         text.contains("victim") && text.contains(&b.location()),
         "{text}"

@@ -224,7 +224,7 @@ async fn handles_isolate_bad_rows_unless_told_to_fail() {
         message.contains(&format!("{}/handles", env.namespace)),
         "{message}"
     );
-    assert!(matches!(error, Error::Damaged { .. }), "{error:?}");
+    assert!(matches!(error, Error::Unreadable { .. }), "{error:?}");
 
     let fresh: Dict<Vec<u8>, Raw> = Dict::open(env.backend("handles").await, Raw, Options::new())
         .await

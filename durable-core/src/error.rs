@@ -122,6 +122,17 @@ pub enum Error {
         /// What is wrong with the record, naming the dictionary.
         reason: String,
     },
+    /// A stored row the backend could not read (a key that is not UTF-8, a value of the wrong
+    /// type, a malformed record): it costs that key only, which keeps its last good value.
+    #[error("{backend}: the stored row of key {key:?} cannot be read: {reason}")]
+    Unreadable {
+        /// The backend's name.
+        backend: String,
+        /// The key as far as it can be read.
+        key: String,
+        /// What is wrong with the row, naming the dictionary.
+        reason: String,
+    },
     /// The operation did not finish within its time limit.
     #[error("{backend}: {operation} timed out after {after:?}")]
     Timeout {
@@ -292,6 +303,7 @@ impl Error {
         match self {
             Error::Unavailable { .. } => "unavailable",
             Error::Damaged { .. } => "damaged",
+            Error::Unreadable { .. } => "unreadable",
             Error::Timeout { .. } => "timeout",
             Error::Decode { .. } => "decode",
             Error::Encode { .. } => "encode",

@@ -104,7 +104,7 @@ where
                         "applying delta"
                     );
                     let (upserts, mut bad) = self.decode_all(delta.upserts)?;
-                    bad.extend(self.unreadable(Operation::Changes, delta.unreadable)?);
+                    bad.extend(self.unreadable(delta.unreadable)?);
                     Update::Delta {
                         version: delta.version,
                         upserts,
@@ -119,7 +119,7 @@ where
                     bump(&self.counters.reloads);
                     info!(entries = load.entries.len(), version = %load.version, "full reload");
                     let (entries, mut bad) = self.decode_all(load.entries)?;
-                    bad.extend(self.unreadable(Operation::Load, load.unreadable)?);
+                    bad.extend(self.unreadable(load.unreadable)?);
                     Update::Load {
                         version: load.version,
                         entries,
@@ -143,7 +143,7 @@ where
         let load = self.call(Operation::Load, self.backend.durables()).await?;
         self.metrics.load_took(started.elapsed());
         let (entries, mut bad) = self.decode_all(load.entries)?;
-        bad.extend(self.unreadable(Operation::Load, load.unreadable)?);
+        bad.extend(self.unreadable(load.unreadable)?);
         bump(&self.counters.reloads);
         let start = self.state.load().version;
         self.publish_sync(
@@ -184,20 +184,13 @@ where
 
     /// The rows the backend could not read, as bad values (or the error that fails the sync,
     /// under [`DecodeErrors::Fail`]).
-    pub(super) fn unreadable(
-        &self,
-        operation: Operation,
-        rows: Vec<Unreadable>,
-    ) -> Result<BadValues> {
+    pub(super) fn unreadable(&self, rows: Vec<Unreadable>) -> Result<BadValues> {
         let mut bad = Vec::with_capacity(rows.len());
         for row in rows {
-            let error = Error::Damaged {
+            let error = Error::Unreadable {
                 backend: self.name().to_owned(),
-                operation,
-                reason: format!(
-                    "the stored row of key {:?} cannot be read: {}",
-                    row.key, row.reason
-                ),
+                key: row.key.clone(),
+                reason: row.reason,
             };
             if self.options.decode_errors == DecodeErrors::Fail {
                 return Err(error);
@@ -205,7 +198,7 @@ where
             warn!(
                 backend = self.name(),
                 key = %row.key,
-                reason = %row.reason,
+                %error,
                 "a stored row cannot be read; the key keeps its last good value"
             );
             bump(&self.counters.skipped_values);
