@@ -83,6 +83,9 @@ pub struct Stats {
 #[derive(Debug, Clone, Serialize)]
 #[non_exhaustive]
 pub struct Health {
+    /// Which dictionary this is ([`Backend::location`](crate::Backend::location)), e.g.
+    /// `redis/native/prod/flags`.
+    pub dictionary: String,
     /// A snapshot is available for reads (always true for an opened handle).
     pub ready: bool,
     /// The last version check succeeded and the snapshot does not come from the backup file.

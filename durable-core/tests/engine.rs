@@ -226,6 +226,10 @@ async fn an_undecodable_value_costs_its_key_only_or_fails_the_sync() {
         "the last good value stays"
     );
     let health = isolating.health();
+    assert_eq!(
+        health.dictionary, "memory/test/d",
+        "health names the dictionary"
+    );
     assert!(health.fresh, "a bad value does not make the handle stale");
     assert_eq!(health.bad_keys.len(), 1);
     assert_eq!(health.bad_keys[0].key, "bad key");

@@ -32,13 +32,17 @@ where
             return slot.1.clone();
         }
         let generation = self.started.fetch_add(1, Ordering::SeqCst) + 1;
-        let span = debug_span!("durable.check", backend = self.name(), generation);
+        let span = debug_span!("durable.check", dictionary = %self.location, generation);
         let started = Instant::now();
         let result = self.check_now(generation).instrument(span).await;
         self.metrics.check_took(started.elapsed());
         if let Err(error) = &result {
             self.failed(error, true);
-            warn!(backend = self.name(), %error, "sync failed, keeping the last good snapshot");
+            warn!(
+                dictionary = %self.location,
+                %error,
+                "sync failed, keeping the last good snapshot"
+            );
         }
         *slot = (generation, result.clone());
         self.export_metrics();
@@ -196,7 +200,7 @@ where
                 return Err(error);
             }
             warn!(
-                backend = self.name(),
+                dictionary = %self.location,
                 key = %row.key,
                 %error,
                 "a stored row cannot be read; the key keeps its last good value"
@@ -237,7 +241,7 @@ where
                 }),
                 Err(error) if self.options.decode_errors == DecodeErrors::Isolate => {
                     warn!(
-                        backend = self.name(),
+                        dictionary = %self.location,
                         key = %stored.key,
                         %error,
                         "a stored value cannot be decoded; the key keeps its last good value"

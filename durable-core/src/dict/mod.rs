@@ -177,6 +177,8 @@ struct Inner<V, E> {
     backup_wake: Notify,
     counters: Counters,
     metrics: Exporter,
+    /// [`Backend::location`], for logs and health.
+    location: String,
     changes: broadcast::Sender<Change<V>>,
     origin: Instant,
     /// The estimate of the store's clock, for expiry.
@@ -250,7 +252,8 @@ where
             clock.clone(),
             origin,
         );
-        let metrics = Exporter::new(backend.name(), &backend.location());
+        let location = backend.location();
+        let metrics = Exporter::new(backend.name(), &location);
         let inner = Arc::new_cyclic(|this| Inner {
             this: this.clone(),
             caps: backend.capabilities(),
@@ -267,6 +270,7 @@ where
             backup_wake: Notify::new(),
             counters: Counters::default(),
             metrics,
+            location,
             origin,
             clock,
             sweeping: AtomicBool::new(false),
@@ -277,7 +281,7 @@ where
             _tasks: Arc::new(Tasks::default()),
         };
         let options = &inner.options;
-        let span = debug_span!("durable.open", backend = inner.backend.name());
+        let span = debug_span!("durable.open", dictionary = %inner.location);
         async {
             if inner.caps.push
                 && (options.trust_hints_for.is_some()
@@ -845,6 +849,7 @@ where
         let state = self.inner.state.load();
         let times = self.inner.counters.times.lock();
         Health {
+            dictionary: self.inner.location.clone(),
             ready: true,
             fresh: times.stale_since.is_none() && !state.from_backup,
             stale_since: times.stale_since,

@@ -81,7 +81,7 @@ where
             // writes). Its state wins; the backend served a full load (a delta from a token
             // ahead of the store is never served).
             warn!(
-                backend = self.name(),
+                dictionary = %self.location,
                 store = %version,
                 snapshot = %current.version,
                 "the store went back to an earlier state; following it"

@@ -107,7 +107,7 @@ where
         bump(&inner.counters.hints);
         inner.wake.notify_one();
     }
-    warn!(backend = inner.name(), "push hints stopped, polling only");
+    warn!(dictionary = %inner.location, "push hints stopped, polling only");
     inner.wake.notify_one();
 }
 
