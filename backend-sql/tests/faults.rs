@@ -349,10 +349,12 @@ async fn mariadb_table_definition_changed_is_retried() {
 
     // The same through durable, with handles busy on two dictionaries.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let progress = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut tasks = Vec::new();
     for task in 0..6 {
         let backend = store.backend(&ns, if task < 4 { "read" } else { "write" });
         let stop = stop.clone();
+        let progress = progress.clone();
         tasks.push(tokio::spawn(async move {
             let mut errors = Vec::new();
             let mut done = 0u64;
@@ -368,7 +370,10 @@ async fn mariadb_table_definition_changed_is_retried() {
                         .map(|v| token = v),
                 };
                 match result {
-                    Ok(()) => done += 1,
+                    Ok(()) => {
+                        done += 1;
+                        progress.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
                     Err(error) => errors.push(error),
                 }
                 if task == 2 || task == 3 {
@@ -378,9 +383,12 @@ async fn mariadb_table_definition_changed_is_retried() {
             (done, errors)
         }));
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    // Until enough work met enough truncates (a loaded machine gets there later, not less).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     let mut truncates = 0;
-    while tokio::time::Instant::now() < deadline {
+    while (truncates < 20 || progress.load(std::sync::atomic::Ordering::SeqCst) <= 100)
+        && tokio::time::Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(5)).await;
         store.exec("TRUNCATE TABLE {e}").await;
         truncates += 1;
