@@ -4,8 +4,6 @@
 
 use std::time::Duration;
 
-use crate::stats::Stats;
-
 #[cfg(feature = "metrics")]
 pub(crate) use enabled::Exporter;
 
@@ -15,6 +13,7 @@ pub(crate) use disabled::Exporter;
 #[cfg(feature = "metrics")]
 mod enabled {
     use super::*;
+    use crate::stats::Stats;
     use metrics::{Counter, Gauge, Histogram, Label};
 
     /// The metric handles of one dictionary handle.
@@ -120,8 +119,6 @@ mod disabled {
         pub(crate) fn new(_backend: &str, _dictionary: &str) -> Self {
             Exporter
         }
-
-        pub(crate) fn export(&self, _stats: &Stats, _fresh: bool) {}
 
         pub(crate) fn error(&self, _error: &crate::Error) {}
 

@@ -905,10 +905,14 @@ where
         stats
     }
 
-    /// Brings the metrics up to date (feature `metrics`; nothing otherwise).
+    /// Brings the metrics up to date (feature `metrics`; without it, nothing is computed on the
+    /// write and check paths).
     fn export_metrics(&self) {
-        let fresh = self.counters.times.lock().stale_since.is_none();
-        self.metrics.export(&self.stats(), fresh);
+        #[cfg(feature = "metrics")]
+        {
+            let fresh = self.counters.times.lock().stale_since.is_none();
+            self.metrics.export(&self.stats(), fresh);
+        }
     }
 
     /// Counts a failed store operation (`is_check`: a version check, which makes the handle
