@@ -1,24 +1,31 @@
-//! The snapshot's map: a hash map split into copy-on-write shards.
+//! The snapshot's map: a hash map split into small copy-on-write leaves (hash tables of about
+//! 32 entries) under a radix tree of 32-way inner nodes, indexed by bits of the key's hash that
+//! the leaves' own tables do not use.
 //!
-//! Publishing a new snapshot after a change of k keys clones the outer shard list (one pointer
-//! per shard) and the k touched shards, never the whole map: with about sqrt(n) shards of about
-//! sqrt(n) entries each, a one-key change to a 1M-entry map copies ~1k pointers and one ~1k-entry
-//! shard instead of a million entries. A lookup hashes the key once; the shard index comes from
-//! bits of the hash that the shard's own table does not use, so it costs one extra pointer hop
-//! over a plain `HashMap`.
+//! A snapshot is one root; publishing the next after a change of k keys copies, for each touched
+//! key, its path: one inner node per level (32 pointers; three levels at 1M entries, four at
+//! 10M) and one leaf. Everything else is shared, so a delta costs O(k log n), never a copy of the
+//! map, and a reader holding the old root keeps seeing exactly the old state. A lookup hashes the
+//! key once and follows the path (the upper levels stay in cache).
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use foldhash::fast::RandomState;
 use hashbrown::HashTable;
+use smol_str::SmolStr;
 
 use crate::types::{Revision, StoreTime};
+
+/// A snapshot's key.
+pub(crate) type Key = SmolStr;
 
 /// One entry of a snapshot.
 #[derive(Debug)]
 pub(crate) struct Entry<V> {
-    pub(crate) key: Arc<str>,
+    /// Short keys (up to 23 bytes) live inline, so a lookup compares them without another
+    /// cache miss.
+    pub(crate) key: Key,
     pub(crate) value: Arc<V>,
     pub(crate) revision: Revision,
     /// When the entry expires, on the store's clock.
@@ -47,13 +54,38 @@ impl<V> Clone for Entry<V> {
     }
 }
 
-type Shard<V> = Arc<HashTable<Entry<V>>>;
+/// A leaf: the entries whose hashes share its index bits.
+type Leaf<V> = Arc<HashTable<Entry<V>>>;
+
+/// log2 of an inner node's fan-out.
+const FANOUT_BITS: u32 = 5;
+const FANOUT: usize = 1 << FANOUT_BITS;
+
+/// A node of the radix tree over the index bits of the hash.
+#[derive(Debug)]
+enum Node<V> {
+    Inner(Arc<[Node<V>; FANOUT]>),
+    Leaf(Leaf<V>),
+}
+
+impl<V> Clone for Node<V> {
+    fn clone(&self) -> Self {
+        match self {
+            Node::Inner(children) => Node::Inner(children.clone()),
+            Node::Leaf(leaf) => Node::Leaf(leaf.clone()),
+        }
+    }
+}
 
 #[derive(Debug)]
 pub(crate) struct Map<V> {
     hasher: RandomState,
-    shards: Vec<Shard<V>>,
-    mask: usize,
+    root: Node<V>,
+    /// How far the root's digit of a leaf index is shifted (levels below the root times
+    /// `FANOUT_BITS`).
+    root_shift: u32,
+    /// The number of leaves minus one (a mask over the index bits).
+    leaf_mask: usize,
     len: usize,
     bytes: usize,
     /// How many entries have an expiry.
@@ -66,8 +98,9 @@ impl<V> Clone for Map<V> {
     fn clone(&self) -> Self {
         Map {
             hasher: self.hasher.clone(),
-            shards: self.shards.clone(),
-            mask: self.mask,
+            root: self.root.clone(),
+            root_shift: self.root_shift,
+            leaf_mask: self.leaf_mask,
             len: self.len,
             bytes: self.bytes,
             expiring: self.expiring,
@@ -76,15 +109,29 @@ impl<V> Clone for Map<V> {
     }
 }
 
-/// log2 of the shard count for `len` entries: about sqrt(len) shards.
-fn shard_bits(len: usize) -> u32 {
-    ((usize::BITS - len.leading_zeros()) / 2).min(16)
+/// About this many entries per leaf: a one-key change copies a leaf, so leaves stay small.
+const LEAF_BITS: u32 = 5;
+/// The most index bits: bits 32..56 of the hash, below the seven that hashbrown keeps for its
+/// control bytes (it takes the bucket from the lowest bits).
+const MAX_INDEX_BITS: u32 = 24;
+
+/// log2 of the leaf count for `len` entries: about 2^LEAF_BITS entries per leaf.
+fn index_bits(len: usize) -> u32 {
+    (usize::BITS - len.leading_zeros())
+        .saturating_sub(LEAF_BITS)
+        .min(MAX_INDEX_BITS)
 }
 
-/// The shard of a hash: bits 32.. are left alone by hashbrown, which uses the lowest bits for the
-/// bucket and the highest seven for its control bytes.
-fn shard_of(hash: u64, mask: usize) -> usize {
+/// The leaf index of a hash (see `MAX_INDEX_BITS`).
+#[inline]
+fn leaf_of(hash: u64, mask: usize) -> usize {
     (hash >> 32) as usize & mask
+}
+
+/// The child of a node on the path to leaf `index`, at the level shifted by `shift`.
+#[inline]
+fn digit(index: usize, shift: u32) -> usize {
+    (index >> shift) & (FANOUT - 1)
 }
 
 impl<V> Map<V> {
@@ -97,44 +144,55 @@ impl<V> Map<V> {
     }
 
     fn build(hasher: RandomState, entries: Vec<Entry<V>>) -> Self {
-        let bits = shard_bits(entries.len());
+        let bits = index_bits(entries.len());
         let count = 1usize << bits;
-        let mut tables: Vec<HashTable<Entry<V>>> = (0..count)
-            .map(|_| HashTable::with_capacity(entries.len() / count + 1))
+        let mut leaves: Vec<HashTable<Entry<V>>> = (0..count)
+            .map(|_| HashTable::with_capacity(entries.len() / count))
             .collect();
         let mut map = Map {
             hasher,
-            shards: Vec::new(),
-            mask: count - 1,
+            root: Node::Leaf(Arc::default()),
+            root_shift: bits.saturating_sub(1) / FANOUT_BITS * FANOUT_BITS,
+            leaf_mask: count - 1,
             len: 0,
             bytes: 0,
             expiring: 0,
             earliest_expiry: None,
         };
         for entry in entries {
-            let hash = map.hasher.hash_one(&*entry.key);
-            let table = &mut tables[shard_of(hash, map.mask)];
-            map.added(&entry);
-            let hasher = &map.hasher;
-            match table.entry(hash, |e| e.key == entry.key, |e| hasher.hash_one(&*e.key)) {
-                hashbrown::hash_table::Entry::Occupied(mut o) => {
-                    let old = std::mem::replace(o.get_mut(), entry);
-                    map.removed(&old);
-                }
-                hashbrown::hash_table::Entry::Vacant(v) => {
-                    map.len += 1;
-                    v.insert(entry);
-                }
+            let hash = map.hasher.hash_one(entry.key.as_str());
+            map.added(entry.size, entry.expires_at);
+            let leaf = &mut leaves[leaf_of(hash, map.leaf_mask)];
+            if let Some(old) = insert(&map.hasher, leaf, hash, entry, &mut map.len) {
+                map.removed(&old);
             }
         }
-        map.shards = tables.into_iter().map(Arc::new).collect();
+        // Group the leaves FANOUT at a time, level by level, up to one root (the root's unused
+        // slots, when the index bits are not a multiple of FANOUT_BITS, hold empty leaves that
+        // no index reaches).
+        let mut level: Vec<Node<V>> = leaves
+            .into_iter()
+            .map(|l| Node::Leaf(Arc::new(l)))
+            .collect();
+        while level.len() > 1 {
+            let mut nodes = level.into_iter();
+            let mut parents = Vec::new();
+            while nodes.len() > 0 {
+                let children: [Node<V>; FANOUT] = std::array::from_fn(|_| {
+                    nodes.next().unwrap_or_else(|| Node::Leaf(Arc::default()))
+                });
+                parents.push(Node::Inner(Arc::new(children)));
+            }
+            level = parents;
+        }
+        map.root = level.pop().unwrap_or_else(|| Node::Leaf(Arc::default()));
         map
     }
 
     /// Accounts for an entry coming in (sizes and expiry; the caller counts `len`).
-    fn added(&mut self, entry: &Entry<V>) {
-        self.bytes += entry.size;
-        if let Some(at) = entry.expires_at {
+    fn added(&mut self, size: usize, expires_at: Option<StoreTime>) {
+        self.bytes += size;
+        if let Some(at) = expires_at {
             self.expiring += 1;
             self.earliest_expiry = Some(self.earliest_expiry.map_or(at, |e| e.min(at)));
         }
@@ -176,57 +234,148 @@ impl<V> Map<V> {
     }
 
     #[inline]
-    pub(crate) fn get(&self, key: &str) -> Option<&Entry<V>> {
-        let hash = self.hasher.hash_one(key);
-        self.shards[shard_of(hash, self.mask)].find(hash, |e| &*e.key == key)
+    fn leaf(&self, hash: u64) -> &HashTable<Entry<V>> {
+        let index = leaf_of(hash, self.leaf_mask);
+        let mut node = &self.root;
+        let mut shift = self.root_shift;
+        loop {
+            match node {
+                Node::Inner(children) => {
+                    node = &children[digit(index, shift)];
+                    shift = shift.wrapping_sub(FANOUT_BITS);
+                }
+                Node::Leaf(leaf) => return leaf,
+            }
+        }
     }
 
-    /// Inserts or replaces an entry, returning the replaced one. Copies only the entry's shard.
+    /// The leaf of `hash`, copying every node on its path that another map shares.
+    fn leaf_mut(&mut self, hash: u64) -> &mut HashTable<Entry<V>> {
+        let index = leaf_of(hash, self.leaf_mask);
+        let mut node = &mut self.root;
+        let mut shift = self.root_shift;
+        loop {
+            match node {
+                Node::Inner(children) => {
+                    node = &mut Arc::make_mut(children)[digit(index, shift)];
+                    shift = shift.wrapping_sub(FANOUT_BITS);
+                }
+                Node::Leaf(leaf) => return Arc::make_mut(leaf),
+            }
+        }
+    }
+
+    #[inline]
+    pub(crate) fn get(&self, key: &str) -> Option<&Entry<V>> {
+        let hash = self.hasher.hash_one(key);
+        self.leaf(hash).find(hash, |e| e.key.as_str() == key)
+    }
+
+    /// Inserts or replaces an entry, returning the replaced one. Copies only the entry's path.
     pub(crate) fn upsert(&mut self, entry: Entry<V>) -> Option<Entry<V>> {
-        let hash = self.hasher.hash_one(&*entry.key);
-        self.added(&entry);
-        let hasher = &self.hasher;
-        let table = Arc::make_mut(&mut self.shards[shard_of(hash, self.mask)]);
-        let old = match table.entry(hash, |e| e.key == entry.key, |e| hasher.hash_one(&*e.key)) {
-            hashbrown::hash_table::Entry::Occupied(mut o) => {
-                Some(std::mem::replace(o.get_mut(), entry))
-            }
-            hashbrown::hash_table::Entry::Vacant(v) => {
-                v.insert(entry);
-                self.len += 1;
-                None
-            }
-        };
+        let hash = self.hasher.hash_one(entry.key.as_str());
+        self.added(entry.size, entry.expires_at);
+        let hasher = self.hasher.clone();
+        let mut len = self.len;
+        let old = insert(&hasher, self.leaf_mut(hash), hash, entry, &mut len);
+        self.len = len;
         if let Some(old) = &old {
             self.removed(old);
         }
-        if shard_bits(self.len) > self.mask.count_ones() + 1 {
-            self.reshard();
+        if index_bits(self.len) > self.leaf_mask.count_ones() + 1 {
+            self.rebuild();
         }
         old
     }
 
-    /// Removes an entry, returning it. Copies its shard only if the key is present.
+    /// Removes an entry, returning it. Copies its path only if the key is present.
     pub(crate) fn remove(&mut self, key: &str) -> Option<Entry<V>> {
         let hash = self.hasher.hash_one(key);
-        let index = shard_of(hash, self.mask);
-        self.shards[index].find(hash, |e| &*e.key == key)?;
-        let table = Arc::make_mut(&mut self.shards[index]);
-        let (old, _) = table.find_entry(hash, |e| &*e.key == key).ok()?.remove();
+        self.leaf(hash).find(hash, |e| e.key.as_str() == key)?;
+        let (old, _) = self
+            .leaf_mut(hash)
+            .find_entry(hash, |e| e.key.as_str() == key)
+            .ok()?
+            .remove();
         self.len -= 1;
         self.removed(&old);
         Some(old)
     }
 
-    /// Rebuilds with a shard count fitting the current size (amortised: it takes four times the
+    /// Rebuilds with a leaf count fitting the current size (amortised: it takes four times the
     /// entries to get here again).
-    fn reshard(&mut self) {
+    fn rebuild(&mut self) {
         let entries = self.iter().cloned().collect();
         *self = Self::build(self.hasher.clone(), entries);
     }
 
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &Entry<V>> + '_ {
-        self.shards.iter().flat_map(|shard| shard.iter())
+    pub(crate) fn iter(&self) -> Iter<'_, V> {
+        Iter {
+            stack: Vec::new(),
+            leaf: None,
+            next: Some(&self.root),
+        }
+    }
+}
+
+/// Every entry of a map, leaf by leaf (depth first).
+pub(crate) struct Iter<'a, V> {
+    /// The unvisited children of the inner nodes on the current path.
+    stack: Vec<std::slice::Iter<'a, Node<V>>>,
+    leaf: Option<hashbrown::hash_table::Iter<'a, Entry<V>>>,
+    /// A node to descend into before taking from the stack.
+    next: Option<&'a Node<V>>,
+}
+
+impl<'a, V> Iterator for Iter<'a, V> {
+    type Item = &'a Entry<V>;
+
+    fn next(&mut self) -> Option<&'a Entry<V>> {
+        loop {
+            if let Some(entry) = self.leaf.as_mut().and_then(Iterator::next) {
+                return Some(entry);
+            }
+            let node = match self.next.take() {
+                Some(node) => node,
+                None => loop {
+                    let children = self.stack.last_mut()?;
+                    match children.next() {
+                        Some(node) => break node,
+                        None => {
+                            self.stack.pop();
+                        }
+                    }
+                },
+            };
+            match node {
+                Node::Inner(children) => self.stack.push(children.iter()),
+                Node::Leaf(leaf) => self.leaf = Some(leaf.iter()),
+            }
+        }
+    }
+}
+
+/// Inserts `entry` into `leaf`, counting a new key in `len`; returns the entry it replaced.
+fn insert<V>(
+    hasher: &RandomState,
+    leaf: &mut HashTable<Entry<V>>,
+    hash: u64,
+    entry: Entry<V>,
+    len: &mut usize,
+) -> Option<Entry<V>> {
+    match leaf.entry(
+        hash,
+        |e| e.key == entry.key,
+        |e| hasher.hash_one(e.key.as_str()),
+    ) {
+        hashbrown::hash_table::Entry::Occupied(mut o) => {
+            Some(std::mem::replace(o.get_mut(), entry))
+        }
+        hashbrown::hash_table::Entry::Vacant(v) => {
+            v.insert(entry);
+            *len += 1;
+            None
+        }
     }
 }
 
@@ -244,6 +393,23 @@ mod tests {
         }
     }
 
+    /// Every leaf and inner node, depth first.
+    fn nodes<V>(node: &Node<V>, out: &mut Vec<*const ()>) {
+        match node {
+            Node::Inner(children) => {
+                out.push(Arc::as_ptr(children).cast());
+                children.iter().for_each(|child| nodes(child, out));
+            }
+            Node::Leaf(leaf) => out.push(Arc::as_ptr(leaf).cast()),
+        }
+    }
+
+    fn all_nodes<V>(map: &Map<V>) -> Vec<*const ()> {
+        let mut out = Vec::new();
+        nodes(&map.root, &mut out);
+        out
+    }
+
     #[test]
     fn upsert_remove_and_growth_keep_every_entry() {
         let mut map = Map::new();
@@ -252,7 +418,7 @@ mod tests {
         }
         assert_eq!(map.len(), 5000);
         assert_eq!(map.bytes(), 20_000);
-        assert!(map.shards.len() > 16, "resharded as it grew");
+        assert_eq!(map.leaf_mask, (1 << 8) - 1, "rebuilt as it grew");
         for i in 0..5000u32 {
             assert_eq!(map.get(&i.to_string()).map(|e| *e.value), Some(i));
         }
@@ -261,24 +427,40 @@ mod tests {
         assert_eq!(map.remove("8").map(|e| *e.value), Some(8));
         assert!(map.remove("8").is_none());
         assert_eq!(map.len(), 4999);
+        assert_eq!(map.bytes(), 4999 * 4);
         // The earlier map is untouched (copy on write).
         assert_eq!(before.get("7").map(|e| *e.value), Some(7));
         assert_eq!(before.get("8").map(|e| *e.value), Some(8));
         assert_eq!(before.len(), 5000);
         assert_eq!(map.iter().count(), 4999);
+        assert_eq!(before.iter().count(), 5000);
     }
 
     #[test]
-    fn one_change_copies_one_shard() {
-        let map = Map::from_entries((0..10_000u32).map(|i| entry(&i.to_string(), i)).collect());
+    fn one_change_copies_one_path() {
+        let map = Map::from_entries((0..100_000u32).map(|i| entry(&i.to_string(), i)).collect());
+        // 100k entries: 2^12 leaves under three levels of inner nodes.
+        assert_eq!(map.leaf_mask, (1 << 12) - 1);
+        let before = all_nodes(&map);
         let mut next = map.clone();
         next.upsert(entry("42", 1));
-        let copied = map
-            .shards
-            .iter()
-            .zip(&next.shards)
-            .filter(|(a, b)| !Arc::ptr_eq(a, b))
-            .count();
-        assert_eq!(copied, 1);
+        let after = all_nodes(&next);
+        assert_eq!(before.len(), after.len());
+        let copied = before.iter().zip(&after).filter(|(a, b)| a != b).count();
+        assert_eq!(copied, 4, "three inner nodes and one leaf");
+        // A second change in the same (now unshared) path copies nothing.
+        next.upsert(entry("42", 2));
+        assert_eq!(all_nodes(&next), after);
+        assert_eq!(next.get("42").map(|e| *e.value), Some(2));
+        assert_eq!(map.get("42").map(|e| *e.value), Some(42));
+        assert_eq!(map.iter().count(), 100_000);
+    }
+
+    #[test]
+    fn index_bits_keep_leaves_small() {
+        assert_eq!(index_bits(0), 0);
+        assert_eq!(index_bits(31), 0);
+        assert_eq!(index_bits(1 << 20), 16);
+        assert_eq!(index_bits(usize::MAX), MAX_INDEX_BITS);
     }
 }

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use crate::clock::StoreClock;
 use crate::error::Error;
-use crate::map::{Entry, Map};
+use crate::map::{Entry, Key, Map};
 use crate::types::{Revision, StoreTime, Version};
 
 /// A value with the revision that wrote it, as returned by writes and compare-and-swap.
@@ -41,7 +41,7 @@ pub(crate) struct Pending<V> {
     /// How many version checks had started when the write was acknowledged: a check with a
     /// higher generation read the store after the write.
     pub(crate) acked: u64,
-    pub(crate) key: Arc<str>,
+    pub(crate) key: Key,
     pub(crate) entry: Option<Entry<V>>,
 }
 

@@ -32,7 +32,7 @@ use crate::backup::{self, BackupData};
 use crate::clock::StoreClock;
 use crate::encoding::{Encoding, Json};
 use crate::error::{Error, Operation, Result};
-use crate::map::{Entry, Map};
+use crate::map::{Entry, Key, Map};
 use crate::metrics::Exporter;
 use crate::options::{DecodeErrors, Mode, Options};
 use crate::snapshot::{Freshness, Pending, Snapshot, State, Synced, Versioned};
@@ -191,7 +191,7 @@ struct Inner<V, E> {
 }
 
 /// The keys one local write changed, each with its new entry (`None`: deleted).
-type LocalWrites<V> = Vec<(Arc<str>, Option<Entry<V>>)>;
+type LocalWrites<V> = Vec<(Key, Option<Entry<V>>)>;
 
 /// One caller's delta and where its result goes.
 type QueuedIncrement = (i64, tokio::sync::oneshot::Sender<Result<(i64, Version)>>);
@@ -220,7 +220,7 @@ enum Update<V> {
     Delta {
         version: Version,
         upserts: Vec<Entry<V>>,
-        removals: Vec<Arc<str>>,
+        removals: Vec<Key>,
         bad: BadValues,
     },
 }
@@ -756,7 +756,7 @@ where
             .into_iter()
             .map(|key| BatchOp::Delete { key: key.into() })
             .collect();
-        let keys: Vec<Arc<str>> = ops.iter().map(|op| op.key().into()).collect();
+        let keys: Vec<Key> = ops.iter().map(|op| op.key().into()).collect();
         self.batch(ops, |_| keys.into_iter().map(|k| (k, None)).collect())
             .await
     }
@@ -764,7 +764,7 @@ where
     async fn batch(
         &self,
         ops: Vec<BatchOp>,
-        writes: impl FnOnce(Version) -> Vec<(Arc<str>, Option<Entry<V>>)>,
+        writes: impl FnOnce(Version) -> LocalWrites<V>,
     ) -> Result<Option<Version>> {
         self.inner
             .require(self.inner.caps.batch, Operation::Batch)?;
@@ -974,14 +974,8 @@ where
     }
 
     /// A local write of `value` under `key` by the write that produced `version`.
-    fn entry(
-        &self,
-        key: &str,
-        value: V,
-        size: usize,
-        version: Version,
-    ) -> (Arc<str>, Option<Entry<V>>) {
-        let key: Arc<str> = key.into();
+    fn entry(&self, key: &str, value: V, size: usize, version: Version) -> (Key, Option<Entry<V>>) {
+        let key: Key = key.into();
         let entry = Entry {
             key: key.clone(),
             value: Arc::new(value),

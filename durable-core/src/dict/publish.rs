@@ -10,7 +10,7 @@ where
 {
     pub(super) fn emit(
         &self,
-        key: &Arc<str>,
+        key: &Key,
         old: Option<&Entry<V>>,
         new: Option<&Entry<V>>,
         version: Version,
@@ -23,7 +23,7 @@ where
         };
         // An error only means nobody listens.
         let _ = self.changes.send(Change {
-            key: key.clone(),
+            key: Arc::from(key.as_str()),
             kind,
             old: old.map(|e| e.value.clone()),
             new: new.map(|e| e.value.clone()),
@@ -39,7 +39,7 @@ where
     pub(super) fn apply(
         &self,
         map: &mut Map<V>,
-        key: &Arc<str>,
+        key: &Key,
         entry: Option<Entry<V>>,
         version: Version,
     ) {
@@ -221,7 +221,7 @@ where
             }
             // A pending write of ours to the same key with a higher counter is a later write
             // published first, or a write of a history the store lost: ask the store too.
-            let superseded = |key: &Arc<str>| {
+            let superseded = |key: &Key| {
                 current.pending.iter().any(|p| {
                     p.key == *key
                         && p.version.epoch() == version.epoch()
