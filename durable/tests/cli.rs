@@ -480,6 +480,47 @@ fn watch_prints_changes_as_they_happen() {
 }
 
 #[test]
+fn watch_json_prints_one_object_a_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("watch.sqlite").display());
+    ok(&url, "w", &["set", "k", "1"]);
+    let mut watcher = Std::new(assert_cmd::cargo::cargo_bin("durable"))
+        .args([
+            "--url",
+            &url,
+            "-n",
+            "w",
+            "watch",
+            "--interval",
+            "0.1",
+            "--json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut banner = String::new();
+    BufReader::new(watcher.stderr.take().unwrap())
+        .read_line(&mut banner)
+        .unwrap();
+    assert!(banner.starts_with("watching"), "{banner}");
+    ok(&url, "w", &["set", "k", r#"{"a": 2}"#]);
+    let mut line = String::new();
+    BufReader::new(watcher.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    watcher.kill().unwrap();
+    let _ = watcher.wait();
+    let event: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(
+        (&event["kind"], &event["key"], &event["old"], &event["new"]),
+        (&json!("updated"), &json!("k"), &json!(1), &json!({"a": 2})),
+        "{line}"
+    );
+    assert!(event["version"].is_string(), "{line}");
+}
+
+#[test]
 fn bench_quick_runs_and_writes_its_reports() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("bench.sqlite").display());

@@ -1434,3 +1434,26 @@ async fn run(cli: Cli) -> CliResult {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_sizes_have_units() {
+        for (seconds, shown) in [
+            (5.239e-6, "5.2 µs"),
+            (850e-9, "850 ns"),
+            (0.0123, "12.3 ms"),
+            (1.5, "1.5 s"),
+            (90.0, "1.5 min"),
+            (5400.0, "1.5 h"),
+            (3.0 * 86_400.0, "3.0 days"),
+        ] {
+            assert_eq!(human_duration(Duration::from_secs_f64(seconds)), shown);
+        }
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
+    }
+}
