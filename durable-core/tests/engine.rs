@@ -1022,3 +1022,31 @@ async fn an_own_write_lost_by_a_restore_does_not_stay_visible() {
         assert_eq!(w.snapshot().len(), fresh.snapshot().len());
     }
 }
+
+#[tokio::test]
+async fn write_many_stores_and_deletes_in_one_step() {
+    let store = MemoryStore::new();
+    let dict: Dict<i64> = open(&store, manual()).await;
+    let other: Dict<i64> = open(&store, manual()).await;
+    dict.insert_many([("keep", 1), ("drop", 2)]).await.unwrap();
+    let before = dict.snapshot().version();
+    let version = dict
+        .write_many([("keep", Some(10)), ("new", Some(3)), ("drop", None)])
+        .await
+        .unwrap()
+        .expect("a change bumps the version");
+    let snapshot = dict.snapshot();
+    assert_eq!(snapshot.version(), version);
+    let entries: HashMap<&str, i64> = snapshot.iter().map(|(k, v)| (k, *v)).collect();
+    assert_eq!(entries, HashMap::from([("keep", 10), ("new", 3)]));
+    // One bump: another handle sees the whole batch at once, one step after `before`.
+    let seen = other.sync().await.unwrap();
+    assert_eq!(seen.version(), version);
+    assert!(version.follows(&before), "{before} -> {version}");
+    assert_eq!(seen.get("drop"), None);
+    // Deleting only absent keys changes nothing and bumps nothing.
+    assert_eq!(
+        dict.write_many([("absent", None::<i64>)]).await.unwrap(),
+        None
+    );
+}

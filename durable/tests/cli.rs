@@ -45,8 +45,8 @@ fn edit_round_trip(url: &str) {
     let ns = &namespace();
     let written = ok(url, ns, &["set", "beta", "true"]);
     assert!(
-        written.starts_with("version ") && written.lines().count() == 1,
-        "`set` says what it printed: {written}"
+        written.starts_with("set beta (version ") && written.lines().count() == 1,
+        "`set` says what it did: {written}"
     );
     ok(url, ns, &["set", "limits", r#"{"rps": 10}"#]);
     ok(url, ns, &["set", "--raw", "motd", "hello world"]);
@@ -57,31 +57,63 @@ fn edit_round_trip(url: &str) {
         listed,
         json!({"beta": true, "limits": {"rps": 10}, "motd": "hello world"})
     );
-    assert!(ok(url, ns, &["list"]).contains("(3 entries"));
+    assert!(ok(url, ns, &["list"]).contains(&format!("(3 entries in {ns}/default, version ")));
 
-    assert_eq!(ok(url, ns, &["incr", "hits", "5"]), "5\n");
-    assert_eq!(ok(url, ns, &["incr", "hits", "-2"]), "3\n");
+    let added = ok(url, ns, &["incr", "hits", "5"]);
+    assert!(
+        added.starts_with("hits is now 5 (added 5; version "),
+        "{added}"
+    );
+    let added: Value =
+        serde_json::from_str(&ok(url, ns, &["incr", "hits", "-2", "--json"])).unwrap();
+    assert_eq!(
+        (&added["key"], &added["value"]),
+        (&json!("hits"), &json!(3))
+    );
+    assert!(added["version"].is_string(), "{added}");
 
     let revision = ok(url, ns, &["get", "--revision", "beta"]);
     let revision = revision.split('\t').next().unwrap();
-    assert!(ok(url, ns, &["cas", "beta", "--expect", revision, "false"]).starts_with("swapped"));
-    let (code, _, err) = durable(url, ns, &["cas", "beta", "--expect", revision, "true"]);
-    assert_eq!(code, 1);
+    let swapped = ok(url, ns, &["cas", "beta", "--expect", revision, "false"]);
+    assert!(swapped.starts_with("swapped beta (version "), "{swapped}");
+    let (code, out, err) = durable(url, ns, &["cas", "beta", "--expect", revision, "true"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (4, ""),
+        "a conflict has exit code 4: {err}"
+    );
     assert!(
         err.starts_with("durable: conflict: \"beta\" is now"),
         "{err}"
     );
     assert_eq!(err.lines().count(), 1, "one line: {err}");
-
-    assert!(ok(url, ns, &["del", "motd"]).starts_with("version "));
-    let (code, _, err) = durable(url, ns, &["del", "motd"]);
-    assert_eq!(
-        (code, err.trim()),
-        (
-            1,
-            format!("durable: key \"motd\" not found in {ns}/default: nothing deleted").as_str()
-        )
+    let (code, out, _) = durable(
+        url,
+        ns,
+        &["cas", "beta", "--expect", revision, "true", "--json"],
     );
+    let conflict: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(code, 4);
+    assert_eq!(
+        (&conflict["swapped"], &conflict["current"]["value"]),
+        (&json!(false), &json!(false))
+    );
+
+    let deleted = ok(url, ns, &["del", "motd"]);
+    assert!(deleted.starts_with("deleted motd (version "), "{deleted}");
+    // A missing key: its own exit code and message, for `del` and `get`.
+    for command in ["del", "get"] {
+        let (code, out, err) = durable(url, ns, &[command, "motd"]);
+        assert_eq!(
+            (code, out.as_str(), err.trim()),
+            (
+                3,
+                "",
+                format!("durable: no such key: motd in {ns}/default").as_str()
+            ),
+            "{command}"
+        );
+    }
 
     let (code, _, err) = durable(url, ns, &["set", "x", "not json"]);
     assert_eq!(code, 1);
@@ -90,7 +122,7 @@ fn edit_round_trip(url: &str) {
         "{err}"
     );
 
-    let stats: Value = serde_json::from_str(&ok(url, ns, &["stats"])).unwrap();
+    let stats: Value = serde_json::from_str(&ok(url, ns, &["stats", "--json"])).unwrap();
     assert_eq!(stats["entries"], json!(3));
     // Every counter of `Stats`, including checks that found the store gone back in time.
     for counter in [
@@ -104,8 +136,9 @@ fn edit_round_trip(url: &str) {
         assert!(stats[counter].is_u64(), "no counter {counter:?} in {stats}");
     }
     assert_eq!(stats["regressions"], json!(0));
-    let health: Value = serde_json::from_str(&ok(url, ns, &["health"])).unwrap();
+    let health: Value = serde_json::from_str(&ok(url, ns, &["health", "--json"])).unwrap();
     assert_eq!(health["fresh"], json!(true));
+    readable_stats_and_health(url, ns);
 
     // Export, then import into another dictionary of the same store: identical content.
     let exported = ok(url, ns, &["export"]);
@@ -126,11 +159,18 @@ fn edit_round_trip(url: &str) {
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert_eq!(ok(url, ns, &["-d", "ttl", "get", "session"]), "1\n");
     let (code, _, _) = durable(url, ns, &["-d", "ttl", "get", "gone"]);
-    assert_eq!(code, 1, "an expired entry is not found");
+    assert_eq!(code, 3, "an expired entry is not found");
     // The `set` process may already have swept it (writes sweep expired entries lazily).
     let first = ok(url, ns, &["-d", "ttl", "sweep"]);
-    assert!(first == "1\n" || first == "0\n", "{first}");
-    assert_eq!(ok(url, ns, &["-d", "ttl", "sweep"]), "0\n");
+    assert!(
+        first == format!("swept 1 expired entry from {ns}/ttl\n")
+            || first == format!("swept 0 expired entries from {ns}/ttl\n"),
+        "{first}"
+    );
+    assert_eq!(
+        ok(url, ns, &["-d", "ttl", "sweep", "--json"]),
+        "{\"removed\":0}\n"
+    );
     let export = ok(url, ns, &["-d", "ttl", "export"]);
     assert_eq!(
         export.lines().count(),
@@ -142,8 +182,218 @@ fn edit_round_trip(url: &str) {
     assert_eq!(code, 2, "a bad command line");
     assert!(err.contains("--ttl"), "{err}");
 
+    expiries_survive_export_and_import(url, ns);
+    import_replace_holds_exactly_the_file(url, ns);
+    values_json_would_change_are_refused(url, ns);
+
     // The flag definitions of `durable flags`, in this store.
     flags_round_trip(url, ns);
+}
+
+/// The version counter of a token (`EPOCH.COUNTER[.STAMP]`).
+fn counter(version: &Value) -> u64 {
+    let text = version.as_str().unwrap();
+    text.split('.').nth(1).unwrap().parse().unwrap()
+}
+
+/// `stats` and `health` for people: one `name: value` line each, durations with units.
+fn readable_stats_and_health(url: &str, ns: &str) {
+    let stats = ok(url, ns, &["stats"]);
+    let age = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("age: "))
+        .unwrap_or_else(|| panic!("no age line in {stats}"));
+    assert!(
+        ["ns ", "µs ", "ms ", "s "]
+            .iter()
+            .any(|unit| age.contains(unit)),
+        "a unit: {age}"
+    );
+    assert!(stats.contains("\nentries: 3 ("), "{stats}");
+    assert!(!stats.contains("e-"), "no bare exponents: {stats}");
+    assert!(!stats.trim_start().starts_with('{'), "not JSON: {stats}");
+    let health = ok(url, ns, &["health"]);
+    assert!(health.starts_with("ready: true\n"), "{health}");
+    assert!(health.contains("\nfresh: true\n"), "{health}");
+    assert!(health.contains("\nage: "), "{health}");
+    assert!(!health.contains("e-"), "no bare exponents: {health}");
+}
+
+/// An entry set with --ttl keeps its expiry through export and import (as an absolute time on
+/// the store's clock); an entry that expired before the import is skipped.
+fn expiries_survive_export_and_import(url: &str, ns: &str) {
+    ok(
+        url,
+        ns,
+        &["-d", "exp", "set", "--ttl", "3600", "session", "1"],
+    );
+    ok(url, ns, &["-d", "exp", "set", "plain", "2"]);
+    let exported = ok(url, ns, &["-d", "exp", "export"]);
+    let lines: Vec<Value> = exported
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{exported}");
+    assert_eq!(lines[0]["key"], json!("plain"));
+    assert_eq!(lines[0].get("expires_at_ms"), None, "no expiry: {exported}");
+    let expires_at = lines[1]["expires_at_ms"].as_u64().unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("expiring.jsonl");
+    let old = r#"{"key":"old","value":3,"expires_at_ms":1000}"#;
+    std::fs::write(&file, format!("{exported}{old}\n")).unwrap();
+    let imported = ok(
+        url,
+        ns,
+        &["-d", "exp-copy", "import", file.to_str().unwrap()],
+    );
+    assert!(
+        imported.contains("2 entries written (1 with an expiry)")
+            && imported.contains("1 skipped (already expired: old)"),
+        "{imported}"
+    );
+    let session: Value = serde_json::from_str(&ok(
+        url,
+        ns,
+        &["-d", "exp-copy", "get", "--json", "session"],
+    ))
+    .unwrap();
+    let copied = session["expires_at_ms"].as_u64().unwrap();
+    assert!(
+        copied.abs_diff(expires_at) < 2_000,
+        "the same expiry on the store's clock: {expires_at} then {copied}"
+    );
+    let (code, _, _) = durable(url, ns, &["-d", "exp-copy", "get", "old"]);
+    assert_eq!(code, 3, "an entry that had expired is not imported");
+    let plain: Value =
+        serde_json::from_str(&ok(url, ns, &["-d", "exp-copy", "get", "--json", "plain"])).unwrap();
+    assert_eq!(plain["expires_at_ms"], Value::Null);
+}
+
+/// `import` merges; `import --replace` makes the dictionary hold exactly the file, in one
+/// batch (one version bump).
+fn import_replace_holds_exactly_the_file(url: &str, ns: &str) {
+    let dict = ["-d", "repl"];
+    let run = |args: &[&str]| ok(url, ns, &[&dict[..], args].concat());
+    run(&["set", "a", "1"]);
+    run(&["set", "b", "2"]);
+    run(&["set", "c", "3"]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("replace.jsonl");
+    std::fs::write(
+        &file,
+        "{\"key\":\"b\",\"value\":20}\n{\"key\":\"d\",\"text\":\"four\"}\n",
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let listed = |run: &dyn Fn(&[&str]) -> String| -> Value {
+        serde_json::from_str(&run(&["list", "--json"])).unwrap()
+    };
+
+    let merged = run(&["import", file]);
+    assert!(
+        merged.contains("2 entries written; in one atomic batch"),
+        "{merged}"
+    );
+    assert_eq!(listed(&run), json!({"a": 1, "b": 20, "c": 3, "d": "four"}));
+
+    run(&["set", "a", "10"]);
+    let before: Value = serde_json::from_str(&run(&["stats", "--json"])).unwrap();
+    let replaced = run(&["import", "--replace", file]);
+    assert!(
+        replaced.contains("2 entries written, 2 removed (a, c); in one atomic batch"),
+        "{replaced}"
+    );
+    assert_eq!(listed(&run), json!({"b": 20, "d": "four"}));
+    let after: Value = serde_json::from_str(&run(&["stats", "--json"])).unwrap();
+    assert_eq!(
+        counter(&after["version"]),
+        counter(&before["version"]) + 1,
+        "one atomic step: {} then {}",
+        before["version"],
+        after["version"]
+    );
+
+    let again: Value =
+        serde_json::from_str(&run(&["import", "--replace", "--json", file])).unwrap();
+    assert_eq!(
+        (&again["written"], &again["removed"], &again["atomic"]),
+        (&json!(2), &json!([]), &json!(true))
+    );
+}
+
+/// Values that JSON readers would change (a number beyond 64 bits, duplicate keys) are refused
+/// by `set`, `cas` and `import`, naming the problem; --raw stores them as they are.
+fn values_json_would_change_are_refused(url: &str, ns: &str) {
+    let dict = ["-d", "lossy"];
+    let dir = tempfile::tempdir().unwrap();
+    for (value, problem) in [
+        ("12345678901234567890123", "cannot be stored exactly"),
+        ("0.1000000000000000000000001", "cannot be stored exactly"),
+        (r#"{"a": 1, "a": 2}"#, "duplicate key \"a\""),
+        (r#"[{"n": 1e-400}]"#, "cannot be stored exactly"),
+    ] {
+        for args in [
+            vec!["set", "k", value],
+            vec!["cas", "k", "--expect", "absent", value],
+        ] {
+            let (code, out, err) = durable(url, ns, &[&dict[..], &args].concat());
+            assert_eq!((code, out.as_str()), (1, ""), "{args:?}: {err}");
+            assert!(
+                err.contains(problem) && err.contains("--raw") && err.lines().count() == 1,
+                "{args:?}: {err}"
+            );
+        }
+        let file = dir.path().join("lossy.jsonl");
+        std::fs::write(
+            &file,
+            format!("{{\"key\":\"fine\",\"value\":1}}\n{{\"key\":\"k\",\"value\":{value}}}\n"),
+        )
+        .unwrap();
+        let (code, _, err) = durable(
+            url,
+            ns,
+            &[&dict[..], &["import", file.to_str().unwrap()]].concat(),
+        );
+        assert_eq!(code, 1, "{err}");
+        assert!(
+            err.starts_with("durable: line 2: ") && err.contains(problem),
+            "{err}"
+        );
+    }
+    let (code, _, _) = durable(url, ns, &[&dict[..], &["get", "fine"]].concat());
+    assert_eq!(code, 3, "a refused import writes nothing");
+    // A key given twice in one file.
+    let file = dir.path().join("twice.jsonl");
+    std::fs::write(
+        &file,
+        "{\"key\":\"k\",\"value\":1}\n{\"key\":\"k\",\"value\":2}\n",
+    )
+    .unwrap();
+    let (code, _, err) = durable(
+        url,
+        ns,
+        &[&dict[..], &["import", file.to_str().unwrap()]].concat(),
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("line 2: key \"k\" is already given on line 1"),
+        "{err}"
+    );
+    // --raw keeps the text exactly.
+    let exact = "12345678901234567890123";
+    ok(
+        url,
+        ns,
+        &[&dict[..], &["set", "--raw", "k", exact]].concat(),
+    );
+    assert_eq!(
+        ok(url, ns, &[&dict[..], &["get", "--raw", "k"]].concat()),
+        format!("{exact}\n")
+    );
+    // Numbers that survive are stored as given.
+    ok(url, ns, &[&dict[..], &["set", "n", "0.1"]].concat());
+    assert_eq!(ok(url, ns, &[&dict[..], &["get", "n"]].concat()), "0.1\n");
 }
 
 #[test]
@@ -227,6 +477,47 @@ fn watch_prints_changes_as_they_happen() {
         ["inserted", r"tab\tbed\u{1b}", "-", r"a\nb"],
         "one line, five fields, control characters escaped: {escaped:?}"
     );
+}
+
+#[test]
+fn watch_json_prints_one_object_a_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("watch.sqlite").display());
+    ok(&url, "w", &["set", "k", "1"]);
+    let mut watcher = Std::new(assert_cmd::cargo::cargo_bin("durable"))
+        .args([
+            "--url",
+            &url,
+            "-n",
+            "w",
+            "watch",
+            "--interval",
+            "0.1",
+            "--json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut banner = String::new();
+    BufReader::new(watcher.stderr.take().unwrap())
+        .read_line(&mut banner)
+        .unwrap();
+    assert!(banner.starts_with("watching"), "{banner}");
+    ok(&url, "w", &["set", "k", r#"{"a": 2}"#]);
+    let mut line = String::new();
+    BufReader::new(watcher.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    watcher.kill().unwrap();
+    let _ = watcher.wait();
+    let event: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(
+        (&event["kind"], &event["key"], &event["old"], &event["new"]),
+        (&json!("updated"), &json!("k"), &json!(1), &json!({"a": 2})),
+        "{line}"
+    );
+    assert!(event["version"].is_string(), "{line}");
 }
 
 #[test]
@@ -394,8 +685,12 @@ fn ttl_values_are_checked_with_short_clear_messages() {
         );
     }
     let (code, _, _) = durable(&url, "ttl", &["get", "k"]);
-    assert_eq!(code, 1, "nothing was written");
-    assert!(ok(&url, "ttl", &["set", "--ttl", "1.5", "k", "1"]).starts_with("version "));
+    assert_eq!(code, 3, "nothing was written");
+    let written = ok(&url, "ttl", &["set", "--ttl", "1.5", "k", "1"]);
+    assert!(
+        written.starts_with("set k, expires in 1.5 s (version "),
+        "{written}"
+    );
 }
 
 #[test]
@@ -441,7 +736,7 @@ fn control_characters_in_keys_and_values_are_escaped() {
     assert_eq!(json[key], json!(text));
     // A missing key with control characters is quoted in the message.
     let (code, _, err) = durable(&url, "esc", &["get", "no\x1bpe"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 3);
     assert!(!err.contains('\x1b') && err.lines().count() == 1, "{err:?}");
 }
 
@@ -451,7 +746,7 @@ fn health_prints_ready_false_with_the_error_when_the_store_is_down() {
     let (code, out, err) = durable(
         "sqlite:///nonexistent-durable-dir/x.sqlite",
         "h",
-        &["health"],
+        &["health", "--json"],
     );
     assert_eq!(code, 1, "{out}{err}");
     let health: Value = serde_json::from_str(&out).expect("JSON on standard output");
@@ -467,12 +762,27 @@ fn health_prints_ready_false_with_the_error_when_the_store_is_down() {
         "{err}"
     );
     assert_eq!(err.lines().count(), 1, "{err}");
+    // The same for people.
+    let (code, out, err) = durable(
+        "sqlite:///nonexistent-durable-dir/x.sqlite",
+        "h",
+        &["health"],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.starts_with("ready: false\nerror: ") && out.contains("sqlite"),
+        "{out}"
+    );
+    assert!(
+        out.contains("\nage: no snapshot"),
+        "the snapshot's age, here none: {out}"
+    );
 
     // Up: ready, fresh, with the snapshot's age in seconds.
     let dir = tempfile::tempdir().unwrap();
     let url = sqlite(&dir, "health.sqlite");
     ok(&url, "h", &["set", "k", "1"]);
-    let health: Value = serde_json::from_str(&ok(&url, "h", &["health"])).unwrap();
+    let health: Value = serde_json::from_str(&ok(&url, "h", &["health", "--json"])).unwrap();
     assert_eq!(
         (&health["ready"], &health["fresh"], &health["error"]),
         (&json!(true), &json!(true), &json!(null))
@@ -481,7 +791,11 @@ fn health_prints_ready_false_with_the_error_when_the_store_is_down() {
 
     // A server that does not answer, with a password in the URL: never printed.
     if cfg!(feature = "postgres") {
-        let (code, out, err) = durable("postgres://app:s3/cr?t@127.0.0.1:1/db", "h", &["health"]);
+        let (code, out, err) = durable(
+            "postgres://app:s3/cr?t@127.0.0.1:1/db",
+            "h",
+            &["health", "--json"],
+        );
         assert_eq!(code, 1);
         assert!(
             !out.contains("s3/cr") && !err.contains("s3/cr"),
@@ -514,14 +828,22 @@ fn load_timeout_bounds_the_full_load_and_is_named_in_the_error() {
     );
     ok(&url, "load", &["import", file.to_str().unwrap()]);
 
-    let (code, _, err) = durable(&url, "load", &["--load-timeout", "0.000001", "stats"]);
+    let (code, _, err) = durable(
+        &url,
+        "load",
+        &["--load-timeout", "0.000001", "stats", "--json"],
+    );
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("timed out") && err.contains("raise --load-timeout"),
         "{err}"
     );
-    let stats: Value =
-        serde_json::from_str(&ok(&url, "load", &["--load-timeout", "300", "stats"])).unwrap();
+    let stats: Value = serde_json::from_str(&ok(
+        &url,
+        "load",
+        &["--load-timeout", "300", "stats", "--json"],
+    ))
+    .unwrap();
     assert_eq!(stats["entries"], json!(20_000));
     for flag in ["--load-timeout", "--timeout"] {
         let (code, _, err) = durable(&url, "load", &[flag, "0", "stats"]);

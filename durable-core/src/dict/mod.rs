@@ -761,6 +761,41 @@ where
             .await
     }
 
+    /// Stores (`Some`) or deletes (`None`) every listed key in one atomic step with one version
+    /// bump (capability `batch`), e.g. to make the dictionary hold exactly a file's entries.
+    /// Nothing is written if any value fails to encode.
+    pub async fn write_many<K: Into<String>>(
+        &self,
+        writes: impl IntoIterator<Item = (K, Option<V>)>,
+    ) -> Result<Option<Version>> {
+        let mut ops = Vec::new();
+        let mut values = Vec::new();
+        for (key, value) in writes {
+            let key = key.into();
+            match value {
+                Some(value) => {
+                    let bytes = self.inner.encode(&key, &value)?;
+                    values.push((key.clone(), Some((value, bytes.len()))));
+                    ops.push(BatchOp::Put { key, value: bytes });
+                }
+                None => {
+                    values.push((key.clone(), None));
+                    ops.push(BatchOp::Delete { key });
+                }
+            }
+        }
+        self.batch(ops, |version| {
+            values
+                .into_iter()
+                .map(|(key, value)| match value {
+                    Some((value, size)) => self.inner.entry(&key, value, size, version),
+                    None => (key.into(), None),
+                })
+                .collect()
+        })
+        .await
+    }
+
     async fn batch(
         &self,
         ops: Vec<BatchOp>,

@@ -3,31 +3,35 @@
 //! ```sh
 //! durable set beta true                      # SQLite file ./durable.sqlite by default
 //! durable --url redis://127.0.0.1:6379/ -d flags list
-//! durable export flags.jsonl && durable --url postgres://... import flags.jsonl
+//! durable export flags.jsonl && durable --url postgres://... import --replace flags.jsonl
 //! durable flags import flags.flagd.json        # OpenFeature flags (flagd format), dictionary `flags`
 //! durable bench --quick
 //! ```
 //!
-//! Values are stored as the JSON text given (validated), or as raw bytes with `--raw`. Keys and
-//! text values are printed with control characters escaped (`\n`, `\u{1b}`), so stored data
-//! cannot rewrite the terminal. Errors are one line on stderr and a non-zero exit code (2 for a
-//! bad command line).
+//! Values are stored as the JSON text given (validated, and refused where JSON readers would
+//! change it: duplicate keys, numbers beyond 64 bits), or as raw bytes with `--raw`. Commands
+//! print text for people (durations with units) and JSON with `--json`. Keys and text values are
+//! printed with control characters escaped (`\n`, `\u{1b}`), so stored data cannot rewrite the
+//! terminal. Errors are one line on stderr and a non-zero exit code, listed in [`EXIT_CODES`].
 
 mod bench;
+mod strict;
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use clap::{Parser, Subcommand};
 use durable::openfeature::{FlagFile, FlagStore, ImportMode, ImportReport};
 use durable::{
-    Cas, ChangeEvent, ChangeKind, Dict, Json, Mode, Operation, Options, Raw, Revision, Store,
+    Backend, Cas, ChangeEvent, ChangeKind, Dict, Json, Mode, Operation, Options, Raw, Revision,
+    Stats, Store, StoreTime,
 };
 use futures_util::StreamExt;
 use serde_json::{Value, json};
+use strict::Refused;
 
 /// mimalloc instead of glibc's malloc: freeing a large snapshot (a reload of 1M entries) with
 /// glibc leaves hundreds of thousands of small blocks that glibc tidies up inside the next large
@@ -37,7 +41,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Inspect, edit, back up and benchmark durable dictionaries.
 #[derive(Debug, Parser)]
-#[command(name = "durable", version, about)]
+#[command(name = "durable", version, about, after_help = EXIT_CODES)]
 struct Cli {
     /// The store: sqlite://FILE, memory:, redis://HOST:PORT/DB, postgres://..., mysql://...,
     /// zk://HOST:PORT[,HOST:PORT][/CHROOT]
@@ -102,9 +106,36 @@ impl Cli {
     }
 }
 
+/// What `durable --help` says after the options.
+const EXIT_CODES: &str = "\
+Output: text for people; --json (on the commands that print a result) prints JSON for scripts.
+
+Exit codes:
+  0    success
+  1    an error (the store, a file, a refused value, `health` not ready): one line on stderr
+  2    a bad command line
+  3    no such key (`get`, `del`)
+  4    compare-and-swap conflict (`cas`): the key is at another revision
+  101  an internal error (a bug)";
+
+/// Exit code of a failure without a code of its own (see [`EXIT_CODES`]).
+const EXIT_ERROR: i32 = 1;
+/// Exit code of `get` or `del` of a key that is not there.
+const EXIT_NO_SUCH_KEY: i32 = 3;
+/// Exit code of a `cas` that found the key at another revision.
+const EXIT_CONFLICT: i32 = 4;
+
+/// `--json`, the same on every command that prints a result.
+#[derive(Debug, Clone, Copy, clap::Args)]
+struct Output {
+    /// Print JSON for scripts instead of text for people.
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Print the value of a key.
+    /// Print the value of a key (with --json: the key, value, revision and expiry).
     Get {
         /// The key.
         key: String,
@@ -112,8 +143,10 @@ enum Command {
         #[arg(long)]
         revision: bool,
         /// Print the stored bytes exactly (no escaping of control characters, no hex).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "json")]
         raw: bool,
+        #[command(flatten)]
+        output: Output,
     },
     /// Store a value (JSON, or raw text with --raw).
     Set {
@@ -132,19 +165,25 @@ enum Command {
             value_parser = parse_ttl
         )]
         ttl: Option<Duration>,
+        #[command(flatten)]
+        output: Output,
     },
     /// Delete every expired entry now (one atomic step) and print how many there were.
-    Sweep,
-    /// Delete a key.
+    Sweep {
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Delete a key (exit code 3 if it is not there).
     Del {
         /// The key.
         key: String,
+        #[command(flatten)]
+        output: Output,
     },
-    /// List every entry.
+    /// List every entry (with --json: one object of keys and values).
     List {
-        /// Print one JSON object instead of a table.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        output: Output,
     },
     /// Add to an integer value (absent counts as 0) and print the result.
     Incr {
@@ -153,8 +192,11 @@ enum Command {
         /// The amount to add (may be negative).
         #[arg(default_value_t = 1, allow_negative_numbers = true)]
         delta: i64,
+        #[command(flatten)]
+        output: Output,
     },
-    /// Compare-and-swap: write only if the key is still at the expected revision.
+    /// Compare-and-swap: write only if the key is still at the expected revision (exit code 4
+    /// if it is not).
     Cas {
         /// The key.
         key: String,
@@ -169,30 +211,62 @@ enum Command {
         /// Store the value's bytes as they are, not as JSON.
         #[arg(long)]
         raw: bool,
+        #[command(flatten)]
+        output: Output,
     },
-    /// Print changes as they happen (key, old, new, token) until Ctrl-C.
+    /// Print changes as they happen (kind, key, old, new, token; with --json one object a line)
+    /// until Ctrl-C.
     Watch {
         /// Seconds between version checks (push hints wake it earlier where the store has them).
         #[arg(long, default_value_t = 1.0)]
         interval: f64,
+        #[command(flatten)]
+        output: Output,
     },
-    /// Print the handle's statistics after a sync, as JSON.
-    Stats,
-    /// Print the handle's health after a sync, as JSON (`ready: false` with the error and the
-    /// snapshot's age when the store cannot be used); exits 1 unless ready.
-    Health,
+    /// Print the handle's statistics after a sync.
+    Stats {
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Print the handle's health after a sync (`ready: false` with the error and the snapshot's
+    /// age when the store cannot be used); exits 1 unless ready.
+    Health {
+        #[command(flatten)]
+        output: Output,
+    },
     /// Write every entry as JSON lines to FILE (`-`: standard output).
+    ///
+    /// One line per entry, in key order: `{"key": K, "value": V}` where the stored bytes are
+    /// JSON, else `"text"` (UTF-8) or `"hex"` instead of `"value"`. An entry set with --ttl also
+    /// has `"expires_at_ms"`: when it expires, on the store's clock, in milliseconds since the
+    /// Unix epoch (an absolute time, so a backup restored later does not bring back what had
+    /// expired meanwhile). `durable import` reads it back (`import --replace` for an exact
+    /// restore).
     Export {
         /// The file to write.
         #[arg(default_value = "-")]
         file: PathBuf,
     },
-    /// Read JSON lines written by `export` and store them in one atomic batch where the store
-    /// allows it.
+    /// Read JSON lines written by `export` and store them (see `durable export --help`).
+    ///
+    /// Every line is checked before anything is written (a key given twice, a value JSON readers
+    /// would change, a malformed line: refused, naming the line). Without --replace the entries
+    /// are merged: the file's keys are written, the others are left alone. With --replace the
+    /// dictionary afterwards holds exactly the file: the keys it lacks (as loaded just before)
+    /// are deleted in the same atomic batch as the writes, where the store has batches.
+    ///
+    /// Expiries: an entry with `"expires_at_ms"` gets the time it has left by the store's clock
+    /// (an entry already expired is skipped, and with --replace deleted). A batch cannot carry
+    /// expiries, so expiring entries are written one by one after the batch.
     Import {
         /// The file to read (`-`: standard input).
         #[arg(default_value = "-")]
         file: PathBuf,
+        /// Make the dictionary hold exactly the file: also delete the keys it lacks.
+        #[arg(long)]
+        replace: bool,
+        #[command(flatten)]
+        output: Output,
     },
     /// OpenFeature flags in flagd's flag file format (dictionary `flags` unless -d is given).
     Flags {
@@ -284,8 +358,39 @@ fn parse_load_timeout(text: &str) -> Result<Duration, String> {
     Ok(timeout)
 }
 
-/// A failure, printed as one line.
-type CliResult<T = ()> = Result<T, String>;
+/// A failure: one line on stderr, and the exit code.
+#[derive(Debug)]
+struct Failure {
+    message: String,
+    code: i32,
+}
+
+impl Failure {
+    /// `key` is not in the dictionary (exit code 3).
+    fn no_such_key(cli: &Cli, key: &str) -> Failure {
+        Failure {
+            message: format!("no such key: {} in {}", escaped(key), cli.place()),
+            code: EXIT_NO_SUCH_KEY,
+        }
+    }
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Failure {
+        Failure {
+            message,
+            code: EXIT_ERROR,
+        }
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(message: &str) -> Failure {
+        message.to_owned().into()
+    }
+}
+
+type CliResult<T = ()> = Result<T, Failure>;
 
 fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
@@ -310,9 +415,9 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(message) = runtime.block_on(run(cli)) {
-        eprintln!("durable: {message}");
-        std::process::exit(1);
+    if let Err(failure) = runtime.block_on(run(cli)) {
+        eprintln!("durable: {}", failure.message);
+        std::process::exit(failure.code);
     }
 }
 
@@ -381,10 +486,29 @@ fn value_bytes(value: &str, raw: bool) -> CliResult<Vec<u8>> {
     if raw {
         return Ok(value.as_bytes().to_vec());
     }
-    let parsed: Value = serde_json::from_str(value).map_err(|e| {
-        format!("value {value:?} is not JSON ({e}); quote text (\"text\") or pass --raw")
+    let parsed = strict::parse(value).map_err(|refused| match refused {
+        Refused::Syntax(e) => format!(
+            "value {:?} is not JSON ({e}); quote text (\"text\") or pass --raw",
+            Shortened(value)
+        ),
+        Refused::Changed(why) => format!(
+            "value {:?} refused: {why}, or pass --raw to store the bytes as they are",
+            Shortened(value)
+        ),
     })?;
-    serde_json::to_vec(&parsed).map_err(err)
+    Ok(serde_json::to_vec(&parsed).map_err(err)?)
+}
+
+/// Text for a message, cut after 60 characters.
+struct Shortened<'a>(&'a str);
+
+impl std::fmt::Debug for Shortened<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.char_indices().nth(60) {
+            Some((end, _)) => write!(f, "{:?}...", &self.0[..end]),
+            None => write!(f, "{:?}", self.0),
+        }
+    }
 }
 
 /// How a stored value is shown: its text when UTF-8 (control characters escaped), hex
@@ -424,9 +548,21 @@ fn entry_json(key: &str, bytes: &[u8]) -> Value {
     }
 }
 
-fn entry_from_json(line: &str, number: usize) -> CliResult<(String, Vec<u8>)> {
+/// One line of an `export` file.
+#[derive(Debug)]
+struct ExportLine {
+    key: String,
+    bytes: Vec<u8>,
+    /// When the entry expires, on the store's clock.
+    expires_at: Option<StoreTime>,
+}
+
+fn entry_from_json(line: &str, number: usize) -> CliResult<ExportLine> {
     let bad = |why: &str| format!("line {number}: {why}");
-    let object: Value = serde_json::from_str(line).map_err(|e| bad(&e.to_string()))?;
+    let object = strict::parse(line).map_err(|refused| match refused {
+        Refused::Syntax(e) => bad(&e.to_string()),
+        Refused::Changed(why) => bad(&why),
+    })?;
     let key = object["key"]
         .as_str()
         .ok_or_else(|| bad("no \"key\" string"))?
@@ -438,9 +574,19 @@ fn entry_from_json(line: &str, number: usize) -> CliResult<(String, Vec<u8>)> {
     } else if let Some(hex) = object["hex"].as_str() {
         unhex(hex).ok_or_else(|| bad("\"hex\" is not hexadecimal"))?
     } else {
-        return Err(bad("no \"value\", \"text\" or \"hex\""));
+        return Err(bad("no \"value\", \"text\" or \"hex\"").into());
     };
-    Ok((key, bytes))
+    let expires_at = match object.get("expires_at_ms") {
+        None | Some(Value::Null) => None,
+        Some(at) => Some(StoreTime(at.as_u64().ok_or_else(|| {
+            bad("\"expires_at_ms\" is not a whole number of milliseconds since the Unix epoch")
+        })?)),
+    };
+    Ok(ExportLine {
+        key,
+        bytes,
+        expires_at,
+    })
 }
 
 fn parse_revision(text: &str) -> CliResult<Option<Revision>> {
@@ -450,7 +596,7 @@ fn parse_revision(text: &str) -> CliResult<Option<Revision>> {
     text.trim_start_matches('r')
         .parse()
         .map(|n| Some(Revision(n)))
-        .map_err(|_| format!("--expect {text:?}: give a revision such as r12, or `absent`"))
+        .map_err(|_| format!("--expect {text:?}: give a revision such as r12, or `absent`").into())
 }
 
 /// The text of `file` (`-`: standard input).
@@ -564,10 +710,125 @@ async fn flags(cli: &Cli, command: &FlagsCommand, out: &mut impl Write) -> CliRe
     Ok(())
 }
 
-/// `durable health`: the handle's health as JSON, with `ready` true only when the store
-/// answered, and `error` saying why not. `Err` (exit 1) unless ready.
-async fn health(cli: &Cli, out: &mut impl Write) -> CliResult {
-    let (mut report, error) = match open(cli, cli.options()).await {
+/// A duration for people: `850 ns`, `5.2 µs`, `340.0 ms`, `1.5 s`, `2.0 min`, `3.0 h`,
+/// `2.5 days`.
+fn human_duration(duration: Duration) -> String {
+    let seconds = duration.as_secs_f64();
+    let (value, unit) = if seconds < 1e-6 {
+        return format!("{} ns", duration.as_nanos());
+    } else if seconds < 1e-3 {
+        (seconds * 1e6, "µs")
+    } else if seconds < 1.0 {
+        (seconds * 1e3, "ms")
+    } else if seconds < 60.0 {
+        (seconds, "s")
+    } else if seconds < 3600.0 {
+        (seconds / 60.0, "min")
+    } else if seconds < 86_400.0 {
+        (seconds / 3600.0, "h")
+    } else {
+        (seconds / 86_400.0, "days")
+    };
+    format!("{value:.1} {unit}")
+}
+
+/// How long ago `time` was, for people (`never` for none).
+fn ago(time: Option<SystemTime>) -> String {
+    match time.map(|time| SystemTime::now().duration_since(time)) {
+        None => "never".into(),
+        Some(Ok(since)) => format!("{} ago", human_duration(since)),
+        Some(Err(_)) => "just now".into(),
+    }
+}
+
+/// A size for people: `512 B`, `1.5 KiB`, `3.2 MiB`, `1.1 GiB`.
+fn human_bytes(bytes: usize) -> String {
+    const UNITS: [&str; 3] = ["KiB", "MiB", "GiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// `1 entry`, `2 entries`.
+fn plural(count: usize, one: &str, many: &str) -> String {
+    format!("{count} {}", if count == 1 { one } else { many })
+}
+
+/// `durable stats` for people: one `name: value` line each, durations and sizes with units.
+fn print_stats(cli: &Cli, stats: &Stats, out: &mut impl Write) -> CliResult {
+    let clock = match (
+        stats.store_clock_offset_ms,
+        stats.store_clock_uncertainty_ms,
+    ) {
+        (Some(offset), uncertainty) => format!(
+            "{} {} this machine's (± {})",
+            human_duration(Duration::from_millis(offset.unsigned_abs())),
+            if offset < 0 { "behind" } else { "ahead of" },
+            human_duration(Duration::from_millis(uncertainty.unwrap_or(0)))
+        ),
+        (None, _) => "not measured (no expiring entries)".into(),
+    };
+    let lines = [
+        ("dictionary", cli.place()),
+        ("version", stats.version.clone()),
+        (
+            "entries",
+            format!(
+                "{} ({} of values, {} expiring, {} undecodable)",
+                stats.entries,
+                human_bytes(stats.bytes),
+                stats.expiring,
+                stats.bad_keys
+            ),
+        ),
+        (
+            "age",
+            format!(
+                "{} (since the store last confirmed the snapshot)",
+                human_duration(stats.age)
+            ),
+        ),
+        ("last check", ago(stats.last_check)),
+        ("last change", ago(stats.last_change)),
+        (
+            "checks",
+            format!(
+                "{} ({} unchanged, {} full reloads, {} deltas, {} regressions)",
+                stats.checks, stats.unchanged, stats.reloads, stats.deltas, stats.regressions
+            ),
+        ),
+        (
+            "syncs without a round trip",
+            format!(
+                "{} coalesced, {} skipped by push hints ({} hints received)",
+                stats.coalesced, stats.hint_skips, stats.hints
+            ),
+        ),
+        ("writes", stats.writes.to_string()),
+        ("errors", stats.errors.to_string()),
+        (
+            "undecodable values skipped",
+            stats.skipped_values.to_string(),
+        ),
+        ("store clock", clock),
+    ];
+    for (name, value) in lines {
+        writeln!(out, "{name}: {value}").map_err(err)?;
+    }
+    Ok(())
+}
+
+/// `durable health`: the handle's health, with `ready` true only when the store answered, and
+/// `error` saying why not. `Err` (exit 1) unless ready.
+async fn health(cli: &Cli, output: Output, out: &mut impl Write) -> CliResult {
+    let (health, error) = match open(cli, cli.options()).await {
         Ok((_, dict)) => {
             let synced = dict.sync_or_stale().await;
             let error = match &synced.freshness {
@@ -577,12 +838,16 @@ async fn health(cli: &Cli, out: &mut impl Write) -> CliResult {
                 _ => Some("not fresh".to_owned()),
             };
             drop(synced);
-            let report = serde_json::to_value(dict.health()).map_err(err)?;
-            (report, error)
+            (Some(dict.health()), error)
         }
-        // No snapshot at all: the same fields, empty.
-        Err(error) => (
-            json!({
+        // No snapshot at all.
+        Err(failure) => (None, Some(failure.message)),
+    };
+    if output.json {
+        let mut report = match &health {
+            Some(health) => serde_json::to_value(health).map_err(err)?,
+            // The same fields, empty.
+            None => json!({
                 "fresh": false,
                 "stale_since": null,
                 "last_error": error,
@@ -590,37 +855,395 @@ async fn health(cli: &Cli, out: &mut impl Write) -> CliResult {
                 "age": null,
                 "version": null,
             }),
-            Some(error),
-        ),
+        };
+        if let Value::Object(fields) = &mut report {
+            fields.insert("ready".into(), json!(error.is_none()));
+            fields.insert("error".into(), json!(error));
+            fields.insert("namespace".into(), json!(cli.namespace));
+            fields.insert("dictionary".into(), json!(cli.dictionary()));
+        }
+        let text = serde_json::to_string_pretty(&report).map_err(err)?;
+        writeln!(out, "{text}").map_err(err)?;
+    } else {
+        writeln!(out, "ready: {}", error.is_none()).map_err(err)?;
+        if let Some(error) = &error {
+            writeln!(out, "error: {}", escaped(error)).map_err(err)?;
+        }
+        match &health {
+            Some(health) => {
+                let lines = [
+                    (
+                        "dictionary",
+                        format!("{} ({})", cli.place(), health.dictionary),
+                    ),
+                    ("fresh", health.fresh.to_string()),
+                    ("version", health.version.clone()),
+                    (
+                        "age",
+                        format!(
+                            "{} (since the store last confirmed the snapshot)",
+                            human_duration(health.age)
+                        ),
+                    ),
+                ];
+                for (name, value) in lines {
+                    writeln!(out, "{name}: {value}").map_err(err)?;
+                }
+                if health.stale_since.is_some() {
+                    writeln!(out, "stale since: {}", ago(health.stale_since)).map_err(err)?;
+                }
+                if let Some(last) = health
+                    .last_error
+                    .as_ref()
+                    .filter(|e| Some(*e) != error.as_ref())
+                {
+                    writeln!(out, "last error: {}", escaped(last)).map_err(err)?;
+                }
+                if !health.bad_keys.is_empty() {
+                    writeln!(out, "undecodable keys: {}", health.bad_keys.len()).map_err(err)?;
+                    for bad in &health.bad_keys {
+                        writeln!(out, "  {}: {}", escaped(&bad.key), escaped(&bad.error))
+                            .map_err(err)?;
+                    }
+                }
+            }
+            None => {
+                writeln!(out, "dictionary: {}", cli.place()).map_err(err)?;
+                writeln!(out, "age: no snapshot (the dictionary could not be opened)")
+                    .map_err(err)?;
+            }
+        }
+    }
+    match error {
+        None => Ok(()),
+        Some(error) => Err(format!("{} is not ready: {error}", cli.place()).into()),
+    }
+}
+
+/// The store's clock now, for the time an imported entry has left.
+async fn store_now(cli: &Cli, store: &Store) -> CliResult<StoreTime> {
+    let backend = store
+        .backend(&cli.namespace, cli.dictionary())
+        .map_err(err)?;
+    match tokio::time::timeout(cli.timeout, backend.now()).await {
+        Ok(now) => Ok(now.map_err(|e| op_error(cli, e))?),
+        Err(_) => Err(format!(
+            "reading the store's clock timed out (raise --timeout, now {} s)",
+            cli.timeout.as_secs_f64()
+        )
+        .into()),
+    }
+}
+
+/// `durable import`: every line checked first, then the plain entries (and with `replace` the
+/// deletes) in one batch where the store has batches, then the expiring entries one by one.
+async fn import(
+    cli: &Cli,
+    file: &Path,
+    replace: bool,
+    output: Output,
+    out: &mut impl Write,
+) -> CliResult {
+    let name = if file.as_os_str() == "-" {
+        "standard input".to_owned()
+    } else {
+        file.display().to_string()
     };
-    if let Value::Object(fields) = &mut report {
-        fields.insert("ready".into(), json!(error.is_none()));
-        fields.insert("error".into(), json!(error));
-        fields.insert("namespace".into(), json!(cli.namespace));
-        fields.insert("dictionary".into(), json!(cli.dictionary()));
+    let reader: Box<dyn BufRead> = if file.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let opened = std::fs::File::open(file).map_err(|e| format!("cannot read {name}: {e}"))?;
+        Box::new(std::io::BufReader::new(opened))
+    };
+    let mut lines = Vec::new();
+    let mut first_line = HashMap::new();
+    for (index, line) in reader.lines().enumerate() {
+        let line = line.map_err(|e| format!("cannot read {name}: {e}"))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let entry = entry_from_json(&line, index + 1)?;
+        if let Some(first) = first_line.insert(entry.key.clone(), index + 1) {
+            return Err(format!(
+                "line {}: key {:?} is already given on line {first}",
+                index + 1,
+                entry.key
+            )
+            .into());
+        }
+        lines.push(entry);
+    }
+    let (store, dict) = open(cli, cli.options()).await?;
+    let op = |e| op_error(cli, e);
+
+    let (timed, plain): (Vec<ExportLine>, Vec<ExportLine>) =
+        lines.into_iter().partition(|l| l.expires_at.is_some());
+    let (mut expiring, mut expired) = (Vec::new(), Vec::new());
+    if !timed.is_empty() {
+        if !dict.capabilities().expiry {
+            return Err(format!(
+                "{name} has entries with an expiry (\"expires_at_ms\"), which the {} backend \
+                 cannot keep; nothing written",
+                dict.backend_name()
+            )
+            .into());
+        }
+        let now = store_now(cli, &store).await?;
+        for line in timed {
+            match line.expires_at.map_or(0, |at| at.0.saturating_sub(now.0)) {
+                0 => expired.push(line.key),
+                left => expiring.push((line.key, line.bytes, Duration::from_millis(left))),
+            }
+        }
+    }
+    let removed: Vec<String> = if replace {
+        let wanted: HashSet<&str> = plain
+            .iter()
+            .map(|l| l.key.as_str())
+            .chain(expiring.iter().map(|(key, _, _)| key.as_str()))
+            .collect();
+        let mut removed: Vec<String> = dict
+            .snapshot()
+            .keys()
+            .filter(|key| !wanted.contains(key))
+            .map(str::to_owned)
+            .collect();
+        removed.sort();
+        removed
+    } else {
+        Vec::new()
+    };
+
+    let written = plain.len();
+    let batch = dict.capabilities().batch;
+    if batch {
+        let writes: Vec<(String, Option<Vec<u8>>)> = plain
+            .into_iter()
+            .map(|l| (l.key, Some(l.bytes)))
+            .chain(removed.iter().map(|key| (key.clone(), None)))
+            .collect();
+        if !writes.is_empty() {
+            dict.write_many(writes).await.map_err(op)?;
+        }
+    } else {
+        for line in plain {
+            dict.insert(&line.key, line.bytes).await.map_err(op)?;
+        }
+        for key in &removed {
+            dict.remove(key).await.map_err(op)?;
+        }
+    }
+    for (key, value, ttl) in &expiring {
+        dict.insert_with_ttl(key, value.clone(), *ttl)
+            .await
+            .map_err(op)?;
+    }
+
+    if output.json {
+        let report = json!({
+            "file": name,
+            "namespace": cli.namespace,
+            "dictionary": cli.dictionary(),
+            "written": written,
+            "expiring": expiring.len(),
+            "removed": removed,
+            "expired": expired,
+            "atomic": batch && expiring.is_empty(),
+        });
+        writeln!(out, "{report}").map_err(err)?;
+        return Ok(());
+    }
+    let mut summary = format!(
+        "imported {name} into {}: {} written",
+        cli.place(),
+        plural(written + expiring.len(), "entry", "entries")
+    );
+    if !expiring.is_empty() {
+        summary.push_str(&format!(" ({} with an expiry)", expiring.len()));
+    }
+    if replace {
+        summary.push_str(&format!(", {} removed", removed.len()));
+        if !removed.is_empty() {
+            summary.push_str(&format!(" ({})", some_keys(&removed)));
+        }
+    }
+    if !expired.is_empty() {
+        summary.push_str(&format!(
+            ", {} skipped (already expired: {})",
+            expired.len(),
+            some_keys(&expired)
+        ));
+    }
+    summary.push_str(match (batch, expiring.is_empty()) {
+        (true, true) => "; in one atomic batch",
+        (true, false) => {
+            "; in one atomic batch, then the expiring entries one by one (a batch cannot carry \
+             expiries)"
+        }
+        (false, _) => "; one by one (this store has no batches)",
+    });
+    writeln!(out, "{summary}").map_err(err)?;
+    Ok(())
+}
+
+/// A stored value as one JSON value (`list --json`, `watch --json`): the JSON itself, a string
+/// for text, `{"key": ..., "hex": ...}` for other bytes.
+fn value_json(key: &str, bytes: &[u8]) -> Value {
+    let mut entry = entry_json(key, bytes);
+    ["value", "text"]
+        .iter()
+        .find_map(|f| entry.get_mut(*f).map(Value::take))
+        .unwrap_or(entry)
+}
+
+/// `durable watch`: each change as a tab-separated line (or a JSON object), until Ctrl-C.
+async fn watch(cli: &Cli, interval: f64, output: Output, out: &mut impl Write) -> CliResult {
+    let interval = Duration::try_from_secs_f64(interval)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or("--interval must be a positive number of seconds")?;
+    let options = cli.options().with_mode(Mode::background(interval));
+    let (_, dict) = open(cli, options).await?;
+    let changes = dict.changes();
+    let mut changes = std::pin::pin!(changes);
+    eprintln!(
+        "watching {} at {} ({} entries); Ctrl-C to stop",
+        cli.place(),
+        dict.snapshot().version(),
+        dict.snapshot().len()
+    );
+    loop {
+        let event = tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            event = changes.next() => event,
+        };
+        match event {
+            Some(ChangeEvent::Changed(change)) => {
+                let kind = match change.kind {
+                    ChangeKind::Inserted => "inserted",
+                    ChangeKind::Updated => "updated",
+                    ChangeKind::Removed => "removed",
+                    _ => "changed",
+                };
+                if output.json {
+                    let value = |v: Option<&std::sync::Arc<Vec<u8>>>| {
+                        v.map_or(Value::Null, |v| value_json(&change.key, v))
+                    };
+                    let line = json!({
+                        "kind": kind,
+                        "key": &*change.key,
+                        "old": value(change.old.as_ref()),
+                        "new": value(change.new.as_ref()),
+                        "version": change.version.to_string(),
+                    });
+                    writeln!(out, "{line}").map_err(err)?;
+                } else {
+                    let show = |v: Option<&std::sync::Arc<Vec<u8>>>| {
+                        v.map_or("-".to_owned(), |v| shown(v))
+                    };
+                    writeln!(
+                        out,
+                        "{kind}\t{}\t{}\t{}\t{}",
+                        escaped(&change.key),
+                        show(change.old.as_ref()),
+                        show(change.new.as_ref()),
+                        change.version
+                    )
+                    .map_err(err)?;
+                }
+                out.flush().map_err(err)?;
+            }
+            Some(ChangeEvent::Resynced { missed, snapshot }) => {
+                if output.json {
+                    let line = json!({
+                        "kind": "resynced",
+                        "missed": missed,
+                        "version": snapshot.version().to_string(),
+                    });
+                    writeln!(out, "{line}").map_err(err)?;
+                } else {
+                    writeln!(
+                        out,
+                        "resynced\t{missed} changes missed\t-\t-\t{}",
+                        snapshot.version()
+                    )
+                    .map_err(err)?;
+                }
+                out.flush().map_err(err)?;
+                eprintln!(
+                    "durable: {missed} changes were missed (too fast to print); the dictionary \
+                     is now at {} with {} entries",
+                    snapshot.version(),
+                    snapshot.len()
+                );
+            }
+            Some(_) => {}
+            None => return Ok(()),
+        }
+    }
+}
+
+/// `durable list`: a table, or one JSON object.
+fn list(cli: &Cli, dict: &Bytes, output: Output, out: &mut impl Write) -> CliResult {
+    let snapshot = dict.snapshot();
+    let entries: BTreeMap<&str, &Vec<u8>> = snapshot.iter().collect();
+    if output.json {
+        let object: serde_json::Map<String, Value> = entries
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), value_json(k, v)))
+            .collect();
+        writeln!(out, "{}", Value::Object(object)).map_err(err)?;
+        return Ok(());
+    }
+    let keys: Vec<Cow<'_, str>> = entries.keys().map(|k| escaped(k)).collect();
+    let width = keys
+        .iter()
+        .map(|k| k.chars().count())
+        .max()
+        .unwrap_or(3)
+        .clamp(3, 40);
+    writeln!(out, "{:width$}  VALUE", "KEY").map_err(err)?;
+    for (key, value) in keys.iter().zip(entries.values()) {
+        let mut text = shown(value);
+        if text.chars().count() > 80 {
+            text = text.chars().take(77).collect::<String>() + "...";
+        }
+        writeln!(out, "{key:width$}  {text}").map_err(err)?;
     }
     writeln!(
         out,
-        "{}",
-        serde_json::to_string_pretty(&report).map_err(err)?
+        "({} in {}, version {})",
+        plural(entries.len(), "entry", "entries"),
+        cli.place(),
+        snapshot.version()
     )
     .map_err(err)?;
-    match error {
-        None => Ok(()),
-        Some(error) => Err(format!("{} is not ready: {error}", cli.place())),
-    }
+    Ok(())
 }
 
 async fn run(cli: Cli) -> CliResult {
     let mut out = std::io::stdout().lock();
     let manual = || cli.options();
+    let op = |e| op_error(&cli, e);
     match &cli.command {
-        Command::Get { key, revision, raw } => {
+        Command::Get {
+            key,
+            revision,
+            raw,
+            output,
+        } => {
             let (_, dict) = open(&cli, manual()).await?;
             let snapshot = dict.snapshot();
             let entry = snapshot
                 .get_versioned(key)
-                .ok_or_else(|| format!("key {key:?} not found in {}", cli.place()))?;
+                .ok_or_else(|| Failure::no_such_key(&cli, key))?;
+            if output.json {
+                let mut line = entry_json(key, &entry.value);
+                line["revision"] = json!(entry.revision.to_string());
+                line["expires_at_ms"] = json!(snapshot.expires_at(key).map(|at| at.0));
+                writeln!(out, "{line}").map_err(err)?;
+                return Ok(());
+            }
             if *revision {
                 write!(out, "{}\t", entry.revision).map_err(err)?;
             }
@@ -636,6 +1259,7 @@ async fn run(cli: Cli) -> CliResult {
             value,
             raw,
             ttl,
+            output,
         } => {
             let bytes = value_bytes(value, *raw)?;
             let (_, dict) = open(&cli, manual()).await?;
@@ -643,75 +1267,64 @@ async fn run(cli: Cli) -> CliResult {
                 Some(ttl) => dict.insert_with_ttl(key, bytes, *ttl).await,
                 None => dict.insert(key, bytes).await,
             }
-            .map_err(|e| op_error(&cli, e))?;
-            writeln!(out, "version {version}").map_err(err)?;
-        }
-        Command::Sweep => {
-            let (_, dict) = open(&cli, manual()).await?;
-            let removed = dict.sweep().await.map_err(|e| op_error(&cli, e))?;
-            writeln!(out, "{removed}").map_err(err)?;
-        }
-        Command::Del { key } => {
-            let (_, dict) = open(&cli, manual()).await?;
-            match dict.remove(key).await.map_err(|e| op_error(&cli, e))? {
-                Some(version) => writeln!(out, "version {version}").map_err(err)?,
-                None => {
-                    return Err(format!(
-                        "key {key:?} not found in {}: nothing deleted",
-                        cli.place()
-                    ));
-                }
+            .map_err(op)?;
+            let expires_at = dict.snapshot().expires_at(key);
+            if output.json {
+                let line = json!({
+                    "key": key,
+                    "version": version.to_string(),
+                    "expires_at_ms": expires_at.map(|at| at.0),
+                });
+                writeln!(out, "{line}").map_err(err)?;
+            } else {
+                let expiry = ttl
+                    .map(|ttl| format!(", expires in {}", human_duration(ttl)))
+                    .unwrap_or_default();
+                writeln!(out, "set {}{expiry} (version {version})", escaped(key)).map_err(err)?;
             }
         }
-        Command::List { json } => {
+        Command::Sweep { output } => {
             let (_, dict) = open(&cli, manual()).await?;
-            let snapshot = dict.snapshot();
-            let entries: BTreeMap<&str, &Vec<u8>> = snapshot.iter().collect();
-            if *json {
-                let object: serde_json::Map<String, Value> = entries
-                    .iter()
-                    .map(|(k, v)| {
-                        let mut entry = entry_json(k, v);
-                        let value = ["value", "text"]
-                            .iter()
-                            .find_map(|f| entry.get_mut(*f).map(Value::take))
-                            .unwrap_or(entry);
-                        ((*k).to_owned(), value)
-                    })
-                    .collect();
-                writeln!(out, "{}", Value::Object(object)).map_err(err)?;
+            let removed = dict.sweep().await.map_err(op)?;
+            if output.json {
+                writeln!(out, "{}", json!({ "removed": removed })).map_err(err)?;
             } else {
-                let keys: Vec<Cow<'_, str>> = entries.keys().map(|k| escaped(k)).collect();
-                let width = keys
-                    .iter()
-                    .map(|k| k.chars().count())
-                    .max()
-                    .unwrap_or(3)
-                    .clamp(3, 40);
-                writeln!(out, "{:width$}  VALUE", "KEY").map_err(err)?;
-                for (key, value) in keys.iter().zip(entries.values()) {
-                    let mut text = shown(value);
-                    if text.chars().count() > 80 {
-                        text = text.chars().take(77).collect::<String>() + "...";
-                    }
-                    writeln!(out, "{key:width$}  {text}").map_err(err)?;
-                }
+                let entries = plural(removed, "expired entry", "expired entries");
+                writeln!(out, "swept {entries} from {}", cli.place()).map_err(err)?;
+            }
+        }
+        Command::Del { key, output } => {
+            let (_, dict) = open(&cli, manual()).await?;
+            let version = dict
+                .remove(key)
+                .await
+                .map_err(op)?
+                .ok_or_else(|| Failure::no_such_key(&cli, key))?;
+            if output.json {
+                let line = json!({ "key": key, "version": version.to_string() });
+                writeln!(out, "{line}").map_err(err)?;
+            } else {
+                writeln!(out, "deleted {} (version {version})", escaped(key)).map_err(err)?;
+            }
+        }
+        Command::List { output } => {
+            let (_, dict) = open(&cli, manual()).await?;
+            list(&cli, &dict, *output, &mut out)?;
+        }
+        Command::Incr { key, delta, output } => {
+            let (_, dict) = open(&cli, manual()).await?;
+            let (value, version) = dict.increment(key, *delta).await.map_err(op)?;
+            if output.json {
+                let line = json!({ "key": key, "value": value, "version": version.to_string() });
+                writeln!(out, "{line}").map_err(err)?;
+            } else {
                 writeln!(
                     out,
-                    "({} entries, version {})",
-                    entries.len(),
-                    snapshot.version()
+                    "{} is now {value} (added {delta}; version {version})",
+                    escaped(key)
                 )
                 .map_err(err)?;
             }
-        }
-        Command::Incr { key, delta } => {
-            let (_, dict) = open(&cli, manual()).await?;
-            let (value, _) = dict
-                .increment(key, *delta)
-                .await
-                .map_err(|e| op_error(&cli, e))?;
-            writeln!(out, "{value}").map_err(err)?;
         }
         Command::Cas {
             key,
@@ -719,6 +1332,7 @@ async fn run(cli: Cli) -> CliResult {
             value,
             delete,
             raw,
+            output,
         } => {
             let expected = parse_revision(expect)?;
             let new = match (value, delete) {
@@ -726,87 +1340,72 @@ async fn run(cli: Cli) -> CliResult {
                 (None, true) => None,
                 _ => return Err("give a new value, or --delete".into()),
             };
+            let deleting = new.is_none();
             let (_, dict) = open(&cli, manual()).await?;
             match dict
                 .compare_and_swap(key, expected, new)
                 .await
-                .map_err(|e| op_error(&cli, e))?
+                .map_err(op)?
             {
-                Cas::Swapped { version } => writeln!(out, "swapped {version}").map_err(err)?,
+                Cas::Swapped { version } => {
+                    if output.json {
+                        let line = json!({
+                            "key": key,
+                            "swapped": true,
+                            "deleted": deleting,
+                            "version": version.to_string(),
+                        });
+                        writeln!(out, "{line}").map_err(err)?;
+                    } else {
+                        let what = if deleting { ": deleted" } else { "" };
+                        writeln!(out, "swapped {}{what} (version {version})", escaped(key))
+                            .map_err(err)?;
+                    }
+                }
                 Cas::Conflict { current } => {
+                    if output.json {
+                        let current = current.as_ref().map(|c| {
+                            let mut entry = entry_json(key, &c.value);
+                            entry["revision"] = json!(c.revision.to_string());
+                            entry
+                        });
+                        let line = json!({ "key": key, "swapped": false, "current": current });
+                        writeln!(out, "{line}").map_err(err)?;
+                    }
                     let now = current.map_or("absent".to_owned(), |c| {
                         format!("{} {}", c.revision, shown(&c.value))
                     });
-                    return Err(format!("conflict: {key:?} is now {now}"));
+                    return Err(Failure {
+                        message: format!("conflict: {key:?} is now {now}"),
+                        code: EXIT_CONFLICT,
+                    });
                 }
             }
         }
-        Command::Watch { interval } => {
-            let interval = Duration::try_from_secs_f64(*interval)
-                .ok()
-                .filter(|d| !d.is_zero())
-                .ok_or("--interval must be a positive number of seconds")?;
-            let options = cli.options().with_mode(Mode::background(interval));
-            let (_, dict) = open(&cli, options).await?;
-            let changes = dict.changes();
-            let mut changes = std::pin::pin!(changes);
-            eprintln!(
-                "watching {} at {} ({} entries); Ctrl-C to stop",
-                cli.place(),
-                dict.snapshot().version(),
-                dict.snapshot().len()
-            );
-            loop {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => return Ok(()),
-                    event = changes.next() => match event {
-                        Some(ChangeEvent::Changed(change)) => {
-                            let show = |v: Option<&std::sync::Arc<Vec<u8>>>| {
-                                v.map_or("-".to_owned(), |v| shown(v))
-                            };
-                            let kind = match change.kind {
-                                ChangeKind::Inserted => "inserted",
-                                ChangeKind::Updated => "updated",
-                                ChangeKind::Removed => "removed",
-                                _ => "changed",
-                            };
-                            writeln!(out, "{kind}\t{}\t{}\t{}\t{}", escaped(&change.key),
-                                show(change.old.as_ref()), show(change.new.as_ref()), change.version)
-                                .map_err(err)?;
-                            out.flush().map_err(err)?;
-                        }
-                        Some(ChangeEvent::Resynced { missed, snapshot }) => {
-                            writeln!(out, "resynced\t{missed} changes missed\t-\t-\t{}",
-                                snapshot.version()).map_err(err)?;
-                            out.flush().map_err(err)?;
-                            eprintln!("durable: {missed} changes were missed (too fast to print); \
-                                the dictionary is now at {} with {} entries",
-                                snapshot.version(), snapshot.len());
-                        }
-                        Some(_) => {}
-                        None => return Ok(()),
-                    }
-                }
-            }
-        }
-        Command::Stats => {
+        Command::Watch { interval, output } => watch(&cli, *interval, *output, &mut out).await?,
+        Command::Stats { output } => {
             let (_, dict) = open(&cli, manual()).await?;
-            dict.sync().await.map_err(|e| op_error(&cli, e))?;
-            writeln!(
-                out,
-                "{}",
-                serde_json::to_string_pretty(&dict.stats()).map_err(err)?
-            )
-            .map_err(err)?;
+            dict.sync().await.map_err(op)?;
+            let stats = dict.stats();
+            if output.json {
+                let text = serde_json::to_string_pretty(&stats).map_err(err)?;
+                writeln!(out, "{text}").map_err(err)?;
+            } else {
+                print_stats(&cli, &stats, &mut out)?;
+            }
         }
-        Command::Health => health(&cli, &mut out).await?,
+        Command::Health { output } => health(&cli, *output, &mut out).await?,
         Command::Export { file } => {
             let (_, dict) = open(&cli, manual()).await?;
             let snapshot = dict.snapshot();
             let entries: BTreeMap<&str, &Vec<u8>> = snapshot.iter().collect();
             let mut text = String::new();
             for (key, value) in &entries {
-                text.push_str(&entry_json(key, value).to_string());
+                let mut line = entry_json(key, value);
+                if let Some(at) = snapshot.expires_at(key) {
+                    line["expires_at_ms"] = json!(at.0);
+                }
+                text.push_str(&line.to_string());
                 text.push('\n');
             }
             if file.as_os_str() == "-" {
@@ -814,40 +1413,19 @@ async fn run(cli: Cli) -> CliResult {
             } else {
                 std::fs::write(file, text)
                     .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
-                eprintln!("exported {} entries to {}", entries.len(), file.display());
+                eprintln!(
+                    "exported {} from {} to {}",
+                    plural(entries.len(), "entry", "entries"),
+                    cli.place(),
+                    file.display()
+                );
             }
         }
-        Command::Import { file } => {
-            let reader: Box<dyn BufRead> = if file.as_os_str() == "-" {
-                Box::new(std::io::stdin().lock())
-            } else {
-                let opened = std::fs::File::open(file)
-                    .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-                Box::new(std::io::BufReader::new(opened))
-            };
-            let mut entries = Vec::new();
-            for (number, line) in reader.lines().enumerate() {
-                let line = line.map_err(err)?;
-                if !line.trim().is_empty() {
-                    entries.push(entry_from_json(&line, number + 1)?);
-                }
-            }
-            let (_, dict) = open(&cli, manual()).await?;
-            let count = entries.len();
-            if dict.capabilities().batch {
-                dict.insert_many(entries)
-                    .await
-                    .map_err(|e| op_error(&cli, e))?;
-                eprintln!("imported {count} entries in one atomic batch");
-            } else {
-                for (key, value) in entries {
-                    dict.insert(&key, value)
-                        .await
-                        .map_err(|e| op_error(&cli, e))?;
-                }
-                eprintln!("imported {count} entries one by one (this store has no batches)");
-            }
-        }
+        Command::Import {
+            file,
+            replace,
+            output,
+        } => import(&cli, file, *replace, *output, &mut out).await?,
         Command::Flags { command } => flags(&cli, command, &mut out).await?,
         Command::Bench(args) => {
             let store = Store::connect(&cli.url).await.map_err(err)?;
@@ -855,4 +1433,27 @@ async fn run(cli: Cli) -> CliResult {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_sizes_have_units() {
+        for (seconds, shown) in [
+            (5.239e-6, "5.2 µs"),
+            (850e-9, "850 ns"),
+            (0.0123, "12.3 ms"),
+            (1.5, "1.5 s"),
+            (90.0, "1.5 min"),
+            (5400.0, "1.5 h"),
+            (3.0 * 86_400.0, "3.0 days"),
+        ] {
+            assert_eq!(human_duration(Duration::from_secs_f64(seconds)), shown);
+        }
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
+    }
 }
