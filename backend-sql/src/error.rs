@@ -8,12 +8,14 @@
 
 use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use durable_core::{Error, Operation};
 
 use crate::credentials::Secrets;
+use crate::dialect::{Connect, Dialect};
 
 /// Why one attempt of an operation failed.
 #[derive(Debug)]
@@ -39,7 +41,7 @@ impl From<Error> for Failure {
 
 /// What a driver error says about the operation that got it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Class {
+pub enum Class {
     /// The database refused the statement or rolled the transaction back because of another
     /// transaction (deadlock, serialization failure, MariaDB's "table definition has changed"
     /// after a concurrent `TRUNCATE`): nothing was written, run it again.
@@ -54,57 +56,16 @@ pub(crate) enum Class {
     Other,
 }
 
-/// Classifies a driver error (see [`Class`]).
-pub(crate) fn classify(error: &sqlx::Error) -> Class {
-    let db = match error {
+/// Classifies a driver error (see [`Class`]); what a database error means is the dialect's
+/// to say ([`Dialect::classify`]).
+pub(crate) fn classify<D: Dialect>(error: &sqlx::Error) -> Class {
+    match error {
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => return Class::Unavailable,
-        sqlx::Error::Database(db) => db,
-        _ => return Class::Other,
-    };
-    #[cfg(feature = "mysql")]
-    if let Some(my) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
-        return match my.number() {
-            // Deadlock; "Table definition has changed, please retry transaction" (a consistent
-            // snapshot older than a TRUNCATE or ALTER of a table it then reads); "Record has
-            // changed since last read" (MariaDB's innodb_snapshot_isolation).
-            1213 | 1412 | 1020 => Class::Conflict,
-            // Lock wait timeout; statement time limits (MariaDB, MySQL).
-            1205 | 1969 | 3024 => Class::Busy,
-            // Too many connections, shutdown in progress, server gone, lost connection,
-            // connection killed, query interrupted, server read-only (during a failover).
-            1040 | 1053 | 1317 | 1290 | 1836 | 1927 | 2002 | 2003 | 2006 | 2013 => {
-                Class::Unavailable
-            }
-            _ => Class::Other,
-        };
-    }
-    let code = db.code();
-    let code = code.as_deref().unwrap_or("");
-    #[cfg(feature = "sqlite")]
-    if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
-        // Extended result codes: the primary code is the low byte.
-        return match code.parse::<i32>().map(|c| c & 0xff) {
-            // SQLITE_BUSY (after the busy timeout), SQLITE_LOCKED.
-            Ok(5 | 6) => Class::Busy,
-            // SQLITE_CANTOPEN.
-            Ok(14) => Class::Unavailable,
-            _ => Class::Other,
-        };
-    }
-    match code {
-        // PostgreSQL: serialization failure, deadlock.
-        "40001" | "40P01" => Class::Conflict,
-        // Lock not available (lock_timeout), query canceled (statement_timeout).
-        "55P03" | "57014" => Class::Busy,
-        // Class 08: connection exceptions; admin shutdown, crash shutdown, cannot connect now;
-        // too many connections; idle-in-transaction timeout; commit outcome unknown.
-        c if c.starts_with("08") => Class::Unavailable,
-        "57P01" | "57P02" | "57P03" | "53300" | "25P03" | "40003" => Class::Unavailable,
-        _ if db.message().contains("terminating connection") => Class::Unavailable,
+        | sqlx::Error::WorkerCrashed => Class::Unavailable,
+        sqlx::Error::Database(db) => D::classify(db.as_ref()),
         _ => Class::Other,
     }
 }
@@ -112,10 +73,7 @@ pub(crate) fn classify(error: &sqlx::Error) -> Class {
 /// Where a store connects, to explain driver errors in words (connection refused, unknown host,
 /// authentication, missing database, missing directory) and to keep the URL's credentials out of
 /// them.
-#[derive(Debug, Clone)]
-pub(crate) struct Target {
-    /// The backend's name.
-    pub(crate) backend: &'static str,
+pub(crate) struct Target<D> {
     /// `host:port`, a socket path or a database file, as messages name it (never credentials).
     pub(crate) place: String,
     /// The database name, where the URL gives one (PostgreSQL, MySQL).
@@ -124,6 +82,16 @@ pub(crate) struct Target {
     pub(crate) acquire_timeout: Duration,
     /// What messages must not show.
     pub(crate) secrets: Secrets,
+    pub(crate) dialect: PhantomData<D>,
+}
+
+impl<D> fmt::Debug for Target<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Target")
+            .field("place", &self.place)
+            .field("database", &self.database)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The category a driver error falls in, with its explanation.
@@ -157,7 +125,7 @@ impl std::error::Error for Cause {
     }
 }
 
-impl Target {
+impl<D: Dialect> Target<D> {
     /// Maps a driver error that is not retried into durable's categories, explained.
     pub(crate) fn explain(&self, operation: Operation, error: sqlx::Error) -> Error {
         let (kind, message) = self.describe(&error);
@@ -186,16 +154,16 @@ impl Target {
 
     fn error(&self, kind: Kind, operation: Operation, cause: Cause) -> Error {
         match kind {
-            Kind::Config => Error::Config(format!("{}: {operation}: {cause}", self.backend)),
-            Kind::Unavailable => Error::unavailable(self.backend, operation, cause),
-            Kind::Backend => Error::backend(self.backend, operation, cause),
+            Kind::Config => Error::Config(format!("{}: {operation}: {cause}", D::NAME)),
+            Kind::Unavailable => Error::unavailable(D::NAME, operation, cause),
+            Kind::Backend => Error::backend(D::NAME, operation, cause),
         }
     }
 
     /// What `error` means, in words, with credentials scrubbed.
     fn describe(&self, error: &sqlx::Error) -> (Kind, String) {
         let place = &self.place;
-        let by_class = || match classify(error) {
+        let by_class = || match classify::<D>(error) {
             Class::Other => Kind::Backend,
             _ => Kind::Unavailable,
         };
@@ -222,7 +190,7 @@ impl Target {
                 let code = db.code().unwrap_or_default().into_owned();
                 let said = format!("{} (code {code})", db.message());
                 let database = self.database.as_deref().unwrap_or_default();
-                match self.reason(db.as_ref(), &code) {
+                match D::reason(db.as_ref(), &code) {
                     Some(Reason::Authentication) => (
                         Kind::Config,
                         format!(
@@ -254,36 +222,6 @@ impl Target {
         };
         (kind, self.secrets.scrub(&message))
     }
-
-    /// Which explained case a database error is, if any.
-    fn reason(&self, db: &dyn sqlx::error::DatabaseError, code: &str) -> Option<Reason> {
-        #[cfg(feature = "mysql")]
-        if let Some(my) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
-            return match my.number() {
-                // Access denied (to the server, to the database, without a password); an
-                // authentication method the client cannot use.
-                1045 | 1044 | 1698 | 1251 => Some(Reason::Authentication),
-                // Unknown database.
-                1049 => Some(Reason::MissingDatabase),
-                _ => None,
-            };
-        }
-        #[cfg(feature = "sqlite")]
-        if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
-            // SQLITE_CANTOPEN, with its extended codes.
-            return (code.parse::<i32>().map(|c| c & 0xff) == Ok(14))
-                .then_some(Reason::CannotOpenFile);
-        }
-        let _ = db;
-        match code {
-            // PostgreSQL: invalid password; invalid authorization (no such role, refused by
-            // pg_hba.conf).
-            "28P01" | "28000" => Some(Reason::Authentication),
-            // Invalid catalog name: no such database.
-            "3D000" => Some(Reason::MissingDatabase),
-            _ => None,
-        }
-    }
 }
 
 /// Makes operations fail fast, with the real cause, when the database cannot be reached.
@@ -305,9 +243,9 @@ impl Gate {
 
     /// Ok if a connection can be made (a probe made less than [`FRESH`](Self::FRESH) ago
     /// counts), else the probe's error, explained for `operation`.
-    pub(crate) async fn pass<F, Fut>(
+    pub(crate) async fn pass<D: Dialect, F, Fut>(
         &self,
-        target: &Target,
+        target: &Target<D>,
         operation: Operation,
         probe: F,
     ) -> Result<(), Error>
@@ -333,9 +271,9 @@ impl Gate {
     }
 
     /// Probes now, whatever the last outcome (after the pool timed out connecting).
-    pub(crate) async fn probe_now<F, Fut>(
+    pub(crate) async fn probe_now<D: Dialect, F, Fut>(
         &self,
-        target: &Target,
+        target: &Target<D>,
         operation: Operation,
         probe: F,
     ) -> Result<(), Error>
@@ -349,14 +287,16 @@ impl Gate {
 }
 
 /// One connection made directly with `connect` within `timeout`, then closed: what
-/// [`Gate`] calls a probe.
-#[cfg(any(feature = "postgres", feature = "mysql"))]
-pub(crate) async fn probe_with<C>(connect: &C, timeout: Duration) -> Result<(), sqlx::Error>
-where
-    C: sqlx::ConnectOptions,
-    C::Connection: Sized,
-{
-    use sqlx::Connection;
+/// [`Gate`] calls a probe. Where the dialect does not probe (SQLite: its pool does not retry
+/// errors, so an operation fails at once with the cause anyway), nothing is learned: Ok.
+pub(crate) async fn probe<D: Dialect>(
+    connect: &Connect<D>,
+    timeout: Duration,
+) -> Result<(), sqlx::Error> {
+    use sqlx::{ConnectOptions, Connection};
+    if !D::PROBES {
+        return Ok(());
+    }
     match tokio::time::timeout(timeout, connect.connect()).await {
         Ok(Ok(connection)) => {
             // A failed goodbye changes nothing: the connection is gone either way.
@@ -373,9 +313,12 @@ where
 
 /// The database errors [`Target`] explains in words of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Reason {
+pub enum Reason {
+    /// The server refused the credentials.
     Authentication,
+    /// The database named by the URL does not exist.
     MissingDatabase,
+    /// The database file cannot be opened or created (SQLite).
     #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     CannotOpenFile,
 }
@@ -393,8 +336,7 @@ const BUSY_RETRIES: u32 = 2;
 /// run again after a short random pause. Conflicts that persist on `key` (an operation that
 /// writes one key) become [`Error::Contention`]; every other driver error is returned as it is,
 /// for the caller to explain ([`Target::explain`]).
-pub(crate) async fn retry<T, F, Fut>(
-    backend: &str,
+pub(crate) async fn retry<D: Dialect, T, F, Fut>(
     operation: Operation,
     key: Option<&str>,
     mut attempt: F,
@@ -410,21 +352,21 @@ where
             Err(Failure::Done(error)) => return Err(Failure::Done(error)),
             Err(Failure::Sql(error)) => error,
         };
-        let class = classify(&error);
+        let class = classify::<D>(&error);
         let limit = match class {
             Class::Conflict => CONFLICT_RETRIES,
             Class::Busy => BUSY_RETRIES,
             Class::Unavailable | Class::Other => 0,
         };
         if retries < limit {
-            tracing::debug!(backend, %operation, ?class, %error, retries, "retrying");
+            tracing::debug!(backend = D::NAME, %operation, ?class, %error, retries, "retrying");
             retry_pause(retries).await;
             retries += 1;
             continue;
         }
         return Err(match (class, key) {
             (Class::Conflict, Some(key)) => Failure::Done(Error::Contention {
-                backend: backend.to_owned(),
+                backend: D::NAME.to_owned(),
                 key: key.to_owned(),
                 attempts: retries + 1,
             }),

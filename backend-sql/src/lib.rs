@@ -1,25 +1,29 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-// Without any database feature the crate only offers `SqlOptions`.
-#[cfg_attr(
-    not(any(feature = "postgres", feature = "mysql", feature = "sqlite")),
-    allow(dead_code, unreachable_code, unused_imports, unused_variables)
-)]
-mod common;
+mod options;
+
+// Without any database feature the crate only offers `SqlOptions` and `MAX_KEY_LEN`.
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
+mod backend;
 #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
 // SQLite URLs hold no credentials.
 #[cfg_attr(not(any(feature = "postgres", feature = "mysql")), allow(dead_code))]
 mod credentials;
 #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
-mod error;
+mod dialect;
 #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
-mod imp;
-#[cfg_attr(
-    not(any(feature = "postgres", feature = "mysql", feature = "sqlite")),
-    allow(dead_code)
-)]
+mod dictionary;
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
+mod error;
+#[cfg(feature = "postgres")]
+mod hints;
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
 mod record;
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
+mod sql;
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
+mod store;
 
 #[cfg(feature = "mysql")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mysql")))]
@@ -31,13 +35,19 @@ mod postgres;
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 mod sqlite;
 
-pub use common::{MAX_KEY_LEN, SqlOptions};
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
+pub use dialect::Dialect;
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
+pub use dictionary::SqlBackend;
 #[cfg(feature = "mysql")]
-pub use mysql::{MySqlBackend, MySqlStore};
+pub use mysql::{MySql, MySqlBackend, MySqlStore};
+pub use options::{MAX_KEY_LEN, SqlOptions};
 #[cfg(feature = "postgres")]
-pub use postgres::{PostgresBackend, PostgresStore};
+pub use postgres::{Postgres, PostgresBackend, PostgresStore};
 #[cfg(feature = "sqlite")]
-pub use sqlite::{SqliteBackend, SqliteStore};
+pub use sqlite::{Sqlite, SqliteBackend, SqliteStore};
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
+pub use store::SqlStore;
 
 /// Re-exported so that users get the sqlx version this crate was built with.
 pub use sqlx;
@@ -51,9 +61,15 @@ mod send_sync {
         assert_send_sync::<crate::SqlOptions>();
         #[cfg(feature = "sqlite")]
         assert_send_sync::<crate::SqliteBackend>();
+        #[cfg(feature = "sqlite")]
+        assert_send_sync::<crate::SqliteStore>();
         #[cfg(feature = "postgres")]
         assert_send_sync::<crate::PostgresBackend>();
+        #[cfg(feature = "postgres")]
+        assert_send_sync::<crate::PostgresStore>();
         #[cfg(feature = "mysql")]
         assert_send_sync::<crate::MySqlBackend>();
+        #[cfg(feature = "mysql")]
+        assert_send_sync::<crate::MySqlStore>();
     }
 }

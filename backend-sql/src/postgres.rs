@@ -1,21 +1,20 @@
-//! The PostgreSQL backend, with LISTEN/NOTIFY push hints.
+//! PostgreSQL: what it does differently. Push hints by LISTEN/NOTIFY (see
+//! [`hints`](crate::hints)); the bump, the stamp history and the hint in one statement.
 
-use std::collections::HashMap;
-use std::fmt;
-use std::str::FromStr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use durable_core::{Hints, Result, STAMP_HISTORY};
+use sqlx::error::DatabaseError;
+use sqlx::postgres::{PgConnectOptions, PgQueryResult};
 
-use durable_core::{Hint, HintSender, Name};
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use crate::dialect::{Dialect, Server, sealed, server_place};
+use crate::error::{Class, Reason};
+use crate::hints::Listen;
+use crate::sql::{Bump, DialectSql, Tables};
+use crate::store::connect_server;
+use crate::{SqlBackend, SqlOptions, SqlStore};
 
-use crate::common::{Dialect, Sql, SqlOptions};
-use crate::credentials::{Secrets, Url, redact_url};
-use crate::error::{Gate, Target};
-
-type Db = sqlx::Postgres;
-const NAME: &str = "postgres";
-const KEYS_AS_BYTES: bool = false;
+/// The PostgreSQL [`Dialect`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Postgres;
 
 /// A PostgreSQL database holding any number of dictionaries in three tables.
 ///
@@ -23,6 +22,12 @@ const KEYS_AS_BYTES: bool = false;
 /// [`subscribe`](durable_core::Backend::subscribe)). Every write sends
 /// `NOTIFY {prefix}_changes, 'namespace/dictionary'` inside its transaction, so the hint is
 /// delivered exactly when the write commits.
+///
+/// URL: `postgres://user:password@host:5432/database?sslmode=require` (every parameter sqlx's
+/// `PgConnectOptions` reads, including TLS settings `sslmode`, `sslrootcert`, `sslcert`,
+/// `sslkey`, is passed through). The user information ends at the last `@`, so the user name
+/// and password may hold `/`, `?`, `#`, `@`, `%` or `:` (the password) as they are, or
+/// percent-encoded.
 ///
 /// ```no_run
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> durable_core::Result<()> {
@@ -34,368 +39,139 @@ const KEYS_AS_BYTES: bool = false;
 /// limits.insert("free-tier", 100).await?;
 /// # Ok(()) }
 /// ```
-#[derive(Clone)]
-pub struct PostgresStore {
-    shared: Arc<Shared>,
+pub type PostgresStore = SqlStore<Postgres>;
+
+/// One dictionary of a [`PostgresStore`]: a [`Backend`](durable_core::Backend) with every
+/// capability, push hints included.
+pub type PostgresBackend = SqlBackend<Postgres>;
+
+impl sealed::Sealed for Postgres {}
+
+impl Dialect for Postgres {
+    type Db = sqlx::Postgres;
+    type Push = Listen;
+
+    const NAME: &'static str = "postgres";
+    const TYPE_NAME: &'static str = "Postgres";
+    const PUSH: bool = true;
+    const KEYS_AS_BYTES: bool = false;
+    const NUMBERED: bool = true;
+    const PROBES: bool = true;
+    const BEGIN_WRITE: Option<&'static str> = None;
+    const BEGIN_READ: &'static str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
+    // "durable\0" as a number: one lock key for every durable schema in the database.
+    const SCHEMA_LOCK: Option<&'static str> =
+        Some("SELECT pg_advisory_xact_lock(7239381212183110656)");
+
+    fn sql(tables: &Tables) -> DialectSql {
+        let (upsert_tail, stamp_upsert_tail) = tables.on_conflict_updates();
+        let bump = format!(
+            "WITH bumped AS ({} RETURNING epoch, counter, parent, pg_notify('{channel}', \
+             namespace || '/' || dictionary)::text AS hint), recorded AS ({} SELECT ?, ?, \
+             counter % {STAMP_HISTORY}, counter, ? FROM bumped{stamp_upsert_tail}) SELECT epoch, \
+             counter, parent, hint FROM bumped",
+            tables.bump_update(&tables.valid_counter()),
+            tables.stamp_insert(),
+            channel = notify_channel(&tables.prefix),
+        )
+        // The parameters are (stamp, ns, dict), each used twice.
+        .replacen('?', "$1", 1)
+        .replacen('?', "$2", 1)
+        .replacen('?', "$3", 1)
+        .replacen('?', "$2", 1)
+        .replacen('?', "$3", 1)
+        .replacen('?', "$1", 1);
+        DialectSql {
+            lock: " FOR UPDATE",
+            schema: tables.schema("BIGINT", "BYTEA", ""),
+            // `to_regclass` resolves the name as an unquoted identifier would be.
+            columns: "SELECT attname::text FROM pg_attribute WHERE attrelid = to_regclass(?) AND \
+                      attnum > 0 AND NOT attisdropped",
+            insert_or_ignore: ("INSERT INTO", " ON CONFLICT DO NOTHING"),
+            upsert_tail,
+            stamp_upsert_tail,
+            valid_revision: tables.valid_revision(),
+            // The time of the statement, not of the transaction's start (`now()`).
+            clock: "(extract(epoch FROM clock_timestamp()) * 1000)::bigint",
+            bump: Bump::Returning(bump),
+        }
+    }
+
+    fn classify(error: &dyn DatabaseError) -> Class {
+        match error.code().as_deref().unwrap_or("") {
+            // Serialization failure, deadlock.
+            "40001" | "40P01" => Class::Conflict,
+            // Lock not available (lock_timeout), query canceled (statement_timeout).
+            "55P03" | "57014" => Class::Busy,
+            // Class 08: connection exceptions; admin shutdown, crash shutdown, cannot connect
+            // now; too many connections; idle-in-transaction timeout; commit outcome unknown.
+            c if c.starts_with("08") => Class::Unavailable,
+            "57P01" | "57P02" | "57P03" | "53300" | "25P03" | "40003" => Class::Unavailable,
+            _ if error.message().contains("terminating connection") => Class::Unavailable,
+            _ => Class::Other,
+        }
+    }
+
+    fn reason(_: &dyn DatabaseError, code: &str) -> Option<Reason> {
+        match code {
+            // Invalid password; invalid authorization (no such role, refused by pg_hba.conf).
+            "28P01" | "28000" => Some(Reason::Authentication),
+            // Invalid catalog name: no such database.
+            "3D000" => Some(Reason::MissingDatabase),
+            _ => None,
+        }
+    }
+
+    fn rows_affected(done: &PgQueryResult) -> u64 {
+        done.rows_affected()
+    }
+
+    async fn connect(url: &str, options: SqlOptions) -> Result<PostgresStore> {
+        connect_server(url, options).await
+    }
+
+    fn push(connect: &PgConnectOptions, options: &SqlOptions) -> Listen {
+        Listen::new(connect, options, notify_channel(options.table_prefix()))
+    }
+
+    async fn subscribe(backend: &PostgresBackend) -> Result<Hints> {
+        crate::hints::subscribe(backend).await
+    }
 }
 
-pub(crate) struct Shared {
-    pool: PgPool,
-    /// One connection for `LISTEN`, separate from the pool so it never starves writers.
-    listen_pool: PgPool,
-    /// What a probe connects with ([`Gate`]).
-    connect: PgConnectOptions,
-    sql: Sql,
-    options: SqlOptions,
-    url: String,
-    target: Target,
-    gate: Gate,
-    channel: String,
-    listeners: tokio::sync::Mutex<Listeners>,
-}
+impl Server for Postgres {
+    const TITLE: &'static str = "PostgreSQL";
 
-#[derive(Default)]
-struct Listeners {
-    running: bool,
-    /// Subscribers by `namespace/dictionary`.
-    subscribers: HashMap<String, Vec<HintSender>>,
-}
+    fn with_user(connect: PgConnectOptions, user: &str) -> PgConnectOptions {
+        connect.username(user)
+    }
 
-impl fmt::Debug for PostgresStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PostgresStore")
-            .field("url", &self.shared.url)
-            .field("options", &self.shared.options)
-            .field("connections", &self.shared.pool.size())
-            .finish()
+    fn with_password(connect: PgConnectOptions, password: &str) -> PgConnectOptions {
+        connect.password(password)
+    }
+
+    fn user(connect: &PgConnectOptions) -> &str {
+        connect.get_username()
+    }
+
+    fn place(connect: &PgConnectOptions) -> String {
+        server_place(connect.get_socket(), connect.get_host(), connect.get_port())
+    }
+
+    fn database(connect: &PgConnectOptions) -> Option<String> {
+        connect.get_database().map(str::to_owned)
     }
 }
 
 impl PostgresStore {
-    /// Connects to `url` with the default [`SqlOptions`] and creates the schema when missing.
-    ///
-    /// URL: `postgres://user:password@host:5432/database?sslmode=require` (every parameter
-    /// sqlx's `PgConnectOptions` reads, including TLS settings `sslmode`, `sslrootcert`,
-    /// `sslcert`, `sslkey`, is passed through). The user information ends at the last `@`, so
-    /// the user name and password may hold `/`, `?`, `#`, `@`, `%` or `:` (the password) as
-    /// they are, or percent-encoded. Neither ever appears in `Debug` output, errors or logs.
-    ///
-    /// Unless [`SqlOptions::with_create_schema`] is false, this connects once before it
-    /// returns, and fails at once with the cause: connection refused, unknown host,
-    /// authentication failed or no such database ([`Error::Config`]
-    /// for the last two, [`Error::Unavailable`] otherwise).
-    pub async fn connect(url: &str) -> durable_core::Result<Self> {
-        Self::connect_with(url, SqlOptions::new()).await
-    }
-
-    /// Connects to `url` with `options`.
-    pub async fn connect_with(url: &str, options: SqlOptions) -> durable_core::Result<Self> {
-        let url = Url::parse(url);
-        let mut connect = PgConnectOptions::from_str(&url.bare).map_err(|e| {
-            durable_core::Error::Config(format!(
-                "PostgreSQL URL {:?} cannot be read: {}",
-                url.shown,
-                url.secrets.scrub(&e.to_string())
-            ))
-        })?;
-        if let Some(user) = &url.user {
-            connect = connect.username(user);
-        }
-        if let Some(password) = &url.password {
-            connect = connect.password(password);
-        }
-        Self::open(connect, url.shown, url.secrets, options).await
-    }
-
-    /// Connects with sqlx connect options (for settings a URL cannot carry); `shown` is how
-    /// the database is named in `Debug` output and errors (a URL given here is shown without
-    /// its credentials).
-    pub async fn connect_options(
-        connect: PgConnectOptions,
-        shown: &str,
-        options: SqlOptions,
-    ) -> durable_core::Result<Self> {
-        let mut secrets = Url::parse(shown).secrets;
-        secrets.add_user(connect.get_username());
-        Self::open(connect, redact_url(shown), secrets, options).await
-    }
-
-    async fn open(
-        connect: PgConnectOptions,
-        shown: String,
-        secrets: Secrets,
-        options: SqlOptions,
-    ) -> durable_core::Result<Self> {
-        options.validate()?;
-        let place = match connect.get_socket() {
-            Some(socket) => socket.display().to_string(),
-            None if connect.get_host().contains(':') => {
-                format!("[{}]:{}", connect.get_host(), connect.get_port())
-            }
-            None => format!("{}:{}", connect.get_host(), connect.get_port()),
-        };
-        let target = Target {
-            backend: NAME,
-            place,
-            database: connect.get_database().map(str::to_owned),
-            acquire_timeout: options.acquire_timeout(),
-            secrets,
-        };
-        let pool = PgPoolOptions::new()
-            .max_connections(options.max_connections())
-            .acquire_timeout(options.acquire_timeout())
-            .connect_lazy_with(connect.clone());
-        let listen_pool = PgPoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(options.acquire_timeout())
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_lazy_with(connect.clone());
-        let store = PostgresStore {
-            shared: Arc::new(Shared {
-                pool,
-                listen_pool,
-                connect,
-                sql: Sql::new(Dialect::Postgres, options.table_prefix()),
-                channel: crate::common::notify_channel(options.table_prefix()),
-                options,
-                url: shown,
-                target,
-                gate: Gate::default(),
-                listeners: tokio::sync::Mutex::new(Listeners::default()),
-            }),
-        };
-        if store.shared.options.create_schema() {
-            let shared = &store.shared;
-            shared
-                .gate
-                .pass(&shared.target, durable_core::Operation::Open, || {
-                    probe(shared)
-                })
-                .await?;
-            store.migrate().await?;
-        }
-        Ok(store)
-    }
-
-    /// Creates the tables and indexes if they are missing and adds the columns that tables
-    /// created by an earlier version lack. Idempotent, and safe when several processes start at
-    /// once (the DDL runs in one transaction under an advisory lock).
-    pub async fn migrate(&self) -> durable_core::Result<()> {
-        let err = |e| {
-            self.shared
-                .target
-                .explain(durable_core::Operation::Schema, e)
-        };
-        let mut tx = self.shared.pool.begin().await.map_err(err)?;
-        // "durable\0" as a number: one lock key for every durable schema in the database.
-        sqlx::query("SELECT pg_advisory_xact_lock(7239381212183110656)")
-            .execute(&mut *tx)
-            .await
-            .map_err(err)?;
-        for ddl in &self.shared.sql.schema {
-            sqlx::query(sqlx::AssertSqlSafe(ddl.as_str()))
-                .execute(&mut *tx)
-                .await
-                .map_err(err)?;
-        }
-        add_missing_columns(&mut tx, &self.shared.sql)
-            .await
-            .map_err(err)?;
-        tx.commit().await.map_err(err)
-    }
-
-    /// A backend over dictionary `dictionary` in `namespace`.
-    pub fn backend(
-        &self,
-        namespace: &str,
-        dictionary: &str,
-    ) -> durable_core::Result<PostgresBackend> {
-        let namespace = Name::new(namespace)?;
-        let dictionary = Name::new(dictionary)?;
-        Ok(PostgresBackend {
-            shared: self.shared.clone(),
-            payload: format!("{namespace}/{dictionary}"),
-            namespace,
-            dictionary,
-            last_trim: Mutex::new(Instant::now()),
-        })
-    }
-
-    /// The connection pool, for your own queries.
-    pub fn pool(&self) -> &PgPool {
-        &self.shared.pool
-    }
-
-    /// The entries table's name.
-    pub fn entries_table(&self) -> &str {
-        &self.shared.sql.entries
-    }
-
-    /// The versions table's name.
-    pub fn versions_table(&self) -> &str {
-        &self.shared.sql.versions
-    }
-
-    /// The stamp history table's name.
-    pub fn stamps_table(&self) -> &str {
-        &self.shared.sql.stamps
-    }
-
     /// The `NOTIFY` channel every write of this store's tables signals.
     pub fn channel(&self) -> &str {
-        &self.shared.channel
+        &self.shared.push.channel
     }
 }
 
-/// One dictionary of a [`PostgresStore`]: a [`Backend`](durable_core::Backend) with every
-/// capability, push hints included.
-pub struct PostgresBackend {
-    shared: Arc<Shared>,
-    namespace: Name,
-    dictionary: Name,
-    payload: String,
-    last_trim: Mutex<Instant>,
+/// The `NOTIFY` channel of the tables with this prefix; the payload of a write is
+/// `namespace/dictionary`.
+fn notify_channel(prefix: &str) -> String {
+    format!("{prefix}_changes")
 }
-
-impl fmt::Debug for PostgresBackend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PostgresBackend")
-            .field("url", &self.shared.url)
-            .field("namespace", &self.namespace)
-            .field("dictionary", &self.dictionary)
-            .finish()
-    }
-}
-
-async fn begin_write(pool: &PgPool) -> Result<sqlx::Transaction<'static, Db>, sqlx::Error> {
-    pool.begin().await
-}
-
-async fn begin_read(pool: &PgPool) -> Result<sqlx::Transaction<'static, Db>, sqlx::Error> {
-    pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        .await
-}
-
-fn key_arg(key: &str) -> &str {
-    key
-}
-
-/// One connection made directly (see [`Gate`]).
-async fn probe(shared: &Shared) -> Result<(), sqlx::Error> {
-    crate::error::probe_with(&shared.connect, shared.options.acquire_timeout()).await
-}
-
-impl PostgresBackend {
-    fn capabilities_impl(&self) -> durable_core::Capabilities {
-        durable_core::Capabilities::all()
-    }
-
-    async fn subscribe_impl(&self) -> durable_core::Result<durable_core::Hints> {
-        let (sender, hints) = durable_core::Hints::channel();
-        let mut listeners = self.shared.listeners.lock().await;
-        if !listeners.running {
-            let (shared, op) = (&self.shared, durable_core::Operation::Subscribe);
-            if shared.listen_pool.size() == 0 {
-                shared
-                    .gate
-                    .pass(&shared.target, op, || probe(shared))
-                    .await?;
-            }
-            // Listen before returning, so that a write right after `subscribe` is seen.
-            let listener = connect_listener(shared)
-                .await
-                .map_err(|e| shared.target.explain(op, e))?;
-            listeners.running = true;
-            tokio::spawn(listen_task(self.shared.clone(), listener));
-        }
-        listeners
-            .subscribers
-            .entry(self.payload.clone())
-            .or_default()
-            .push(sender);
-        Ok(hints)
-    }
-}
-
-async fn connect_listener(shared: &Shared) -> Result<PgListener, sqlx::Error> {
-    let mut listener = PgListener::connect_with(&shared.listen_pool).await?;
-    listener.listen(&shared.channel).await?;
-    Ok(listener)
-}
-
-/// Reads notifications and forwards them as hints, until no subscriber is left.
-async fn listen_task(shared: Arc<Shared>, mut listener: PgListener) {
-    const IDLE_CHECK: Duration = Duration::from_secs(30);
-    loop {
-        let event = tokio::time::timeout(IDLE_CHECK, listener.try_recv()).await;
-        let mut lost = false;
-        match event {
-            Err(_idle) => {}
-            Ok(Ok(Some(notification))) => {
-                let listeners = shared.listeners.lock().await;
-                if let Some(senders) = listeners.subscribers.get(notification.payload()) {
-                    for sender in senders {
-                        sender.send(Hint::Changed);
-                    }
-                }
-            }
-            // The connection was lost and is back (sqlx reconnects eagerly): notifications
-            // sent in between are gone.
-            Ok(Ok(None)) => lost = true,
-            Ok(Err(error)) => {
-                let error = shared
-                    .target
-                    .explain(durable_core::Operation::Subscribe, error);
-                tracing::warn!(backend = NAME, %error, "LISTEN connection failed; reconnecting");
-                drop(listener);
-                for sender in shared.listeners.lock().await.subscribers.values().flatten() {
-                    sender.send(Hint::Lost);
-                }
-                let mut delay = Duration::from_millis(100);
-                listener = loop {
-                    if shared
-                        .listeners
-                        .lock()
-                        .await
-                        .subscribers
-                        .values()
-                        .all(|s| s.iter().all(HintSender::is_closed))
-                    {
-                        shared.listeners.lock().await.running = false;
-                        return;
-                    }
-                    match connect_listener(&shared).await {
-                        Ok(listener) => break listener,
-                        Err(error) => {
-                            let error = shared
-                                .target
-                                .explain(durable_core::Operation::Subscribe, error);
-                            tracing::debug!(backend = NAME, %error, "LISTEN reconnect failed");
-                            tokio::time::sleep(delay).await;
-                            delay = (delay * 2).min(Duration::from_secs(5));
-                        }
-                    }
-                };
-                lost = true;
-            }
-        }
-        let mut listeners = shared.listeners.lock().await;
-        listeners.subscribers.retain(|_, senders| {
-            senders.retain(|s| !s.is_closed());
-            !senders.is_empty()
-        });
-        if lost {
-            tracing::info!(backend = NAME, "LISTEN connection re-established");
-            for sender in listeners.subscribers.values().flatten() {
-                sender.send(Hint::Resubscribed);
-            }
-        }
-        if listeners.subscribers.is_empty() {
-            listeners.running = false;
-            return;
-        }
-    }
-}
-
-crate::imp::backend_impl!(PostgresBackend);

@@ -4,9 +4,14 @@
 //! Columns are read loosely ([`Field`]), because a hand-edited row may hold anything: SQLite's
 //! dynamic typing lets text or a REAL into an INTEGER column, and any database lets a negative or
 //! absurd counter in. [`RawRecord::check`] then says whether the row is a valid stamped record,
-//! a record written before stamps existed, or damaged (and why).
+//! a record written before stamps existed, or damaged (and why). Entry rows are read as loosely
+//! ([`loose_key`]), so that a row another program wrote costs its key only.
 
-use durable_core::Version;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use durable_core::{StoreTime, Version};
+
+use crate::dialect::Cells;
 
 /// Counters stay below 2^53 - 1 (so that a bump stays below 2^53, the range every client of the
 /// store, JavaScript included, reads exactly); a counter at or beyond it is damage.
@@ -32,6 +37,117 @@ impl Field {
             Field::Other(what) => what.clone(),
         }
     }
+}
+
+/// Column `i` of `row`, read loosely: a hand-edited row may hold anything (SQLite lets text
+/// and real numbers into INTEGER columns).
+pub(crate) fn field(row: &impl Cells, i: usize) -> Field {
+    match row.maybe_int(i) {
+        Ok(Some(value)) => Field::Int(value),
+        Ok(None) => Field::Null,
+        Err(_) => Field::Other(match row.text(i) {
+            Ok(text) => format!("{text:?}"),
+            Err(_) => match row.real(i) {
+                Ok(real) => real.to_string(),
+                Err(_) => row.column_type(i).map_or_else(
+                    |e| e.to_string(),
+                    |(type_name, _)| format!("a value of type {type_name}"),
+                ),
+            },
+        }),
+    }
+}
+
+/// Column `i` of `row` as a person would read it, with its type (`INTEGER 12345`).
+pub(crate) fn shown_with_type(row: &impl Cells, i: usize) -> String {
+    let type_name = row
+        .column_type(i)
+        .map(|(type_name, _)| type_name)
+        .unwrap_or_default();
+    format!("{type_name} {}", field(row, i).describe())
+}
+
+/// The key in column `i` of `row`, read loosely: text (bytes that are UTF-8 where
+/// `as_bytes`), or what it is instead.
+pub(crate) fn loose_key(row: &impl Cells, i: usize, as_bytes: bool) -> Result<String, BadKey> {
+    let type_name = match row.column_type(i) {
+        Ok((_, true)) => {
+            return Err(BadKey {
+                lossy: String::new(),
+                what: "the key is NULL".to_owned(),
+            });
+        }
+        Ok((type_name, false)) => type_name,
+        Err(e) => {
+            return Err(BadKey {
+                lossy: String::new(),
+                what: format!("the key cannot be read: {e}"),
+            });
+        }
+    };
+    if !as_bytes && let Ok(key) = row.text(i) {
+        return Ok(key);
+    }
+    match row.bytes(i) {
+        Ok(bytes) if as_bytes => {
+            String::from_utf8(bytes).map_err(|e| BadKey::from_bytes(e.as_bytes(), &type_name))
+        }
+        Ok(bytes) => Err(BadKey::from_bytes(&bytes, &type_name)),
+        Err(_) => {
+            let shown = field(row, i).describe();
+            Err(BadKey {
+                what: format!("the key is {type_name} {shown}, not text"),
+                lossy: shown,
+            })
+        }
+    }
+}
+
+/// Whether an entry row is a tombstone (column `i`); `None` if that cannot be read.
+pub(crate) fn tombstone(row: &impl Cells, i: usize) -> Option<bool> {
+    match row.flag(i) {
+        Ok(tombstone) => Some(tombstone),
+        Err(_) => match field(row, i) {
+            Field::Int(0) => Some(false),
+            Field::Int(1) => Some(true),
+            _ => None,
+        },
+    }
+}
+
+/// Milliseconds since the Unix epoch on this process's clock, for tombstone ages (expiry times
+/// come from the database's clock instead).
+pub(crate) fn now_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(millis)
+        .unwrap_or(0)
+}
+
+/// `duration` in whole milliseconds, as stored (saturating).
+pub(crate) fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A stored time (milliseconds since the Unix epoch on the database's clock) as a [`StoreTime`].
+pub(crate) fn store_time(millis: i64) -> StoreTime {
+    StoreTime(u64::try_from(millis).unwrap_or(0))
+}
+
+/// A fresh random epoch, never 0, as stored (a BIGINT holding the u64's bits).
+pub(crate) fn fresh_epoch() -> i64 {
+    loop {
+        let epoch: u64 = rand::random();
+        if epoch != 0 {
+            return epoch as i64;
+        }
+    }
+}
+
+/// A fresh random stamp for a write ([`Version::new_stamp`], never 0), as stored: the u64's
+/// bits in a signed BIGINT.
+pub(crate) fn fresh_stamp() -> i64 {
+    Version::new_stamp() as i64
 }
 
 /// A version row's columns, as read by `select_version`.
@@ -66,6 +182,17 @@ pub(crate) enum Record {
 }
 
 impl RawRecord {
+    /// A version row from its first five columns (see `Sql::select_version`).
+    pub(crate) fn read(row: &impl Cells) -> RawRecord {
+        RawRecord {
+            epoch: field(row, 0),
+            counter: field(row, 1),
+            stamp: field(row, 2),
+            parent: field(row, 3),
+            oldest_served: field(row, 4),
+        }
+    }
+
     /// Checks the row. The SQL of a write's bump (`Sql::bump`) accepts exactly the rows this
     /// calls [`Record::Valid`].
     pub(crate) fn check(&self) -> Record {

@@ -1,28 +1,37 @@
-//! The SQLite backend.
+//! SQLite: what it does differently. A file (or a private in-memory database) instead of a
+//! server, `BEGIN IMMEDIATE` for writes, dynamic typing checked in SQL, numbered placeholders
+//! in the two-statement bump.
 
-use std::fmt;
+use std::marker::PhantomData;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use durable_core::Name;
+use durable_core::{Error, Operation, Result, STAMP_HISTORY};
+use sqlx::error::DatabaseError;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteQueryResult,
+    SqliteSynchronous,
 };
 
-use crate::common::{Dialect, Sql, SqlOptions};
 use crate::credentials::{Secrets, redact_url};
-use crate::error::{Gate, Target};
+use crate::dialect::{Dialect, sealed};
+use crate::error::{Class, Reason, Target};
+use crate::sql::{Bump, DialectSql, Tables};
+use crate::{SqlBackend, SqlOptions, SqlStore};
 
-type Db = sqlx::Sqlite;
-const NAME: &str = "sqlite";
-const KEYS_AS_BYTES: bool = false;
+/// The SQLite [`Dialect`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sqlite;
 
 /// A SQLite database (a file, or `sqlite::memory:`) holding any number of dictionaries.
 ///
 /// Clones share one connection pool. Several processes may open the same file: writes take the
 /// database's write lock at their start (`BEGIN IMMEDIATE`) and wait up to the busy timeout
 /// (5 s) for it; readers never block writers (WAL).
+///
+/// URLs: `sqlite://path/to/file.db` (relative or absolute path, e.g.
+/// `sqlite:///var/lib/app/flags.db`), `sqlite:file.db`, or `sqlite::memory:` for a private
+/// in-memory database shared by the backends of this store (kept while the store lives).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> durable_core::Result<()> {
@@ -37,51 +46,110 @@ const KEYS_AS_BYTES: bool = false;
 /// assert_eq!(flags.snapshot().get("dark-mode"), Some(&true));
 /// # Ok(()) }
 /// ```
-#[derive(Clone)]
-pub struct SqliteStore {
-    shared: Arc<Shared>,
-}
+pub type SqliteStore = SqlStore<Sqlite>;
 
-pub(crate) struct Shared {
-    pool: SqlitePool,
-    sql: Sql,
-    options: SqlOptions,
-    url: String,
-    target: Target,
-    /// Never closed: SQLite opens a file at once, with its error (see [`probe`]).
-    gate: Gate,
-}
+/// One dictionary of a [`SqliteStore`]: a [`Backend`](durable_core::Backend) with every
+/// capability except push.
+pub type SqliteBackend = SqlBackend<Sqlite>;
 
-impl fmt::Debug for SqliteStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SqliteStore")
-            .field("url", &self.shared.url)
-            .field("options", &self.shared.options)
-            .field("connections", &self.shared.pool.size())
-            .finish()
+impl sealed::Sealed for Sqlite {}
+
+impl Dialect for Sqlite {
+    type Db = sqlx::Sqlite;
+    type Push = ();
+
+    const NAME: &'static str = "sqlite";
+    const TYPE_NAME: &'static str = "Sqlite";
+    const PUSH: bool = false;
+    const KEYS_AS_BYTES: bool = false;
+    const NUMBERED: bool = false;
+    /// Nothing to learn from a connection made directly: the pool does not retry SQLite's
+    /// errors, so an operation fails at once with the cause anyway.
+    const PROBES: bool = false;
+    /// Takes the write lock at once, never upgrading a read lock (which could fail with
+    /// `SQLITE_BUSY` mid-transaction).
+    const BEGIN_WRITE: Option<&'static str> = Some("BEGIN IMMEDIATE");
+    const BEGIN_READ: &'static str = "BEGIN DEFERRED";
+    const SCHEMA_LOCK: Option<&'static str> = None;
+
+    fn sql(tables: &Tables) -> DialectSql {
+        let (v, valid_counter) = (&tables.versions, tables.valid_counter());
+        let (upsert_tail, stamp_upsert_tail) = tables.on_conflict_updates();
+        // Dynamic typing: an INTEGER column may hold text or a real number.
+        let valid = format!(
+            "typeof(epoch) = 'integer' AND typeof(counter) = 'integer' AND typeof(stamp) = \
+             'integer' AND typeof(parent) = 'integer' AND typeof(oldest_served) = 'integer' AND \
+             {valid_counter}"
+        );
+        // Two statements in one call (sqlx binds `?N` to the N-th argument in each); the
+        // parameters are (stamp, ns, dict), each used twice.
+        let bump = format!(
+            "UPDATE {v} SET counter = counter + 1, parent = stamp, stamp = ?1 WHERE namespace = \
+             ?2 AND dictionary = ?3 AND {valid} RETURNING epoch, counter, parent; {} SELECT \
+             namespace, dictionary, counter % {STAMP_HISTORY}, counter, stamp FROM {v} WHERE \
+             namespace = ?2 AND dictionary = ?3 AND stamp = ?1{stamp_upsert_tail}",
+            tables.stamp_insert(),
+        );
+        DialectSql {
+            lock: "",
+            // One B-tree for the stamp history (no rowid table beside the key's index): a
+            // write dirties one page of it.
+            schema: tables.schema("INTEGER", "BLOB", " WITHOUT ROWID"),
+            columns: "SELECT name FROM pragma_table_info(?)",
+            insert_or_ignore: ("INSERT OR IGNORE INTO", ""),
+            upsert_tail,
+            stamp_upsert_tail,
+            // Text sorts above every number.
+            valid_revision: format!(
+                "typeof(revision) = 'integer' AND {}",
+                tables.valid_revision()
+            ),
+            // 'now' has millisecond precision; 2440587.5 is the Julian day of the Unix epoch.
+            clock: "CAST(ROUND((julianday('now') - 2440587.5) * 86400000) AS INTEGER)",
+            bump: Bump::Returning(bump),
+        }
     }
-}
 
-impl SqliteStore {
-    /// Opens `url` with the default [`SqlOptions`], creating the file and the schema when
-    /// missing. URLs: `sqlite://path/to/file.db` (relative or absolute path, e.g.
-    /// `sqlite:///var/lib/app/flags.db`), `sqlite:file.db`, or `sqlite::memory:` for a private
-    /// in-memory database shared by the backends of this store (kept while the store lives).
-    pub async fn connect(url: &str) -> durable_core::Result<Self> {
-        Self::connect_with(url, SqlOptions::new()).await
+    fn classify(error: &dyn DatabaseError) -> Class {
+        // Extended result codes: the primary code is the low byte.
+        match primary_code(error) {
+            // SQLITE_BUSY (after the busy timeout), SQLITE_LOCKED.
+            Some(5 | 6) => Class::Busy,
+            // SQLITE_CANTOPEN.
+            Some(14) => Class::Unavailable,
+            _ => Class::Other,
+        }
     }
 
-    /// Opens `url` with `options`.
-    pub async fn connect_with(url: &str, options: SqlOptions) -> durable_core::Result<Self> {
+    fn reason(error: &dyn DatabaseError, _: &str) -> Option<Reason> {
+        // SQLITE_CANTOPEN, with its extended codes.
+        (primary_code(error) == Some(14)).then_some(Reason::CannotOpenFile)
+    }
+
+    fn rows_affected(done: &SqliteQueryResult) -> u64 {
+        done.rows_affected()
+    }
+
+    async fn connect(url: &str, options: SqlOptions) -> Result<SqliteStore> {
         options.validate()?;
         let shown = redact_url(url);
         let connect = SqliteConnectOptions::from_str(url)
-            .map_err(|e| durable_core::Error::Config(format!("SQLite URL {shown:?}: {e}")))?;
+            .map_err(|e| Error::Config(format!("SQLite URL {shown:?}: {e}")))?;
         // A missing directory is named by the first connection's error (the path is in it).
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-        Self::connect_options(connect, in_memory, &shown, options).await
+        SqliteStore::connect_options(connect, in_memory, &shown, options).await
     }
 
+    fn push(_: &SqliteConnectOptions, _: &SqlOptions) {}
+}
+
+/// The primary result code of a SQLite error (the low byte of its extended code).
+fn primary_code(error: &dyn DatabaseError) -> Option<i32> {
+    let code = error.code()?;
+    code.parse::<i32>().ok().map(|c| c & 0xff)
+}
+
+impl SqliteStore {
     /// Opens a database from sqlx connect options (for settings a URL cannot carry).
     /// `in_memory` must say whether they name an in-memory database (it is then served by a
     /// single connection kept open while the store lives). A file that cannot be opened fails
@@ -91,10 +159,9 @@ impl SqliteStore {
         in_memory: bool,
         shown: &str,
         options: SqlOptions,
-    ) -> durable_core::Result<Self> {
+    ) -> Result<Self> {
         options.validate()?;
         let target = Target {
-            backend: NAME,
             place: if in_memory {
                 "the in-memory database".to_owned()
             } else {
@@ -103,6 +170,7 @@ impl SqliteStore {
             database: None,
             acquire_timeout: options.acquire_timeout(),
             secrets: Secrets::default(),
+            dialect: PhantomData,
         };
         let mut connect = connect
             .busy_timeout(Duration::from_secs(5))
@@ -123,132 +191,11 @@ impl SqliteStore {
             pool = pool.max_connections(options.max_connections());
         }
         let pool = if in_memory {
-            pool.connect_with(connect).await
+            pool.connect_with(connect.clone()).await
         } else {
-            Ok(pool.connect_lazy_with(connect))
+            Ok(pool.connect_lazy_with(connect.clone()))
         }
-        .map_err(|e| target.explain(durable_core::Operation::Open, e))?;
-        let store = SqliteStore {
-            shared: Arc::new(Shared {
-                pool,
-                sql: Sql::new(Dialect::Sqlite, options.table_prefix()),
-                options,
-                url: redact_url(shown),
-                target,
-                gate: Gate::default(),
-            }),
-        };
-        if store.shared.options.create_schema() {
-            store.migrate().await?;
-        }
-        Ok(store)
-    }
-
-    /// Creates the tables and indexes if they are missing and adds the columns that tables
-    /// created by an earlier version lack (idempotent; concurrent callers are serialized by
-    /// SQLite's write lock).
-    pub async fn migrate(&self) -> durable_core::Result<()> {
-        let err = |e| {
-            self.shared
-                .target
-                .explain(durable_core::Operation::Schema, e)
-        };
-        let mut tx = begin_write(&self.shared.pool).await.map_err(err)?;
-        for ddl in &self.shared.sql.schema {
-            sqlx::query(sqlx::AssertSqlSafe(ddl.as_str()))
-                .execute(&mut *tx)
-                .await
-                .map_err(err)?;
-        }
-        add_missing_columns(&mut tx, &self.shared.sql)
-            .await
-            .map_err(err)?;
-        tx.commit().await.map_err(err)
-    }
-
-    /// A backend over dictionary `dictionary` in `namespace`.
-    pub fn backend(
-        &self,
-        namespace: &str,
-        dictionary: &str,
-    ) -> durable_core::Result<SqliteBackend> {
-        Ok(SqliteBackend {
-            shared: self.shared.clone(),
-            namespace: Name::new(namespace)?,
-            dictionary: Name::new(dictionary)?,
-            last_trim: Mutex::new(Instant::now()),
-        })
-    }
-
-    /// The connection pool, for your own queries.
-    pub fn pool(&self) -> &SqlitePool {
-        &self.shared.pool
-    }
-
-    /// The entries table's name.
-    pub fn entries_table(&self) -> &str {
-        &self.shared.sql.entries
-    }
-
-    /// The versions table's name.
-    pub fn versions_table(&self) -> &str {
-        &self.shared.sql.versions
-    }
-
-    /// The stamp history table's name.
-    pub fn stamps_table(&self) -> &str {
-        &self.shared.sql.stamps
+        .map_err(|e| target.explain(Operation::Open, e))?;
+        SqlStore::assemble(pool, connect, target, redact_url(shown), options).await
     }
 }
-
-/// One dictionary of a [`SqliteStore`]: a [`Backend`](durable_core::Backend) with every
-/// capability except push.
-pub struct SqliteBackend {
-    shared: Arc<Shared>,
-    namespace: Name,
-    dictionary: Name,
-    last_trim: Mutex<Instant>,
-}
-
-impl fmt::Debug for SqliteBackend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SqliteBackend")
-            .field("url", &self.shared.url)
-            .field("namespace", &self.namespace)
-            .field("dictionary", &self.dictionary)
-            .finish()
-    }
-}
-
-async fn begin_write(pool: &SqlitePool) -> Result<sqlx::Transaction<'static, Db>, sqlx::Error> {
-    pool.begin_with("BEGIN IMMEDIATE").await
-}
-
-async fn begin_read(pool: &SqlitePool) -> Result<sqlx::Transaction<'static, Db>, sqlx::Error> {
-    pool.begin_with("BEGIN DEFERRED").await
-}
-
-fn key_arg(key: &str) -> &str {
-    key
-}
-
-/// Nothing to learn from a connection made directly: the pool does not retry SQLite's errors,
-/// so an operation fails at once with the cause anyway.
-async fn probe(_: &Shared) -> Result<(), sqlx::Error> {
-    Ok(())
-}
-
-impl SqliteBackend {
-    fn capabilities_impl(&self) -> durable_core::Capabilities {
-        durable_core::Capabilities::all().with_push(false)
-    }
-
-    async fn subscribe_impl(&self) -> durable_core::Result<durable_core::Hints> {
-        Err(durable_core::Error::not_supported(
-            NAME,
-            durable_core::Operation::Subscribe,
-        ))
-    }
-}
-
-crate::imp::backend_impl!(SqliteBackend);
