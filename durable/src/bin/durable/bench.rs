@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use durable::{
-    Backend, BatchOp, Capabilities, Changes, Dict, Hints, IfAbsent, Json, Load, Mode, Options,
+    Backend, BatchOp, Capabilities, Changes, Dict, Hints, IfAbsent, Json, Load, Mode, Options, Raw,
     Result as DResult, Revision, Store, StoreTime, Swap, Swept, Version, async_trait, bytes::Bytes,
 };
 use indicatif::{ProgressBar, ProgressStyle};
@@ -71,6 +71,9 @@ pub(crate) enum Scenario {
     Coalescing,
     /// Increments per second on one hot counter from many writers, plain vs sharded.
     Counters,
+    /// Resident memory of a loaded handle per entry beyond its key and value bytes, and the
+    /// load's peak against its final size.
+    Memory,
 }
 
 /// A backend wrapper that counts round trips and can hide capabilities, so one store can be
@@ -373,11 +376,25 @@ impl Bench<'_> {
         self.open(dictionary, delta, false, options).await
     }
 
-    /// Fills `dictionary` with `n` keys, in batches where the store has them.
+    /// Fills `dictionary` with `n` keys (`key0`, `key1`, ...) holding `i` as JSON, in batches
+    /// where the store has them.
     async fn populate(&self, dictionary: &str, n: usize) -> Result<(), String> {
-        let writer: Dict<u64> = self
+        self.populate_with(dictionary, n, |i| i.to_string().into_bytes())
+            .await
+            .map(drop)
+    }
+
+    /// Fills `dictionary` with `n` keys (`key0`, `key1`, ...) holding `value(i)`, in batches
+    /// where the store has them; returns the handle that wrote them.
+    async fn populate_with(
+        &self,
+        dictionary: &str,
+        n: usize,
+        value: impl Fn(usize) -> Vec<u8>,
+    ) -> Result<Dict<Vec<u8>, Raw>, String> {
+        let writer: Dict<Vec<u8>, Raw> = self
             .store
-            .open(self.namespace, dictionary, Json, Options::new())
+            .open(self.namespace, dictionary, Raw, Options::new())
             .await
             .map_err(err)?;
         let bar = ProgressBar::new(n as u64).with_message(format!("filling {n} keys"));
@@ -390,12 +407,12 @@ impl Bench<'_> {
             let end = (next + chunk).min(n);
             if chunk == 1 {
                 writer
-                    .insert(&format!("key{next}"), next as u64)
+                    .insert(&format!("key{next}"), value(next))
                     .await
                     .map_err(err)?;
             } else {
                 writer
-                    .insert_many((next..end).map(|i| (format!("key{i}"), i as u64)))
+                    .insert_many((next..end).map(|i| (format!("key{i}"), value(i))))
                     .await
                     .map_err(err)?;
             }
@@ -403,6 +420,84 @@ impl Bench<'_> {
             next = end;
         }
         bar.finish_and_clear();
+        Ok(writer)
+    }
+
+    /// Resident memory of one loaded handle per entry beyond its key and value bytes (9-byte and
+    /// 100-byte raw values, a small JSON struct decoded), and the load's peak against its final
+    /// size. The writer that filled the dictionary stays open meanwhile, so the load cannot
+    /// reuse memory it freed.
+    async fn memory(&mut self, size: usize) -> Result<(), String> {
+        /// The JSON struct kind's values, decoded.
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct Flag {
+            enabled: bool,
+            rollout: u32,
+            variant: String,
+        }
+        let kinds: [(&str, fn(usize) -> Vec<u8>); 3] = [
+            ("9-byte values", |i| format!("{i:09}").into_bytes()),
+            ("100-byte values", |i| format!("{i:0100}").into_bytes()),
+            ("JSON struct values", |i| {
+                format!(
+                    r#"{{"enabled":{},"rollout":{},"variant":"v{}"}}"#,
+                    i % 2 == 0,
+                    i % 100,
+                    i % 7
+                )
+                .into_bytes()
+            }),
+        ];
+        for (n, (label, value)) in kinds.into_iter().enumerate() {
+            let name = self.name(&format!("memory{n}"));
+            let writer = self.populate_with(&name, size, value).await?;
+            let payload: usize = (0..size)
+                .map(|i| format!("key{i}").len() + value(i).len())
+                .sum();
+            // Resets the peak (VmHWM) to the current resident size (Linux).
+            let peak_known = std::fs::write("/proc/self/clear_refs", "5").is_ok();
+            let (before, _) = memory();
+            let options = Options::new().with_open_timeout(Duration::from_secs(600));
+            let handle: Box<dyn std::any::Any> = if n == 2 {
+                Box::new(
+                    (self.store)
+                        .open::<Flag, _>(self.namespace, &name, Json, options)
+                        .await
+                        .map_err(err)?,
+                )
+            } else {
+                Box::new(
+                    (self.store)
+                        .open::<Vec<u8>, _>(self.namespace, &name, Raw, options)
+                        .await
+                        .map_err(err)?,
+                )
+            };
+            let (after, peak) = memory();
+            let (Some(before), Some(after), Some(peak)) = (before, after, peak) else {
+                return Err("resident memory is only known on Linux".into());
+            };
+            let grown = after.saturating_sub(before) as f64;
+            let per_entry = grown / size as f64;
+            let payload = payload as f64 / size as f64;
+            let peak_ratio = peak_known.then(|| peak.saturating_sub(before) as f64 / grown);
+            self.record(
+                format!("memory per entry, {size} keys, {label}"),
+                per_entry - payload,
+                "B",
+                format!(
+                    "beyond {payload:.0} key+value bytes ({per_entry:.0} B resident per entry); \
+                     load peak {}",
+                    peak_ratio.map_or("unknown".into(), |r| format!("{r:.2}x the final size"))
+                ),
+                json!({"size": size, "overhead_bytes": per_entry - payload,
+                       "resident_bytes": per_entry, "payload_bytes": payload,
+                       "peak_ratio": peak_ratio}),
+            );
+            drop(handle);
+            drop(writer);
+            self.clear(&name).await;
+        }
         Ok(())
     }
 
@@ -534,32 +629,28 @@ impl Bench<'_> {
                 .open(self.namespace, &name, Json, Options::new())
                 .await
                 .map_err(err)?;
-            let repeats = if size >= 500_000 {
-                1
-            } else if self.quick {
-                3
-            } else {
-                5
-            };
+            let repeats = if self.quick { 3 } else { 5 };
             for k in [1usize, 100] {
+                // The delta syncs first, then the full reloads: a full reload between two delta
+                // syncs would leave the caches cold for the next one (a cost of the reload, not
+                // of the delta).
                 let mut delta_times = Vec::new();
                 let mut full_times = Vec::new();
-                for round in 0..repeats {
-                    let changes =
-                        (0..k).map(|i| (format!("key{}", (i * 7919 + round) % size), round as u64));
-                    if writer.capabilities().batch {
-                        writer.insert_many(changes).await.map_err(err)?;
-                    } else {
-                        for (key, value) in changes {
-                            writer.insert(&key, value).await.map_err(err)?;
+                for (handle, times) in [(&delta, &mut delta_times), (&full, &mut full_times)] {
+                    for round in 0..repeats {
+                        let changes = (0..k)
+                            .map(|i| (format!("key{}", (i * 7919 + round) % size), round as u64));
+                        if writer.capabilities().batch {
+                            writer.insert_many(changes).await.map_err(err)?;
+                        } else {
+                            for (key, value) in changes {
+                                writer.insert(&key, value).await.map_err(err)?;
+                            }
                         }
+                        let start = Instant::now();
+                        handle.sync().await.map_err(err)?;
+                        times.push(start.elapsed());
                     }
-                    let start = Instant::now();
-                    delta.sync().await.map_err(err)?;
-                    delta_times.push(start.elapsed());
-                    let start = Instant::now();
-                    full.sync().await.map_err(err)?;
-                    full_times.push(start.elapsed());
                 }
                 let (d, f) = (median(delta_times), median(full_times));
                 let kind = if delta.capabilities().delta {
@@ -931,6 +1022,9 @@ pub(crate) async fn run(store: &Store, namespace: &str, args: &BenchArgs) -> Res
     }
     if wanted(Scenario::Counters) {
         bench.counters(args.writers, args.shards).await?;
+    }
+    if wanted(Scenario::Memory) {
+        bench.memory(max).await?;
     }
 
     let width = bench
