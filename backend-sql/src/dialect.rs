@@ -66,6 +66,9 @@ pub trait Dialect: sealed::Sealed + Copy + Debug + Send + Sync + 'static {
     /// migrations (`None`: the write transaction serializes them).
     const SCHEMA_LOCK: Option<&'static str>;
 
+    /// (table name) -> 1 if the table exists (where unqualified names look), else 0, a BIGINT.
+    const HAS_TABLE: &'static str;
+
     /// The SQL text of this dialect for the tables of one prefix.
     fn sql(tables: &Tables) -> DialectSql;
 

@@ -65,6 +65,8 @@ impl Dialect for MySql {
     const BEGIN_WRITE: Option<&'static str> = None;
     /// Sessions are set to REPEATABLE READ when they connect, whatever the server's default.
     const BEGIN_READ: &'static str = "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY";
+    const HAS_TABLE: &'static str = "SELECT COUNT(*) FROM information_schema.tables WHERE \
+                                     table_schema = DATABASE() AND table_name = ?";
     /// Serialized by `GET_LOCK` instead (see [`migrate`](Dialect::migrate)).
     const SCHEMA_LOCK: Option<&'static str> = None;
 

@@ -59,6 +59,8 @@ impl Dialect for Postgres {
     const PROBES: bool = true;
     const BEGIN_WRITE: Option<&'static str> = None;
     const BEGIN_READ: &'static str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
+    const HAS_TABLE: &'static str =
+        "SELECT COUNT(*) FROM (SELECT to_regclass($1) AS t) found WHERE t IS NOT NULL";
     // "durable\0" as a number: one lock key for every durable schema in the database.
     const SCHEMA_LOCK: Option<&'static str> =
         Some("SELECT pg_advisory_xact_lock(7239381212183110656)");

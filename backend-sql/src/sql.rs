@@ -185,6 +185,8 @@ pub(crate) struct Sql {
     /// Columns the versions table gained after its first release, each with the statement that
     /// adds it to a table created before (run by the migration when the column is missing).
     pub(crate) added_columns: Vec<(&'static str, String)>,
+    /// (ns) -> the name of every dictionary of the namespace that has a version record, sorted.
+    pub(crate) list_dictionaries: String,
     /// (ns, dict) -> epoch, counter, stamp, parent, oldest_served (read loosely, see
     /// [`RawRecord`](crate::record::RawRecord)).
     pub(crate) select_version: String,
@@ -279,6 +281,9 @@ impl Sql {
                     format!("ALTER TABLE {v} ADD COLUMN parent BIGINT NOT NULL DEFAULT 0"),
                 ),
             ],
+            list_dictionaries: format!(
+                "SELECT dictionary FROM {v} WHERE namespace = ? ORDER BY dictionary"
+            ),
             select_version: format!(
                 "SELECT {record} FROM {v} WHERE namespace = ? AND dictionary = ?"
             ),
@@ -383,6 +388,7 @@ impl Sql {
         if self.numbered {
             for s in [
                 &mut self.columns,
+                &mut self.list_dictionaries,
                 &mut self.select_version,
                 &mut self.lock_version,
                 &mut self.select_version_at,

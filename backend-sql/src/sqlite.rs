@@ -70,6 +70,8 @@ impl Dialect for Sqlite {
     /// `SQLITE_BUSY` mid-transaction).
     const BEGIN_WRITE: Option<&'static str> = Some("BEGIN IMMEDIATE");
     const BEGIN_READ: &'static str = "BEGIN DEFERRED";
+    const HAS_TABLE: &'static str =
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?";
     const SCHEMA_LOCK: Option<&'static str> = None;
 
     fn sql(tables: &Tables) -> DialectSql {

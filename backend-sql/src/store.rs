@@ -10,6 +10,7 @@ use sqlx::Pool;
 
 use crate::dialect::{Cells, Connect, Dialect, Run, Stmt};
 use crate::error::{Gate, Target, probe};
+use crate::record::loose_key;
 use crate::sql::Sql;
 use crate::{SqlBackend, SqlOptions};
 
@@ -139,6 +140,33 @@ impl<D: Dialect> SqlStore<D> {
             dictionary: Name::new(dictionary)?,
             last_trim: Mutex::new(Instant::now()),
         })
+    }
+
+    /// The names of the dictionaries of `namespace` stored here (those with a version record),
+    /// sorted. Read-only: it creates nothing, not even the schema (a database without the
+    /// tables holds no dictionaries).
+    pub async fn dictionaries(&self, namespace: &str) -> Result<Vec<String>> {
+        let shared = &self.shared;
+        let op = Operation::Load;
+        shared
+            .gate
+            .pass(&shared.target, op, || shared.probe())
+            .await?;
+        let rows = async {
+            let mut conn = shared.pool.acquire().await?;
+            let table = Stmt::new(D::HAS_TABLE).bind(shared.sql.tables.versions.as_str());
+            if conn.fetch_one(table).await?.int(0)? == 0 {
+                return Ok(Vec::new());
+            }
+            let stmt = Stmt::new(&shared.sql.list_dictionaries).bind(namespace);
+            conn.fetch_all(stmt).await
+        };
+        let rows = rows.await.map_err(|e| shared.target.explain(op, e))?;
+        // A name another program wrote that is not text costs that row only.
+        Ok(rows
+            .iter()
+            .filter_map(|row| loose_key(row, 0, D::KEYS_AS_BYTES).ok())
+            .collect())
     }
 
     /// The connection pool, for your own queries.

@@ -235,6 +235,30 @@ impl MemoryStore {
         })
     }
 
+    /// The names of the dictionaries of `namespace` in this store (those any backend has used),
+    /// sorted.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> durable_core::Result<()> {
+    /// use durable_core::{Backend, MemoryStore};
+    /// use durable_core::bytes::Bytes;
+    /// let store = MemoryStore::new();
+    /// for (namespace, dictionary) in [("app", "flags"), ("app", "config"), ("apps", "other")] {
+    ///     store.backend(namespace, dictionary)?.persist("k", Bytes::from("1")).await?;
+    /// }
+    /// assert_eq!(store.dictionaries("app"), ["config", "flags"]);
+    /// assert!(store.dictionaries("none").is_empty());
+    /// # Ok(()) }
+    /// ```
+    pub fn dictionaries(&self, namespace: &str) -> Vec<String> {
+        let mut names: Vec<String> = (self.shared.dicts.lock().keys())
+            .filter(|(ns, _)| ns.as_str() == namespace)
+            .map(|(_, dictionary)| dictionary.as_str().to_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
     /// Makes every operation fail with [`Error::Unavailable`] (`false`) or work again (`true`).
     pub fn set_available(&self, available: bool) {
         self.shared.unavailable.store(!available, Ordering::SeqCst);

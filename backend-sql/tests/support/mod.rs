@@ -45,6 +45,15 @@ impl Store {
         })
     }
 
+    /// The dictionaries of `ns` (see `SqlStore::dictionaries`).
+    pub async fn dictionaries(&self, ns: &str) -> Result<Vec<String>> {
+        match self {
+            Store::Pg(s) => s.dictionaries(ns).await,
+            Store::My(s) => s.dictionaries(ns).await,
+            Store::Lite(s) => s.dictionaries(ns).await,
+        }
+    }
+
     pub fn backend(&self, ns: &str, dict: &str) -> Box<dyn Backend> {
         match self {
             Store::Pg(s) => Box::new(s.backend(ns, dict).unwrap()),
