@@ -1,126 +1,86 @@
-//! [`RedisStore`]: connections and options, handing out one backend per dictionary.
+//! [`RedisStore`]: the URL (credentials kept apart, redacted everywhere), the connection (one
+//! reconnecting manager, or a cluster connection), and one backend per dictionary.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use durable_core::{Error, Name, Operation, Result};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{ConnectionInfo, IntoConnectionInfo};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::{Cmd, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisFuture, Value};
 
-use crate::compat::DurabledictBackend;
-use crate::conn::{Conn, map_err};
-use crate::native::RedisBackend;
+use crate::error::{map_err, never_sent, open_error};
+use crate::{DurabledictBackend, RedisBackend, RedisOptions};
 
-/// Connection and layout options of a [`RedisStore`].
-///
-/// ```
-/// use std::time::Duration;
-/// use durable_redis::RedisOptions;
-///
-/// let options = RedisOptions::new()
-///     .with_response_timeout(Duration::from_secs(2))
-///     .with_tombstone_retention(Duration::from_secs(600));
-/// assert_eq!(options.tombstone_retention(), Duration::from_secs(600));
-/// ```
-#[derive(Debug, Clone)]
-pub struct RedisOptions {
-    response_timeout: Duration,
-    connection_timeout: Duration,
-    tombstone_retention: Duration,
-    load_chunk: usize,
-    max_delta: usize,
+/// The command connection of a store: a reconnecting manager, or a cluster connection.
+#[derive(Clone)]
+pub(crate) enum Conn {
+    Single(ConnectionManager),
+    #[cfg(feature = "cluster")]
+    Cluster(redis::cluster_async::ClusterConnection),
 }
 
-impl Default for RedisOptions {
-    fn default() -> Self {
-        RedisOptions {
-            response_timeout: Duration::from_secs(5),
-            connection_timeout: Duration::from_secs(2),
-            tombstone_retention: Duration::from_secs(3600),
-            load_chunk: 2000,
-            max_delta: 100_000,
+impl fmt::Debug for Conn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Conn::Single(_) => f.write_str("ConnectionManager"),
+            #[cfg(feature = "cluster")]
+            Conn::Cluster(_) => f.write_str("ClusterConnection"),
         }
     }
 }
 
-impl RedisOptions {
-    /// The defaults: response timeout 5 s, connection timeout 2 s, tombstone retention 1 h,
-    /// full loads in chunks of 2000 entries, deltas of at most 100 000 keys.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// How long one command or script may take before it fails with
-    /// [`Error::Unavailable`] (default 5 s; the driver's own default of 500 ms is too short
-    /// for chunked loads of large values).
-    pub fn with_response_timeout(mut self, timeout: Duration) -> Self {
-        self.response_timeout = timeout;
-        self
-    }
-
-    /// How long connecting may take (default 2 s).
-    pub fn with_connection_timeout(mut self, timeout: Duration) -> Self {
-        self.connection_timeout = timeout;
-        self
-    }
-
-    /// How long deleted keys are remembered for delta sync (default 1 h). A process whose
-    /// token is older than the oldest remembered delete gets a full reload instead of a delta.
-    pub fn with_tombstone_retention(mut self, retention: Duration) -> Self {
-        self.tombstone_retention = retention;
-        self
-    }
-
-    /// How many entries one chunk of a full load asks for (an `HSCAN COUNT` hint, default 2000).
-    pub fn with_load_chunk(mut self, entries: usize) -> Self {
-        self.load_chunk = entries.max(1);
-        self
-    }
-
-    /// The largest delta served (default 100 000 changed keys); a larger one is answered with
-    /// "too old" so the engine does a chunked full load instead of one huge reply.
-    pub fn with_max_delta(mut self, keys: usize) -> Self {
-        self.max_delta = keys.max(1);
-        self
-    }
-
-    /// The response timeout.
-    pub fn response_timeout(&self) -> Duration {
-        self.response_timeout
-    }
-
-    /// The connection timeout.
-    pub fn connection_timeout(&self) -> Duration {
-        self.connection_timeout
-    }
-
-    /// The tombstone retention.
-    pub fn tombstone_retention(&self) -> Duration {
-        self.tombstone_retention
-    }
-
-    pub(crate) fn load_chunk(&self) -> usize {
-        self.load_chunk
-    }
-
-    pub(crate) fn max_delta(&self) -> usize {
-        self.max_delta
-    }
-
-    /// Refuses timeouts of zero (every command would fail at once).
-    fn check(&self) -> Result<()> {
-        for (name, value) in [
-            ("response timeout", self.response_timeout),
-            ("connection timeout", self.connection_timeout),
-        ] {
-            if value.is_zero() {
-                return Err(Error::Config(format!(
-                    "the Redis {name} must be above zero"
-                )));
-            }
+impl Conn {
+    /// The command scripts use to publish hints: sharded pub/sub on a cluster.
+    pub(crate) fn publish_command(&self) -> &'static str {
+        match self {
+            Conn::Single(_) => "PUBLISH",
+            #[cfg(feature = "cluster")]
+            Conn::Cluster(_) => "SPUBLISH",
         }
-        Ok(())
+    }
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => Box::pin(async move {
+                let result = c.send_packed_command(cmd).await;
+                if never_sent(&result) {
+                    return c.send_packed_command(cmd).await;
+                }
+                result
+            }),
+            #[cfg(feature = "cluster")]
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => Box::pin(async move {
+                let result = c.send_packed_commands(pipeline, offset, count).await;
+                if never_sent(&result) {
+                    return c.send_packed_commands(pipeline, offset, count).await;
+                }
+                result
+            }),
+            #[cfg(feature = "cluster")]
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            #[cfg(feature = "cluster")]
+            Conn::Cluster(c) => c.get_db(),
+        }
     }
 }
 
@@ -358,53 +318,6 @@ fn parse_nodes(url: &str) -> Result<(Vec<ConnectionInfo>, Credentials)> {
     Ok((nodes, credentials))
 }
 
-/// A server (or cluster) that could not be reached at connect, named by its address(es) (never
-/// a password), with the driver's error.
-#[derive(Debug)]
-struct Unreachable {
-    addresses: String,
-    source: redis::RedisError,
-}
-
-impl fmt::Display for Unreachable {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let text = self.source.to_string();
-        if text.contains("failed to lookup address") {
-            write!(
-                f,
-                "unknown host in {} (DNS lookup failed): {text}",
-                self.addresses
-            )
-        } else if self.source.is_connection_refusal() {
-            write!(f, "connection refused by {}: {text}", self.addresses)
-        } else {
-            write!(f, "cannot connect to {}: {text}", self.addresses)
-        }
-    }
-}
-
-impl std::error::Error for Unreachable {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.source)
-    }
-}
-
-/// The error of connecting to `addresses`: [`map_err`]'s category, naming the addresses when
-/// the server could not be reached.
-fn open_error(addresses: String, err: redis::RedisError) -> Error {
-    match map_err(Operation::Open, err.clone()) {
-        Error::Unavailable { .. } => Error::unavailable(
-            "redis",
-            Operation::Open,
-            Unreachable {
-                addresses,
-                source: err,
-            },
-        ),
-        other => other,
-    }
-}
-
 /// The one server `url` names.
 fn parse(url: &str) -> Result<ConnectionInfo> {
     let (mut nodes, _) = parse_nodes(url)?;
@@ -440,7 +353,8 @@ impl RedisStore {
         let Conn::Single(mut manager) = store.inner.conn.clone() else {
             unreachable!("lazy stores are single-server stores")
         };
-        let timeout = store.inner.options.response_timeout + store.inner.options.connection_timeout;
+        let timeout =
+            store.inner.options.response_timeout() + store.inner.options.connection_timeout();
         match tokio::time::timeout(timeout, redis::cmd("PING").query_async::<()>(&mut manager))
             .await
         {
@@ -468,8 +382,8 @@ impl RedisStore {
         let client =
             redis::Client::open(info.clone()).map_err(|e| config_error(url, &driver_reason(&e)))?;
         let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(options.response_timeout))
-            .set_connection_timeout(Some(options.connection_timeout))
+            .set_response_timeout(Some(options.response_timeout()))
+            .set_connection_timeout(Some(options.connection_timeout()))
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_millis(500));
@@ -529,8 +443,8 @@ impl RedisStore {
             .map(|info| credentials.apply(info))
             .collect();
         let mut builder = redis::cluster::ClusterClientBuilder::new(infos.clone())
-            .response_timeout(options.response_timeout)
-            .connection_timeout(options.connection_timeout)
+            .response_timeout(options.response_timeout())
+            .connection_timeout(options.connection_timeout())
             .retries(2);
         if let Some(user) = &credentials.user {
             builder = builder.username(user);
@@ -712,20 +626,5 @@ mod url_tests {
             redact("redis://h/?password=s3cret&protocol=resp3"),
             "redis://h/?password=***&protocol=resp3"
         );
-    }
-
-    #[test]
-    fn zero_timeouts_are_refused() {
-        let error = RedisOptions::new()
-            .with_response_timeout(Duration::ZERO)
-            .check()
-            .unwrap_err();
-        assert!(error.to_string().contains("response timeout"), "{error}");
-        let error = RedisOptions::new()
-            .with_connection_timeout(Duration::ZERO)
-            .check()
-            .unwrap_err();
-        assert!(error.to_string().contains("connection timeout"), "{error}");
-        assert!(RedisOptions::new().check().is_ok());
     }
 }
