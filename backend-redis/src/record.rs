@@ -59,6 +59,36 @@ impl Keys {
     }
 }
 
+/// A `SCAN ... MATCH` pattern matching the version record's key of every dictionary of
+/// `namespace`, and nothing else whose namespace is another one: the namespace is escaped
+/// (glob characters `*`, `?`, `[`, `]` and `\` match themselves only).
+pub(crate) fn version_pattern(namespace: &str) -> String {
+    let mut escaped = String::with_capacity(namespace.len());
+    for c in namespace.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    format!("durable:{{{escaped}:*}}:{VERSION_SUFFIX}")
+}
+
+/// The dictionary whose version record has the key `key` if it is one of `namespace`'s: the
+/// inverse of [`Keys::new`], so `None` for keys the pattern of [`version_pattern`] also matches
+/// but this layout never writes (such as `durable:{ns:a:b}:version`, written by hand: no
+/// dictionary name holds `:`).
+pub(crate) fn dictionary_of<'a>(namespace: &str, key: &'a str) -> Option<&'a str> {
+    let dictionary = key
+        .strip_prefix("durable:{")?
+        .strip_prefix(namespace)?
+        .strip_prefix(':')?
+        .strip_suffix(VERSION_SUFFIX)?
+        .strip_suffix("}:")?;
+    // Validated as a name, so the name round-trips through `Keys::new`.
+    durable_core::Name::new(dictionary).ok()?;
+    Some(dictionary)
+}
+
 /// The fields of the version record, in the order [`parse_record`] takes them.
 pub(crate) const RECORD_FIELDS: [&str; 5] = ["epoch", "counter", "stamp", "parent", "oldest"];
 
@@ -287,6 +317,44 @@ mod tests {
             assert_eq!(whole_score(text.as_bytes()), expected, "{text:?}");
         }
         assert_eq!(whole_score(b"\xff"), None);
+    }
+
+    #[test]
+    fn the_listing_pattern_escapes_globs_and_decodes_what_keys_new_encodes() {
+        assert_eq!(version_pattern("prod"), "durable:{prod:*}:version");
+        // Glob characters of a namespace match themselves only (`{`, `}`, `:` and unicode are
+        // no glob characters in Redis).
+        assert_eq!(
+            version_pattern(r"a*b?[c]\d{é}:"),
+            r"durable:{a\*b\?\[c\]\\d{é}::*}:version"
+        );
+        let ns = Name::new("a.b-c_D9").unwrap();
+        for dictionary in [
+            "x",
+            "flags",
+            "a.b",
+            "-",
+            "_x-y.z",
+            &"d".repeat(Name::MAX_LEN),
+        ] {
+            let keys = Keys::new(&ns, &Name::new(dictionary).unwrap());
+            assert_eq!(dictionary_of(ns.as_str(), &keys.version), Some(dictionary));
+            // Another key of the dictionary, or the same name in another namespace: not listed.
+            assert_eq!(dictionary_of(ns.as_str(), &keys.entries), None);
+            assert_eq!(dictionary_of("a.b-c_D", &keys.version), None);
+            assert_eq!(dictionary_of("a.b-c_D99", &keys.version), None);
+        }
+        // Keys the pattern matches that this layout never writes (written by hand).
+        for key in [
+            "durable:{ns:a:b}:version",
+            "durable:{ns:}:version",
+            "durable:{ns:a}b}:version",
+            "durable:{ns:é}:version",
+            "durable:{ns:.hidden}:version",
+            "durable:{ns:*}:version",
+        ] {
+            assert_eq!(dictionary_of("ns", key), None, "{key}");
+        }
     }
 
     #[test]

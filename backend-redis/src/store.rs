@@ -9,7 +9,9 @@ use durable_core::{Error, Name, Operation, Result};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisFuture, Value};
 
-use crate::error::{map_err, never_sent, open_error};
+use crate::error::{bad_reply, map_err, never_sent, open_error};
+use crate::record::{dictionary_of, version_pattern};
+use crate::reply::Reply;
 use crate::{DurabledictBackend, RedisBackend, RedisOptions};
 
 /// The command connection of a store: a reconnecting manager, or a cluster connection.
@@ -493,6 +495,95 @@ impl RedisStore {
         DurabledictBackend::new(self.clone(), keyspace)
     }
 
+    /// The names of the dictionaries of `namespace` stored here in the native layout, sorted:
+    /// those whose version record exists. Read-only: it never creates anything.
+    ///
+    /// A dictionary's version record is created by its first write, and also by the first read
+    /// of a dictionary that has none (opening a handle, `last_updated`, a load or a delta create
+    /// it, as after a wipe), so a dictionary that was only opened for reading is listed too.
+    /// Dictionaries in the durabledict layout are not listed (their keyspaces follow no naming
+    /// scheme).
+    ///
+    /// It walks the keyspace with `SCAN` and a `MATCH` pattern on the version records' keys
+    /// (on a cluster, on every master), a page of about 1000 keys at a time, so it never
+    /// blocks the server, but it costs a pass over every key of the database: a tool's
+    /// operation, not one for a request path. As with any `SCAN`, a dictionary created or
+    /// deleted while it runs may or may not be listed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`] when `namespace` is not a valid name (no dictionary can be
+    /// stored in it); the errors of any read when the server cannot be reached.
+    pub async fn dictionaries(&self, namespace: &str) -> Result<Vec<String>> {
+        let namespace = Name::new(namespace)?;
+        let pattern = version_pattern(namespace.as_str());
+        let mut keys = Vec::new();
+        match self.conn() {
+            Conn::Single(mut manager) => {
+                let mut cursor = "0".to_owned();
+                loop {
+                    let page = manager.req_packed_command(&scan(&cursor, &pattern)).await;
+                    cursor = scan_page(page, &mut keys)?;
+                    if cursor == "0" {
+                        break;
+                    }
+                }
+            }
+            #[cfg(feature = "cluster")]
+            Conn::Cluster(mut cluster) => {
+                use redis::cluster_routing::{
+                    MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRoutingInfo,
+                };
+                // The first page of every master at once, answered by node address; then the
+                // rest of each master's keyspace from its own cursor.
+                let masters = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+                let first = cluster
+                    .route_command(scan("0", &pattern), masters)
+                    .await
+                    .map_err(|e| map_err(LISTING, e))?;
+                let Value::Map(pages) = first else {
+                    return Err(bad_reply(
+                        LISTING,
+                        format!("SCAN of every master: expected a map, got {first:?}"),
+                    ));
+                };
+                for (address, page) in pages {
+                    let address = match address {
+                        Value::BulkString(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+                        Value::SimpleString(text) => text,
+                        other => {
+                            return Err(bad_reply(LISTING, format!("node address {other:?}")));
+                        }
+                    };
+                    let Some((host, port)) = address
+                        .rsplit_once(':')
+                        .and_then(|(host, port)| Some((host.to_owned(), port.parse().ok()?)))
+                    else {
+                        return Err(bad_reply(LISTING, format!("node address {address:?}")));
+                    };
+                    let mut cursor = scan_page(Ok(page), &mut keys)?;
+                    while cursor != "0" {
+                        let node = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                            host: host.clone(),
+                            port,
+                        });
+                        let page = cluster.route_command(scan(&cursor, &pattern), node).await;
+                        cursor = scan_page(page, &mut keys)?;
+                    }
+                }
+            }
+        }
+        let mut names: Vec<String> = keys
+            .iter()
+            .filter_map(|key| dictionary_of(namespace.as_str(), key))
+            .map(str::to_owned)
+            .collect();
+        // A key can come back twice from one SCAN (the keyspace was resized meanwhile).
+        names.sort_unstable();
+        names.dedup();
+        Ok(names)
+    }
+
     /// The options this store was opened with.
     pub fn options(&self) -> &RedisOptions {
         &self.inner.options
@@ -501,6 +592,45 @@ impl RedisStore {
     pub(crate) fn conn(&self) -> Conn {
         self.inner.conn.clone()
     }
+}
+
+/// The operation named by errors of [`RedisStore::dictionaries`]: a read of what is stored.
+const LISTING: Operation = Operation::Load;
+
+/// How many keys one `SCAN` of [`RedisStore::dictionaries`] asks for (a hint to the server).
+const SCAN_COUNT: usize = 1000;
+
+/// `SCAN cursor MATCH pattern COUNT SCAN_COUNT`.
+fn scan(cursor: &str, pattern: &str) -> Cmd {
+    let mut cmd = redis::cmd("SCAN");
+    cmd.arg(cursor)
+        .arg("MATCH")
+        .arg(pattern)
+        .arg("COUNT")
+        .arg(SCAN_COUNT);
+    cmd
+}
+
+/// Adds the keys of one `SCAN` reply that are UTF-8 (the others are no dictionary's) to `keys`
+/// and returns the next cursor (`0`: done).
+fn scan_page(page: redis::RedisResult<Value>, keys: &mut Vec<String>) -> Result<String> {
+    let page = match page.map_err(|e| map_err(LISTING, e))? {
+        // A node's error, as the cluster connection hands it over in a reply of every master.
+        Value::ServerError(e) => return Err(map_err(LISTING, e.into())),
+        page => page,
+    };
+    let mut page = Reply::new(page, LISTING)?;
+    let cursor = page.string()?;
+    let items = page
+        .next_value()
+        .ok_or_else(|| bad_reply(LISTING, "SCAN reply is too short"))?;
+    let mut items = Reply::new(items, LISTING)?;
+    while items.len() > 0 {
+        if let Ok(key) = items.key()? {
+            keys.push(key);
+        }
+    }
+    Ok(cursor)
 }
 
 #[cfg(test)]

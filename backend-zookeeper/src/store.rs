@@ -105,6 +105,45 @@ impl ZooKeeperStore {
         ))
     }
 
+    /// The names of the dictionaries of `namespace` stored here, sorted: the children of the
+    /// namespace's znode `<root>/<namespace>` that are dictionaries (the namespace's `.clock`
+    /// znode, and any child whose name no dictionary can have, are not). Read-only: it never
+    /// creates anything, not even the namespace's znode: an absent namespace has no dictionaries.
+    ///
+    /// A dictionary's znode (its version record) is created by its first write, and also by
+    /// the first read of a dictionary that has none (opening a handle, `last_updated`, a load
+    /// or a delta create it), so a dictionary that was only opened for reading is listed too.
+    ///
+    /// One round trip: a `sync` of the namespace's znode and the list of its children,
+    /// pipelined, so the list holds every dictionary created before the call, even through a
+    /// follower.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`] when `namespace` is not a valid name (no dictionary can be
+    /// stored in it); the errors of any read when no session can be established.
+    pub async fn dictionaries(&self, namespace: &str) -> Result<Vec<String>> {
+        let path = format!("{}/{}", self.inner.options.root, Name::new(namespace)?);
+        let path = &path;
+        self.run(Operation::Load, true, |client| async move {
+            let synced = client.sync(path);
+            let listed = client.list_children(path);
+            match synced.await {
+                Ok(()) | Err(zk::Error::NoNode) => {}
+                Err(e) => return Err(e.into()),
+            }
+            let mut names = match listed.await {
+                Ok(names) => names,
+                Err(zk::Error::NoNode) => return Ok(Vec::new()),
+                Err(e) => return Err(e.into()),
+            };
+            names.retain(|name| Name::new(name.as_str()).is_ok());
+            names.sort_unstable();
+            Ok(names)
+        })
+        .await
+    }
+
     /// The options this store was built with.
     pub fn options(&self) -> &ZooKeeperOptions {
         &self.inner.options
