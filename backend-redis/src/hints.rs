@@ -10,7 +10,7 @@ use redis::{
 };
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
-use crate::conn::map_err;
+use crate::error::map_err;
 use crate::store::{HintTarget, RedisStore};
 
 /// How often an idle hint connection is checked with a PING (a silently dead TCP connection

@@ -1,17 +1,22 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod compat;
-mod conn;
+mod backend;
+mod dictionary;
+mod durabledict;
+mod error;
 mod hints;
-mod native;
+mod load;
+mod options;
+mod record;
+mod reply;
 mod scripts;
 mod store;
-mod value;
 
-pub use compat::DurabledictBackend;
-pub use native::RedisBackend;
-pub use store::{RedisOptions, RedisStore};
+pub use dictionary::RedisBackend;
+pub use durabledict::DurabledictBackend;
+pub use options::RedisOptions;
+pub use store::RedisStore;
 
 /// The Redis driver this crate is built on, re-exported so your code uses the same version
 /// (for example to pass a [`redis::ConnectionInfo`] or to run commands of your own).

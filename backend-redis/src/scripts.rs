@@ -1,4 +1,5 @@
-//! The Lua scripts of the native layout. Every write is one script: it validates the version
+//! The Lua scripts of both layouts: the native one's here, the durabledict-compatible one's in
+//! [`durabledict`]. Every native write is one script: it validates the version
 //! record, checks its condition, writes, bumps the version with a fresh stamp, records the stamp
 //! in the stamp history, logs the change, trims old tombstones and publishes a hint, atomically.
 //!
@@ -269,7 +270,7 @@ return out
 /// (`+5`, `007`) by normalising first. Returns the new value's text, or nil after restoring
 /// the old value when it is not an integer or the result overflows. Callers validate their
 /// version record before calling it.
-pub(crate) const INCREMENT_FN: &str = r#"
+const INCREMENT_FN: &str = r#"
 local function incr(h, k, delta)
   local old = redis.call('HGET', h, k)
   local r = redis.pcall('HINCRBY', h, k, delta)
@@ -472,3 +473,121 @@ return out
 "#,
     )
 });
+
+/// The scripts of the Python durabledict-compatible layout
+/// ([`DurabledictBackend`](crate::DurabledictBackend)): operation arguments from `ARGV[1]`;
+/// done: `{1, new counter, ...}`, nothing changed: `{0, ...}`.
+pub(crate) mod durabledict {
+    use std::sync::LazyLock;
+
+    use redis::Script;
+
+    use super::INCREMENT_FN;
+
+    // KEYS[1] the hash `<keyspace>`, KEYS[2] the counter `<keyspace>last_updated`. Every script
+    // validates the counter before it writes anything (Redis does not roll a script back on an
+    // error): `{-2, value}` when it is not decimal text of an integer in 0..2^53, or missing while
+    // the hash holds entries (`{-2}`).
+    const CHECK: &str = r#"
+local function damaged()
+  local c = redis.call('GET', KEYS[2])
+  if not c then
+    if redis.call('EXISTS', KEYS[1]) == 1 then return {-2} end
+    return nil
+  end
+  if not ((c == '0' or string.find(c, '^[1-9]%d*$')) and #c <= 16 and tonumber(c) < 9007199254740992) then
+    return {-2, c}
+  end
+  return nil
+end
+local bad = damaged()
+if bad then return bad end
+"#;
+
+    fn script(body: &str) -> Script {
+        Script::new(&format!("{CHECK}\n{body}"))
+    }
+
+    pub(crate) static PERSIST: LazyLock<Script> = LazyLock::new(|| {
+        script(
+            r#"
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return {1, redis.call('INCRBY', KEYS[2], 1)}
+"#,
+        )
+    });
+
+    pub(crate) static DEPERSIST: LazyLock<Script> = LazyLock::new(|| {
+        script(
+            r#"
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return {0} end
+return {1, redis.call('INCRBY', KEYS[2], 1)}
+"#,
+        )
+    });
+
+    pub(crate) static INSERT_IF_ABSENT: LazyLock<Script> = LazyLock::new(|| {
+        script(
+            r#"
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then
+  return {0, redis.call('HGET', KEYS[1], ARGV[1]), tonumber(redis.call('GET', KEYS[2]) or '0')}
+end
+return {1, redis.call('INCRBY', KEYS[2], 1)}
+"#,
+        )
+    });
+
+    pub(crate) static POP: LazyLock<Script> = LazyLock::new(|| {
+        script(
+            r#"
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if not v then return {0} end
+redis.call('HDEL', KEYS[1], ARGV[1])
+return {1, redis.call('INCRBY', KEYS[2], 1), v}
+"#,
+        )
+    });
+
+    pub(crate) static INCREMENT: LazyLock<Script> = LazyLock::new(|| {
+        script(&format!(
+            r#"{INCREMENT_FN}
+local new = incr(KEYS[1], ARGV[1], ARGV[2])
+if not new then return {{-1}} end
+return {{1, redis.call('INCRBY', KEYS[2], 1), new}}
+"#
+        ))
+    });
+
+    pub(crate) static BATCH: LazyLock<Script> = LazyLock::new(|| {
+        script(
+            r#"
+local changes = false
+for i = 1, #ARGV, 3 do
+  if ARGV[i] == 'P' or redis.call('HEXISTS', KEYS[1], ARGV[i + 1]) == 1 then
+    changes = true
+    break
+  end
+end
+if not changes then return {0} end
+for i = 1, #ARGV, 3 do
+  if ARGV[i] == 'P' then
+    redis.call('HSET', KEYS[1], ARGV[i + 1], ARGV[i + 2])
+  else
+    redis.call('HDEL', KEYS[1], ARGV[i + 1])
+  end
+end
+return {1, redis.call('INCRBY', KEYS[2], 1)}
+"#,
+        )
+    });
+
+    pub(crate) static CLEAR: LazyLock<Script> = LazyLock::new(|| {
+        script(
+            r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0} end
+redis.call('DEL', KEYS[1])
+return {1, redis.call('INCRBY', KEYS[2], 1)}
+"#,
+        )
+    });
+}

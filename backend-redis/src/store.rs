@@ -1,126 +1,88 @@
-//! [`RedisStore`]: connections and options, handing out one backend per dictionary.
+//! [`RedisStore`]: the URL (credentials kept apart, redacted everywhere), the connection (one
+//! reconnecting manager, or a cluster connection), and one backend per dictionary.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use durable_core::{Error, Name, Operation, Result};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{ConnectionInfo, IntoConnectionInfo};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::{Cmd, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisFuture, Value};
 
-use crate::compat::DurabledictBackend;
-use crate::conn::{Conn, map_err};
-use crate::native::RedisBackend;
+use crate::error::{bad_reply, map_err, never_sent, open_error};
+use crate::record::{dictionary_of, version_pattern};
+use crate::reply::Reply;
+use crate::{DurabledictBackend, RedisBackend, RedisOptions};
 
-/// Connection and layout options of a [`RedisStore`].
-///
-/// ```
-/// use std::time::Duration;
-/// use durable_redis::RedisOptions;
-///
-/// let options = RedisOptions::new()
-///     .with_response_timeout(Duration::from_secs(2))
-///     .with_tombstone_retention(Duration::from_secs(600));
-/// assert_eq!(options.tombstone_retention(), Duration::from_secs(600));
-/// ```
-#[derive(Debug, Clone)]
-pub struct RedisOptions {
-    response_timeout: Duration,
-    connection_timeout: Duration,
-    tombstone_retention: Duration,
-    load_chunk: usize,
-    max_delta: usize,
+/// The command connection of a store: a reconnecting manager, or a cluster connection.
+#[derive(Clone)]
+pub(crate) enum Conn {
+    Single(ConnectionManager),
+    #[cfg(feature = "cluster")]
+    Cluster(redis::cluster_async::ClusterConnection),
 }
 
-impl Default for RedisOptions {
-    fn default() -> Self {
-        RedisOptions {
-            response_timeout: Duration::from_secs(5),
-            connection_timeout: Duration::from_secs(2),
-            tombstone_retention: Duration::from_secs(3600),
-            load_chunk: 2000,
-            max_delta: 100_000,
+impl fmt::Debug for Conn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Conn::Single(_) => f.write_str("ConnectionManager"),
+            #[cfg(feature = "cluster")]
+            Conn::Cluster(_) => f.write_str("ClusterConnection"),
         }
     }
 }
 
-impl RedisOptions {
-    /// The defaults: response timeout 5 s, connection timeout 2 s, tombstone retention 1 h,
-    /// full loads in chunks of 2000 entries, deltas of at most 100 000 keys.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// How long one command or script may take before it fails with
-    /// [`Error::Unavailable`] (default 5 s; the driver's own default of 500 ms is too short
-    /// for chunked loads of large values).
-    pub fn with_response_timeout(mut self, timeout: Duration) -> Self {
-        self.response_timeout = timeout;
-        self
-    }
-
-    /// How long connecting may take (default 2 s).
-    pub fn with_connection_timeout(mut self, timeout: Duration) -> Self {
-        self.connection_timeout = timeout;
-        self
-    }
-
-    /// How long deleted keys are remembered for delta sync (default 1 h). A process whose
-    /// token is older than the oldest remembered delete gets a full reload instead of a delta.
-    pub fn with_tombstone_retention(mut self, retention: Duration) -> Self {
-        self.tombstone_retention = retention;
-        self
-    }
-
-    /// How many entries one chunk of a full load asks for (an `HSCAN COUNT` hint, default 2000).
-    pub fn with_load_chunk(mut self, entries: usize) -> Self {
-        self.load_chunk = entries.max(1);
-        self
-    }
-
-    /// The largest delta served (default 100 000 changed keys); a larger one is answered with
-    /// "too old" so the engine does a chunked full load instead of one huge reply.
-    pub fn with_max_delta(mut self, keys: usize) -> Self {
-        self.max_delta = keys.max(1);
-        self
-    }
-
-    /// The response timeout.
-    pub fn response_timeout(&self) -> Duration {
-        self.response_timeout
-    }
-
-    /// The connection timeout.
-    pub fn connection_timeout(&self) -> Duration {
-        self.connection_timeout
-    }
-
-    /// The tombstone retention.
-    pub fn tombstone_retention(&self) -> Duration {
-        self.tombstone_retention
-    }
-
-    pub(crate) fn load_chunk(&self) -> usize {
-        self.load_chunk
-    }
-
-    pub(crate) fn max_delta(&self) -> usize {
-        self.max_delta
-    }
-
-    /// Refuses timeouts of zero (every command would fail at once).
-    fn check(&self) -> Result<()> {
-        for (name, value) in [
-            ("response timeout", self.response_timeout),
-            ("connection timeout", self.connection_timeout),
-        ] {
-            if value.is_zero() {
-                return Err(Error::Config(format!(
-                    "the Redis {name} must be above zero"
-                )));
-            }
+impl Conn {
+    /// The command scripts use to publish hints: sharded pub/sub on a cluster.
+    pub(crate) fn publish_command(&self) -> &'static str {
+        match self {
+            Conn::Single(_) => "PUBLISH",
+            #[cfg(feature = "cluster")]
+            Conn::Cluster(_) => "SPUBLISH",
         }
-        Ok(())
+    }
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => Box::pin(async move {
+                let result = c.send_packed_command(cmd).await;
+                if never_sent(&result) {
+                    return c.send_packed_command(cmd).await;
+                }
+                result
+            }),
+            #[cfg(feature = "cluster")]
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => Box::pin(async move {
+                let result = c.send_packed_commands(pipeline, offset, count).await;
+                if never_sent(&result) {
+                    return c.send_packed_commands(pipeline, offset, count).await;
+                }
+                result
+            }),
+            #[cfg(feature = "cluster")]
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            #[cfg(feature = "cluster")]
+            Conn::Cluster(c) => c.get_db(),
+        }
     }
 }
 
@@ -358,53 +320,6 @@ fn parse_nodes(url: &str) -> Result<(Vec<ConnectionInfo>, Credentials)> {
     Ok((nodes, credentials))
 }
 
-/// A server (or cluster) that could not be reached at connect, named by its address(es) (never
-/// a password), with the driver's error.
-#[derive(Debug)]
-struct Unreachable {
-    addresses: String,
-    source: redis::RedisError,
-}
-
-impl fmt::Display for Unreachable {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let text = self.source.to_string();
-        if text.contains("failed to lookup address") {
-            write!(
-                f,
-                "unknown host in {} (DNS lookup failed): {text}",
-                self.addresses
-            )
-        } else if self.source.is_connection_refusal() {
-            write!(f, "connection refused by {}: {text}", self.addresses)
-        } else {
-            write!(f, "cannot connect to {}: {text}", self.addresses)
-        }
-    }
-}
-
-impl std::error::Error for Unreachable {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.source)
-    }
-}
-
-/// The error of connecting to `addresses`: [`map_err`]'s category, naming the addresses when
-/// the server could not be reached.
-fn open_error(addresses: String, err: redis::RedisError) -> Error {
-    match map_err(Operation::Open, err.clone()) {
-        Error::Unavailable { .. } => Error::unavailable(
-            "redis",
-            Operation::Open,
-            Unreachable {
-                addresses,
-                source: err,
-            },
-        ),
-        other => other,
-    }
-}
-
 /// The one server `url` names.
 fn parse(url: &str) -> Result<ConnectionInfo> {
     let (mut nodes, _) = parse_nodes(url)?;
@@ -440,7 +355,8 @@ impl RedisStore {
         let Conn::Single(mut manager) = store.inner.conn.clone() else {
             unreachable!("lazy stores are single-server stores")
         };
-        let timeout = store.inner.options.response_timeout + store.inner.options.connection_timeout;
+        let timeout =
+            store.inner.options.response_timeout() + store.inner.options.connection_timeout();
         match tokio::time::timeout(timeout, redis::cmd("PING").query_async::<()>(&mut manager))
             .await
         {
@@ -468,8 +384,8 @@ impl RedisStore {
         let client =
             redis::Client::open(info.clone()).map_err(|e| config_error(url, &driver_reason(&e)))?;
         let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(options.response_timeout))
-            .set_connection_timeout(Some(options.connection_timeout))
+            .set_response_timeout(Some(options.response_timeout()))
+            .set_connection_timeout(Some(options.connection_timeout()))
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_millis(500));
@@ -529,8 +445,8 @@ impl RedisStore {
             .map(|info| credentials.apply(info))
             .collect();
         let mut builder = redis::cluster::ClusterClientBuilder::new(infos.clone())
-            .response_timeout(options.response_timeout)
-            .connection_timeout(options.connection_timeout)
+            .response_timeout(options.response_timeout())
+            .connection_timeout(options.connection_timeout())
             .retries(2);
         if let Some(user) = &credentials.user {
             builder = builder.username(user);
@@ -579,6 +495,95 @@ impl RedisStore {
         DurabledictBackend::new(self.clone(), keyspace)
     }
 
+    /// The names of the dictionaries of `namespace` stored here in the native layout, sorted:
+    /// those whose version record exists. Read-only: it never creates anything.
+    ///
+    /// A dictionary's version record is created by its first write, and also by the first read
+    /// of a dictionary that has none (opening a handle, `last_updated`, a load or a delta create
+    /// it, as after a wipe), so a dictionary that was only opened for reading is listed too.
+    /// Dictionaries in the durabledict layout are not listed (their keyspaces follow no naming
+    /// scheme).
+    ///
+    /// It walks the keyspace with `SCAN` and a `MATCH` pattern on the version records' keys
+    /// (on a cluster, on every master), a page of about 1000 keys at a time, so it never
+    /// blocks the server, but it costs a pass over every key of the database: a tool's
+    /// operation, not one for a request path. As with any `SCAN`, a dictionary created or
+    /// deleted while it runs may or may not be listed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`] when `namespace` is not a valid name (no dictionary can be
+    /// stored in it); the errors of any read when the server cannot be reached.
+    pub async fn dictionaries(&self, namespace: &str) -> Result<Vec<String>> {
+        let namespace = Name::new(namespace)?;
+        let pattern = version_pattern(namespace.as_str());
+        let mut keys = Vec::new();
+        match self.conn() {
+            Conn::Single(mut manager) => {
+                let mut cursor = "0".to_owned();
+                loop {
+                    let page = manager.req_packed_command(&scan(&cursor, &pattern)).await;
+                    cursor = scan_page(page, &mut keys)?;
+                    if cursor == "0" {
+                        break;
+                    }
+                }
+            }
+            #[cfg(feature = "cluster")]
+            Conn::Cluster(mut cluster) => {
+                use redis::cluster_routing::{
+                    MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRoutingInfo,
+                };
+                // The first page of every master at once, answered by node address; then the
+                // rest of each master's keyspace from its own cursor.
+                let masters = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+                let first = cluster
+                    .route_command(scan("0", &pattern), masters)
+                    .await
+                    .map_err(|e| map_err(LISTING, e))?;
+                let Value::Map(pages) = first else {
+                    return Err(bad_reply(
+                        LISTING,
+                        format!("SCAN of every master: expected a map, got {first:?}"),
+                    ));
+                };
+                for (address, page) in pages {
+                    let address = match address {
+                        Value::BulkString(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+                        Value::SimpleString(text) => text,
+                        other => {
+                            return Err(bad_reply(LISTING, format!("node address {other:?}")));
+                        }
+                    };
+                    let Some((host, port)) = address
+                        .rsplit_once(':')
+                        .and_then(|(host, port)| Some((host.to_owned(), port.parse().ok()?)))
+                    else {
+                        return Err(bad_reply(LISTING, format!("node address {address:?}")));
+                    };
+                    let mut cursor = scan_page(Ok(page), &mut keys)?;
+                    while cursor != "0" {
+                        let node = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                            host: host.clone(),
+                            port,
+                        });
+                        let page = cluster.route_command(scan(&cursor, &pattern), node).await;
+                        cursor = scan_page(page, &mut keys)?;
+                    }
+                }
+            }
+        }
+        let mut names: Vec<String> = keys
+            .iter()
+            .filter_map(|key| dictionary_of(namespace.as_str(), key))
+            .map(str::to_owned)
+            .collect();
+        // A key can come back twice from one SCAN (the keyspace was resized meanwhile).
+        names.sort_unstable();
+        names.dedup();
+        Ok(names)
+    }
+
     /// The options this store was opened with.
     pub fn options(&self) -> &RedisOptions {
         &self.inner.options
@@ -587,6 +592,45 @@ impl RedisStore {
     pub(crate) fn conn(&self) -> Conn {
         self.inner.conn.clone()
     }
+}
+
+/// The operation named by errors of [`RedisStore::dictionaries`]: a read of what is stored.
+const LISTING: Operation = Operation::Load;
+
+/// How many keys one `SCAN` of [`RedisStore::dictionaries`] asks for (a hint to the server).
+const SCAN_COUNT: usize = 1000;
+
+/// `SCAN cursor MATCH pattern COUNT SCAN_COUNT`.
+fn scan(cursor: &str, pattern: &str) -> Cmd {
+    let mut cmd = redis::cmd("SCAN");
+    cmd.arg(cursor)
+        .arg("MATCH")
+        .arg(pattern)
+        .arg("COUNT")
+        .arg(SCAN_COUNT);
+    cmd
+}
+
+/// Adds the keys of one `SCAN` reply that are UTF-8 (the others are no dictionary's) to `keys`
+/// and returns the next cursor (`0`: done).
+fn scan_page(page: redis::RedisResult<Value>, keys: &mut Vec<String>) -> Result<String> {
+    let page = match page.map_err(|e| map_err(LISTING, e))? {
+        // A node's error, as the cluster connection hands it over in a reply of every master.
+        Value::ServerError(e) => return Err(map_err(LISTING, e.into())),
+        page => page,
+    };
+    let mut page = Reply::new(page, LISTING)?;
+    let cursor = page.string()?;
+    let items = page
+        .next_value()
+        .ok_or_else(|| bad_reply(LISTING, "SCAN reply is too short"))?;
+    let mut items = Reply::new(items, LISTING)?;
+    while items.len() > 0 {
+        if let Ok(key) = items.key()? {
+            keys.push(key);
+        }
+    }
+    Ok(cursor)
 }
 
 #[cfg(test)]
@@ -712,20 +756,5 @@ mod url_tests {
             redact("redis://h/?password=s3cret&protocol=resp3"),
             "redis://h/?password=***&protocol=resp3"
         );
-    }
-
-    #[test]
-    fn zero_timeouts_are_refused() {
-        let error = RedisOptions::new()
-            .with_response_timeout(Duration::ZERO)
-            .check()
-            .unwrap_err();
-        assert!(error.to_string().contains("response timeout"), "{error}");
-        let error = RedisOptions::new()
-            .with_connection_timeout(Duration::ZERO)
-            .check()
-            .unwrap_err();
-        assert!(error.to_string().contains("connection timeout"), "{error}");
-        assert!(RedisOptions::new().check().is_ok());
     }
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use durable_core::{Backend, BatchOp, Dict, Mode, Options, Raw};
 use durable_zookeeper::{
-    ZooKeeperBackend, ZooKeeperConfig, ZooKeeperStore, zookeeper_client as zk,
+    ZooKeeperBackend, ZooKeeperOptions, ZooKeeperStore, zookeeper_client as zk,
 };
 
 const ROOT: &str = "/durable-bench";
@@ -34,7 +34,7 @@ fn options(trust: Option<Duration>) -> Options {
 }
 
 async fn store(connect: &str) -> ZooKeeperStore {
-    let config = ZooKeeperConfig::new(connect)
+    let config = ZooKeeperOptions::new(connect)
         .with_root(ROOT)
         .with_operation_timeout(Duration::from_secs(60));
     ZooKeeperStore::connect(config).await.expect("connect")

@@ -6,8 +6,9 @@ use std::time::Duration;
 use durable_core::{Hint, HintSender, Hints, Operation, Result};
 use zookeeper_client as zk;
 
-use crate::backend::ZooKeeperBackend;
-use crate::store::{ZooKeeperStore, is_terminal, timeout_error};
+use crate::ZooKeeperBackend;
+use crate::error::{is_terminal, timeout_error};
+use crate::store::ZooKeeperStore;
 
 /// How often an idle hint task checks whether its engine is gone.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
@@ -20,7 +21,7 @@ pub(crate) async fn subscribe(backend: &ZooKeeperBackend) -> Result<Hints> {
     let store = backend.store.clone();
     let path = backend.paths.version.clone();
     let operation = Operation::Subscribe;
-    let timeout = store.inner.config.operation_timeout;
+    let timeout = store.inner.options.operation_timeout;
     let (client, generation) = store.client(operation).await?;
     let watcher = match tokio::time::timeout(timeout, add_watch(&client, &path)).await {
         Ok(Ok(watcher)) => watcher,
@@ -139,7 +140,7 @@ impl HintTask {
     }
 
     async fn add(&mut self) -> Option<zk::PersistentWatcher> {
-        let timeout = self.store.inner.config.operation_timeout;
+        let timeout = self.store.inner.options.operation_timeout;
         match tokio::time::timeout(timeout, add_watch(&self.client, &self.path)).await {
             Ok(Ok(watcher)) => Some(watcher),
             Ok(Err(e)) => {

@@ -1,15 +1,22 @@
 #![doc = include_str!("../README.md")]
 
 mod backend;
-mod config;
+mod changelog;
+mod dictionary;
+mod entries;
+mod error;
 mod hints;
 mod keys;
+mod load;
+mod options;
 mod record;
+mod repair;
 mod store;
 
-pub use backend::{MAX_VALUE_SIZE, ZooKeeperBackend};
-pub use config::ZooKeeperConfig;
+pub use dictionary::ZooKeeperBackend;
+pub use entries::MAX_VALUE_SIZE;
 pub use keys::MAX_KEY_LEN;
+pub use options::ZooKeeperOptions;
 pub use store::ZooKeeperStore;
 /// The ZooKeeper client this backend is built on, re-exported so users get the matching
 /// version (for ACLs and direct access through [`ZooKeeperStore::zookeeper_client`]).
@@ -25,6 +32,6 @@ mod tests {
     fn public_types_are_send_and_sync() {
         assert_send_sync::<ZooKeeperBackend>();
         assert_send_sync::<ZooKeeperStore>();
-        assert_send_sync::<ZooKeeperConfig>();
+        assert_send_sync::<ZooKeeperOptions>();
     }
 }

@@ -9,8 +9,9 @@ use durable_core::{Error, Name, Operation, Result};
 use parking_lot::Mutex;
 use zookeeper_client as zk;
 
-use crate::backend::ZooKeeperBackend;
-use crate::config::{Server, ZooKeeperConfig};
+use crate::ZooKeeperBackend;
+use crate::error::{self, Failure, is_connection_failure, is_terminal, timeout_error};
+use crate::options::{Server, ZooKeeperOptions};
 
 /// The longest a probe of one server takes (name lookup, then a TCP connection) when a session
 /// could not be established and the error should say why.
@@ -31,7 +32,7 @@ pub struct ZooKeeperStore {
 }
 
 pub(crate) struct StoreInner {
-    pub(crate) config: ZooKeeperConfig,
+    pub(crate) options: ZooKeeperOptions,
     servers: Vec<Server>,
     hosts: String,
     chroot: Option<String>,
@@ -50,7 +51,7 @@ impl fmt::Debug for ZooKeeperStore {
             .as_ref()
             .map(|(client, _)| client.state());
         f.debug_struct("ZooKeeperStore")
-            .field("config", &self.inner.config)
+            .field("options", &self.inner.options)
             .field("state", &state)
             .field("sessions", &self.inner.sessions.load(Ordering::Relaxed))
             .finish()
@@ -62,8 +63,8 @@ impl ZooKeeperStore {
     /// ([`Error::Config`] naming the problem: a server that is not `host:port`, a port out of
     /// range, a chroot or root that is not an absolute path, credentials that are not
     /// `user:password`; never the password).
-    pub fn new(config: ZooKeeperConfig) -> Result<Self> {
-        let (servers, chroot) = config.validate()?;
+    pub fn new(options: ZooKeeperOptions) -> Result<Self> {
+        let (servers, chroot) = options.validate()?;
         let hosts = servers
             .iter()
             .map(Server::to_string)
@@ -71,7 +72,7 @@ impl ZooKeeperStore {
             .join(",");
         Ok(ZooKeeperStore {
             inner: Arc::new(StoreInner {
-                config,
+                options,
                 servers,
                 hosts,
                 chroot,
@@ -84,12 +85,12 @@ impl ZooKeeperStore {
     }
 
     /// A store with an established session. When none can be established within the
-    /// [operation timeout](ZooKeeperConfig::with_operation_timeout), [`Error::Unavailable`]
+    /// [operation timeout](ZooKeeperOptions::with_operation_timeout), [`Error::Unavailable`]
     /// says why for each server: the connection refused, the host name unknown, no answer, or
     /// a server that accepts connections but establishes no session (not serving, or not
     /// ZooKeeper). A refused connection fails at once, without waiting for the timeout.
-    pub async fn connect(config: ZooKeeperConfig) -> Result<Self> {
-        let store = Self::new(config)?;
+    pub async fn connect(options: ZooKeeperOptions) -> Result<Self> {
+        let store = Self::new(options)?;
         store.client(Operation::Open).await?;
         Ok(store)
     }
@@ -104,9 +105,48 @@ impl ZooKeeperStore {
         ))
     }
 
+    /// The names of the dictionaries of `namespace` stored here, sorted: the children of the
+    /// namespace's znode `<root>/<namespace>` that are dictionaries (the namespace's `.clock`
+    /// znode, and any child whose name no dictionary can have, are not). Read-only: it never
+    /// creates anything, not even the namespace's znode: an absent namespace has no dictionaries.
+    ///
+    /// A dictionary's znode (its version record) is created by its first write, and also by
+    /// the first read of a dictionary that has none (opening a handle, `last_updated`, a load
+    /// or a delta create it), so a dictionary that was only opened for reading is listed too.
+    ///
+    /// One round trip: a `sync` of the namespace's znode and the list of its children,
+    /// pipelined, so the list holds every dictionary created before the call, even through a
+    /// follower.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`] when `namespace` is not a valid name (no dictionary can be
+    /// stored in it); the errors of any read when no session can be established.
+    pub async fn dictionaries(&self, namespace: &str) -> Result<Vec<String>> {
+        let path = format!("{}/{}", self.inner.options.root, Name::new(namespace)?);
+        let path = &path;
+        self.run(Operation::Load, true, |client| async move {
+            let synced = client.sync(path);
+            let listed = client.list_children(path);
+            match synced.await {
+                Ok(()) | Err(zk::Error::NoNode) => {}
+                Err(e) => return Err(e.into()),
+            }
+            let mut names = match listed.await {
+                Ok(names) => names,
+                Err(zk::Error::NoNode) => return Ok(Vec::new()),
+                Err(e) => return Err(e.into()),
+            };
+            names.retain(|name| Name::new(name.as_str()).is_ok());
+            names.sort_unstable();
+            Ok(names)
+        })
+        .await
+    }
+
     /// The options this store was built with.
-    pub fn config(&self) -> &ZooKeeperConfig {
-        &self.inner.config
+    pub fn options(&self) -> &ZooKeeperOptions {
+        &self.inner.options
     }
 
     /// The chroot of the connect string (`/apps` of `zk1:2181/apps`), if any.
@@ -135,7 +175,7 @@ impl ZooKeeperStore {
         if let Some(found) = self.live() {
             return Ok(found);
         }
-        let timeout = self.inner.config.operation_timeout;
+        let timeout = self.inner.options.operation_timeout;
         let started = Instant::now();
         let client = match tokio::time::timeout(timeout, self.establish(operation)).await {
             Ok(Ok(client)) => client,
@@ -166,18 +206,18 @@ impl ZooKeeperStore {
     }
 
     async fn establish(&self, operation: Operation) -> Result<zk::Client, Failure> {
-        let config = &self.inner.config;
+        let options = &self.inner.options;
         let mut connector = zk::Client::connector()
-            .with_session_timeout(config.session_timeout)
+            .with_session_timeout(options.session_timeout)
             .with_fail_eagerly();
-        if let Some((user, password)) = &config.auth {
+        if let Some((user, password)) = &options.auth {
             connector = connector.with_auth("digest", format!("{user}:{password}").as_bytes());
         }
         let client = connector.connect(&self.inner.hosts).await?;
         let Some(chroot) = &self.inner.chroot else {
             return Ok(client);
         };
-        match client.mkdir(chroot, &config.create_options()).await {
+        match client.mkdir(chroot, &options.create_options()).await {
             Ok(()) => {}
             // The chroot may exist while we may not create in its parent.
             Err(zk::Error::NoAuth) => {
@@ -204,30 +244,21 @@ impl ZooKeeperStore {
 
     /// Who this store's sessions are, for messages: the digest user, never the password.
     fn identity(&self) -> String {
-        match self.inner.config.digest_user() {
+        match self.inner.options.digest_user() {
             Some(user) => format!("digest user {user:?}"),
             None => "an unauthenticated session".into(),
         }
     }
 
-    /// The error of an operation that failed with the driver's `e`: [`map_error`], with the
-    /// session's identity and the root named when the servers refused access.
+    /// The error of an operation that failed with the driver's `e`, naming this store's root
+    /// and identity when the servers refused access ([`error::map`]).
     pub(crate) fn error(&self, operation: Operation, e: zk::Error) -> Error {
-        let refused = match e {
-            zk::Error::NoAuth => format!(
-                "not authorized: the ACLs of the znodes under {}{} do not grant {} (ZooKeeper \
-                 NoAuth)",
-                self.inner.chroot.as_deref().unwrap_or(""),
-                self.inner.config.root,
-                self.identity()
-            ),
-            zk::Error::AuthFailed => format!(
-                "authentication failed: the servers refused the credentials of {}",
-                self.identity()
-            ),
-            e => return map_error(operation, e),
-        };
-        Error::backend(NAME, operation, Refused { refused, source: e })
+        let root = format!(
+            "{}{}",
+            self.inner.chroot.as_deref().unwrap_or(""),
+            self.inner.options.root
+        );
+        error::map(operation, e, &root, &self.identity())
     }
 
     /// The error when no session could be established after `waited` (`timed_out`: the
@@ -280,7 +311,7 @@ impl ZooKeeperStore {
         F: FnMut(zk::Client) -> Fut,
         Fut: Future<Output = Result<T, Failure>>,
     {
-        let timeout = self.inner.config.operation_timeout;
+        let timeout = self.inner.options.operation_timeout;
         let body = async {
             let mut attempts = 0;
             loop {
@@ -307,52 +338,6 @@ impl ZooKeeperStore {
             }
             Err(_) => Err(timeout_error(operation, timeout)),
         }
-    }
-}
-
-/// An error inside an operation: the driver's (mapped at the end) or already a durable one.
-#[derive(Debug)]
-pub(crate) enum Failure {
-    Zk(zk::Error),
-    Durable(Error),
-}
-
-impl From<zk::Error> for Failure {
-    fn from(e: zk::Error) -> Self {
-        Failure::Zk(e)
-    }
-}
-
-impl From<Error> for Failure {
-    fn from(e: Error) -> Self {
-        Failure::Durable(e)
-    }
-}
-
-/// Driver errors of a session that could not be established for want of a server.
-fn is_connection_failure(e: &zk::Error) -> bool {
-    matches!(
-        e,
-        zk::Error::NoHosts | zk::Error::ConnectionLoss | zk::Error::Timeout | zk::Error::Custom(_)
-    )
-}
-
-/// The servers refused access: what, and the driver's error.
-#[derive(Debug)]
-struct Refused {
-    refused: String,
-    source: zk::Error,
-}
-
-impl fmt::Display for Refused {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.refused)
-    }
-}
-
-impl std::error::Error for Refused {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.source)
     }
 }
 
@@ -445,39 +430,5 @@ impl fmt::Display for NoSession {
 impl std::error::Error for NoSession {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         self.driver.as_ref().map(|e| e as _)
-    }
-}
-
-pub(crate) fn is_terminal(e: &zk::Error) -> bool {
-    matches!(
-        e,
-        zk::Error::SessionExpired | zk::Error::ClientClosed | zk::Error::SessionMoved
-    )
-}
-
-/// Connection trouble becomes `Unavailable`, everything else `Backend`.
-pub(crate) fn map_error(operation: Operation, e: zk::Error) -> Error {
-    match e {
-        zk::Error::ConnectionLoss
-        | zk::Error::Timeout
-        | zk::Error::NoHosts
-        | zk::Error::SessionExpired
-        | zk::Error::SessionMoved
-        | zk::Error::ClientClosed
-        | zk::Error::Throttled
-        | zk::Error::NotReadOnly
-        // zookeeper-client 0.11 fails the requests in flight with the error that broke the
-        // connection: a socket error (reset by a restarting server, ...) or "no response from
-        // connection", both wrapped in `Custom`, which it uses for nothing else.
-        | zk::Error::Custom(_) => Error::unavailable(NAME, operation, e),
-        e => Error::backend(NAME, operation, e),
-    }
-}
-
-pub(crate) fn timeout_error(operation: Operation, after: Duration) -> Error {
-    Error::Timeout {
-        backend: NAME.to_owned(),
-        operation,
-        after,
     }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use durable_core::conformance::server_from_env;
 use durable_core::{Backend, Dict, Error, Json, Options};
-use durable_zookeeper::{ZooKeeperConfig, ZooKeeperStore, zookeeper_client as zk};
+use durable_zookeeper::{ZooKeeperOptions, ZooKeeperStore, zookeeper_client as zk};
 
 /// User names and passwords with the characters that end a URL's authority, written raw.
 const SECRETS: [(&str, &str); 7] = [
@@ -64,7 +64,7 @@ fn assert_no_secret(text: &str, what: &str) {
     }
 }
 
-fn config(connect: &str) -> ZooKeeperConfig {
+fn config(connect: &str) -> ZooKeeperOptions {
     common::config(connect)
 }
 
@@ -161,9 +161,10 @@ async fn credentials_authenticate_and_never_print() {
         assert_no_secret(&error.to_string(), "a connection error");
         assert_no_secret(&format!("{error:?}"), "a connection error's Debug");
         for servers in ["127.0.0.1:notaport", "", "h1,,h2", "127.0.0.1:2181/apps/"] {
-            let error =
-                ZooKeeperStore::new(ZooKeeperConfig::new(format!("{user}:{password}@{servers}")))
-                    .expect_err("invalid configuration");
+            let error = ZooKeeperStore::new(ZooKeeperOptions::new(format!(
+                "{user}:{password}@{servers}"
+            )))
+            .expect_err("invalid configuration");
             assert!(matches!(error, Error::Config(_)), "{error:?}");
             assert_no_secret(&error.to_string(), "a configuration error");
         }
@@ -306,7 +307,7 @@ fn an_invalid_connect_string_names_the_problem() {
         ("tcp+tls://h1:2181", "TLS"),
         ("user@h1:2181", "user:password"),
     ] {
-        match ZooKeeperStore::new(ZooKeeperConfig::new(connect)) {
+        match ZooKeeperStore::new(ZooKeeperOptions::new(connect)) {
             Err(Error::Config(message)) => {
                 assert!(message.contains(expected), "{connect:?}: {message}")
             }

@@ -40,7 +40,7 @@ impl Env {
     async fn backend_with(
         &self,
         dictionary: &str,
-        f: impl FnOnce(durable_zookeeper::ZooKeeperConfig) -> durable_zookeeper::ZooKeeperConfig,
+        f: impl FnOnce(durable_zookeeper::ZooKeeperOptions) -> durable_zookeeper::ZooKeeperOptions,
     ) -> ZooKeeperBackend {
         ZooKeeperStore::connect(f(config(&self.connect)))
             .await

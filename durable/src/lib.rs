@@ -273,9 +273,9 @@ impl Store {
             #[cfg(feature = "zookeeper")]
             "zk" | "zookeeper" => {
                 let connect = url.split_once("://").map_or("", |(_, rest)| rest);
-                let config = durable_zookeeper::ZooKeeperConfig::new(connect);
+                let options = durable_zookeeper::ZooKeeperOptions::new(connect);
                 Ok(Store::ZooKeeper(
-                    durable_zookeeper::ZooKeeperStore::connect(config).await?,
+                    durable_zookeeper::ZooKeeperStore::connect(options).await?,
                 ))
             }
             #[cfg(not(feature = "zookeeper"))]

@@ -6,12 +6,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use durable_core::conformance::{Damage, Garbage, Harness, StoredCopy, server_from_env};
 use durable_core::{Backend, Error, Name, Operation, Result};
-use durable_zookeeper::{ZooKeeperConfig, ZooKeeperStore, zookeeper_client as zk};
+use durable_zookeeper::{ZooKeeperOptions, ZooKeeperStore, zookeeper_client as zk};
 
 pub const ROOT: &str = "/durable-test";
 
-pub fn config(connect: &str) -> ZooKeeperConfig {
-    ZooKeeperConfig::new(connect)
+pub fn config(connect: &str) -> ZooKeeperOptions {
+    ZooKeeperOptions::new(connect)
         .with_root(ROOT)
         .with_session_timeout(Duration::from_secs(6))
         .with_operation_timeout(Duration::from_secs(8))

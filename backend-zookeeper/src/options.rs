@@ -15,20 +15,20 @@ use zookeeper_client::{Acl, Acls, CreateMode, CreateOptions};
 ///
 /// ```
 /// use std::time::Duration;
-/// use durable_zookeeper::ZooKeeperConfig;
+/// use durable_zookeeper::ZooKeeperOptions;
 ///
-/// let config = ZooKeeperConfig::new("zk1:2181,zk2:2181,zk3:2181/apps")
+/// let options = ZooKeeperOptions::new("zk1:2181,zk2:2181,zk3:2181/apps")
 ///     .with_root("/durable")
 ///     .with_session_timeout(Duration::from_secs(10))
 ///     .with_digest_auth("app", "secret");
 /// // The password never appears in debug output.
-/// assert!(!format!("{config:?}").contains("secret"));
+/// assert!(!format!("{options:?}").contains("secret"));
 ///
 /// // The same credentials in the connect string, as in a `zk://` URL: the user and password go
 /// // to digest authentication and out of the connect string.
-/// let config = ZooKeeperConfig::new("app:s3/cr@t@zk1:2181,zk2:2181/apps");
-/// assert_eq!(config.connect_string(), "zk1:2181,zk2:2181/apps");
-/// assert!(!format!("{config:?}").contains("s3/cr@t"));
+/// let options = ZooKeeperOptions::new("app:s3/cr@t@zk1:2181,zk2:2181/apps");
+/// assert_eq!(options.connect_string(), "zk1:2181,zk2:2181/apps");
+/// assert!(!format!("{options:?}").contains("s3/cr@t"));
 /// ```
 ///
 /// # Credentials in the connect string
@@ -41,7 +41,7 @@ use zookeeper_client::{Acl, Acls, CreateMode, CreateOptions};
 /// [`with_digest_auth`](Self::with_digest_auth) then. Neither the password nor the text that
 /// held it ever appears in an error, in `Debug` output or in a log line.
 #[derive(Clone)]
-pub struct ZooKeeperConfig {
+pub struct ZooKeeperOptions {
     pub(crate) connect: String,
     pub(crate) root: String,
     pub(crate) session_timeout: Duration,
@@ -61,7 +61,7 @@ pub(crate) enum AclPolicy {
     Custom(Vec<Acl>),
 }
 
-impl ZooKeeperConfig {
+impl ZooKeeperOptions {
     /// The default root path under the chroot: `/durable`.
     pub const DEFAULT_ROOT: &'static str = "/durable";
     /// The default session timeout negotiated with the server: 10 s.
@@ -86,7 +86,7 @@ impl ZooKeeperConfig {
                 (rest.to_owned(), None, Some(problem))
             }
         };
-        ZooKeeperConfig {
+        ZooKeeperOptions {
             connect,
             root: Self::DEFAULT_ROOT.to_owned(),
             session_timeout: Self::DEFAULT_SESSION_TIMEOUT,
@@ -398,9 +398,9 @@ fn valid_path(path: &str) -> bool {
             .all(|s| !s.is_empty() && s != "." && s != ".." && !s.chars().any(char::is_control))
 }
 
-impl fmt::Debug for ZooKeeperConfig {
+impl fmt::Debug for ZooKeeperOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ZooKeeperConfig")
+        f.debug_struct("ZooKeeperOptions")
             .field("connect", &self.connect)
             .field("root", &self.root)
             .field("session_timeout", &self.session_timeout)
@@ -439,25 +439,25 @@ mod tests {
     fn credentials_leave_the_connect_string() {
         for (user, password) in SECRETS {
             for servers in ["h1:2181", "h1:2181,h2:2182/apps", "tcp://h1,[::1]:2181/a/b"] {
-                let config = ZooKeeperConfig::new(format!("{user}:{password}@{servers}"));
-                assert_eq!(config.connect_string(), servers);
+                let options = ZooKeeperOptions::new(format!("{user}:{password}@{servers}"));
+                assert_eq!(options.connect_string(), servers);
                 assert_eq!(
-                    config.auth.as_ref().map(|(u, p)| (&u[..], &p[..])),
+                    options.auth.as_ref().map(|(u, p)| (&u[..], &p[..])),
                     Some((user, password)),
                     "{user}:{password}@{servers}"
                 );
-                let shown = format!("{config:?}");
+                let shown = format!("{options:?}");
                 assert!(!shown.contains(password), "{shown}");
-                config.validate().expect("valid");
+                options.validate().expect("valid");
             }
         }
-        let config = ZooKeeperConfig::new("app:p%40ss%2Fw@h1:2181");
+        let options = ZooKeeperOptions::new("app:p%40ss%2Fw@h1:2181");
         assert_eq!(
-            config.auth,
+            options.auth,
             Some(("app".into(), "p@ss/w".into())),
             "%XX escapes decode"
         );
-        assert_eq!(ZooKeeperConfig::new("h1:2181/apps").auth, None);
+        assert_eq!(ZooKeeperOptions::new("h1:2181/apps").auth, None);
     }
 
     #[test]
@@ -476,7 +476,7 @@ mod tests {
             ] {
                 let connect = format!("{user}:{password}@{servers}");
                 let Err(Error::Config(message)) =
-                    ZooKeeperStore::new(ZooKeeperConfig::new(&connect))
+                    ZooKeeperStore::new(ZooKeeperOptions::new(&connect))
                 else {
                     panic!("{connect}: not a configuration error");
                 };
@@ -491,7 +491,7 @@ mod tests {
             ("app@h1:2181", "must be `user:password`"),
             (":pw@h1:2181", "user name is empty"),
         ] {
-            let Err(Error::Config(message)) = ZooKeeperStore::new(ZooKeeperConfig::new(connect))
+            let Err(Error::Config(message)) = ZooKeeperStore::new(ZooKeeperOptions::new(connect))
             else {
                 panic!("{connect}: not a configuration error");
             };
@@ -499,7 +499,7 @@ mod tests {
             assert!(!message.contains("pw"), "{connect}: {message}");
         }
         let Err(Error::Config(message)) =
-            ZooKeeperStore::new(ZooKeeperConfig::new("h1").with_root("durable"))
+            ZooKeeperStore::new(ZooKeeperOptions::new("h1").with_root("durable"))
         else {
             panic!("a relative root");
         };

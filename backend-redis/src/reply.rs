@@ -1,10 +1,11 @@
-//! Reading script replies (`redis::Value`) without copying values twice.
+//! Reading replies (`redis::Value`) without copying values twice, and showing stored bytes in
+//! messages.
 
 use bytes::Bytes;
 use durable_core::{Error, Operation, Version};
 use redis::Value;
 
-use crate::conn::bad_reply;
+use crate::error::bad_reply;
 
 /// A cursor over the items of an array reply.
 pub(crate) struct Reply {
@@ -161,21 +162,6 @@ impl Reply {
     }
 }
 
-/// Revisions and expiries stay below 2^53, where sorted set scores (doubles) are exact.
-pub(crate) const SCORE_LIMIT: u64 = 1 << 53;
-
-/// A sorted set score that must be a whole number in 0..2^53 (a revision, or an expiry in ms
-/// since the Unix epoch), as Redis sends it (decimal text, or in float notation); `None` for
-/// anything else (negative, fractional, `inf`, 1e300, not a number).
-pub(crate) fn whole_score(text: &[u8]) -> Option<u64> {
-    let text = std::str::from_utf8(text).ok()?;
-    if let Ok(n) = text.parse::<u64>() {
-        return (n < SCORE_LIMIT).then_some(n);
-    }
-    let f = text.parse::<f64>().ok()?;
-    (f.is_finite() && f >= 0.0 && f.fract() == 0.0 && f < SCORE_LIMIT as f64).then_some(f as u64)
-}
-
 /// Stored bytes for a message: at most 64 bytes, escaped where they are not printable ASCII.
 pub(crate) fn shown(bytes: &[u8]) -> String {
     let mut text = bytes[..bytes.len().min(64)].escape_ascii().to_string();
@@ -200,31 +186,6 @@ fn parse_int(b: &[u8], operation: Operation) -> Result<i64, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn whole_scores_are_revisions_and_nothing_else_is() {
-        for (text, expected) in [
-            ("0", Some(0)),
-            ("5", Some(5)),
-            ("9007199254740991", Some((1 << 53) - 1)),
-            ("1e3", Some(1000)),
-            ("5.0", Some(5)),
-            ("9007199254740992", None),
-            ("1e300", None),
-            ("1.0000000000000001e+300", None),
-            ("-5", None),
-            ("-9223372036854775808", None),
-            ("1.5", None),
-            ("inf", None),
-            ("-inf", None),
-            ("nan", None),
-            ("", None),
-            ("x", None),
-        ] {
-            assert_eq!(whole_score(text.as_bytes()), expected, "{text:?}");
-        }
-        assert_eq!(whole_score(b"\xff"), None);
-    }
 
     #[test]
     fn shown_bytes_are_escaped_and_short() {

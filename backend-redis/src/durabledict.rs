@@ -1,7 +1,6 @@
 //! The Python durabledict-compatible layout: [`DurabledictBackend`].
 
 use std::fmt;
-use std::sync::LazyLock;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -11,117 +10,13 @@ use durable_core::{
 };
 use redis::{Script, Value};
 
-use crate::conn::{bad_reply, map_err};
-use crate::scripts::INCREMENT_FN;
-use crate::store::RedisStore;
-use crate::value::{Reply, shown};
-
-// KEYS[1] the hash `<keyspace>`, KEYS[2] the counter `<keyspace>last_updated`. Every script
-// validates the counter before it writes anything (Redis does not roll a script back on an
-// error): `{-2, value}` when it is not decimal text of an integer in 0..2^53, or missing while
-// the hash holds entries (`{-2}`).
-const CHECK: &str = r#"
-local function damaged()
-  local c = redis.call('GET', KEYS[2])
-  if not c then
-    if redis.call('EXISTS', KEYS[1]) == 1 then return {-2} end
-    return nil
-  end
-  if not ((c == '0' or string.find(c, '^[1-9]%d*$')) and #c <= 16 and tonumber(c) < 9007199254740992) then
-    return {-2, c}
-  end
-  return nil
-end
-local bad = damaged()
-if bad then return bad end
-"#;
-
-fn script(body: &str) -> Script {
-    Script::new(&format!("{CHECK}\n{body}"))
-}
-
-static PERSIST: LazyLock<Script> = LazyLock::new(|| {
-    script(
-        r#"
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-return {1, redis.call('INCRBY', KEYS[2], 1)}
-"#,
-    )
-});
-
-static DEPERSIST: LazyLock<Script> = LazyLock::new(|| {
-    script(
-        r#"
-if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return {0} end
-return {1, redis.call('INCRBY', KEYS[2], 1)}
-"#,
-    )
-});
-
-static INSERT_IF_ABSENT: LazyLock<Script> = LazyLock::new(|| {
-    script(
-        r#"
-if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then
-  return {0, redis.call('HGET', KEYS[1], ARGV[1]), tonumber(redis.call('GET', KEYS[2]) or '0')}
-end
-return {1, redis.call('INCRBY', KEYS[2], 1)}
-"#,
-    )
-});
-
-static POP: LazyLock<Script> = LazyLock::new(|| {
-    script(
-        r#"
-local v = redis.call('HGET', KEYS[1], ARGV[1])
-if not v then return {0} end
-redis.call('HDEL', KEYS[1], ARGV[1])
-return {1, redis.call('INCRBY', KEYS[2], 1), v}
-"#,
-    )
-});
-
-static INCREMENT: LazyLock<Script> = LazyLock::new(|| {
-    script(&format!(
-        r#"{INCREMENT_FN}
-local new = incr(KEYS[1], ARGV[1], ARGV[2])
-if not new then return {{-1}} end
-return {{1, redis.call('INCRBY', KEYS[2], 1), new}}
-"#
-    ))
-});
-
-static BATCH: LazyLock<Script> = LazyLock::new(|| {
-    script(
-        r#"
-local changes = false
-for i = 1, #ARGV, 3 do
-  if ARGV[i] == 'P' or redis.call('HEXISTS', KEYS[1], ARGV[i + 1]) == 1 then
-    changes = true
-    break
-  end
-end
-if not changes then return {0} end
-for i = 1, #ARGV, 3 do
-  if ARGV[i] == 'P' then
-    redis.call('HSET', KEYS[1], ARGV[i + 1], ARGV[i + 2])
-  else
-    redis.call('HDEL', KEYS[1], ARGV[i + 1])
-  end
-end
-return {1, redis.call('INCRBY', KEYS[2], 1)}
-"#,
-    )
-});
-
-static CLEAR: LazyLock<Script> = LazyLock::new(|| {
-    script(
-        r#"
-if redis.call('EXISTS', KEYS[1]) == 0 then return {0} end
-redis.call('DEL', KEYS[1])
-return {1, redis.call('INCRBY', KEYS[2], 1)}
-"#,
-    )
-});
+use crate::RedisStore;
+use crate::error::{bad_reply, map_err};
+use crate::record::COUNTER_LIMIT;
+use crate::reply::{Reply, shown};
+use crate::scripts::durabledict::{
+    BATCH, CLEAR, DEPERSIST, INCREMENT, INSERT_IF_ABSENT, PERSIST, POP,
+};
 
 /// One dictionary in the layout of Python durabledict's `RedisDict`, so a Python process and a
 /// Rust process can share it (see the crate docs).
@@ -158,9 +53,6 @@ fn token(counter: i64, operation: Operation) -> Result<Version> {
         .map(|c| Version::new(0, c))
         .map_err(|_| bad_reply(operation, format!("negative last_updated {counter}")))
 }
-
-/// The largest counter accepted (2^53 - 1), as in the native layout.
-const COUNTER_LIMIT: u64 = 1 << 53;
 
 impl DurabledictBackend {
     pub(crate) fn new(store: RedisStore, keyspace: &str) -> Result<Self> {
