@@ -294,6 +294,39 @@ fn memory() -> (Option<u64>, Option<u64>) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// Fetches the live rows of one dictionary with sqlx alone (`mark`: `?` or `$` placeholders);
+/// returns how many.
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+async fn sql_fetch<DB, K>(
+    pool: &durable::sql::sqlx::Pool<DB>,
+    table: &str,
+    mark: &str,
+    namespace: &str,
+    dictionary: &str,
+) -> Result<usize, String>
+where
+    DB: durable::sql::sqlx::Database,
+    for<'c> &'c durable::sql::sqlx::Pool<DB>: durable::sql::sqlx::Executor<'c, Database = DB>,
+    for<'q> DB::Arguments: durable::sql::sqlx::IntoArguments<DB>,
+    for<'q> &'q str: durable::sql::sqlx::Encode<'q, DB> + durable::sql::sqlx::Type<DB>,
+    K: Send + Unpin,
+    for<'r> (K, Vec<u8>, i64, Option<i64>): durable::sql::sqlx::FromRow<'r, DB::Row>,
+{
+    let (first, second) = if mark == "$" { ("$1", "$2") } else { ("?", "?") };
+    let sql = format!(
+        "SELECT entry_key, value, revision, expires_at FROM {table} WHERE namespace = {first} \
+         AND dictionary = {second} AND tombstone = FALSE"
+    );
+    let rows: Vec<(K, Vec<u8>, i64, Option<i64>)> =
+        durable::sql::sqlx::query_as(durable::sql::sqlx::AssertSqlSafe(sql))
+            .bind(namespace)
+            .bind(dictionary)
+            .fetch_all(pool)
+            .await
+            .map_err(err)?;
+    Ok(rows.len())
+}
+
 fn ratio(slow: f64, fast: f64) -> String {
     if fast > 0.0 {
         format!("{:.1}x", slow / fast)
@@ -601,6 +634,36 @@ impl Bench<'_> {
         Ok(())
     }
 
+    /// How long the store's own driver takes to fetch the fields a full load reads (key, value,
+    /// revision, expiry) of `dictionary`'s `size` entries into memory in this process, right
+    /// after a handle loaded them; `None` for the memory store.
+    async fn driver_fetch(&self, dictionary: &str, size: usize) -> Result<Option<Duration>, String> {
+        let start = Instant::now();
+        let fetched = match self.store {
+            #[cfg(feature = "sqlite")]
+            Store::Sqlite(store) => {
+                let table = store.entries_table();
+                sql_fetch::<_, String>(store.pool(), table, "?", self.namespace, dictionary).await?
+            }
+            #[cfg(feature = "postgres")]
+            Store::Postgres(store) => {
+                let table = store.entries_table();
+                sql_fetch::<_, String>(store.pool(), table, "$", self.namespace, dictionary).await?
+            }
+            #[cfg(feature = "mysql")]
+            Store::MySql(store) => {
+                // Keys are VARBINARY there.
+                let table = store.entries_table();
+                sql_fetch::<_, Vec<u8>>(store.pool(), table, "?", self.namespace, dictionary).await?
+            }
+            _ => return Ok(None),
+        };
+        if fetched != size {
+            return Err(format!("the driver fetched {fetched} rows of {dictionary}, not {size}"));
+        }
+        Ok(Some(start.elapsed()))
+    }
+
     /// Initial load, then sync after k changed keys, delta vs full reload, per size. Returns
     /// (size, delta, full) for the plot.
     async fn sizes(&mut self, sizes: &[usize]) -> Result<Vec<(usize, f64, f64)>, String> {
@@ -608,20 +671,24 @@ impl Bench<'_> {
         for &size in sizes {
             let name = self.name(&format!("n{size}"));
             self.populate(&name, size).await?;
-            let (rss_before, _) = memory();
             let start = Instant::now();
             let (delta, _) = self.polling(&name, true).await?;
             let load = start.elapsed();
-            let (rss_after, peak) = memory();
-            let grown = rss_after
-                .zip(rss_before)
-                .map(|(a, b)| a.saturating_sub(b) as f64 / 1048576.0);
+            let baseline = self.driver_fetch(&name, size).await?;
+            let note = match baseline {
+                Some(fetch) => format!(
+                    "{} the driver's own fetch of the same rows ({:.1} ms)",
+                    ratio(load.as_secs_f64(), fetch.as_secs_f64()),
+                    fetch.as_secs_f64() * 1000.0
+                ),
+                None => "no driver to compare with (the engine alone)".into(),
+            };
             self.record(
                 format!("initial load, {size} keys"),
                 load.as_secs_f64() * 1000.0,
                 "ms",
-                format!("resident memory +{:.1} MiB, peak {:.1} MiB", grown.unwrap_or(f64::NAN), peak.unwrap_or(0) as f64 / 1048576.0),
-                json!({"size": size, "rss_growth_mib": grown, "peak_mib": peak.map(|p| p as f64 / 1048576.0)}),
+                note,
+                json!({"size": size, "driver_ms": baseline.map(|b| b.as_secs_f64() * 1000.0)}),
             );
             let (full, _) = self.polling(&name, false).await?;
             let writer: Dict<u64> = self
