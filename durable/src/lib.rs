@@ -208,7 +208,13 @@ fn feature_needed(scheme: &str, feature: &str) -> Error {
 impl Store {
     /// Connects to the store named by `url` (see the table above).
     pub async fn connect(url: &str) -> Result<Store> {
-        Self::connect_inner(url)
+        Self::connect_with(url, &StoreOptions::new()).await
+    }
+
+    /// [`Store::connect`] with `options` (for example without creating SQL tables, for a
+    /// read-only database role).
+    pub async fn connect_with(url: &str, options: &StoreOptions) -> Result<Store> {
+        Self::connect_inner(url, options)
             .await
             .map_err(|error| scrubbed(error, url, None))
     }
@@ -239,31 +245,41 @@ impl Store {
     /// [`Store::from_env`] with another variable than `DURABLE_URL`.
     pub async fn from_env_var(variable: &str) -> Result<Store> {
         let url = env_url(variable, std::env::var_os(variable))?;
-        Self::connect_inner(&url).await.map_err(|error| {
-            scrubbed(
-                error,
-                &url,
-                Some(&format!("environment variable {variable}")),
-            )
-        })
+        Self::connect_inner(&url, &StoreOptions::new())
+            .await
+            .map_err(|error| {
+                scrubbed(
+                    error,
+                    &url,
+                    Some(&format!("environment variable {variable}")),
+                )
+            })
     }
 
-    async fn connect_inner(url: &str) -> Result<Store> {
+    async fn connect_inner(url: &str, options: &StoreOptions) -> Result<Store> {
         let scheme = scheme(url)?;
+        #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+        let sql = || durable_sql::SqlOptions::new().with_create_schema(options.create_schema);
+        #[cfg(not(any(feature = "sqlite", feature = "postgres", feature = "mysql")))]
+        let _ = options;
         match scheme.as_str() {
             "memory" => Ok(Store::Memory(MemoryStore::new())),
             #[cfg(feature = "sqlite")]
-            "sqlite" => Ok(Store::Sqlite(durable_sql::SqliteStore::connect(url).await?)),
+            "sqlite" => Ok(Store::Sqlite(
+                durable_sql::SqliteStore::connect_with(url, sql()).await?,
+            )),
             #[cfg(not(feature = "sqlite"))]
             "sqlite" => Err(feature_needed(&scheme, "sqlite")),
             #[cfg(feature = "postgres")]
             "postgres" | "postgresql" => Ok(Store::Postgres(
-                durable_sql::PostgresStore::connect(url).await?,
+                durable_sql::PostgresStore::connect_with(url, sql()).await?,
             )),
             #[cfg(not(feature = "postgres"))]
             "postgres" | "postgresql" => Err(feature_needed(&scheme, "postgres")),
             #[cfg(feature = "mysql")]
-            "mysql" | "mariadb" => Ok(Store::MySql(durable_sql::MySqlStore::connect(url).await?)),
+            "mysql" | "mariadb" => Ok(Store::MySql(
+                durable_sql::MySqlStore::connect_with(url, sql()).await?,
+            )),
             #[cfg(not(feature = "mysql"))]
             "mysql" | "mariadb" => Err(feature_needed(&scheme, "mysql")),
             #[cfg(feature = "redis")]
@@ -305,6 +321,43 @@ impl Store {
         })
     }
 
+    /// The names of the dictionaries of `namespace` in this store, sorted; reads only (nothing is
+    /// created, not even SQL tables). A dictionary is there once a handle has opened it.
+    pub async fn dictionaries(&self, namespace: &str) -> Result<Vec<String>> {
+        match self {
+            Store::Memory(store) => {
+                Name::new(namespace)?;
+                Ok(store.dictionaries(namespace))
+            }
+            #[cfg(feature = "sqlite")]
+            Store::Sqlite(store) => store.dictionaries(namespace).await,
+            #[cfg(feature = "postgres")]
+            Store::Postgres(store) => store.dictionaries(namespace).await,
+            #[cfg(feature = "mysql")]
+            Store::MySql(store) => store.dictionaries(namespace).await,
+            #[cfg(feature = "redis")]
+            Store::Redis(store) => store.dictionaries(namespace).await,
+            #[cfg(feature = "zookeeper")]
+            Store::ZooKeeper(store) => store.dictionaries(namespace).await,
+        }
+    }
+
+    /// Creates what the store needs before dictionaries can be written (SQL tables and indexes,
+    /// or the columns an older version's tables lack); returns false for stores that need
+    /// nothing (memory, Redis, ZooKeeper). Idempotent. [`Store::connect`] does this itself
+    /// unless [`StoreOptions::with_create_schema`] is false.
+    pub async fn migrate(&self) -> Result<bool> {
+        match self {
+            #[cfg(feature = "sqlite")]
+            Store::Sqlite(store) => store.migrate().await.map(|()| true),
+            #[cfg(feature = "postgres")]
+            Store::Postgres(store) => store.migrate().await.map(|()| true),
+            #[cfg(feature = "mysql")]
+            Store::MySql(store) => store.migrate().await.map(|()| true),
+            _ => Ok(false),
+        }
+    }
+
     /// Opens dictionary `dictionary` in `namespace` of this store (see [`Dict::open`]).
     pub async fn open<V, E>(
         &self,
@@ -318,6 +371,36 @@ impl Store {
         E: Encoding<V>,
     {
         Dict::open(self.backend(namespace, dictionary)?, encoding, options).await
+    }
+}
+
+/// How [`Store::connect_with`] connects.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    create_schema: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            create_schema: true,
+        }
+    }
+}
+
+impl StoreOptions {
+    /// The defaults: SQL tables are created on connect when missing.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether connecting to a SQL store creates its tables when they are missing (default
+    /// true). False for a database role that may only read and write rows: create the tables
+    /// once with [`Store::migrate`] (or `durable migrate`) as a role that may. Other stores
+    /// need no schema.
+    pub fn with_create_schema(mut self, create: bool) -> Self {
+        self.create_schema = create;
+        self
     }
 }
 

@@ -312,7 +312,11 @@ where
     K: Send + Unpin,
     for<'r> (K, Vec<u8>, i64, Option<i64>): durable::sql::sqlx::FromRow<'r, DB::Row>,
 {
-    let (first, second) = if mark == "$" { ("$1", "$2") } else { ("?", "?") };
+    let (first, second) = if mark == "$" {
+        ("$1", "$2")
+    } else {
+        ("?", "?")
+    };
     let sql = format!(
         "SELECT entry_key, value, revision, expires_at FROM {table} WHERE namespace = {first} \
          AND dictionary = {second} AND tombstone = FALSE"
@@ -637,7 +641,11 @@ impl Bench<'_> {
     /// How long the store's own driver takes to fetch the fields a full load reads (key, value,
     /// revision, expiry) of `dictionary`'s `size` entries into memory in this process, right
     /// after a handle loaded them; `None` for the memory store.
-    async fn driver_fetch(&self, dictionary: &str, size: usize) -> Result<Option<Duration>, String> {
+    async fn driver_fetch(
+        &self,
+        dictionary: &str,
+        size: usize,
+    ) -> Result<Option<Duration>, String> {
         let start = Instant::now();
         let fetched = match self.store {
             #[cfg(feature = "sqlite")]
@@ -654,12 +662,15 @@ impl Bench<'_> {
             Store::MySql(store) => {
                 // Keys are VARBINARY there.
                 let table = store.entries_table();
-                sql_fetch::<_, Vec<u8>>(store.pool(), table, "?", self.namespace, dictionary).await?
+                sql_fetch::<_, Vec<u8>>(store.pool(), table, "?", self.namespace, dictionary)
+                    .await?
             }
             _ => return Ok(None),
         };
         if fetched != size {
-            return Err(format!("the driver fetched {fetched} rows of {dictionary}, not {size}"));
+            return Err(format!(
+                "the driver fetched {fetched} rows of {dictionary}, not {size}"
+            ));
         }
         Ok(Some(start.elapsed()))
     }

@@ -27,7 +27,7 @@ use clap::{Parser, Subcommand};
 use durable::openfeature::{FlagFile, FlagStore, ImportMode, ImportReport};
 use durable::{
     Backend, Cas, ChangeEvent, ChangeKind, Dict, Json, Mode, Operation, Options, Raw, Revision,
-    Stats, Store, StoreTime,
+    Stats, Store, StoreOptions, StoreTime,
 };
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -116,7 +116,13 @@ Exit codes:
   2    a bad command line
   3    no such key (`get`, `del`)
   4    compare-and-swap conflict (`cas`): the key is at another revision
-  101  an internal error (a bug)";
+  5    no such dictionary (commands that only read: `get`, `list`, `stats`, `health`, `watch`,
+       `export`, `flags export`)
+  101  an internal error (a bug)
+
+Commands that only read never write to the store: they create no dictionary and no SQL tables
+(a read-only database role can run them). Writing commands create what they need; `durable
+migrate` creates the SQL tables explicitly.";
 
 /// Exit code of a failure without a code of its own (see [`EXIT_CODES`]).
 const EXIT_ERROR: i32 = 1;
@@ -124,6 +130,8 @@ const EXIT_ERROR: i32 = 1;
 const EXIT_NO_SUCH_KEY: i32 = 3;
 /// Exit code of a `cas` that found the key at another revision.
 const EXIT_CONFLICT: i32 = 4;
+/// Exit code of a reading command on a dictionary that is not in the store.
+const EXIT_NO_SUCH_DICTIONARY: i32 = 5;
 
 /// `--json`, the same on every command that prints a result.
 #[derive(Debug, Clone, Copy, clap::Args)]
@@ -268,6 +276,15 @@ enum Command {
         #[command(flatten)]
         output: Output,
     },
+    /// List the dictionaries of the namespace (-n), one per line.
+    Dicts {
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Create the SQL tables (and add the columns an older version's tables lack), as a role
+    /// that may; writing commands do it themselves, reading commands never. Other stores need
+    /// nothing.
+    Migrate,
     /// OpenFeature flags in flagd's flag file format (dictionary `flags` unless -d is given).
     Flags {
         #[command(subcommand)]
@@ -423,8 +440,44 @@ fn main() {
 
 type Bytes = Dict<Vec<u8>, Raw>;
 
-async fn open(cli: &Cli, options: Options) -> CliResult<(Store, Bytes)> {
-    let store = Store::connect(&cli.url).await.map_err(err)?;
+/// What a command does to the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Only reads: connects without creating SQL tables, and fails with exit code 5 when the
+    /// dictionary is not there (opening it would create its version record).
+    Read,
+    /// Writes: creates what it needs.
+    Write,
+}
+
+/// Connects to the store for `access`, checking that the dictionary exists for a read.
+async fn connect(cli: &Cli, access: Access) -> CliResult<Store> {
+    let options = StoreOptions::new().with_create_schema(access == Access::Write);
+    let store = Store::connect_with(&cli.url, &options).await.map_err(err)?;
+    if access == Access::Read {
+        let dictionaries = store.dictionaries(&cli.namespace).await.map_err(err)?;
+        if !dictionaries.iter().any(|d| d == cli.dictionary()) {
+            let there = if dictionaries.is_empty() {
+                "none".to_owned()
+            } else {
+                dictionaries.join(", ")
+            };
+            return Err(Failure {
+                message: format!(
+                    "no dictionary {:?} in namespace {:?} (dictionaries there: {there}; \
+                     `durable dicts` lists them)",
+                    cli.dictionary(),
+                    cli.namespace
+                ),
+                code: EXIT_NO_SUCH_DICTIONARY,
+            });
+        }
+    }
+    Ok(store)
+}
+
+async fn open(cli: &Cli, access: Access, options: Options) -> CliResult<(Store, Bytes)> {
+    let store = connect(cli, access).await?;
     let dict = store
         .open(&cli.namespace, cli.dictionary(), Raw, options)
         .await
@@ -665,7 +718,11 @@ async fn flags(cli: &Cli, command: &FlagsCommand, out: &mut impl Write) -> CliRe
         .map_err(err)?;
         return Ok(());
     }
-    let store = Store::connect(&cli.url).await.map_err(err)?;
+    let access = match command {
+        FlagsCommand::Export { .. } => Access::Read,
+        _ => Access::Write,
+    };
+    let store = connect(cli, access).await?;
     let dict: Dict<Value, Json> = store
         .open(&cli.namespace, cli.dictionary(), Json, cli.options())
         .await
@@ -828,7 +885,7 @@ fn print_stats(cli: &Cli, stats: &Stats, out: &mut impl Write) -> CliResult {
 /// `durable health`: the handle's health, with `ready` true only when the store answered, and
 /// `error` saying why not. `Err` (exit 1) unless ready.
 async fn health(cli: &Cli, output: Output, out: &mut impl Write) -> CliResult {
-    let (health, error) = match open(cli, cli.options()).await {
+    let (health, error) = match open(cli, Access::Read, cli.options()).await {
         Ok((_, dict)) => {
             let synced = dict.sync_or_stale().await;
             let error = match &synced.freshness {
@@ -973,7 +1030,7 @@ async fn import(
         }
         lines.push(entry);
     }
-    let (store, dict) = open(cli, cli.options()).await?;
+    let (store, dict) = open(cli, Access::Write, cli.options()).await?;
     let op = |e| op_error(cli, e);
 
     let (timed, plain): (Vec<ExportLine>, Vec<ExportLine>) =
@@ -1103,7 +1160,7 @@ async fn watch(cli: &Cli, interval: f64, output: Output, out: &mut impl Write) -
         .filter(|d| !d.is_zero())
         .ok_or("--interval must be a positive number of seconds")?;
     let options = cli.options().with_mode(Mode::background(interval));
-    let (_, dict) = open(cli, options).await?;
+    let (_, dict) = open(cli, Access::Read, options).await?;
     let changes = dict.changes();
     let mut changes = std::pin::pin!(changes);
     eprintln!(
@@ -1232,7 +1289,7 @@ async fn run(cli: Cli) -> CliResult {
             raw,
             output,
         } => {
-            let (_, dict) = open(&cli, manual()).await?;
+            let (_, dict) = open(&cli, Access::Read, manual()).await?;
             let snapshot = dict.snapshot();
             let entry = snapshot
                 .get_versioned(key)
@@ -1262,7 +1319,7 @@ async fn run(cli: Cli) -> CliResult {
             output,
         } => {
             let bytes = value_bytes(value, *raw)?;
-            let (_, dict) = open(&cli, manual()).await?;
+            let (_, dict) = open(&cli, Access::Write, manual()).await?;
             let version = match ttl {
                 Some(ttl) => dict.insert_with_ttl(key, bytes, *ttl).await,
                 None => dict.insert(key, bytes).await,
@@ -1284,7 +1341,7 @@ async fn run(cli: Cli) -> CliResult {
             }
         }
         Command::Sweep { output } => {
-            let (_, dict) = open(&cli, manual()).await?;
+            let (_, dict) = open(&cli, Access::Write, manual()).await?;
             let removed = dict.sweep().await.map_err(op)?;
             if output.json {
                 writeln!(out, "{}", json!({ "removed": removed })).map_err(err)?;
@@ -1294,7 +1351,7 @@ async fn run(cli: Cli) -> CliResult {
             }
         }
         Command::Del { key, output } => {
-            let (_, dict) = open(&cli, manual()).await?;
+            let (_, dict) = open(&cli, Access::Write, manual()).await?;
             let version = dict
                 .remove(key)
                 .await
@@ -1308,11 +1365,11 @@ async fn run(cli: Cli) -> CliResult {
             }
         }
         Command::List { output } => {
-            let (_, dict) = open(&cli, manual()).await?;
+            let (_, dict) = open(&cli, Access::Read, manual()).await?;
             list(&cli, &dict, *output, &mut out)?;
         }
         Command::Incr { key, delta, output } => {
-            let (_, dict) = open(&cli, manual()).await?;
+            let (_, dict) = open(&cli, Access::Write, manual()).await?;
             let (value, version) = dict.increment(key, *delta).await.map_err(op)?;
             if output.json {
                 let line = json!({ "key": key, "value": value, "version": version.to_string() });
@@ -1341,7 +1398,7 @@ async fn run(cli: Cli) -> CliResult {
                 _ => return Err("give a new value, or --delete".into()),
             };
             let deleting = new.is_none();
-            let (_, dict) = open(&cli, manual()).await?;
+            let (_, dict) = open(&cli, Access::Write, manual()).await?;
             match dict
                 .compare_and_swap(key, expected, new)
                 .await
@@ -1384,7 +1441,7 @@ async fn run(cli: Cli) -> CliResult {
         }
         Command::Watch { interval, output } => watch(&cli, *interval, *output, &mut out).await?,
         Command::Stats { output } => {
-            let (_, dict) = open(&cli, manual()).await?;
+            let (_, dict) = open(&cli, Access::Read, manual()).await?;
             dict.sync().await.map_err(op)?;
             let stats = dict.stats();
             if output.json {
@@ -1396,7 +1453,7 @@ async fn run(cli: Cli) -> CliResult {
         }
         Command::Health { output } => health(&cli, *output, &mut out).await?,
         Command::Export { file } => {
-            let (_, dict) = open(&cli, manual()).await?;
+            let (_, dict) = open(&cli, Access::Read, manual()).await?;
             let snapshot = dict.snapshot();
             let entries: BTreeMap<&str, &Vec<u8>> = snapshot.iter().collect();
             let mut text = String::new();
@@ -1427,6 +1484,29 @@ async fn run(cli: Cli) -> CliResult {
             output,
         } => import(&cli, file, *replace, *output, &mut out).await?,
         Command::Flags { command } => flags(&cli, command, &mut out).await?,
+        Command::Dicts { output } => {
+            let options = StoreOptions::new().with_create_schema(false);
+            let store = Store::connect_with(&cli.url, &options).await.map_err(err)?;
+            let names = store.dictionaries(&cli.namespace).await.map_err(err)?;
+            if output.json {
+                writeln!(out, "{}", json!(names)).map_err(err)?;
+            } else if names.is_empty() {
+                eprintln!("no dictionaries in namespace {:?}", cli.namespace);
+            } else {
+                for name in names {
+                    writeln!(out, "{name}").map_err(err)?;
+                }
+            }
+        }
+        Command::Migrate => {
+            let options = StoreOptions::new().with_create_schema(false);
+            let store = Store::connect_with(&cli.url, &options).await.map_err(err)?;
+            if store.migrate().await.map_err(err)? {
+                writeln!(out, "the store's tables are ready").map_err(err)?;
+            } else {
+                writeln!(out, "nothing to create: this store needs no schema").map_err(err)?;
+            }
+        }
         Command::Bench(args) => {
             let store = Store::connect(&cli.url).await.map_err(err)?;
             bench::run(&store, &cli.namespace, args).await?;
