@@ -146,6 +146,11 @@ pub const STAMP_HISTORY: u64 = 65_536;
 /// multi-op), return [`Capabilities::none`] (or what you support), and run the conformance suite
 /// against your store with [`conformance_tests!`](crate::conformance_tests). The example crate
 /// `durable-examples` has a complete backend over a directory of files.
+///
+/// To add behaviour to an existing backend (metrics, fault injection, hiding a capability),
+/// wrap it in a [`Forward`](crate::Forward) with your [`Hooks`](crate::Hooks) instead of
+/// implementing this trait by hand: `Forward` forwards every method, so a wrapper never claims
+/// an operation it drops.
 #[async_trait]
 pub trait Backend: Debug + Send + Sync + 'static {
     /// A short name for messages and errors, e.g. `redis`, `postgres`, `memory`.
@@ -282,6 +287,7 @@ pub trait Backend: Debug + Send + Sync + 'static {
 macro_rules! forward_backend {
     ($ty:ty) => {
         #[async_trait]
+        #[deny(clippy::missing_trait_methods)]
         impl<B: Backend + ?Sized> Backend for $ty {
             fn name(&self) -> &str {
                 (**self).name()
