@@ -77,6 +77,15 @@ pub const STAMP_HISTORY: u64 = 65_536;
 ///   (a fresh epoch, the counter above every stored revision) or returns a typed error having
 ///   written nothing. No step writes data before it has validated the version record.
 ///
+/// **Capabilities.**
+/// - `declared_capabilities_work`: every optional operation whose capability
+///   [`capabilities`](Backend::capabilities) declares works: it never returns
+///   [`Error::NotSupported`]. Every optional operation whose capability is not declared returns
+///   [`Error::NotSupported`] naming the backend and the operation, and writes nothing. (The
+///   engine never calls an undeclared operation; the rule makes the declaration the truth in
+///   both directions, so a wrapper that drops a method, or a backend that serves one it does
+///   not declare, fails. Wrap a backend with [`Forward`](crate::Forward), which cannot.)
+///
 /// **Data.**
 /// - `round_trip_*`: any byte string is stored and loaded unchanged: empty, binary, unicode text,
 ///   and 1 MiB (or up to [`Capabilities::max_value_size`], beyond which the write fails with

@@ -80,4 +80,15 @@ async fn wrapped() -> Option<Wrapped> {
     Some(Wrapped::default())
 }
 
-durable_core::conformance_tests!(wrapped);
+durable_core::conformance_tests!(wrapped, capabilities = {
+    delta: true,
+    push: true,
+    insert_if_absent: true,
+    compare_and_swap: true,
+    pop: true,
+    increment: true,
+    batch: true,
+    clear: true,
+    expiry: true,
+    stamps: true,
+});

@@ -3,23 +3,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Ctx, entries, options};
+use super::{Ctx, entries, options, require_counting};
 use crate::{Error, Mode, ShardedCounter};
-
-fn can_count(ctx: &Ctx) -> bool {
-    let caps = ctx.capabilities();
-    !ctx.skip_unless(
-        caps.increment || caps.compare_and_swap,
-        "increment or compare_and_swap",
-    )
-}
 
 /// A sharded counter's value is the sum of its shards, the same from every handle, with at most
 /// one key per shard.
 pub async fn sharded_counter_sums_its_shards(ctx: &Ctx) {
-    if !can_count(ctx) {
-        return;
-    }
+    require_counting(ctx);
     let a = ctx.counters("sharded", Mode::Manual).await;
     let b = ctx.counters("sharded", Mode::Manual).await;
     let on_a = ShardedCounter::new(&a, "views", 16).expect("counter");
@@ -50,9 +40,7 @@ pub async fn sharded_counter_sums_its_shards(ctx: &Ctx) {
 
 /// Changing the shard count keeps the total, whichever handle uses which count.
 pub async fn sharded_counter_keeps_total_when_resharded(ctx: &Ctx) {
-    if !can_count(ctx) {
-        return;
-    }
+    require_counting(ctx);
     let a = ctx.counters("reshard", Mode::Manual).await;
     let b = ctx.counters("reshard", Mode::Manual).await;
     a.increment("hits", 5).await.expect("a plain counter");
@@ -73,9 +61,8 @@ pub async fn sharded_counter_keeps_total_when_resharded(ctx: &Ctx) {
 
 /// Removing a sharded counter deletes every shard in one atomic step, leaving other keys alone.
 pub async fn sharded_counter_remove_deletes_every_shard_at_once(ctx: &Ctx) {
-    if !can_count(ctx) || ctx.skip_unless(ctx.capabilities().batch, "batch") {
-        return;
-    }
+    require_counting(ctx);
+    ctx.require(ctx.capabilities().batch, "batch");
     let a = ctx.counters("shard-rm", Mode::Manual).await;
     let b = ctx.counters("shard-rm", Mode::Manual).await;
     let counter = ShardedCounter::new(&a, "jobs", 8).expect("counter");
@@ -101,14 +88,13 @@ pub async fn sharded_counter_remove_deletes_every_shard_at_once(ctx: &Ctx) {
 
 /// Property: the total of a sharded counter equals the sum of the increments the store
 /// acknowledged, for many concurrent tasks with random deltas and shards, with the store's server
-/// restarted once in the middle where the harness can ([`Harness::restart`]). An increment that
-/// failed (only `Unavailable` or `Timeout` are allowed, and only around a restart) may or may not
-/// have been applied before the connection dropped, so it widens the bound by its delta; one
-/// refused with `Contention` (optimistic stores under load) wrote nothing.
+/// restarted once in the middle where the harness can
+/// ([`Harness::restart`](super::Harness::restart)). An increment that failed (only `Unavailable`
+/// or `Timeout` are allowed, and only around a restart) may or may not have been applied before
+/// the connection dropped, so it widens the bound by its delta; one refused with `Contention`
+/// (optimistic stores under load) wrote nothing.
 pub async fn sharded_counter_total_matches_acknowledged_increments(ctx: &Ctx) {
-    if !can_count(ctx) {
-        return;
-    }
+    require_counting(ctx);
     let seed: u64 = rand::random();
     eprintln!("sharded counter property: seed {seed}");
     let (tasks, each, shards) = (16u64, 40u64, 16u32);

@@ -9,9 +9,7 @@ use crate::{Backend, Changes, Mode, Version};
 
 /// `changes_since` returns every key written or deleted after the token, and the new token.
 pub async fn delta_reports_inserts_updates_and_deletes(ctx: &Ctx) {
-    if ctx.skip_unless(ctx.capabilities().delta, "delta") {
-        return;
-    }
+    ctx.require(ctx.capabilities().delta, "delta");
     let b = ctx.backend("delta").await;
     for k in ["a", "b", "c"] {
         b.persist(k, bytes(k)).await.expect("persist");
@@ -59,9 +57,7 @@ pub async fn delta_reports_inserts_updates_and_deletes(ctx: &Ctx) {
 
 /// The delta since the current token is empty.
 pub async fn delta_of_current_token_is_empty(ctx: &Ctx) {
-    if ctx.skip_unless(ctx.capabilities().delta, "delta") {
-        return;
-    }
+    ctx.require(ctx.capabilities().delta, "delta");
     let b = ctx.backend("delta-now").await;
     b.persist("a", bytes("1")).await.expect("persist");
     b.depersist("a").await.expect("depersist");
@@ -81,9 +77,7 @@ pub async fn delta_of_current_token_is_empty(ctx: &Ctx) {
 /// A token from another epoch, or older than the retained history, gets `TooOld`; handles then
 /// reload in full and end up correct.
 pub async fn delta_falls_back_when_too_old(ctx: &Ctx) {
-    if ctx.skip_unless(ctx.capabilities().delta, "delta") {
-        return;
-    }
+    ctx.require(ctx.capabilities().delta, "delta");
     let b = ctx.backend("too-old").await;
     let d = ctx.dict("too-old", Mode::Manual).await;
     b.persist("a", bytes("1")).await.expect("persist");

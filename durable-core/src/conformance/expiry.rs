@@ -33,9 +33,7 @@ fn expiry_of(load: &crate::Load, key: &str) -> Option<StoreTime> {
 /// `durables` and `changes_since` return that expiry with it; a later plain write of the key
 /// removes the expiry, and entries written without a TTL have none.
 pub async fn expiring_entry_carries_its_expiry(ctx: &Ctx) {
-    if ctx.skip_unless(ctx.capabilities().expiry, "expiry") {
-        return;
-    }
+    ctx.require(ctx.capabilities().expiry, "expiry");
     let b = ctx.backend("ttl").await;
     b.persist("plain", bytes("p")).await.expect("persist");
     let before = token(&*b).await;
@@ -112,9 +110,7 @@ pub async fn expiring_entry_carries_its_expiry(ctx: &Ctx) {
 
 /// `now` reads the store's clock: it lies between the store's times of writes made around it.
 pub async fn store_clock_is_close(ctx: &Ctx) {
-    if ctx.skip_unless(ctx.capabilities().expiry, "expiry") {
-        return;
-    }
+    ctx.require(ctx.capabilities().expiry, "expiry");
     let b = ctx.backend("clock").await;
     let (_, first) = b
         .persist_expiring("a", bytes("1"), Duration::ZERO)
@@ -141,9 +137,7 @@ pub async fn store_clock_is_close(ctx: &Ctx) {
 /// `sweep` deletes exactly the expired entries, in one step with one bump, records them as
 /// deletes for deltas, and returns their keys; a sweep with nothing expired bumps nothing.
 pub async fn sweep_removes_only_expired_entries(ctx: &Ctx) {
-    if ctx.skip_unless(ctx.capabilities().expiry, "expiry") {
-        return;
-    }
+    ctx.require(ctx.capabilities().expiry, "expiry");
     let b = ctx.backend("sweep").await;
     b.persist("permanent", bytes("p")).await.expect("persist");
     b.persist_expiring("long", bytes("l"), Duration::from_secs(3600))
@@ -200,9 +194,7 @@ pub async fn sweep_removes_only_expired_entries(ctx: &Ctx) {
 /// expiry travelled with the entry); a sweep by any handle then removes it from the store, and
 /// the other handles and their listeners see a delete.
 pub async fn expired_entry_is_hidden_by_every_handle(ctx: &Ctx) {
-    if ctx.skip_unless(ctx.capabilities().expiry, "expiry") {
-        return;
-    }
+    ctx.require(ctx.capabilities().expiry, "expiry");
     let ttl = Duration::from_millis(1500);
     let a = ctx.dict("ttl-read", Mode::Manual).await;
     let b = ctx.dict("ttl-read", Mode::Manual).await;
@@ -259,9 +251,7 @@ pub async fn expired_entry_is_hidden_by_every_handle(ctx: &Ctx) {
 /// Writes through a handle whose snapshot holds an expired entry sweep the store soon after,
 /// without anyone calling `sweep`.
 pub async fn writes_sweep_expired_entries_lazily(ctx: &Ctx) {
-    if ctx.skip_unless(ctx.capabilities().expiry, "expiry") {
-        return;
-    }
+    ctx.require(ctx.capabilities().expiry, "expiry");
     let a = ctx.dict("ttl-lazy", Mode::Manual).await;
     a.insert_with_ttl("gone", b"g".to_vec(), Duration::from_millis(300))
         .await
@@ -283,9 +273,7 @@ pub async fn writes_sweep_expired_entries_lazily(ctx: &Ctx) {
 /// A key whose entry has expired is absent for conditional writes too: insert-if-absent stores,
 /// an increment starts from 0, and a delete reports it absent.
 pub async fn expired_key_is_absent_for_conditional_writes(ctx: &Ctx) {
-    if ctx.skip_unless(ctx.capabilities().expiry, "expiry") {
-        return;
-    }
+    ctx.require(ctx.capabilities().expiry, "expiry");
     let caps = ctx.capabilities();
     let d = ctx.counters("ttl-cond", Mode::Manual).await;
     let ttl = Duration::from_millis(300);

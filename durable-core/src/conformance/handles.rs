@@ -1,4 +1,5 @@
-//! Rules for handles ([`Dict`](crate::Dict)) over the backend: manual and autosync modes, read-your-writes.
+//! Rules for handles ([`Dict`](crate::Dict)) over the backend: manual and autosync modes,
+//! read-your-writes.
 
 use super::{Ctx, bytes, token};
 use crate::{Backend, Mode};

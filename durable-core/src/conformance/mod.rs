@@ -14,11 +14,16 @@
 //!     Some(MyHarness { url })
 //! }
 //!
-//! durable_core::conformance_tests!(harness);
+//! // The capabilities the backend must declare: a rule needing one pinned `false` is ignored.
+//! durable_core::conformance_tests!(harness, capabilities = {
+//!     delta: true, push: false, insert_if_absent: true, compare_and_swap: true, pop: true,
+//!     increment: true, batch: true, clear: true, expiry: false, stamps: true,
+//! });
 //! ```
 //!
-//! Each test runs in a fresh random namespace, cleaned up afterwards. Rules that need a
-//! capability the backend lacks print why they are skipped and pass.
+//! Each test runs in a fresh random namespace, cleaned up afterwards. Each first checks that
+//! the backend declares exactly the pinned capabilities; rules that need a capability pinned
+//! `false` are listed by `cargo test` as ignored, with the capability as the reason.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -29,6 +34,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+mod capabilities;
 mod counters;
 mod data;
 mod delta;
@@ -41,6 +47,7 @@ mod tokens;
 pub mod workload;
 mod writes;
 
+pub use capabilities::*;
 pub use counters::*;
 pub use data::*;
 pub use delta::*;
@@ -341,12 +348,15 @@ impl Ctx {
             .expect("harness wipes");
     }
 
-    /// Prints why a rule does not apply and returns true if `capable` is false.
-    pub fn skip_unless(&self, capable: bool, what: &str) -> bool {
-        if !capable {
-            eprintln!("skipped: the backend does not declare capability `{what}`");
-        }
-        !capable
+    /// Panics unless `capable`: a rule that needs capability `what` was run against a backend
+    /// that does not declare it. ([`conformance_tests!`](crate::conformance_tests) marks such
+    /// rules ignored instead of running them, so this only fires when a rule is run by hand.)
+    #[track_caller]
+    pub fn require(&self, capable: bool, what: &str) {
+        assert!(
+            capable,
+            "this rule needs capability `{what}`, which the backend does not declare"
+        );
     }
 }
 
@@ -365,6 +375,28 @@ where
     F: FnOnce(Arc<Ctx>) -> Fut,
     Fut: Future<Output = ()>,
 {
+    run_checked(harness, None, rule).await;
+}
+
+/// [`run`], after checking that the backend declares exactly the capabilities `pinned` (all
+/// but [`max_value_size`](Capabilities::max_value_size), which is a limit, not a capability):
+/// a backend that silently loses, or gains, a capability fails every rule. What
+/// [`conformance_tests!`](crate::conformance_tests) runs.
+pub async fn run_pinned<H, F, Fut>(harness: Option<H>, pinned: Capabilities, rule: F)
+where
+    H: Harness,
+    F: FnOnce(Arc<Ctx>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    run_checked(harness, Some(pinned), rule).await;
+}
+
+async fn run_checked<H, F, Fut>(harness: Option<H>, pinned: Option<Capabilities>, rule: F)
+where
+    H: Harness,
+    F: FnOnce(Arc<Ctx>) -> Fut,
+    Fut: Future<Output = ()>,
+{
     let Some(harness) = harness else { return };
     let harness: Arc<dyn Harness> = Arc::new(harness);
     let namespace = Name::new(format!("t{:016x}", rand::random::<u64>())).expect("valid name");
@@ -372,6 +404,9 @@ where
         .open(&namespace, &Ctx::name("probe"))
         .await
         .expect("harness opens a backend");
+    if let Some(pinned) = pinned {
+        assert_pinned(probe.name(), probe.capabilities(), pinned);
+    }
     let ctx = Arc::new(Ctx {
         harness: harness.clone(),
         namespace: namespace.clone(),
@@ -385,75 +420,254 @@ where
         .expect("harness cleans up");
 }
 
-/// Expands to one `#[tokio::test]` per conformance rule for a harness factory: an `async fn`
-/// (path) returning `Option<impl Harness>`, `None` meaning "no server configured, skip".
+/// Panics, naming each difference, unless `declared` has exactly the capabilities `pinned`.
+#[track_caller]
+fn assert_pinned(backend: &str, declared: Capabilities, pinned: Capabilities) {
+    // Destructured, so that a capability added to the struct must be added here.
+    let Capabilities {
+        delta,
+        push,
+        insert_if_absent,
+        compare_and_swap,
+        pop,
+        increment,
+        batch,
+        clear,
+        expiry,
+        stamps,
+        max_value_size: _,
+    } = declared;
+    let differences: Vec<String> = [
+        ("delta", delta, pinned.delta),
+        ("push", push, pinned.push),
+        (
+            "insert_if_absent",
+            insert_if_absent,
+            pinned.insert_if_absent,
+        ),
+        (
+            "compare_and_swap",
+            compare_and_swap,
+            pinned.compare_and_swap,
+        ),
+        ("pop", pop, pinned.pop),
+        ("increment", increment, pinned.increment),
+        ("batch", batch, pinned.batch),
+        ("clear", clear, pinned.clear),
+        ("expiry", expiry, pinned.expiry),
+        ("stamps", stamps, pinned.stamps),
+    ]
+    .into_iter()
+    .filter(|(_, declared, pinned)| declared != pinned)
+    .map(|(name, declared, _)| match declared {
+        true => format!("declares `{name}`, which its test does not pin"),
+        false => format!("does not declare `{name}`, which its test pins"),
+    })
+    .collect();
+    assert!(
+        differences.is_empty(),
+        "backend {backend} {}: update the backend or the capabilities its conformance test pins",
+        differences.join(", ")
+    );
+}
+
+/// Expands to one `#[tokio::test]` per conformance rule for a harness factory (an `async fn`
+/// path returning `Option<impl Harness>`, `None` meaning "no server configured, skip"), given
+/// the capabilities the backend must declare.
 ///
-/// The calling crate needs `tokio` with the `macros` and `rt-multi-thread` features.
+/// ```ignore
+/// durable_core::conformance_tests!(harness, capabilities = {
+///     delta: true, push: false, insert_if_absent: true, compare_and_swap: true, pop: true,
+///     increment: true, batch: true, clear: true, expiry: false, stamps: true,
+/// });
+/// ```
+///
+/// Every capability is listed, in this order, as `true` or `false`:
+/// - each test first checks that the backend declares exactly these capabilities
+///   ([`run_pinned`](crate::conformance::run_pinned)), so one that silently loses (or gains)
+///   one fails;
+/// - a rule that needs a capability pinned `false` is generated with
+///   `#[ignore = "capability `...` not declared"]`: `cargo test` lists it as ignored with that
+///   reason, never as passed (`cargo test -- --ignored` runs it, and it fails).
+///
+/// Rules a backend cannot meet for a documented reason of its layout are listed after the
+/// capabilities, each with its reason, and are generated ignored with that reason:
+///
+/// ```ignore
+/// durable_core::conformance_tests!(harness, capabilities = { /* ... */ }, except = {
+///     wipe_is_detected: "no epoch in this layout",
+/// });
+/// ```
+///
+/// Use it at most once per module. The calling crate needs `tokio` with the `macros` and
+/// `rt-multi-thread` features.
 #[macro_export]
 macro_rules! conformance_tests {
-    ($factory:path) => {
-        $crate::conformance_tests!(@rules $factory;
-            version_is_stable_without_writes,
-            version_changes_on_every_write,
-            writes_step_the_counter_by_one,
-            no_op_writes_bump_nothing,
-            wipe_is_detected,
-            restore_is_detected,
-            restore_then_writes_past_old_counter_is_detected,
-            restore_keeps_read_your_writes,
-            damaged_version_record_is_a_wipe_or_writes_nothing,
-            bad_rows_cost_their_key_only,
-            round_trip_binary,
-            round_trip_empty,
-            round_trip_unicode,
-            round_trip_large,
-            keys_are_arbitrary_strings,
-            overwrite_replaces_value,
-            depersist_removes_key,
-            missing_key_is_absent,
-            load_is_consistent_with_its_token,
-            two_handles_manual_mode,
-            two_handles_autosync_mode,
-            delta_reports_inserts_updates_and_deletes,
-            delta_of_current_token_is_empty,
-            delta_falls_back_when_too_old,
-            insert_if_absent_keeps_existing,
-            compare_and_swap_checks_revision,
-            concurrent_compare_and_swap_has_one_winner,
-            pop_returns_and_deletes,
-            increment_adds_atomically,
-            increment_rejects_non_integers,
-            concurrent_increments_lose_nothing,
-            batch_writes_all_keys_with_one_bump,
-            batch_is_all_or_nothing,
-            clear_deletes_everything,
-            push_hint_follows_a_write,
-            unavailable_store_gives_typed_errors,
-            read_your_writes,
-            expiring_entry_carries_its_expiry,
-            store_clock_is_close,
-            sweep_removes_only_expired_entries,
-            expired_entry_is_hidden_by_every_handle,
-            writes_sweep_expired_entries_lazily,
-            expired_key_is_absent_for_conditional_writes,
-            set_insert_remove_contains,
-            set_batch_is_one_atomic_step,
-            sharded_counter_sums_its_shards,
-            sharded_counter_keeps_total_when_resharded,
-            sharded_counter_remove_deletes_every_shard_at_once,
-            sharded_counter_total_matches_acknowledged_increments,
-        );
+    (
+        $factory:path,
+        capabilities = {
+            delta: $delta:tt,
+            push: $push:tt,
+            insert_if_absent: $insert_if_absent:tt,
+            compare_and_swap: $compare_and_swap:tt,
+            pop: $pop:tt,
+            increment: $increment:tt,
+            batch: $batch:tt,
+            clear: $clear:tt,
+            expiry: $expiry:tt,
+            stamps: $stamps:tt $(,)?
+        }
+        $(, except = { $($except:ident: $why:tt),* $(,)? })?
+        $(,)?
+    ) => {
+        $crate::conformance_tests!(@suite ($) $factory;
+            [$delta $push $insert_if_absent $compare_and_swap $pop $increment $batch $clear
+                $expiry $stamps];
+            [$($($except: $why),*)?]);
     };
-    (@rules $factory:path; $($rule:ident),* $(,)?) => {
-        $(
-            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $rule() {
-                $crate::conformance::run($factory().await, |ctx| async move {
-                    $crate::conformance::$rule(&ctx).await
-                })
-                .await;
-            }
-        )*
+    // The rules and what each needs: a list of groups, each of which must hold a `true`.
+    (@suite ($d:tt) $factory:path;
+        [$delta:tt $push:tt $insert_if_absent:tt $compare_and_swap:tt $pop:tt $increment:tt
+            $batch:tt $clear:tt $expiry:tt $stamps:tt];
+        [$($except:ident: $why:tt),*]) => {
+        macro_rules! __durable_conformance_rule {
+            $(
+                ($except; $d reason:tt; $d needs:tt) => {
+                    $crate::conformance_tests!(@test $factory;
+                        [$delta $push $insert_if_absent $compare_and_swap $pop $increment $batch
+                            $clear $expiry $stamps];
+                        $except; $why);
+                };
+            )*
+            ($d rule:ident; $d reason:tt; $d needs:tt) => {
+                $crate::conformance_tests!(@gate $factory;
+                    [$delta $push $insert_if_absent $compare_and_swap $pop $increment $batch
+                        $clear $expiry $stamps];
+                    $d rule; $d reason; $d needs);
+            };
+        }
+        __durable_conformance_rule!(version_is_stable_without_writes; ""; []);
+        __durable_conformance_rule!(version_changes_on_every_write; ""; []);
+        __durable_conformance_rule!(writes_step_the_counter_by_one; ""; []);
+        __durable_conformance_rule!(no_op_writes_bump_nothing; ""; []);
+        __durable_conformance_rule!(wipe_is_detected; ""; []);
+        __durable_conformance_rule!(restore_is_detected; ""; []);
+        __durable_conformance_rule!(restore_then_writes_past_old_counter_is_detected;
+            "capability `stamps` not declared"; [($stamps)]);
+        __durable_conformance_rule!(restore_keeps_read_your_writes; ""; []);
+        __durable_conformance_rule!(damaged_version_record_is_a_wipe_or_writes_nothing; ""; []);
+        __durable_conformance_rule!(bad_rows_cost_their_key_only; ""; []);
+        __durable_conformance_rule!(declared_capabilities_work; ""; []);
+        __durable_conformance_rule!(round_trip_binary; ""; []);
+        __durable_conformance_rule!(round_trip_empty; ""; []);
+        __durable_conformance_rule!(round_trip_unicode; ""; []);
+        __durable_conformance_rule!(round_trip_large; ""; []);
+        __durable_conformance_rule!(keys_are_arbitrary_strings; ""; []);
+        __durable_conformance_rule!(overwrite_replaces_value; ""; []);
+        __durable_conformance_rule!(depersist_removes_key; ""; []);
+        __durable_conformance_rule!(missing_key_is_absent; ""; []);
+        __durable_conformance_rule!(load_is_consistent_with_its_token; ""; []);
+        __durable_conformance_rule!(two_handles_manual_mode; ""; []);
+        __durable_conformance_rule!(two_handles_autosync_mode; ""; []);
+        __durable_conformance_rule!(read_your_writes; ""; []);
+        __durable_conformance_rule!(delta_reports_inserts_updates_and_deletes;
+            "capability `delta` not declared"; [($delta)]);
+        __durable_conformance_rule!(delta_of_current_token_is_empty;
+            "capability `delta` not declared"; [($delta)]);
+        __durable_conformance_rule!(delta_falls_back_when_too_old;
+            "capability `delta` not declared"; [($delta)]);
+        __durable_conformance_rule!(insert_if_absent_keeps_existing;
+            "capability `insert_if_absent` not declared"; [($insert_if_absent)]);
+        __durable_conformance_rule!(compare_and_swap_checks_revision;
+            "capability `compare_and_swap` not declared"; [($compare_and_swap)]);
+        __durable_conformance_rule!(concurrent_compare_and_swap_has_one_winner;
+            "capability `compare_and_swap` not declared"; [($compare_and_swap)]);
+        __durable_conformance_rule!(pop_returns_and_deletes;
+            "capability `pop` not declared"; [($pop)]);
+        __durable_conformance_rule!(increment_adds_atomically;
+            "capability `increment` not declared"; [($increment)]);
+        __durable_conformance_rule!(increment_rejects_non_integers;
+            "capability `increment` not declared"; [($increment)]);
+        __durable_conformance_rule!(concurrent_increments_lose_nothing;
+            "neither `increment` nor `compare_and_swap` declared";
+            [($increment $compare_and_swap)]);
+        __durable_conformance_rule!(batch_writes_all_keys_with_one_bump;
+            "capability `batch` not declared"; [($batch)]);
+        __durable_conformance_rule!(batch_is_all_or_nothing;
+            "capability `batch` not declared"; [($batch)]);
+        __durable_conformance_rule!(clear_deletes_everything;
+            "capability `clear` not declared"; [($clear)]);
+        __durable_conformance_rule!(push_hint_follows_a_write;
+            "capability `push` not declared"; [($push)]);
+        __durable_conformance_rule!(unavailable_store_gives_typed_errors; ""; []);
+        __durable_conformance_rule!(expiring_entry_carries_its_expiry;
+            "capability `expiry` not declared"; [($expiry)]);
+        __durable_conformance_rule!(store_clock_is_close;
+            "capability `expiry` not declared"; [($expiry)]);
+        __durable_conformance_rule!(sweep_removes_only_expired_entries;
+            "capability `expiry` not declared"; [($expiry)]);
+        __durable_conformance_rule!(expired_entry_is_hidden_by_every_handle;
+            "capability `expiry` not declared"; [($expiry)]);
+        __durable_conformance_rule!(writes_sweep_expired_entries_lazily;
+            "capability `expiry` not declared"; [($expiry)]);
+        __durable_conformance_rule!(expired_key_is_absent_for_conditional_writes;
+            "capability `expiry` not declared"; [($expiry)]);
+        __durable_conformance_rule!(set_insert_remove_contains; ""; []);
+        __durable_conformance_rule!(set_batch_is_one_atomic_step;
+            "capability `batch` not declared"; [($batch)]);
+        __durable_conformance_rule!(sharded_counter_sums_its_shards;
+            "neither `increment` nor `compare_and_swap` declared";
+            [($increment $compare_and_swap)]);
+        __durable_conformance_rule!(sharded_counter_keeps_total_when_resharded;
+            "neither `increment` nor `compare_and_swap` declared";
+            [($increment $compare_and_swap)]);
+        __durable_conformance_rule!(sharded_counter_remove_deletes_every_shard_at_once;
+            "needs `batch` and `increment` or `compare_and_swap`";
+            [($increment $compare_and_swap) ($batch)]);
+        __durable_conformance_rule!(sharded_counter_total_matches_acknowledged_increments;
+            "neither `increment` nor `compare_and_swap` declared";
+            [($increment $compare_and_swap)]);
+    };
+    // Every group held a `true`: the rule runs.
+    (@gate $factory:path; $pinned:tt; $rule:ident; $reason:tt; []) => {
+        $crate::conformance_tests!(@test $factory; $pinned; $rule);
+    };
+    (@gate $factory:path; $pinned:tt; $rule:ident; $reason:tt;
+        [(true $($more:tt)*) $($groups:tt)*]) => {
+        $crate::conformance_tests!(@gate $factory; $pinned; $rule; $reason; [$($groups)*]);
+    };
+    (@gate $factory:path; $pinned:tt; $rule:ident; $reason:tt;
+        [(false $($more:tt)*) $($groups:tt)*]) => {
+        $crate::conformance_tests!(@gate $factory; $pinned; $rule; $reason;
+            [($($more)*) $($groups)*]);
+    };
+    // A group without a `true`: the rule is ignored, with its reason.
+    (@gate $factory:path; $pinned:tt; $rule:ident; $reason:tt; [() $($groups:tt)*]) => {
+        $crate::conformance_tests!(@test $factory; $pinned; $rule; $reason);
+    };
+    (@test $factory:path;
+        [$delta:tt $push:tt $insert_if_absent:tt $compare_and_swap:tt $pop:tt $increment:tt
+            $batch:tt $clear:tt $expiry:tt $stamps:tt];
+        $rule:ident $(; $ignore:tt)?) => {
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        $(#[ignore = $ignore])?
+        async fn $rule() {
+            let pinned = $crate::Capabilities::none()
+                .with_delta($delta)
+                .with_push($push)
+                .with_insert_if_absent($insert_if_absent)
+                .with_compare_and_swap($compare_and_swap)
+                .with_pop($pop)
+                .with_increment($increment)
+                .with_batch($batch)
+                .with_clear($clear)
+                .with_expiry($expiry)
+                .with_stamps($stamps);
+            $crate::conformance::run_pinned($factory().await, pinned, |ctx| async move {
+                $crate::conformance::$rule(&ctx).await
+            })
+            .await;
+        }
     };
 }
 
@@ -508,4 +722,13 @@ fn assert_follows(ctx: &Ctx, v: Version, before: Version) {
         assert_ne!(v.stamp(), 0, "{v} has no stamp");
         assert_ne!(v.stamp(), before.stamp(), "{v} repeated its parent's stamp");
     }
+}
+
+/// Panics unless the backend can count (declares `increment` or `compare_and_swap`).
+fn require_counting(ctx: &Ctx) {
+    let caps = ctx.capabilities();
+    ctx.require(
+        caps.increment || caps.compare_and_swap,
+        "increment or compare_and_swap",
+    );
 }

@@ -8,9 +8,7 @@ use crate::{Backend, Dict, Hint, Mode, Options, Raw, Result};
 /// After `subscribe`, a write through another backend value produces a hint soon after, and a
 /// background-mode handle picks the change up long before its polling interval.
 pub async fn push_hint_follows_a_write(ctx: &Ctx) {
-    if ctx.skip_unless(ctx.capabilities().push, "push") {
-        return;
-    }
+    ctx.require(ctx.capabilities().push, "push");
     let listener = ctx.backend("push").await;
     let writer = ctx.backend("push").await;
     let mut hints = listener.subscribe().await.expect("subscribe");

@@ -59,9 +59,7 @@ pub async fn set_insert_remove_contains(ctx: &Ctx) {
 
 /// `insert_many` and `remove_many` change every member in one atomic step with one bump.
 pub async fn set_batch_is_one_atomic_step(ctx: &Ctx) {
-    if ctx.skip_unless(ctx.capabilities().batch, "batch") {
-        return;
-    }
+    ctx.require(ctx.capabilities().batch, "batch");
     let a = ctx.set("set-batch", Mode::Manual).await;
     let b = ctx.set("set-batch", Mode::Manual).await;
     let start = a.snapshot().version();

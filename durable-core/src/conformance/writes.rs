@@ -5,14 +5,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{Ctx, assert_step, bytes, entries, token};
+use super::{Ctx, assert_step, bytes, entries, require_counting, token};
 use crate::{Backend, BatchOp, Error, IfAbsent, Mode, Revision, Swap};
 
 /// Insert-if-absent stores an absent key and leaves a present one alone.
 pub async fn insert_if_absent_keeps_existing(ctx: &Ctx) {
-    if ctx.skip_unless(ctx.capabilities().insert_if_absent, "insert_if_absent") {
-        return;
-    }
+    ctx.require(ctx.capabilities().insert_if_absent, "insert_if_absent");
     let b = ctx.backend("setdefault").await;
     let v = match b
         .persist_if_absent("k", bytes("first"))
@@ -52,9 +50,7 @@ pub async fn insert_if_absent_keeps_existing(ctx: &Ctx) {
 
 /// Compare-and-swap writes only when the entry's revision (or absence) matches.
 pub async fn compare_and_swap_checks_revision(ctx: &Ctx) {
-    if ctx.skip_unless(ctx.capabilities().compare_and_swap, "compare_and_swap") {
-        return;
-    }
+    ctx.require(ctx.capabilities().compare_and_swap, "compare_and_swap");
     let b = ctx.backend("cas").await;
     let Swap::Swapped(v1) = b
         .compare_and_swap("k", None, Some(bytes("a")))
@@ -117,9 +113,7 @@ pub async fn compare_and_swap_checks_revision(ctx: &Ctx) {
 
 /// Of many concurrent compare-and-swaps from the same revision, exactly one wins.
 pub async fn concurrent_compare_and_swap_has_one_winner(ctx: &Ctx) {
-    if ctx.skip_unless(ctx.capabilities().compare_and_swap, "compare_and_swap") {
-        return;
-    }
+    ctx.require(ctx.capabilities().compare_and_swap, "compare_and_swap");
     let tasks = 6;
     let mut backends = Vec::new();
     for _ in 0..tasks {
@@ -152,9 +146,7 @@ pub async fn concurrent_compare_and_swap_has_one_winner(ctx: &Ctx) {
 
 /// Pop deletes the key and returns its value, in one step.
 pub async fn pop_returns_and_deletes(ctx: &Ctx) {
-    if ctx.skip_unless(ctx.capabilities().pop, "pop") {
-        return;
-    }
+    ctx.require(ctx.capabilities().pop, "pop");
     let b = ctx.backend("pop").await;
     let v = b.persist("k", bytes("v")).await.expect("persist");
     let (value, w) = b.pop("k").await.expect("pop").expect("k existed");
@@ -172,9 +164,7 @@ pub async fn pop_returns_and_deletes(ctx: &Ctx) {
 
 /// Increment adds to the stored decimal integer (absent counts as 0).
 pub async fn increment_adds_atomically(ctx: &Ctx) {
-    if ctx.skip_unless(ctx.capabilities().increment, "increment") {
-        return;
-    }
+    ctx.require(ctx.capabilities().increment, "increment");
     let b = ctx.backend("incr").await;
     assert_eq!(b.increment("k", 5).await.expect("increment").0, 5);
     assert_eq!(b.increment("k", -7).await.expect("increment").0, -2);
@@ -194,9 +184,7 @@ pub async fn increment_adds_atomically(ctx: &Ctx) {
 /// Increment of a value that is not a decimal integer, or that would overflow, fails with
 /// `NotAnInteger` and writes nothing.
 pub async fn increment_rejects_non_integers(ctx: &Ctx) {
-    if ctx.skip_unless(ctx.capabilities().increment, "increment") {
-        return;
-    }
+    ctx.require(ctx.capabilities().increment, "increment");
     let b = ctx.backend("incr-bad").await;
     b.persist("text", bytes("abc")).await.expect("persist");
     b.persist("max", bytes(i64::MAX.to_string()))
@@ -216,12 +204,7 @@ pub async fn increment_rejects_non_integers(ctx: &Ctx) {
 
 /// Concurrent increments from many handles lose no update.
 pub async fn concurrent_increments_lose_nothing(ctx: &Ctx) {
-    if ctx.skip_unless(
-        ctx.capabilities().increment || ctx.capabilities().compare_and_swap,
-        "increment or compare_and_swap",
-    ) {
-        return;
-    }
+    require_counting(ctx);
     let (tasks, each) = (6, 15);
     let mut handles = Vec::new();
     for _ in 0..tasks {
@@ -241,9 +224,7 @@ pub async fn concurrent_increments_lose_nothing(ctx: &Ctx) {
 
 /// A batch applies every operation in order with one version bump.
 pub async fn batch_writes_all_keys_with_one_bump(ctx: &Ctx) {
-    if ctx.skip_unless(ctx.capabilities().batch, "batch") {
-        return;
-    }
+    ctx.require(ctx.capabilities().batch, "batch");
     let b = ctx.backend("batch").await;
     b.persist("gone", bytes("x")).await.expect("persist");
     let t = token(&*b).await;
@@ -280,9 +261,7 @@ pub async fn batch_writes_all_keys_with_one_bump(ctx: &Ctx) {
 
 /// Readers see all of a batch or none of it; a batch with a rejected value writes nothing.
 pub async fn batch_is_all_or_nothing(ctx: &Ctx) {
-    if ctx.skip_unless(ctx.capabilities().batch, "batch") {
-        return;
-    }
+    ctx.require(ctx.capabilities().batch, "batch");
     let writer = ctx.backend("atomic").await;
     let reader = ctx.backend("atomic").await;
     let keys: Vec<String> = (0..20).map(|i| format!("k{i}")).collect();
@@ -330,9 +309,7 @@ pub async fn batch_is_all_or_nothing(ctx: &Ctx) {
 
 /// Clear deletes every entry with one bump, and deltas report the deletions.
 pub async fn clear_deletes_everything(ctx: &Ctx) {
-    if ctx.skip_unless(ctx.capabilities().clear, "clear") {
-        return;
-    }
+    ctx.require(ctx.capabilities().clear, "clear");
     let b = ctx.backend("clear").await;
     let d = ctx.dict("clear", Mode::Manual).await;
     b.persist("a", bytes("1")).await.expect("persist");
