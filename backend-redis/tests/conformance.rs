@@ -8,14 +8,6 @@ async fn harness() -> Option<common::SingleHarness> {
 }
 
 durable_core::conformance_tests!(harness, capabilities = {
-    delta: true,
-    push: true,
-    insert_if_absent: true,
-    compare_and_swap: true,
-    pop: true,
-    increment: true,
-    batch: true,
-    clear: true,
-    expiry: true,
-    stamps: true,
+    delta: true, push: true, insert_if_absent: true, compare_and_swap: true, pop: true,
+    increment: true, batch: true, clear: true, expiry: true, stamps: true,
 });

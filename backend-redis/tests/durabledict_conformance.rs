@@ -16,16 +16,8 @@ async fn harness() -> Option<common::CompatHarness> {
 }
 
 durable_core::conformance_tests!(harness, capabilities = {
-    delta: false,
-    push: false,
-    insert_if_absent: true,
-    compare_and_swap: false,
-    pop: true,
-    increment: true,
-    batch: true,
-    clear: true,
-    expiry: false,
-    stamps: false,
+    delta: false, push: false, insert_if_absent: true, compare_and_swap: false, pop: true,
+    increment: true, batch: true, clear: true, expiry: false, stamps: false,
 }, except = {
     wipe_is_detected: "no epoch in this layout: a wiped keyspace written again repeats tokens",
     load_is_consistent_with_its_token: "no revision per entry in this layout",

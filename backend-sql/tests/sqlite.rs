@@ -11,16 +11,8 @@ mod file {
     }
 
     durable_core::conformance_tests!(harness, capabilities = {
-        delta: true,
-        push: false,
-        insert_if_absent: true,
-        compare_and_swap: true,
-        pop: true,
-        increment: true,
-        batch: true,
-        clear: true,
-        expiry: true,
-        stamps: true,
+        delta: true, push: false, insert_if_absent: true, compare_and_swap: true, pop: true,
+        increment: true, batch: true, clear: true, expiry: true, stamps: true,
     });
 }
 
@@ -32,15 +24,7 @@ mod memory {
     }
 
     durable_core::conformance_tests!(harness, capabilities = {
-        delta: true,
-        push: false,
-        insert_if_absent: true,
-        compare_and_swap: true,
-        pop: true,
-        increment: true,
-        batch: true,
-        clear: true,
-        expiry: true,
-        stamps: true,
+        delta: true, push: false, insert_if_absent: true, compare_and_swap: true, pop: true,
+        increment: true, batch: true, clear: true, expiry: true, stamps: true,
     });
 }

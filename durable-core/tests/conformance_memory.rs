@@ -126,30 +126,14 @@ mod declaring_nothing {
     }
 
     durable_core::conformance_tests!(memory, capabilities = {
-        delta: false,
-        push: false,
-        insert_if_absent: false,
-        compare_and_swap: false,
-        pop: false,
-        increment: false,
-        batch: false,
-        clear: false,
-        expiry: false,
-        stamps: false,
+        delta: false, push: false, insert_if_absent: false, compare_and_swap: false, pop: false,
+        increment: false, batch: false, clear: false, expiry: false, stamps: false,
     });
 }
 
 durable_core::conformance_tests!(memory, capabilities = {
-    delta: true,
-    push: true,
-    insert_if_absent: true,
-    compare_and_swap: true,
-    pop: true,
-    increment: true,
-    batch: true,
-    clear: true,
-    expiry: true,
-    stamps: true,
+    delta: true, push: true, insert_if_absent: true, compare_and_swap: true, pop: true,
+    increment: true, batch: true, clear: true, expiry: true, stamps: true,
 });
 
 /// A wrapper that claims an operation it drops (here by refusing `sweep` while declaring

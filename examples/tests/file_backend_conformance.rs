@@ -174,14 +174,6 @@ async fn files() -> Option<Files> {
 }
 
 durable_core::conformance_tests!(files, capabilities = {
-    delta: true,
-    push: false,
-    insert_if_absent: true,
-    compare_and_swap: true,
-    pop: true,
-    increment: true,
-    batch: true,
-    clear: true,
-    expiry: false,
-    stamps: true,
+    delta: true, push: false, insert_if_absent: true, compare_and_swap: true, pop: true,
+    increment: true, batch: true, clear: true, expiry: false, stamps: true,
 });

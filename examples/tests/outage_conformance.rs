@@ -81,14 +81,6 @@ async fn wrapped() -> Option<Wrapped> {
 }
 
 durable_core::conformance_tests!(wrapped, capabilities = {
-    delta: true,
-    push: true,
-    insert_if_absent: true,
-    compare_and_swap: true,
-    pop: true,
-    increment: true,
-    batch: true,
-    clear: true,
-    expiry: true,
-    stamps: true,
+    delta: true, push: true, insert_if_absent: true, compare_and_swap: true, pop: true,
+    increment: true, batch: true, clear: true, expiry: true, stamps: true,
 });
