@@ -16,39 +16,15 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use durable_core::{
-    Backend, BatchOp, Capabilities, Changes, Dict, Json, Load, Name, Options, Result, Version,
-    async_trait,
-};
+use durable_core::{Backend, BatchOp, Capabilities, Dict, Forward, Hide, Json, Name, Options};
 use durable_redis::{RedisBackend, RedisOptions, RedisStore};
 
-/// A backend without delta sync, as `durable bench` measures full reloads.
-#[derive(Debug)]
-struct NoDelta(RedisBackend);
-
-#[async_trait]
-impl Backend for NoDelta {
-    fn name(&self) -> &str {
-        self.0.name()
-    }
-    fn capabilities(&self) -> Capabilities {
-        self.0.capabilities().with_delta(false).with_push(false)
-    }
-    async fn persist(&self, key: &str, value: bytes::Bytes) -> Result<Version> {
-        self.0.persist(key, value).await
-    }
-    async fn depersist(&self, key: &str) -> Result<Option<Version>> {
-        self.0.depersist(key).await
-    }
-    async fn durables(&self) -> Result<Load> {
-        self.0.durables().await
-    }
-    async fn last_updated(&self) -> Result<Version> {
-        self.0.last_updated().await
-    }
-    async fn changes_since(&self, since: Version) -> Result<Changes> {
-        self.0.changes_since(since).await
-    }
+/// A backend without delta sync (nor push), as `durable bench` measures full reloads.
+fn no_delta(backend: RedisBackend) -> Forward<RedisBackend, Hide> {
+    Forward::new(
+        backend,
+        Hide(Capabilities::none().with_delta(true).with_push(true)),
+    )
 }
 
 /// The round of `durable bench`: a one-key batch through a writer handle, a delta sync of a
@@ -61,7 +37,7 @@ async fn dict_rounds(backend: &RedisBackend, reps: usize) -> (f64, f64, f64) {
     let delta: Dict<u64> = Dict::open(backend.clone(), Json, options.clone())
         .await
         .unwrap();
-    let full: Dict<u64> = Dict::open(NoDelta(backend.clone()), Json, options.clone())
+    let full: Dict<u64> = Dict::open(no_delta(backend.clone()), Json, options.clone())
         .await
         .unwrap();
     let writer: Dict<u64> = Dict::open(backend.clone(), Json, options).await.unwrap();

@@ -8,4 +8,7 @@ async fn harness() -> Option<common::ClusterHarness> {
     Some(common::ClusterHarness::from_env_value(&urls))
 }
 
-durable_core::conformance_tests!(harness);
+durable_core::conformance_tests!(harness, capabilities = {
+    delta: true, push: true, insert_if_absent: true, compare_and_swap: true, pop: true,
+    increment: true, batch: true, clear: true, expiry: true, stamps: true,
+});

@@ -10,5 +10,8 @@ async fn harness() -> Option<SqlHarness> {
 
 mod conformance {
     use super::harness;
-    durable_core::conformance_tests!(harness);
+    durable_core::conformance_tests!(harness, capabilities = {
+        delta: true, push: true, insert_if_absent: true, compare_and_swap: true, pop: true,
+        increment: true, batch: true, clear: true, expiry: true, stamps: true,
+    });
 }

@@ -10,7 +10,10 @@ mod file {
         Some(SqlHarness::sqlite_file().await)
     }
 
-    durable_core::conformance_tests!(harness);
+    durable_core::conformance_tests!(harness, capabilities = {
+        delta: true, push: false, insert_if_absent: true, compare_and_swap: true, pop: true,
+        increment: true, batch: true, clear: true, expiry: true, stamps: true,
+    });
 }
 
 mod memory {
@@ -20,5 +23,8 @@ mod memory {
         Some(SqlHarness::sqlite_memory().await)
     }
 
-    durable_core::conformance_tests!(harness);
+    durable_core::conformance_tests!(harness, capabilities = {
+        delta: true, push: false, insert_if_absent: true, compare_and_swap: true, pop: true,
+        increment: true, batch: true, clear: true, expiry: true, stamps: true,
+    });
 }

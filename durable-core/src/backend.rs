@@ -77,6 +77,15 @@ pub const STAMP_HISTORY: u64 = 65_536;
 ///   (a fresh epoch, the counter above every stored revision) or returns a typed error having
 ///   written nothing. No step writes data before it has validated the version record.
 ///
+/// **Capabilities.**
+/// - `declared_capabilities_work`: every optional operation whose capability
+///   [`capabilities`](Backend::capabilities) declares works: it never returns
+///   [`Error::NotSupported`]. Every optional operation whose capability is not declared returns
+///   [`Error::NotSupported`] naming the backend and the operation, and writes nothing. (The
+///   engine never calls an undeclared operation; the rule makes the declaration the truth in
+///   both directions, so a wrapper that drops a method, or a backend that serves one it does
+///   not declare, fails. Wrap a backend with [`Forward`](crate::Forward), which cannot.)
+///
 /// **Data.**
 /// - `round_trip_*`: any byte string is stored and loaded unchanged: empty, binary, unicode text,
 ///   and 1 MiB (or up to [`Capabilities::max_value_size`], beyond which the write fails with
@@ -146,6 +155,11 @@ pub const STAMP_HISTORY: u64 = 65_536;
 /// multi-op), return [`Capabilities::none`] (or what you support), and run the conformance suite
 /// against your store with [`conformance_tests!`](crate::conformance_tests). The example crate
 /// `durable-examples` has a complete backend over a directory of files.
+///
+/// To add behaviour to an existing backend (metrics, fault injection, hiding a capability),
+/// wrap it in a [`Forward`](crate::Forward) with your [`Hooks`](crate::Hooks) instead of
+/// implementing this trait by hand: `Forward` forwards every method, so a wrapper never claims
+/// an operation it drops.
 #[async_trait]
 pub trait Backend: Debug + Send + Sync + 'static {
     /// A short name for messages and errors, e.g. `redis`, `postgres`, `memory`.
@@ -282,6 +296,7 @@ pub trait Backend: Debug + Send + Sync + 'static {
 macro_rules! forward_backend {
     ($ty:ty) => {
         #[async_trait]
+        #[deny(clippy::missing_trait_methods)]
         impl<B: Backend + ?Sized> Backend for $ty {
             fn name(&self) -> &str {
                 (**self).name()

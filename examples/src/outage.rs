@@ -1,59 +1,41 @@
 //! A backend wrapper that simulates an outage of any store, for demos and tests.
 //!
 //! Wrapping is also how to add behaviour to every backend at once (metrics, logging, fault
-//! injection): implement [`Backend`] by forwarding to the inner backend. Forward **every**
-//! method, the optional ones included: a method left out falls back to the trait's default,
-//! [`Error::NotSupported`], while [`capabilities`](Backend::capabilities) still reports the inner
-//! backend's, so the wrapper would claim an operation it drops.
-//! (`examples/tests/outage_conformance.rs` runs the conformance suite through this wrapper, which
-//! checks every declared capability.)
+//! injection). Write the wrapper as [`Hooks`] of a [`Forward`], never by implementing
+//! [`Backend`](durable::Backend) by hand: `Forward` forwards every method, the optional ones
+//! included, so the wrapper cannot claim a capability it drops (a method left out of a
+//! hand-written wrapper falls back to the trait's default, `NotSupported`).
+//! (`examples/tests/outage_conformance.rs` runs the conformance suite through this wrapper, whose
+//! rule `declared_capabilities_work` calls every declared operation.)
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
-use durable::bytes::Bytes;
-use durable::{
-    Backend, BatchOp, Capabilities, Changes, Error, Hints, IfAbsent, Load, Operation, Result,
-    Revision, StoreTime, Swap, Swept, Version, async_trait,
-};
+use durable::{Backend, Error, Forward, Hooks, Operation, Result};
 
 /// A backend that forwards to `B`, except while its [`OutageSwitch`] is down: then every
 /// operation fails with [`Error::Unavailable`] without reaching the store, as a closed port
-/// would.
-#[derive(Debug)]
-pub struct Outage<B> {
-    inner: B,
-    down: Arc<AtomicBool>,
-}
+/// would. Made by [`OutageSwitch::wrap`].
+pub type Outage<B> = Forward<B, OutageSwitch>;
 
-/// Turns the outage of an [`Outage`] backend on and off (clones switch the same backend).
-#[derive(Debug, Clone)]
+/// Turns the outage of the [`Outage`] backends it wrapped on and off (clones switch the same
+/// backends).
+#[derive(Debug, Clone, Default)]
 pub struct OutageSwitch {
     down: Arc<AtomicBool>,
 }
 
-impl<B: Backend> Outage<B> {
-    /// Wraps `inner`, initially up; the switch controls it.
-    pub fn new(inner: B) -> (Self, OutageSwitch) {
-        let down = Arc::new(AtomicBool::new(false));
-        let switch = OutageSwitch { down: down.clone() };
-        (Outage { inner, down }, switch)
-    }
-
-    fn check(&self, operation: Operation) -> Result<()> {
-        if self.down.load(Ordering::SeqCst) {
-            return Err(Error::unavailable(
-                self.inner.name(),
-                operation,
-                "the store is down (simulated outage)",
-            ));
-        }
-        Ok(())
-    }
-}
-
 impl OutageSwitch {
+    /// A new switch, initially up.
+    pub fn new() -> Self {
+        OutageSwitch::default()
+    }
+
+    /// Wraps `inner` in an outage controlled by this switch.
+    pub fn wrap<B: Backend>(&self, inner: B) -> Outage<B> {
+        Forward::new(inner, self.clone())
+    }
+
     /// Starts (`true`) or ends (`false`) the outage.
     pub fn set_down(&self, down: bool) {
         self.down.store(down, Ordering::SeqCst);
@@ -65,108 +47,24 @@ impl OutageSwitch {
     }
 }
 
-#[async_trait]
-impl<B: Backend> Backend for Outage<B> {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-
-    fn location(&self) -> String {
-        self.inner.location()
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-
-    async fn persist(&self, key: &str, value: Bytes) -> Result<Version> {
-        self.check(Operation::Persist)?;
-        self.inner.persist(key, value).await
-    }
-
-    async fn depersist(&self, key: &str) -> Result<Option<Version>> {
-        self.check(Operation::Depersist)?;
-        self.inner.depersist(key).await
-    }
-
-    async fn durables(&self) -> Result<Load> {
-        self.check(Operation::Load)?;
-        self.inner.durables().await
-    }
-
-    async fn last_updated(&self) -> Result<Version> {
-        self.check(Operation::Version)?;
-        self.inner.last_updated().await
-    }
-
-    async fn changes_since(&self, since: Version) -> Result<Changes> {
-        self.check(Operation::Changes)?;
-        self.inner.changes_since(since).await
-    }
-
-    async fn subscribe(&self) -> Result<Hints> {
-        self.check(Operation::Subscribe)?;
-        self.inner.subscribe().await
-    }
-
-    async fn persist_if_absent(&self, key: &str, value: Bytes) -> Result<IfAbsent> {
-        self.check(Operation::InsertIfAbsent)?;
-        self.inner.persist_if_absent(key, value).await
-    }
-
-    async fn compare_and_swap(
-        &self,
-        key: &str,
-        expected: Option<Revision>,
-        new: Option<Bytes>,
-    ) -> Result<Swap> {
-        self.check(Operation::CompareAndSwap)?;
-        self.inner.compare_and_swap(key, expected, new).await
-    }
-
-    async fn pop(&self, key: &str) -> Result<Option<(Bytes, Version)>> {
-        self.check(Operation::Pop)?;
-        self.inner.pop(key).await
-    }
-
-    async fn increment(&self, key: &str, delta: i64) -> Result<(i64, Version)> {
-        self.check(Operation::Increment)?;
-        self.inner.increment(key, delta).await
-    }
-
-    async fn persist_batch(&self, ops: Vec<BatchOp>) -> Result<Option<Version>> {
-        self.check(Operation::Batch)?;
-        self.inner.persist_batch(ops).await
-    }
-
-    async fn clear(&self) -> Result<Option<Version>> {
-        self.check(Operation::Clear)?;
-        self.inner.clear().await
-    }
-
-    async fn now(&self) -> Result<StoreTime> {
-        self.check(Operation::Now)?;
-        self.inner.now().await
-    }
-
-    async fn persist_expiring(
-        &self,
-        key: &str,
-        value: Bytes,
-        ttl: Duration,
-    ) -> Result<(Version, StoreTime)> {
-        self.check(Operation::PersistExpiring)?;
-        self.inner.persist_expiring(key, value, ttl).await
-    }
-
-    async fn sweep(&self) -> Result<Option<Swept>> {
-        self.check(Operation::Sweep)?;
-        self.inner.sweep().await
+impl Hooks for OutageSwitch {
+    fn before(&self, backend: &str, operation: Operation) -> Result<()> {
+        if self.is_down() {
+            return Err(Error::unavailable(
+                backend,
+                operation,
+                "the store is down (simulated outage)",
+            ));
+        }
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use durable::bytes::Bytes;
     use durable::{Dict, MemoryStore, Options, Raw};
 
     use super::*;
@@ -178,7 +76,7 @@ mod tests {
         let store = MemoryStore::new();
         let inner = store.backend("ns", "d").unwrap();
         let expected = inner.location();
-        let (backend, _) = Outage::new(inner);
+        let backend = OutageSwitch::new().wrap(inner);
         assert_eq!(backend.location(), expected);
         assert_ne!(backend.location(), backend.name());
     }
@@ -186,7 +84,8 @@ mod tests {
     #[tokio::test]
     async fn expiring_writes_and_sweeps_go_through() {
         let store = MemoryStore::new();
-        let (backend, switch) = Outage::new(store.backend("ns", "d").unwrap());
+        let switch = OutageSwitch::new();
+        let backend = switch.wrap(store.backend("ns", "d").unwrap());
         let backend = Arc::new(backend);
         assert!(backend.capabilities().expiry);
 

@@ -173,4 +173,7 @@ async fn files() -> Option<Files> {
     Some(Files { dir, store })
 }
 
-durable_core::conformance_tests!(files);
+durable_core::conformance_tests!(files, capabilities = {
+    delta: true, push: false, insert_if_absent: true, compare_and_swap: true, pop: true,
+    increment: true, batch: true, clear: true, expiry: false, stamps: true,
+});

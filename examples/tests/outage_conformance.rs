@@ -4,7 +4,7 @@
 
 use durable::{Backend, MemoryCopy, MemoryStore, Name, Result};
 use durable_core::conformance::{Damage, Harness, StoredCopy};
-use durable_examples::outage::Outage;
+use durable_examples::outage::OutageSwitch;
 
 #[derive(Debug, Default)]
 struct Wrapped {
@@ -17,7 +17,7 @@ impl Harness for Wrapped {
         let inner = self
             .store
             .backend(namespace.as_str(), dictionary.as_str())?;
-        Ok(Box::new(Outage::new(inner).0))
+        Ok(Box::new(OutageSwitch::new().wrap(inner)))
     }
 
     async fn wipe(&self, namespace: &Name, dictionary: &Name) -> Result<()> {
@@ -66,9 +66,9 @@ impl Harness for Wrapped {
         let inner = self
             .store
             .backend(namespace.as_str(), dictionary.as_str())?;
-        let (backend, switch) = Outage::new(inner);
+        let switch = OutageSwitch::new();
         switch.set_down(true);
-        Ok(Box::new(backend))
+        Ok(Box::new(switch.wrap(inner)))
     }
 
     async fn cleanup(&self, _namespace: &Name) -> Result<()> {
@@ -80,4 +80,7 @@ async fn wrapped() -> Option<Wrapped> {
     Some(Wrapped::default())
 }
 
-durable_core::conformance_tests!(wrapped);
+durable_core::conformance_tests!(wrapped, capabilities = {
+    delta: true, push: true, insert_if_absent: true, compare_and_swap: true, pop: true,
+    increment: true, batch: true, clear: true, expiry: true, stamps: true,
+});

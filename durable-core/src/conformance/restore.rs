@@ -93,9 +93,7 @@ pub async fn restore_is_detected(ctx: &Ctx) {
 /// repeats one issued before the restore, old tokens get `TooOld`, and a handle that held the
 /// lost state converges, including on a key written again at the same revision.
 pub async fn restore_then_writes_past_old_counter_is_detected(ctx: &Ctx) {
-    if ctx.skip_unless(ctx.capabilities().stamps, "stamps") {
-        return;
-    }
+    ctx.require(ctx.capabilities().stamps, "stamps");
     let b = ctx.backend("rewritten").await;
     let d = ctx.dict("rewritten", Mode::Manual).await;
     b.persist("a", bytes("1")).await.expect("persist");

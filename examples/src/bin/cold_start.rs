@@ -17,8 +17,8 @@
 //! 3. **The store is back**: the next successful sync replaces the backup's data with the store's,
 //!    including what other processes wrote during the outage.
 //!
-//! The outage is simulated with [`Outage`], a wrapper backend that fails every operation as a
-//! closed port would, so the example needs no server to stop. A real outage looks the same to
+//! The outage is simulated with an [`OutageSwitch`]: the backends it wraps fail every operation
+//! as a closed port would, so the example needs no server to stop. A real outage looks the same to
 //! the handle: `open` gets [`Error::Unavailable`] or a timeout, and
 //! falls back to the backup.
 
@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use durable::{Dict, Error, Json, Options, Result};
 use durable_examples::ExampleStore;
-use durable_examples::outage::Outage;
+use durable_examples::outage::OutageSwitch;
 use serde_json::{Value, json};
 
 /// Command-line options.
@@ -96,13 +96,13 @@ async fn run(args: &Args, dir: &Path) -> Result<()> {
     );
 
     // 2. Today: the process starts while the store is down.
-    let (backend, outage) = Outage::new(store.backend(ns, DICTIONARY)?);
+    let outage = OutageSwitch::new();
+    let backend = outage.wrap(store.backend(ns, DICTIONARY)?);
     outage.set_down(true);
     // Meanwhile another process, which can still reach the store, changes a setting.
     admin.insert("greeting", json!("hello again")).await?;
 
-    let (no_backup, down) = Outage::new(store.backend(ns, DICTIONARY)?);
-    down.set_down(true);
+    let no_backup = outage.wrap(store.backend(ns, DICTIONARY)?);
     match Dict::<Value>::open(no_backup, Json, Options::new()).await {
         Err(error) => println!("2. store down: without a backup file, open fails: {error}"),
         Ok(_) => println!("2. store down: open without a backup unexpectedly worked"),

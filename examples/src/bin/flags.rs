@@ -46,7 +46,7 @@ use axum::{Json, Router};
 use clap::Parser;
 use durable::{Backend, Dict, Error, Freshness, Options, Synced};
 use durable_examples::ExampleStore;
-use durable_examples::outage::{Outage, OutageSwitch};
+use durable_examples::outage::OutageSwitch;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -562,8 +562,8 @@ async fn run(args: Args) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     // The outage wrapper only serves `--demo-outage`; a real service opens the backend as is.
     let (backend, outage): (Box<dyn Backend>, _) = if args.demo_outage {
-        let (backend, switch) = Outage::new(backend);
-        (Box::new(backend), Some(switch))
+        let switch = OutageSwitch::new();
+        (Box::new(switch.wrap(backend)), Some(switch))
     } else {
         (backend, None)
     };

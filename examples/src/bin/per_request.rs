@@ -42,7 +42,7 @@ struct Service {
     max_staleness: Duration,
 }
 use durable_examples::ExampleStore;
-use durable_examples::outage::Outage;
+use durable_examples::outage::OutageSwitch;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -91,7 +91,8 @@ async fn main() -> Result<()> {
     let options = Options::new().with_trust_hints_for(trust);
     // The Outage wrapper only lets the demo show a store outage; a real service opens
     // `store.backend(..)` directly.
-    let (backend, outage) = Outage::new(store.backend(&args.namespace, "tenants")?);
+    let outage = OutageSwitch::new();
+    let backend = outage.wrap(store.backend(&args.namespace, "tenants")?);
     let tenants: Tenants = Dict::open(backend, Json, options).await?;
     // Another process administering the tenants: a separate handle on the same dictionary.
     let admin: Tenants = store

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use durable::{
-    Backend, BatchOp, Capabilities, Changes, Dict, Hints, IfAbsent, Json, Load, Mode, Options, Raw,
-    Result as DResult, Revision, Store, StoreTime, Swap, Swept, Version, async_trait, bytes::Bytes,
+    Backend, Capabilities, Dict, Forward, Hooks, Json, Mode, Operation, Options, Raw,
+    Result as DResult, Store,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
@@ -77,107 +77,37 @@ pub(crate) enum Scenario {
 }
 
 /// A backend wrapper that counts round trips and can hide capabilities, so one store can be
-/// measured with and without delta sync or push hints.
-///
-/// Every method is forwarded (and every store operation counted): a method left out would fall
-/// back to the trait's default, `NotSupported`, while the capabilities still claim it.
+/// measured with and without delta sync or push hints. [`Forward`] forwards every operation, so
+/// each store operation is counted and none falls back to `NotSupported`.
+type Probe = Forward<Box<dyn Backend>, Count>;
+
+/// The [`Hooks`] of a [`Probe`]: hide what was asked, count every operation let through.
 #[derive(Debug)]
-struct Probe {
-    inner: Box<dyn Backend>,
-    delta: bool,
-    push: bool,
+struct Count {
+    hidden: Capabilities,
     calls: Arc<AtomicU64>,
 }
 
-impl Probe {
-    fn count(&self) {
+impl Hooks for Count {
+    fn hidden(&self) -> Capabilities {
+        self.hidden
+    }
+
+    fn before(&self, _backend: &str, _operation: Operation) -> DResult<()> {
         self.calls.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 }
 
-#[async_trait]
-impl Backend for Probe {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-    fn location(&self) -> String {
-        self.inner.location()
-    }
-    fn capabilities(&self) -> Capabilities {
-        let caps = self.inner.capabilities();
-        caps.with_delta(caps.delta && self.delta)
-            .with_push(caps.push && self.push)
-    }
-    async fn persist(&self, key: &str, value: Bytes) -> DResult<Version> {
-        self.count();
-        self.inner.persist(key, value).await
-    }
-    async fn depersist(&self, key: &str) -> DResult<Option<Version>> {
-        self.count();
-        self.inner.depersist(key).await
-    }
-    async fn durables(&self) -> DResult<Load> {
-        self.count();
-        self.inner.durables().await
-    }
-    async fn last_updated(&self) -> DResult<Version> {
-        self.count();
-        self.inner.last_updated().await
-    }
-    async fn changes_since(&self, since: Version) -> DResult<Changes> {
-        self.count();
-        self.inner.changes_since(since).await
-    }
-    async fn subscribe(&self) -> DResult<Hints> {
-        self.count();
-        self.inner.subscribe().await
-    }
-    async fn persist_if_absent(&self, key: &str, value: Bytes) -> DResult<IfAbsent> {
-        self.count();
-        self.inner.persist_if_absent(key, value).await
-    }
-    async fn compare_and_swap(
-        &self,
-        key: &str,
-        expected: Option<Revision>,
-        new: Option<Bytes>,
-    ) -> DResult<Swap> {
-        self.count();
-        self.inner.compare_and_swap(key, expected, new).await
-    }
-    async fn pop(&self, key: &str) -> DResult<Option<(Bytes, Version)>> {
-        self.count();
-        self.inner.pop(key).await
-    }
-    async fn increment(&self, key: &str, delta: i64) -> DResult<(i64, Version)> {
-        self.count();
-        self.inner.increment(key, delta).await
-    }
-    async fn persist_batch(&self, ops: Vec<BatchOp>) -> DResult<Option<Version>> {
-        self.count();
-        self.inner.persist_batch(ops).await
-    }
-    async fn clear(&self) -> DResult<Option<Version>> {
-        self.count();
-        self.inner.clear().await
-    }
-    async fn now(&self) -> DResult<StoreTime> {
-        self.count();
-        self.inner.now().await
-    }
-    async fn persist_expiring(
-        &self,
-        key: &str,
-        value: Bytes,
-        ttl: Duration,
-    ) -> DResult<(Version, StoreTime)> {
-        self.count();
-        self.inner.persist_expiring(key, value, ttl).await
-    }
-    async fn sweep(&self) -> DResult<Option<Swept>> {
-        self.count();
-        self.inner.sweep().await
-    }
+/// A [`Probe`] over `inner`, without delta sync unless `delta`, without push unless `push`.
+fn probe(inner: Box<dyn Backend>, delta: bool, push: bool) -> (Probe, Arc<AtomicU64>) {
+    let calls = Arc::new(AtomicU64::new(0));
+    let hidden = Capabilities::none().with_delta(!delta).with_push(!push);
+    let hooks = Count {
+        hidden,
+        calls: calls.clone(),
+    };
+    (Forward::new(inner, hooks), calls)
 }
 
 /// One measured figure.
@@ -371,20 +301,11 @@ impl Bench<'_> {
         delta: bool,
         push: bool,
     ) -> Result<(Probe, Arc<AtomicU64>), String> {
-        let calls = Arc::new(AtomicU64::new(0));
         let inner = self
             .store
             .backend(self.namespace, dictionary)
             .map_err(err)?;
-        Ok((
-            Probe {
-                inner,
-                delta,
-                push,
-                calls: calls.clone(),
-            },
-            calls,
-        ))
+        Ok(probe(inner, delta, push))
     }
 
     async fn open(
@@ -1151,24 +1072,20 @@ fn rand_u32() -> u32 {
 
 #[cfg(test)]
 mod tests {
-    use durable::MemoryStore;
+    use durable::bytes::Bytes;
+    use durable::{BatchOp, MemoryStore};
 
     use super::*;
 
-    fn probe(delta: bool, push: bool) -> Probe {
+    fn memory_probe(delta: bool, push: bool) -> Probe {
         let store = MemoryStore::new();
-        Probe {
-            inner: Box::new(store.backend("ns", "probe").unwrap()),
-            delta,
-            push,
-            calls: Arc::new(AtomicU64::new(0)),
-        }
+        probe(Box::new(store.backend("ns", "probe").unwrap()), delta, push).0
     }
 
     /// Every operation reaches the store (none falls back to `NotSupported`) and is counted.
     #[tokio::test]
     async fn probe_forwards_and_counts_every_operation() {
-        let p = probe(true, true);
+        let p = memory_probe(true, true);
         let b = |s: &'static str| Bytes::from_static(s.as_bytes());
         let v = p.persist("a", b("1")).await.unwrap();
         p.depersist("a").await.unwrap().unwrap();
@@ -1191,14 +1108,14 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(p.sweep().await.unwrap().unwrap().keys, vec!["e".to_owned()]);
-        assert_eq!(p.calls.load(Ordering::Relaxed), 15);
+        assert_eq!(p.hooks().calls.load(Ordering::Relaxed), 15);
         assert_eq!(p.capabilities(), Capabilities::all());
-        assert_eq!(p.location(), p.inner.location(), "the inner dictionary's");
+        assert_eq!(p.location(), p.inner().location(), "the inner dictionary's");
     }
 
     #[test]
     fn probe_hides_only_what_it_is_told_to() {
-        let caps = probe(false, false).capabilities();
+        let caps = memory_probe(false, false).capabilities();
         assert_eq!(caps, Capabilities::all().with_delta(false).with_push(false));
     }
 }

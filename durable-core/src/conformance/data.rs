@@ -1,0 +1,198 @@
+//! Rules for stored data: values and keys round-trip, loads match their token.
+
+use std::collections::{BTreeMap, HashSet};
+
+use bytes::Bytes;
+
+use super::{Ctx, bytes, entries, token};
+use crate::{Backend, Error, Mode, Revision};
+
+async fn round_trip(ctx: &Ctx, dictionary: &str, value: Bytes) {
+    let b = ctx.backend(dictionary).await;
+    b.persist("k", value.clone()).await.expect("persist");
+    let other = ctx.backend(dictionary).await;
+    let stored = entries(&*other).await;
+    assert!(
+        stored.get("k") == Some(&value),
+        "value of {} bytes changed in the store",
+        value.len()
+    );
+    let d = ctx.dict(dictionary, Mode::Manual).await;
+    assert_eq!(d.snapshot().get("k").map(Vec::as_slice), Some(&value[..]));
+}
+
+/// Binary values (every byte value) are stored unchanged.
+pub async fn round_trip_binary(ctx: &Ctx) {
+    let value: Vec<u8> = (0..=255u8).chain((0..=255u8).rev()).collect();
+    round_trip(ctx, "binary", value.into()).await;
+}
+
+/// The empty value is stored and is not confused with a missing key.
+pub async fn round_trip_empty(ctx: &Ctx) {
+    round_trip(ctx, "empty", Bytes::new()).await;
+}
+
+/// Unicode text is stored unchanged.
+pub async fn round_trip_unicode(ctx: &Ctx) {
+    round_trip(ctx, "unicode", bytes("héllo wörld ✓ 日本語 🎉")).await;
+}
+
+/// A 1 MiB value (or one at the backend's limit) is stored unchanged; one byte more than the
+/// limit fails with `ValueTooLarge` and writes nothing.
+pub async fn round_trip_large(ctx: &Ctx) {
+    let limit = ctx.capabilities().max_value_size;
+    let size = limit.map_or(1 << 20, |l| l.min(1 << 20));
+    let value: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    round_trip(ctx, "large", value.into()).await;
+    if let Some(limit) = limit {
+        let b = ctx.backend("large").await;
+        let t = token(&*b).await;
+        let err = b.persist("big", Bytes::from(vec![7u8; limit + 1])).await;
+        assert!(
+            matches!(err, Err(Error::ValueTooLarge { .. })),
+            "got {err:?}"
+        );
+        assert_eq!(token(&*b).await, t, "a rejected value bumped the version");
+        assert!(!entries(&*b).await.contains_key("big"));
+    }
+}
+
+/// Any string is a key: empty, path and glob characters, quotes, spaces, unicode, 1 KiB.
+pub async fn keys_are_arbitrary_strings(ctx: &Ctx) {
+    let mut keys: Vec<String> = [
+        "",
+        "/",
+        "a/b",
+        "/lead",
+        "trail/",
+        ".",
+        "..",
+        ":",
+        "a:b",
+        "*",
+        "?",
+        "[",
+        "]",
+        "a*b?c[d]",
+        "%",
+        "%2F",
+        "'",
+        "\"",
+        "\\",
+        " ",
+        "with space",
+        " padded ",
+        "é",
+        "日本",
+        "🎉",
+        "K",
+        "k",
+    ]
+    .iter()
+    .map(|k| k.to_string())
+    .collect();
+    keys.push("x".repeat(1024));
+    keys.push("é".repeat(512));
+    let b = ctx.backend("keys").await;
+    let expected: BTreeMap<String, Bytes> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (k.clone(), bytes(i.to_string())))
+        .collect();
+    for (key, value) in &expected {
+        b.persist(key, value.clone())
+            .await
+            .unwrap_or_else(|e| panic!("persist {key:?}: {e}"));
+    }
+    assert_eq!(entries(&*b).await, expected);
+    let d = ctx.dict("keys", Mode::Manual).await;
+    for (key, value) in &expected {
+        assert_eq!(
+            d.snapshot().get(key).map(Vec::as_slice),
+            Some(&value[..]),
+            "key {key:?}"
+        );
+    }
+    for key in ["/", "..", ""] {
+        assert!(
+            b.depersist(key).await.expect("depersist").is_some(),
+            "delete {key:?}"
+        );
+    }
+    let left = entries(&*b).await;
+    assert_eq!(left.len(), expected.len() - 3);
+    assert!(!left.contains_key("..") && !left.contains_key("") && left.contains_key("."));
+}
+
+/// Persisting an existing key replaces its value.
+pub async fn overwrite_replaces_value(ctx: &Ctx) {
+    let b = ctx.backend("overwrite").await;
+    b.persist("k", bytes("one")).await.expect("persist");
+    b.persist("k", bytes("two")).await.expect("persist");
+    let stored = entries(&*b).await;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored["k"], bytes("two"));
+}
+
+/// Depersist removes the key; a second depersist finds nothing.
+pub async fn depersist_removes_key(ctx: &Ctx) {
+    let b = ctx.backend("depersist").await;
+    b.persist("k", bytes("v")).await.expect("persist");
+    b.persist("other", bytes("v")).await.expect("persist");
+    assert!(b.depersist("k").await.expect("depersist").is_some());
+    assert!(!entries(&*b).await.contains_key("k"));
+    assert!(b.depersist("k").await.expect("depersist").is_none());
+    assert!(entries(&*b).await.contains_key("other"));
+}
+
+/// A key never written is absent from loads and snapshots.
+pub async fn missing_key_is_absent(ctx: &Ctx) {
+    let b = ctx.backend("missing").await;
+    assert!(entries(&*b).await.is_empty());
+    let d = ctx.dict("missing", Mode::Manual).await;
+    assert!(d.snapshot().get("nope").is_none());
+    assert!(d.snapshot().is_empty());
+}
+
+/// `durables` returns exactly the entries of the state its token names, even while a writer is
+/// busy.
+pub async fn load_is_consistent_with_its_token(ctx: &Ctx) {
+    let writer = ctx.backend("consistent").await;
+    let reader = ctx.backend("consistent").await;
+    let start = token(&*writer).await;
+    let writes = 60u64;
+    let task = tokio::spawn(async move {
+        for i in 0..writes {
+            writer
+                .persist(&format!("k{i}"), bytes(i.to_string()))
+                .await
+                .expect("persist");
+        }
+    });
+    loop {
+        let done = task.is_finished();
+        let load = reader.durables().await.expect("durables");
+        assert_eq!(load.version.epoch(), start.epoch());
+        let n = load.version.counter() - start.counter();
+        let keys: HashSet<String> = load.entries.iter().map(|e| e.key.clone()).collect();
+        let expected: HashSet<String> = (0..n).map(|i| format!("k{i}")).collect();
+        assert_eq!(
+            keys, expected,
+            "load at {} does not match its token",
+            load.version
+        );
+        for entry in &load.entries {
+            let i: u64 = entry.key[1..].parse().expect("key");
+            assert_eq!(
+                entry.revision,
+                Revision(start.counter() + i + 1),
+                "revision of {}",
+                entry.key
+            );
+        }
+        if done {
+            break;
+        }
+    }
+    task.await.expect("writer");
+}
