@@ -362,7 +362,7 @@ fn values_json_would_change_are_refused(url: &str, ns: &str) {
         );
     }
     let (code, _, _) = durable(url, ns, &[&dict[..], &["get", "fine"]].concat());
-    assert_eq!(code, 3, "a refused import writes nothing");
+    assert_eq!(code, 5, "a refused import writes nothing, not even the dictionary");
     // A key given twice in one file.
     let file = dir.path().join("twice.jsonl");
     std::fs::write(
@@ -394,6 +394,106 @@ fn values_json_would_change_are_refused(url: &str, ns: &str) {
     // Numbers that survive are stored as given.
     ok(url, ns, &[&dict[..], &["set", "n", "0.1"]].concat());
     assert_eq!(ok(url, ns, &[&dict[..], &["get", "n"]].concat()), "0.1\n");
+}
+
+/// Reading commands write nothing: a dictionary that is not there is exit code 5 and stays
+/// absent; `dicts` lists what writing created.
+fn reads_never_write(url: &str) {
+    let ns = &namespace();
+    for read in [
+        &["get", "k"][..],
+        &["list"],
+        &["stats"],
+        &["export"],
+        &["-d", "flags", "flags", "export"],
+    ] {
+        let (code, out, err) = durable(url, ns, read);
+        assert_eq!(code, 5, "{read:?} of a missing dictionary: {out} {err}");
+        assert!(
+            err.contains("no dictionary") && err.contains("dictionaries there: none"),
+            "{read:?}: {err}"
+        );
+    }
+    let (code, out, _) = durable(url, ns, &["health"]);
+    assert_ne!(code, 0);
+    assert!(
+        out.contains("ready: false") && out.contains("no dictionary"),
+        "{out}"
+    );
+    assert_eq!(
+        ok(url, ns, &["dicts"]),
+        "",
+        "the reads created a dictionary"
+    );
+    assert_eq!(ok(url, ns, &["dicts", "--json"]), "[]\n");
+
+    ok(url, ns, &["set", "k", "1"]);
+    ok(url, ns, &["-d", "other", "set", "k", "2"]);
+    // A typo in -d names what is there.
+    let (code, _, err) = durable(url, ns, &["-d", "othr", "get", "k"]);
+    assert_eq!(code, 5);
+    assert!(err.contains("dictionaries there: default, other"), "{err}");
+    assert_eq!(ok(url, ns, &["dicts"]), "default\nother\n");
+    assert_eq!(
+        ok(url, ns, &["dicts", "--json"]),
+        "[\"default\",\"other\"]\n"
+    );
+    assert_eq!(ok(url, ns, &["get", "k"]), "1\n");
+}
+
+#[test]
+fn reads_never_write_on_sqlite_and_migrate_creates_the_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fresh.sqlite");
+    let url = format!("sqlite://{}", path.display());
+    let tables = || {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let pool = durable::sql::sqlx::SqlitePool::connect(&url).await.unwrap();
+            let names: Vec<(String,)> = durable::sql::sqlx::query_as(
+                "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name",
+            )
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            names.into_iter().map(|(name,)| name).collect::<Vec<_>>()
+        })
+    };
+    let (code, _, err) = durable(&url, "ns", &["get", "k"]);
+    assert_eq!(code, 5, "{err}");
+    assert_eq!(ok(&url, "ns", &["dicts"]), "");
+    assert_eq!(tables(), Vec::<String>::new(), "a read created tables");
+    assert_eq!(
+        ok(&url, "ns", &["migrate"]),
+        "the store's tables are ready\n"
+    );
+    assert_eq!(
+        tables(),
+        ["durable_entries", "durable_stamps", "durable_versions"]
+    );
+    assert_eq!(
+        ok(&url, "ns", &["dicts"]),
+        "",
+        "migrate creates no dictionary"
+    );
+    reads_never_write(&url);
+}
+
+#[test]
+fn reads_never_write_on_redis_postgres_and_zookeeper() {
+    if let Some(url) = server_from_env("DURABLE_TEST_REDIS_URL") {
+        assert_eq!(
+            ok(&url, "ns", &["migrate"]),
+            "nothing to create: this store needs no schema\n"
+        );
+        reads_never_write(&url);
+    }
+    if let Some(url) = server_from_env("DURABLE_TEST_POSTGRES_URL") {
+        reads_never_write(&url);
+    }
+    if let Some(connect) = server_from_env("DURABLE_TEST_ZOOKEEPER") {
+        reads_never_write(&format!("zk://{connect}"));
+    }
 }
 
 #[test]
@@ -685,7 +785,7 @@ fn ttl_values_are_checked_with_short_clear_messages() {
         );
     }
     let (code, _, _) = durable(&url, "ttl", &["get", "k"]);
-    assert_eq!(code, 3, "nothing was written");
+    assert_eq!(code, 5, "nothing was written, not even the dictionary");
     let written = ok(&url, "ttl", &["set", "--ttl", "1.5", "k", "1"]);
     assert!(
         written.starts_with("set k, expires in 1.5 s (version "),
