@@ -92,7 +92,8 @@ impl RedisOptions {
         self.tombstone_retention
     }
 
-    pub(crate) fn load_chunk(&self) -> usize {
+    /// How many entries one chunk of a full load asks for.
+    pub fn load_chunk(&self) -> usize {
         self.load_chunk
     }
 

@@ -121,6 +121,8 @@ struct Row {
 
 struct Bench<'a> {
     store: &'a Store,
+    /// The store's URL, for the drivers' own baselines.
+    url: &'a str,
     namespace: &'a str,
     run: String,
     rows: Vec<Row>,
@@ -561,7 +563,7 @@ impl Bench<'_> {
 
     /// How long the store's own driver takes to fetch the fields a full load reads (key, value,
     /// revision, expiry) of `dictionary`'s `size` entries into memory in this process, right
-    /// after a handle loaded them; `None` for the memory store.
+    /// after a handle loaded them; `None` for the memory store and a Redis Cluster.
     async fn driver_fetch(
         &self,
         dictionary: &str,
@@ -585,6 +587,57 @@ impl Bench<'_> {
                 let table = store.entries_table();
                 sql_fetch::<_, Vec<u8>>(store.pool(), table, "?", self.namespace, dictionary)
                     .await?
+            }
+            #[cfg(feature = "redis")]
+            Store::Redis(store) => {
+                // One server: HSCAN pages of the load's size on one connection (a cluster keeps
+                // a dictionary on one node too, but its URLs name several).
+                if self.url.contains(',') {
+                    return Ok(None);
+                }
+                use durable::redis::redis;
+                let backend = store.backend(self.namespace, dictionary).map_err(err)?;
+                let client = redis::Client::open(self.url).map_err(err)?;
+                let mut conn = client
+                    .get_multiplexed_async_connection()
+                    .await
+                    .map_err(err)?;
+                let (mut cursor, mut fetched) = (0u64, 0);
+                loop {
+                    let (next, page): (u64, Vec<(Vec<u8>, Vec<u8>)>) = redis::cmd("HSCAN")
+                        .arg(backend.entries_key())
+                        .arg(cursor)
+                        .arg("COUNT")
+                        .arg(store.options().load_chunk())
+                        .query_async(&mut conn)
+                        .await
+                        .map_err(err)?;
+                    fetched += page.len();
+                    cursor = next;
+                    if cursor == 0 {
+                        break fetched;
+                    }
+                }
+            }
+            #[cfg(feature = "zookeeper")]
+            Store::ZooKeeper(store) => {
+                // Every entry znode's data, requests pipelined in windows of 8192 as the load
+                // does (the entries are the children of `<dictionary>/entries`).
+                let backend = store.backend(self.namespace, dictionary).map_err(err)?;
+                let client = store.zookeeper_client().await.map_err(err)?;
+                let entries = format!("{}/entries", backend.path());
+                let names = client.list_children(&entries).await.map_err(err)?;
+                let mut fetched = 0;
+                for window in names.chunks(8192) {
+                    let paths: Vec<String> =
+                        window.iter().map(|name| format!("{entries}/{name}")).collect();
+                    let reads = paths.iter().map(|path| client.get_data(path));
+                    for read in futures_util::future::join_all(reads).await {
+                        read.map_err(err)?;
+                        fetched += 1;
+                    }
+                }
+                fetched
             }
             _ => return Ok(None),
         };
@@ -977,7 +1030,12 @@ fn svg(points: &[(usize, f64, f64)]) -> String {
     out
 }
 
-pub(crate) async fn run(store: &Store, namespace: &str, args: &BenchArgs) -> Result<(), String> {
+pub(crate) async fn run(
+    store: &Store,
+    url: &str,
+    namespace: &str,
+    args: &BenchArgs,
+) -> Result<(), String> {
     let max = args
         .max_size
         .unwrap_or(if args.quick { 10_000 } else { 1_000_000 });
@@ -987,6 +1045,7 @@ pub(crate) async fn run(store: &Store, namespace: &str, args: &BenchArgs) -> Res
         .collect();
     let mut bench = Bench {
         store,
+        url,
         namespace,
         run: format!("{:08x}", rand_u32()),
         rows: Vec::new(),

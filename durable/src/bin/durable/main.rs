@@ -1509,7 +1509,7 @@ async fn run(cli: Cli) -> CliResult {
         }
         Command::Bench(args) => {
             let store = Store::connect(&cli.url).await.map_err(err)?;
-            bench::run(&store, &cli.namespace, args).await?;
+            bench::run(&store, &cli.url, &cli.namespace, args).await?;
         }
     }
     Ok(())
