@@ -362,7 +362,10 @@ fn values_json_would_change_are_refused(url: &str, ns: &str) {
         );
     }
     let (code, _, _) = durable(url, ns, &[&dict[..], &["get", "fine"]].concat());
-    assert_eq!(code, 5, "a refused import writes nothing, not even the dictionary");
+    assert_eq!(
+        code, 5,
+        "a refused import writes nothing, not even the dictionary"
+    );
     // A key given twice in one file.
     let file = dir.path().join("twice.jsonl");
     std::fs::write(

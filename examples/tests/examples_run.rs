@@ -1,5 +1,5 @@
-//! Runs the examples that need no server (`counters`, `cold_start`, and `per_request` on SQLite
-//! in memory) as processes and checks what they print.
+//! Runs the examples that need no server (`counters`, `typed_flags`, `cold_start`, and
+//! `per_request` on SQLite in memory) as processes and checks what they print.
 
 use std::process::Command;
 
@@ -39,6 +39,32 @@ fn counters_on_sqlite_in_memory() {
         &out,
         "page views = 100 over 4 shard keys; with 4 shards still 100",
     );
+}
+
+#[test]
+fn typed_flags_read_defaults_for_absent_and_wrongly_typed_flags() {
+    let out = run(env!("CARGO_BIN_EXE_typed_flags"), &[]);
+    let lines: Vec<&str> = out.lines().collect();
+    let shown: Vec<&str> = lines
+        .iter()
+        .filter(|line| line.starts_with("  new-checkout="))
+        .copied()
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            "  new-checkout=false max-items=10 theme=light banner=None",
+            "  new-checkout=true max-items=25 theme=dark banner=Some(\"Spring sale (green)\")",
+            "  new-checkout=true max-items=10 theme=dark banner=Some(\"Spring sale (green)\")",
+            "  new-checkout=true max-items=12 theme=dark banner=Some(\"Spring sale (green)\")",
+        ],
+        "{out}"
+    );
+    assert_has(
+        &out,
+        "warning: flag \"max-items\" = \"ten\" is ignored: invalid type: string \"ten\", expected u32",
+    );
+    assert_eq!(out.matches("warning:").count(), 1, "{out}");
 }
 
 #[test]

@@ -629,8 +629,10 @@ impl Bench<'_> {
                 let names = client.list_children(&entries).await.map_err(err)?;
                 let mut fetched = 0;
                 for window in names.chunks(8192) {
-                    let paths: Vec<String> =
-                        window.iter().map(|name| format!("{entries}/{name}")).collect();
+                    let paths: Vec<String> = window
+                        .iter()
+                        .map(|name| format!("{entries}/{name}"))
+                        .collect();
                     let reads = paths.iter().map(|path| client.get_data(path));
                     for read in futures_util::future::join_all(reads).await {
                         read.map_err(err)?;
