@@ -22,7 +22,8 @@ pub(crate) struct BenchArgs {
     /// Small sizes and few samples: seconds instead of minutes (what the tests run).
     #[arg(long)]
     quick: bool,
-    /// The largest dictionary size (default 1000000, or 10000 with --quick).
+    /// The largest dictionary size: sizes 1k, 10k, 100k, 1M and 10M up to this (default 1000000,
+    /// or 10000 with --quick).
     #[arg(long)]
     max_size: Option<usize>,
     /// Write the results as JSON to this file.
@@ -1041,7 +1042,7 @@ pub(crate) async fn run(
     let max = args
         .max_size
         .unwrap_or(if args.quick { 10_000 } else { 1_000_000 });
-    let sizes: Vec<usize> = [1_000, 10_000, 100_000, 1_000_000]
+    let sizes: Vec<usize> = [1_000, 10_000, 100_000, 1_000_000, 10_000_000]
         .into_iter()
         .filter(|s| *s <= max)
         .collect();
