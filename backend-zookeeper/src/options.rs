@@ -270,29 +270,12 @@ fn split_credentials(connect: &str) -> Result<(Option<Credentials>, &str), Strin
     Ok((Some((percent_decode(user), percent_decode(password))), rest))
 }
 
-/// `%XX` escapes (two hex digits) decoded; text that is not UTF-8 once decoded is kept as
-/// written.
+/// `%XX` escapes decoded; a `%` not followed by two hex digits stays as written, and escapes that
+/// do not decode to UTF-8 leave the text as written.
 fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
-            .and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).unwrap_or_else(|_| text.to_owned())
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8()
+        .map_or_else(|_| text.to_owned(), std::borrow::Cow::into_owned)
 }
 
 /// Splits servers from the chroot: the chroot starts at the first `/` that is not part of a
