@@ -396,7 +396,9 @@ impl Bench<'_> {
             rollout: u32,
             variant: String,
         }
-        let kinds: [(&str, fn(usize) -> Vec<u8>); 3] = [
+        /// A kind of value: its label and the value of key `i`.
+        type Kind = (&'static str, fn(usize) -> Vec<u8>);
+        let kinds: [Kind; 3] = [
             ("9-byte values", |i| format!("{i:09}").into_bytes()),
             ("100-byte values", |i| format!("{i:0100}").into_bytes()),
             ("JSON struct values", |i| {
@@ -605,7 +607,9 @@ impl Bench<'_> {
                     .map_err(err)?;
                 let (mut cursor, mut fetched) = (0u64, 0);
                 loop {
-                    let (next, page): (u64, Vec<(Vec<u8>, Vec<u8>)>) = redis::cmd("HSCAN")
+                    /// One HSCAN reply: the next cursor and a page of fields and values.
+                    type Page = (u64, Vec<(Vec<u8>, Vec<u8>)>);
+                    let (next, page): Page = redis::cmd("HSCAN")
                         .arg(backend.entries_key())
                         .arg(cursor)
                         .arg("COUNT")
