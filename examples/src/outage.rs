@@ -2,7 +2,7 @@
 //!
 //! Wrapping is also how to add behaviour to every backend at once (metrics, logging, fault
 //! injection). Write the wrapper as [`Hooks`] of a [`Forward`], never by implementing
-//! [`Backend`](durable::Backend) by hand: `Forward` forwards every method, the optional ones
+//! [`Backend`] by hand: `Forward` forwards every method, the optional ones
 //! included, so the wrapper cannot claim a capability it drops (a method left out of a
 //! hand-written wrapper falls back to the trait's default, `NotSupported`).
 //! (`examples/tests/outage_conformance.rs` runs the conformance suite through this wrapper, whose
