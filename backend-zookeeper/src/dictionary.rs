@@ -1,6 +1,6 @@
 //! [`ZooKeeperBackend`]: one dictionary's znodes, and the pieces its operations are made of:
-//! reading the version record (after a `sync`) and entries in atomic multi-reads, and the write
-//! multi that lands only on the very state it was prepared from.
+//! reading the version record (after a read barrier) and entries in atomic multi-reads, and
+//! the write multi that lands only on the very state it was prepared from.
 
 use std::fmt;
 use std::sync::Arc;
@@ -290,31 +290,37 @@ impl ZooKeeperBackend {
         ))
     }
 
-    /// Reads the version znode; with `sync`, after a ZooKeeper `sync` of it, sent in the same
-    /// round trip, so that the read sees every write acknowledged before it started even when
-    /// this session's server is a follower that has not applied them yet.
+    /// Reads the version znode; if `fresh`, after a [`barrier`] on it, sent in the same round
+    /// trip, so that the read sees every write acknowledged before it started, whichever server
+    /// this session is on (a follower that has not applied them yet, or the leader).
     pub(crate) async fn read_version(
         &self,
         client: &zk::Client,
-        sync: bool,
+        fresh: bool,
     ) -> Result<Read, Failure> {
-        let synced = sync.then(|| client.sync(&self.paths.version));
+        let passed = fresh.then(|| barrier(client, &self.paths.version));
         let read = client.get_data(&self.paths.version);
-        if let Some(synced) = synced {
-            match synced.await {
-                Ok(()) | Err(zk::Error::NoNode) => {}
-                Err(e) => return Err(e.into()),
-            }
+        if let Some(passed) = passed {
+            passed.await?;
         }
         match read.await {
-            Ok((data, stat)) => Ok(Read::of(&data, &stat)),
+            Ok((data, stat)) => {
+                tracing::trace!(
+                    session = %client.session_id(),
+                    fresh,
+                    mzxid = stat.mzxid,
+                    record = %String::from_utf8_lossy(&data),
+                    "zookeeper: read the version record"
+                );
+                Ok(Read::of(&data, &stat))
+            }
             Err(zk::Error::NoNode) => Ok(Read::Missing),
             Err(e) => Err(e.into()),
         }
     }
 
-    /// Reads the version node (after a `sync`), creating the dictionary if it is missing. A
-    /// damaged record is repaired as a wipe if `repair` (writes), and is an
+    /// Reads the version node (after a [`barrier`]), creating the dictionary if it is missing.
+    /// A damaged record is repaired as a wipe if `repair` (writes), and is an
     /// [`Error::Damaged`] otherwise (reads), except an unstamped dictionary (see
     /// [`Read::Damaged`]), which reads initialize too.
     pub(crate) async fn read_node(
@@ -360,7 +366,7 @@ impl ZooKeeperBackend {
     }
 
     /// Reads the version node and the entries `names` in one multi-read (an atomic snapshot),
-    /// after a `sync`, in one round trip. A damaged record, or an entry whose revision is
+    /// after a [`barrier`], in one round trip. A damaged record, or an entry whose revision is
     /// above the record's counter, is repaired (these reads prepare a write).
     async fn read_state(
         &self,
@@ -369,17 +375,14 @@ impl ZooKeeperBackend {
         names: &[String],
     ) -> Result<(Node, Vec<Option<Current>>), Failure> {
         for _ in 0..5 {
-            let synced = client.sync(&self.paths.version);
+            let passed = barrier(client, &self.paths.version);
             let mut reader = client.new_multi_reader();
             reader.add_get_data(&self.paths.version)?;
             for name in names {
                 reader.add_get_data(&self.paths.entry(name))?;
             }
             let read = reader.commit();
-            match synced.await {
-                Ok(()) | Err(zk::Error::NoNode) => {}
-                Err(e) => return Err(e.into()),
-            }
+            passed.await?;
             let results = read.await?;
             if results.len() != names.len() + 1 {
                 return Err(corrupt(
@@ -756,6 +759,49 @@ impl ZooKeeperBackend {
             }
         }
         Err(Self::contention(key))
+    }
+}
+
+/// Sends a read barrier on `path` and returns the future of its answer: the requests this
+/// session sends after it are answered as of a state that holds every write acknowledged
+/// before it was sent, whichever server the session is on. It fails only when the request
+/// does (connection lost, session expired): never ignore it.
+///
+/// The barrier is a `multi` holding one version check of `path` that any version passes: a
+/// write that writes nothing (no znode, no data version, no watch changes; it needs only READ
+/// on `path`, and a missing `path` fails the check but not the barrier), which the leader
+/// orders after every write committed before it, so the server holds the session's later
+/// reads until it has applied them all. A ZooKeeper `sync` would be cheaper (no quorum, no
+/// transaction-log record) but is no barrier on the leader: the leader answers a `sync` from
+/// one of its own sessions at once, as a read (its `CommitProcessor` matches syncs only on
+/// followers), and serves the next read before the writes it has committed but not yet
+/// applied, which a follower may already have applied and acknowledged (the crate's README,
+/// "Linearizable checks", has the measurements). Nor is a `sync` acknowledged by a quorum, so
+/// a deposed leader can answer one (ZOOKEEPER-1675); the barrier's quorum rules that out too.
+pub(crate) fn barrier<'a>(
+    client: &'a zk::Client,
+    path: &str,
+) -> impl Future<Output = Result<(), Failure>> + Send + 'a {
+    let mut multi = client.new_multi_writer();
+    // Fails only on a path the client refuses (never one of ours): then the multi is empty and
+    // its answer says so.
+    let added = multi.add_check_version(path, -1);
+    let passed = multi.commit();
+    async move {
+        added?;
+        match passed.await {
+            Ok(_) => Ok(()),
+            // The check failed (the znode is missing): the multi was still ordered and applied.
+            Err(zk::MultiWriteError::OperationFailed { .. }) => Ok(()),
+            Err(zk::MultiWriteError::RequestFailed { source }) => {
+                tracing::trace!(
+                    session = %client.session_id(),
+                    error = %source,
+                    "zookeeper: read barrier failed"
+                );
+                Err(source.into())
+            }
+        }
     }
 }
 

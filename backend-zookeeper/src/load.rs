@@ -76,9 +76,9 @@ impl ZooKeeperBackend {
         Ok(Some(listing))
     }
 
-    /// A full load: the record (after a `sync`), every entry, the record again; if it moved,
-    /// a catch-up through the change log to a consistent state. Tried again from the start
-    /// when the catch-up cannot serve (too old, too busy), at most [`MAX_LOADS`] times.
+    /// A full load: the record (after a read barrier), every entry, the record again; if it
+    /// moved, a catch-up through the change log to a consistent state. Tried again from the
+    /// start when the catch-up cannot serve (too old, too busy), at most [`MAX_LOADS`] times.
     pub(crate) async fn load_once(&self, client: &zk::Client) -> Result<Load, Failure> {
         let operation = Operation::Load;
         for _ in 0..MAX_LOADS {

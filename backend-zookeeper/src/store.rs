@@ -114,9 +114,9 @@ impl ZooKeeperStore {
     /// the first read of a dictionary that has none (opening a handle, `last_updated`, a load
     /// or a delta create it), so a dictionary that was only opened for reading is listed too.
     ///
-    /// One round trip: a `sync` of the namespace's znode and the list of its children,
-    /// pipelined, so the list holds every dictionary created before the call, even through a
-    /// follower.
+    /// One round trip: a read barrier on the namespace's znode (a `multi` that only checks it,
+    /// writing nothing) and the list of its children, pipelined, so the list holds every
+    /// dictionary created before the call, whichever server the session is on.
     ///
     /// # Errors
     ///
@@ -126,12 +126,9 @@ impl ZooKeeperStore {
         let path = format!("{}/{}", self.inner.options.root, Name::new(namespace)?);
         let path = &path;
         self.run(Operation::Load, true, |client| async move {
-            let synced = client.sync(path);
+            let passed = crate::dictionary::barrier(&client, path);
             let listed = client.list_children(path);
-            match synced.await {
-                Ok(()) | Err(zk::Error::NoNode) => {}
-                Err(e) => return Err(e.into()),
-            }
+            passed.await?;
             let mut names = match listed.await {
                 Ok(names) => names,
                 Err(zk::Error::NoNode) => return Ok(Vec::new()),
@@ -190,7 +187,12 @@ impl ZooKeeperStore {
         };
         let generation = self.inner.generation.fetch_add(1, Ordering::SeqCst) + 1;
         self.inner.sessions.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(session = %client.session_id(), generation, "zookeeper session established");
+        tracing::debug!(
+            session = %client.session_id(),
+            hosts = %self.inner.hosts,
+            generation,
+            "zookeeper session established"
+        );
         *self.inner.current.lock() = Some((client.clone(), generation));
         Ok((client, generation))
     }

@@ -115,8 +115,9 @@ struct Shared {
     write_tokens: Mutex<HashMap<Version, (String, u64)>>,
     /// Token of each reader sync -> digest of the contents.
     sync_tokens: Mutex<HashMap<Version, u64>>,
-    /// Latest acknowledged sequence number of each key, with the phase of its acknowledgement.
-    acked: Mutex<HashMap<String, (u64, u64)>>,
+    /// Latest acknowledged sequence number of each key, with the phase of its acknowledgement
+    /// and its token.
+    acked: Mutex<HashMap<String, (u64, u64, Version)>>,
 }
 
 impl Shared {
@@ -239,7 +240,7 @@ impl Workload {
             .acked
             .lock()
             .iter()
-            .filter(|(key, (seq, _))| seq_of(final_snapshot.get(key.as_str())) != Some(*seq))
+            .filter(|(key, (seq, _, _))| seq_of(final_snapshot.get(key.as_str())) != Some(*seq))
             .count();
         let get = |c: &AtomicU64| c.load(Ordering::SeqCst);
         Report {
@@ -275,7 +276,7 @@ async fn write_loop(d: RawDict, keys: Vec<String>, shared: Arc<Shared>, pause: D
                     eprintln!("token {token} returned for {other:?} and for {key}={seq}");
                     shared.duplicate_tokens.fetch_add(1, Ordering::SeqCst);
                 }
-                shared.acked.lock().insert(key.clone(), (seq, phase));
+                shared.acked.lock().insert(key.clone(), (seq, phase, token));
                 let seen = seq_of(d.snapshot().get(key));
                 if seen != Some(seq) && shared.checkable(phase) {
                     eprintln!("own write {key}={seq} ({token}) invisible to its writer: {seen:?}");
@@ -298,7 +299,8 @@ async fn read_loop(d: RawDict, shared: Arc<Shared>, pause: Duration, idle_after_
             tokio::time::sleep(pause).await;
             continue;
         }
-        let before: Vec<(String, (u64, u64))> = {
+        let phase_before = shared.phase();
+        let before: Vec<(String, (u64, u64, Version))> = {
             let acked = shared.acked.lock();
             acked
                 .iter()
@@ -316,11 +318,15 @@ async fn read_loop(d: RawDict, shared: Arc<Shared>, pause: Duration, idle_after_
                     eprintln!("token {token} synced with two different contents");
                     shared.token_collisions.fetch_add(1, Ordering::SeqCst);
                 }
-                for (key, (seq, phase)) in before {
+                for (key, (seq, phase, acked)) in before {
                     let seen = seq_of(snapshot.get(&key));
                     if seen.is_none_or(|s| s < seq) && shared.checkable(phase) {
                         eprintln!(
-                            "a sync ({token}) started after {key}={seq} was acknowledged: {seen:?}"
+                            "a sync ({token}) started after {key}={seq} was acknowledged \
+                             ({acked}, phase {phase}): {seen:?} (sync began in phase \
+                             {phase_before}, ended in phase {}; reader stats {:?})",
+                            shared.phase(),
+                            d.stats(),
                         );
                         shared.stale_syncs.fetch_add(1, Ordering::SeqCst);
                     }
