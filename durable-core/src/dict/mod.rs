@@ -25,6 +25,7 @@ mod tasks;
 
 use expiry::MAX_OBSERVED_TTL_MILLIS;
 use increment::flush_increments;
+use publish::Update;
 use tasks::{backup_loop, hint_loop, poll_loop};
 
 use crate::backend::{Backend, HintShared, Hints};
@@ -208,21 +209,6 @@ impl HintFlags {
     fn sent(&self) -> u64 {
         self.source.get().map_or(0, |s| s.sent())
     }
-}
-
-/// A sync result decoded and ready to publish.
-enum Update<V> {
-    Load {
-        version: Version,
-        entries: Vec<Entry<V>>,
-        bad: BadValues,
-    },
-    Delta {
-        version: Version,
-        upserts: Vec<Entry<V>>,
-        removals: Vec<Key>,
-        bad: BadValues,
-    },
 }
 
 /// Stored values of a sync that could not be decoded, with why: each costs its key only (the key
