@@ -48,6 +48,53 @@ async fn concurrent_syncs_share_one_round_trip() {
     assert!(dict.stats().coalesced >= 62, "{:?}", dict.stats());
 }
 
+/// Refreshing the reading of the store's clock (once a minute while expiring entries are held)
+/// is not part of the shared check: coalesced callers wait for one round trip, not two.
+#[tokio::test(start_paused = true)]
+async fn a_coalesced_check_costs_one_round_trip_when_the_clock_is_due() {
+    let store = MemoryStore::new();
+    let dict: Dict<u32> = open(&store, manual()).await;
+    dict.insert_with_ttl("k", 1, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    dict.sync().await.unwrap();
+    tokio::time::advance(Duration::from_secs(61)).await;
+    store.set_latency(Duration::from_millis(10));
+    let before = store.calls();
+    let started = tokio::time::Instant::now();
+    let callers: Vec<_> = (0..16)
+        .map(|_| {
+            let dict = dict.clone();
+            tokio::spawn(async move {
+                dict.sync().await.unwrap();
+                started.elapsed()
+            })
+        })
+        .collect();
+    let mut took = Vec::new();
+    for caller in callers {
+        took.push(caller.await.unwrap());
+    }
+    // The first caller's check, then one shared by the callers that arrived after it started:
+    // two version checks of 10 ms each, and no clock reading in between.
+    assert_eq!(
+        took.iter().max(),
+        Some(&Duration::from_millis(20)),
+        "{took:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(
+        store.calls() - before,
+        3,
+        "two version checks, then one clock reading in the background"
+    );
+    let measured = dict.stats().store_clock_offset_ms;
+    assert!(
+        measured.is_some_and(|offset| offset.abs() <= 1),
+        "{measured:?}"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_caller_never_joins_a_check_that_started_before_it() {
     let store = MemoryStore::new();

@@ -45,7 +45,13 @@ where
             );
         }
         *slot = (generation, result.clone());
+        drop(slot);
         self.export_metrics();
+        if result.is_ok() {
+            // After the waiters are released: a reading of the store's clock is not part of the
+            // shared round trip.
+            self.measure_clock_off_path().await;
+        }
         result
     }
 
@@ -137,7 +143,6 @@ where
         };
         self.hints.checked.store(hints_seen, Ordering::SeqCst);
         self.counters.check_succeeded(changed);
-        self.measure_clock_if_needed().await;
         Ok(())
     }
 

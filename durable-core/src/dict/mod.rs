@@ -186,6 +186,8 @@ struct Inner<V, E> {
     clock: Arc<StoreClock>,
     /// True while a lazy sweep runs or rests (at most one a second).
     sweeping: AtomicBool,
+    /// True while a reading of the store's clock runs in the background.
+    measuring: AtomicBool,
     /// Native increments waiting to be combined, per key; a key is present while its flush task
     /// runs.
     increments: Mutex<HashMap<String, Vec<QueuedIncrement>>>,
@@ -260,6 +262,7 @@ where
             origin,
             clock,
             sweeping: AtomicBool::new(false),
+            measuring: AtomicBool::new(false),
             increments: Mutex::new(HashMap::new()),
         });
         let dict = Dict {
