@@ -515,15 +515,17 @@ async fn backup_file_lets_a_handle_start_while_the_store_is_down() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("flags.durable-backup");
     let store = MemoryStore::new();
-    let options = manual().with_backup_file(&path);
+    let options = manual()
+        .with_backup_file(&path)
+        .with_backup_interval(Duration::from_millis(10));
     let dict: Dict<String, Raw> = Dict::open(store.backend(NS, "d").unwrap(), Raw, options.clone())
         .await
         .unwrap();
     dict.insert("greeting", "hello".into()).await.unwrap();
-    // The backup writer runs at most once a second: wait for the write (real time).
+    // The backup is written on a blocking thread: wait for the write (real time).
     let mut found = false;
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..500 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
         let text = std::fs::read(&path).unwrap_or_default();
         if text.windows(5).any(|w| w == b"hello") {
             found = true;
@@ -532,7 +534,7 @@ async fn backup_file_lets_a_handle_start_while_the_store_is_down() {
     }
     assert!(found, "backup file written");
     drop(dict);
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
 
     store.set_available(false);
     let cold: Dict<String, Raw> = Dict::open(store.backend(NS, "d").unwrap(), Raw, options.clone())
@@ -541,7 +543,7 @@ async fn backup_file_lets_a_handle_start_while_the_store_is_down() {
     let snapshot = cold.snapshot();
     assert!(snapshot.is_from_backup());
     assert!(
-        snapshot.age() >= Duration::from_secs(1),
+        snapshot.age() >= Duration::from_millis(300),
         "the age counts from the backup's last confirmation, not from the open: {:?}",
         snapshot.age()
     );
@@ -768,13 +770,17 @@ async fn background_mode_sweeps_expired_entries() {
 }
 
 /// A sharded counter starts from the backup file like any dictionary (real time: the backup
-/// writer runs on a blocking thread at most once a second).
+/// writer runs on a blocking thread).
 #[tokio::test]
 async fn sharded_counters_start_from_a_backup() {
     let dir = tempfile::tempdir().unwrap();
     let store = MemoryStore::new();
     let path = dir.path().join("counters.backup");
-    let options = || Options::new().with_backup_file(&path);
+    let options = || {
+        Options::new()
+            .with_backup_file(&path)
+            .with_backup_interval(Duration::from_millis(10))
+    };
     let counters: Dict<i64> = open(&store, options()).await;
     let views = durable_core::ShardedCounter::new(&counters, "views", 8).unwrap();
     for writer in 0..8 {
