@@ -229,7 +229,7 @@ pub async fn sweep_removes_only_expired_entries(ctx: &Ctx) {
         let Changes::Delta(delta) = b.changes_since(before).await.expect("changes") else {
             panic!("a delta from the token before the sweep");
         };
-        let mut removed: Vec<String> = delta.removals.into_iter().map(|(k, _)| k).collect();
+        let mut removed = delta.removals;
         removed.sort();
         assert_eq!(
             removed,

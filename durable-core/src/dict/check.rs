@@ -118,7 +118,7 @@ where
                     Update::Delta {
                         version: delta.version,
                         upserts,
-                        removals: delta.removals.into_iter().map(|(k, _)| k.into()).collect(),
+                        removals: delta.removals.into_iter().map(Key::from).collect(),
                         bad,
                     }
                 }
@@ -264,6 +264,6 @@ where
 /// True if `delta` writes, deletes or reports unreadable the row of `key`.
 fn delta_mentions(delta: &crate::types::Delta, key: &str) -> bool {
     delta.upserts.iter().any(|e| e.key == key)
-        || delta.removals.iter().any(|(k, _)| k == key)
+        || delta.removals.iter().any(|k| k == key)
         || delta.unreadable.iter().any(|u| u.key == key)
 }

@@ -116,7 +116,9 @@ pub enum Cas<V> {
 /// A handle on one replicated durable dictionary with values of type `V`, encoded with `E`.
 ///
 /// Cheap to clone (clones share one snapshot, one connection and one set of background tasks),
-/// `Send + Sync`. Background tasks stop when the last clone is dropped.
+/// `Send + Sync`. The background tasks (polling, push hints, the backup writer) stop when the
+/// last clone is dropped; work an operation started on the side (a lazy sweep, a refresh of the
+/// store-clock reading, a combined increment) finishes its store round trip first.
 ///
 /// See the [crate documentation](crate) for the model and examples.
 pub struct Dict<V, E = Json> {
