@@ -80,7 +80,7 @@ impl Backend for RedisBackend {
         for row in rows {
             match row {
                 Row::Entry(entry) => delta.upserts.push(entry),
-                Row::Removed(key, revision) => delta.removals.push((key, revision)),
+                Row::Removed(key) => delta.removals.push(key),
                 // Its lossy name may be another key's: reporting a removal could drop that
                 // key; the next full load forgets it.
                 Row::Gone(_) => {}

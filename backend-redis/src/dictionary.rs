@@ -258,7 +258,7 @@ impl RedisBackend {
         let checked = whole_score(revision);
         let Some(value) = value else {
             // A delete: its revision only orders it, and nothing is left to read.
-            return Row::Removed(key, Revision(checked.unwrap_or(0)));
+            return Row::Removed(key);
         };
         let Some(revision) = checked else {
             let reason = self.bad_score("revision", &self.keys.log, revision);
@@ -337,8 +337,8 @@ impl RedisBackend {
 pub(crate) enum Row {
     /// A readable entry.
     Entry(StoredEntry),
-    /// A deleted key, with the revision of the delete.
-    Removed(String, Revision),
+    /// A deleted key.
+    Removed(String),
     /// A deleted key that is not UTF-8 (no handle holds it: nothing to tell).
     Gone(Vec<u8>),
     /// A row that cannot be read: its key as stored and why.

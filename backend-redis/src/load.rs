@@ -331,7 +331,7 @@ impl LoadMap {
                     },
                 );
             }
-            Row::Removed(key, _) => {
+            Row::Removed(key) => {
                 self.unreadable.remove(key.as_bytes());
                 self.entries.remove(&key);
             }

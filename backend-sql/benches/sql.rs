@@ -104,7 +104,7 @@ fn us(d: Duration) -> f64 {
 }
 
 async fn bench(name: &str, store: Store, sizes: &[usize], json: &mut Vec<String>) {
-    let ns = format!("bench{:08x}", rand_u32());
+    let ns = format!("bench{:08x}", rand::random::<u32>());
     println!("\n== {name}");
 
     // 1. No-change sync vs the raw query.
@@ -221,13 +221,6 @@ async fn bench(name: &str, store: Store, sizes: &[usize], json: &mut Vec<String>
     ));
 }
 
-fn rand_u32() -> u32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos()
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let sizes: Vec<usize> = std::env::var("DURABLE_BENCH_SIZES")
@@ -236,7 +229,7 @@ async fn main() {
         .map(|s| s.trim().parse().expect("DURABLE_BENCH_SIZES: numbers"))
         .collect();
     let mut json = Vec::new();
-    let prefix = format!("bench_{:08x}", rand_u32());
+    let prefix = format!("bench_{:08x}", rand::random::<u32>());
     let options = SqlOptions::new().with_table_prefix(&prefix);
 
     let dir = tempfile::tempdir().unwrap();

@@ -165,11 +165,7 @@ impl<D: Dialect> Backend for SqlBackend<D> {
                         let Ok(key) = Self::key_of(row, 0) else {
                             continue;
                         };
-                        let revision = match field(row, 2) {
-                            Field::Int(revision) => Revision(revision.max(0) as u64),
-                            _ => Revision(0),
-                        };
-                        removals.push((key, revision));
+                        removals.push(key);
                     }
                     Some(false) => match self.read_entry(row) {
                         Ok(entry) => upserts.push(entry),

@@ -180,7 +180,7 @@ impl ZooKeeperBackend {
             CatchUp::Reached(node) => Changes::Delta(Delta {
                 version: node.token(),
                 upserts: entries.into_values().collect(),
-                removals: removed.into_iter().collect(),
+                removals: removed.into_keys().collect(),
                 unreadable: unreadable.into_values().collect(),
             }),
             CatchUp::TooOld => Changes::TooOld,

@@ -26,17 +26,12 @@ struct Env {
 fn env() -> Option<Env> {
     let connect = server_from_env("DURABLE_TEST_ZOOKEEPER")?;
     let ctl = server_from_env("DURABLE_TEST_ZOOKEEPER_CTL")?;
-    let namespace = Name::new(format!("f{:016x}", rand_u64())).expect("valid name");
+    let namespace = Name::new(format!("f{:016x}", rand::random::<u64>())).expect("valid name");
     Some(Env {
         connect,
         ctl,
         namespace,
     })
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, RandomState};
-    RandomState::new().hash_one(std::time::SystemTime::now())
 }
 
 async fn ctl(env: &Env, action: &'static str) {

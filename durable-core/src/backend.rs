@@ -386,7 +386,8 @@ pub enum Hint {
 /// The receiving end of a backend's push hints.
 ///
 /// Backends create the pair with [`Hints::channel`] and keep the [`HintSender`]. Sending is
-/// synchronous and wait-free: the engine sees a hint the moment `send` returns, with no task in
+/// synchronous and never waits on the receiver (an atomic counter, then a wake-up that takes a
+/// short internal lock): the engine sees a hint the moment `send` returns, with no task in
 /// between, so a `sync()` that starts after a hint was sent never skips its check.
 #[derive(Debug)]
 pub struct Hints {

@@ -512,13 +512,13 @@ impl Backend for MemoryBackend {
                 unreadable: Vec::new(),
             };
             let after = (since.counter() + 1, String::new());
-            for (rev, key) in s.log.range(after..) {
+            for (_, key) in s.log.range(after..) {
                 if let Some(entry) = s.entry(key) {
                     delta.upserts.push(entry);
                 } else if let Some(unreadable) = s.unreadable(key) {
                     delta.unreadable.push(unreadable);
                 } else {
-                    delta.removals.push((key.clone(), Revision(*rev)));
+                    delta.removals.push(key.clone());
                 }
             }
             Changes::Delta(delta)

@@ -86,6 +86,7 @@ pub struct Options {
     pub(crate) max_total_bytes: Option<usize>,
     pub(crate) backup_file: Option<PathBuf>,
     pub(crate) max_backup_size: u64,
+    pub(crate) backup_interval: Duration,
     pub(crate) decode_errors: DecodeErrors,
     pub(crate) trust_hints_for: Option<Duration>,
     pub(crate) max_update_attempts: u32,
@@ -104,6 +105,7 @@ impl Default for Options {
             max_total_bytes: None,
             backup_file: None,
             max_backup_size: 1 << 30,
+            backup_interval: Duration::from_secs(1),
             decode_errors: DecodeErrors::Isolate,
             trust_hints_for: None,
             max_update_attempts: 64,
@@ -113,9 +115,10 @@ impl Default for Options {
 }
 
 impl Options {
-    /// The defaults: manual mode, 5 s per operation, 10 s to open, no backup file, a bad stored
-    /// value costs its key only, every `sync()` checks the version (push hints only wake background mode),
-    /// 64 update attempts, 1024 buffered change events per listener.
+    /// The defaults: manual mode, 5 s per operation, 10 s to open, 60 s per full load, no size
+    /// limits, no backup file (written at most once a second when set), a bad stored value costs
+    /// its key only, every `sync()` checks the version (push hints only wake background mode), 64
+    /// update attempts, 1024 buffered change events per listener.
     pub fn new() -> Self {
         Self::default()
     }
@@ -173,10 +176,20 @@ impl Options {
     }
 
     /// Keep a backup of the snapshot in this file (default: none). It is rewritten atomically
-    /// after syncs that changed something (at most once a second), and lets `open` start from it,
+    /// after syncs and own writes that changed something (at most once per
+    /// [`with_backup_interval`](Self::with_backup_interval)), and lets `open` start from it,
     /// marked stale, while the store is down.
     pub fn with_backup_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.backup_file = Some(path.into());
+        self
+    }
+
+    /// The shortest time between two rewrites of the backup file (default 1 s): changes made
+    /// meanwhile are written together once it has passed, so a busy dictionary costs one file
+    /// write per interval, not one per change. A process that stops within the interval after a
+    /// change may leave a backup without it.
+    pub fn with_backup_interval(mut self, interval: Duration) -> Self {
+        self.backup_interval = interval;
         self
     }
 

@@ -279,9 +279,8 @@ pub struct Delta {
     /// Entries written (inserted or updated) since the caller's token, each key at most once,
     /// with its latest value.
     pub upserts: Vec<StoredEntry>,
-    /// Keys deleted since the caller's token and not written again, with the revision of the
-    /// delete.
-    pub removals: Vec<(String, Revision)>,
+    /// Keys deleted since the caller's token and not written again.
+    pub removals: Vec<String>,
     /// Rows written since the caller's token that the backend could not read.
     pub unreadable: Vec<Unreadable>,
 }

@@ -48,6 +48,53 @@ async fn concurrent_syncs_share_one_round_trip() {
     assert!(dict.stats().coalesced >= 62, "{:?}", dict.stats());
 }
 
+/// Refreshing the reading of the store's clock (once a minute while expiring entries are held)
+/// is not part of the shared check: coalesced callers wait for one round trip, not two.
+#[tokio::test(start_paused = true)]
+async fn a_coalesced_check_costs_one_round_trip_when_the_clock_is_due() {
+    let store = MemoryStore::new();
+    let dict: Dict<u32> = open(&store, manual()).await;
+    dict.insert_with_ttl("k", 1, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    dict.sync().await.unwrap();
+    tokio::time::advance(Duration::from_secs(61)).await;
+    store.set_latency(Duration::from_millis(10));
+    let before = store.calls();
+    let started = tokio::time::Instant::now();
+    let callers: Vec<_> = (0..16)
+        .map(|_| {
+            let dict = dict.clone();
+            tokio::spawn(async move {
+                dict.sync().await.unwrap();
+                started.elapsed()
+            })
+        })
+        .collect();
+    let mut took = Vec::new();
+    for caller in callers {
+        took.push(caller.await.unwrap());
+    }
+    // The first caller's check, then one shared by the callers that arrived after it started:
+    // two version checks of 10 ms each, and no clock reading in between.
+    assert_eq!(
+        took.iter().max(),
+        Some(&Duration::from_millis(20)),
+        "{took:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(
+        store.calls() - before,
+        3,
+        "two version checks, then one clock reading in the background"
+    );
+    let measured = dict.stats().store_clock_offset_ms;
+    assert!(
+        measured.is_some_and(|offset| offset.abs() <= 1),
+        "{measured:?}"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_caller_never_joins_a_check_that_started_before_it() {
     let store = MemoryStore::new();
@@ -468,15 +515,17 @@ async fn backup_file_lets_a_handle_start_while_the_store_is_down() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("flags.durable-backup");
     let store = MemoryStore::new();
-    let options = manual().with_backup_file(&path);
+    let options = manual()
+        .with_backup_file(&path)
+        .with_backup_interval(Duration::from_millis(10));
     let dict: Dict<String, Raw> = Dict::open(store.backend(NS, "d").unwrap(), Raw, options.clone())
         .await
         .unwrap();
     dict.insert("greeting", "hello".into()).await.unwrap();
-    // The backup writer runs at most once a second: wait for the write (real time).
+    // The backup is written on a blocking thread: wait for the write (real time).
     let mut found = false;
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..500 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
         let text = std::fs::read(&path).unwrap_or_default();
         if text.windows(5).any(|w| w == b"hello") {
             found = true;
@@ -485,7 +534,7 @@ async fn backup_file_lets_a_handle_start_while_the_store_is_down() {
     }
     assert!(found, "backup file written");
     drop(dict);
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
 
     store.set_available(false);
     let cold: Dict<String, Raw> = Dict::open(store.backend(NS, "d").unwrap(), Raw, options.clone())
@@ -494,7 +543,7 @@ async fn backup_file_lets_a_handle_start_while_the_store_is_down() {
     let snapshot = cold.snapshot();
     assert!(snapshot.is_from_backup());
     assert!(
-        snapshot.age() >= Duration::from_secs(1),
+        snapshot.age() >= Duration::from_millis(300),
         "the age counts from the backup's last confirmation, not from the open: {:?}",
         snapshot.age()
     );
@@ -721,13 +770,17 @@ async fn background_mode_sweeps_expired_entries() {
 }
 
 /// A sharded counter starts from the backup file like any dictionary (real time: the backup
-/// writer runs on a blocking thread at most once a second).
+/// writer runs on a blocking thread).
 #[tokio::test]
 async fn sharded_counters_start_from_a_backup() {
     let dir = tempfile::tempdir().unwrap();
     let store = MemoryStore::new();
     let path = dir.path().join("counters.backup");
-    let options = || Options::new().with_backup_file(&path);
+    let options = || {
+        Options::new()
+            .with_backup_file(&path)
+            .with_backup_interval(Duration::from_millis(10))
+    };
     let counters: Dict<i64> = open(&store, options()).await;
     let views = durable_core::ShardedCounter::new(&counters, "views", 8).unwrap();
     for writer in 0..8 {

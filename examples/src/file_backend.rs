@@ -137,7 +137,7 @@
 //! the key, for entries); a damaged `version` file is repaired as described above. No input makes
 //! this backend panic.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Write as _};
@@ -1049,12 +1049,12 @@ impl Dir {
         {
             return Ok(Changes::TooOld);
         }
-        // The last revision that wrote each key since `since`: O(revisions since), not O(keys).
+        // The keys written since `since`: O(revisions since), not O(keys).
         // The logs must chain the stamps from `since` to the current record: a log whose parent
         // is not the stamp before it was written on another history (the directory was put back
         // to an older copy and written again), and `since` names a state that is gone.
         let mut stamp = since.stamp();
-        let mut touched: BTreeMap<String, u64> = BTreeMap::new();
+        let mut touched: BTreeSet<String> = BTreeSet::new();
         for counter in since.counter() + 1..=head.counter {
             // Trimmed (or lost in a crash before the version record was raised): too old.
             let Some(log) = self.read_log(operation, counter)? else {
@@ -1064,9 +1064,7 @@ impl Dir {
                 return Ok(Changes::TooOld);
             }
             stamp = log.stamp;
-            for key in log.keys {
-                touched.insert(key, counter);
-            }
+            touched.extend(log.keys);
         }
         if stamp != head.stamp {
             return Ok(Changes::TooOld);
@@ -1077,10 +1075,10 @@ impl Dir {
             removals: Vec::new(),
             unreadable: Vec::new(),
         };
-        for (key, counter) in touched {
+        for key in touched {
             match self.entry(operation, &key)? {
                 Some(entry) => delta.upserts.push(entry),
-                None => delta.removals.push((key, Revision(counter))),
+                None => delta.removals.push(key),
             }
         }
         Ok(Changes::Delta(delta))

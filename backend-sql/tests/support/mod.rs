@@ -20,19 +20,7 @@ pub enum Store {
 
 /// A random name for namespaces and table prefixes.
 pub fn random_name(prefix: &str) -> String {
-    format!("{prefix}{:012x}", rand_u64() & 0xffff_ffff_ffff)
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos(),
-    );
-    h.finish()
+    format!("{prefix}{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
 }
 
 impl Store {
@@ -187,7 +175,7 @@ impl Store {
             )],
             _ => return false,
         };
-        let stamp = (rand_u64() | 1) as i64;
+        let stamp = (rand::random::<u64>() | 1) as i64;
         let history = STAMP_HISTORY;
         let mut statements = vec![
             format!(

@@ -127,6 +127,7 @@ pub async fn sharded_counter_total_matches_acknowledged_increments(ctx: &Ctx) {
                         assert!(error.is_unavailable(), "increment failed with {error:?}");
                         unknown += delta;
                         failed += 1;
+                        // Back off while the server restarts, as a client would.
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 }
@@ -137,6 +138,7 @@ pub async fn sharded_counter_total_matches_acknowledged_increments(ctx: &Ctx) {
     }
     let total_ops = tasks * each;
     while progress.load(std::sync::atomic::Ordering::SeqCst) < total_ops / 3 {
+        // The poll interval (the tasks above end the loop).
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let restarted = ctx.restart().await;

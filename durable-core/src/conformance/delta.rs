@@ -33,8 +33,7 @@ pub async fn delta_reports_inserts_updates_and_deletes(ctx: &Ctx) {
     ]
     .into();
     assert_eq!(upserts, expected);
-    let removals: Vec<&str> = delta.removals.iter().map(|(k, _)| k.as_str()).collect();
-    assert_eq!(removals, vec!["b"]);
+    assert_eq!(delta.removals, ["b"]);
 
     let d = ctx.dict("delta-engine", Mode::Manual).await;
     let w = ctx.backend("delta-engine").await;

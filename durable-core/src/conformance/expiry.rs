@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::{Ctx, HINT_WAIT, MINUTE, bytes, entries, token};
-use crate::{Backend, BatchOp, ChangeKind, Changes, Mode, StoreTime, Swap};
+use crate::{Backend, BatchOp, ChangeKind, Changes, Dict, Encoding, Mode, StoreTime, Swap};
 
 /// Polls `backend.now()` until the store's clock has passed `at`.
 async fn wait_for_store_time(backend: &dyn Backend, at: StoreTime) {
@@ -17,7 +17,57 @@ async fn wait_for_store_time(backend: &dyn Backend, at: StoreTime) {
             tokio::time::Instant::now() < deadline,
             "the store's clock did not pass {at} (now {now})"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The poll interval.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// How far a handle's estimate of the store's clock may trail the store's clock: half the round
+/// trip of its reading plus drift, well under this on any test setup.
+const ESTIMATE_LAG: Duration = Duration::from_secs(2);
+
+/// The latest expiry of `keys` in `handle`'s snapshot (while they are still live in it).
+fn latest_expiry<V, E>(handle: &Dict<V, E>, keys: &[&str]) -> StoreTime
+where
+    V: Send + Sync + 'static,
+    E: Encoding<V>,
+{
+    let snapshot = handle.snapshot();
+    keys.iter()
+        .map(|key| {
+            snapshot
+                .expires_at(key)
+                .unwrap_or_else(|| panic!("{key} is not held with an expiry"))
+        })
+        .max()
+        .expect("keys")
+}
+
+/// Waits until the store's clock has passed `at`, then until every handle (each judging by its
+/// estimate of that clock) hides `keys`, without a sync.
+async fn wait_until_expired<V, E>(
+    backend: &dyn Backend,
+    at: StoreTime,
+    handles: &[&Dict<V, E>],
+    keys: &[&str],
+) where
+    V: Send + Sync + 'static,
+    E: Encoding<V>,
+{
+    wait_for_store_time(backend, at).await;
+    let deadline = tokio::time::Instant::now() + ESTIMATE_LAG;
+    let shown = || {
+        handles
+            .iter()
+            .any(|handle| keys.iter().any(|key| handle.snapshot().contains_key(key)))
+    };
+    while shown() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the store's clock passed {at}, and a handle still shows one of {keys:?}"
+        );
+        // The poll interval.
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -116,6 +166,8 @@ pub async fn store_clock_is_close(ctx: &Ctx) {
         .persist_expiring("a", bytes("1"), Duration::ZERO)
         .await
         .expect("persist_expiring");
+    // Real time between the three readings is the point: each must be ordered after the one
+    // before, not merely equal to it.
     tokio::time::sleep(Duration::from_millis(20)).await;
     let now = b.now().await.expect("now");
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -177,7 +229,7 @@ pub async fn sweep_removes_only_expired_entries(ctx: &Ctx) {
         let Changes::Delta(delta) = b.changes_since(before).await.expect("changes") else {
             panic!("a delta from the token before the sweep");
         };
-        let mut removed: Vec<String> = delta.removals.into_iter().map(|(k, _)| k).collect();
+        let mut removed = delta.removals;
         removed.sort();
         assert_eq!(
             removed,
@@ -212,7 +264,9 @@ pub async fn expired_entry_is_hidden_by_every_handle(ctx: &Ctx) {
     assert_eq!(seen.expires_at("keep"), None);
     drop(seen);
     let mut listener = a.subscribe();
-    tokio::time::sleep(ttl + Duration::from_millis(500)).await;
+    let backend = ctx.backend("ttl-read").await;
+    let at = latest_expiry(&a, &["gone"]);
+    wait_until_expired(&*backend, at, &[&a, &b], &["gone"]).await;
     for (name, dict) in [("writer", &a), ("reader", &b)] {
         let snapshot = dict.snapshot();
         assert_eq!(
@@ -231,7 +285,6 @@ pub async fn expired_entry_is_hidden_by_every_handle(ctx: &Ctx) {
         before,
         "the sweep bumped the version"
     );
-    let backend = ctx.backend("ttl-read").await;
     assert!(
         !entries(&*backend).await.contains_key("gone"),
         "swept from the store"
@@ -256,16 +309,18 @@ pub async fn writes_sweep_expired_entries_lazily(ctx: &Ctx) {
     a.insert_with_ttl("gone", b"g".to_vec(), Duration::from_millis(300))
         .await
         .expect("insert_with_ttl");
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    a.insert("other", b"o".to_vec()).await.expect("insert");
     let backend = ctx.backend("ttl-lazy").await;
+    let at = latest_expiry(&a, &["gone"]);
+    wait_until_expired(&*backend, at, &[&a], &["gone"]).await;
+    a.insert("other", b"o".to_vec()).await.expect("insert");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while entries(&*backend).await.contains_key("gone") {
         assert!(
             tokio::time::Instant::now() < deadline,
             "a write did not sweep the expired entry"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The poll interval.
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(entries(&*backend).await.contains_key("other"));
 }
@@ -282,7 +337,9 @@ pub async fn expired_key_is_absent_for_conditional_writes(ctx: &Ctx) {
             .await
             .expect("insert_with_ttl");
     }
-    tokio::time::sleep(ttl + Duration::from_millis(500)).await;
+    let backend = ctx.backend("ttl-cond").await;
+    let at = latest_expiry(&d, &["a", "n", "r"]);
+    wait_until_expired(&*backend, at, &[&d], &["a", "n", "r"]).await;
     if caps.insert_if_absent {
         assert!(d.insert_if_absent("a", 1).await.expect("insert_if_absent"));
         assert_eq!(d.snapshot().get("a"), Some(&1));
@@ -294,7 +351,6 @@ pub async fn expired_key_is_absent_for_conditional_writes(ctx: &Ctx) {
         d.remove("r").await.expect("remove").is_none(),
         "an expired key is absent"
     );
-    let backend = ctx.backend("ttl-cond").await;
     let stored = backend.durables().await.expect("durables");
     assert!(
         stored.entries.iter().all(|e| e.expires_at.is_none()),

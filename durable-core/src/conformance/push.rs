@@ -30,6 +30,7 @@ pub async fn push_hint_follows_a_write(ctx: &Ctx) {
             tokio::time::Instant::now() < deadline,
             "the hint did not wake the handle"
         );
+        // The poll interval.
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

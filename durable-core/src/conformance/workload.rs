@@ -200,6 +200,8 @@ impl Workload {
                 idle_after_fault,
             )));
         }
+        // The workload runs for real time: half a second of traffic before the fault and
+        // `settle` after it are the point.
         tokio::time::sleep(Duration::from_millis(500)).await;
         shared.phase.store(DURING, Ordering::SeqCst);
         fault.await;
@@ -221,6 +223,7 @@ impl Workload {
                     synced = true;
                     break;
                 }
+                // Retry for up to five seconds while the store comes back.
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             if !synced
@@ -285,9 +288,11 @@ async fn write_loop(d: RawDict, keys: Vec<String>, shared: Arc<Shared>, pause: D
             }
             Err(_) => {
                 shared.failed_writes.fetch_add(1, Ordering::SeqCst);
+                // Back off while the store is down.
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
+        // The writers' pace.
         tokio::time::sleep(pause).await;
     }
 }
@@ -296,6 +301,7 @@ async fn read_loop(d: RawDict, shared: Arc<Shared>, pause: Duration, idle_after_
     use rand::seq::IteratorRandom;
     while !shared.stop.load(Ordering::SeqCst) {
         if idle_after_fault && shared.phase() == AFTER {
+            // Idle on purpose (see `run`).
             tokio::time::sleep(pause).await;
             continue;
         }
@@ -334,9 +340,11 @@ async fn read_loop(d: RawDict, shared: Arc<Shared>, pause: Duration, idle_after_
             }
             Err(_) => {
                 shared.failed_syncs.fetch_add(1, Ordering::SeqCst);
+                // Back off while the store is down.
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
+        // The readers' pace.
         tokio::time::sleep(pause).await;
     }
 }

@@ -45,7 +45,13 @@ where
             );
         }
         *slot = (generation, result.clone());
+        drop(slot);
         self.export_metrics();
+        if result.is_ok() {
+            // After the waiters are released: a reading of the store's clock is not part of the
+            // shared round trip.
+            self.measure_clock_off_path().await;
+        }
         result
     }
 
@@ -112,7 +118,7 @@ where
                     Update::Delta {
                         version: delta.version,
                         upserts,
-                        removals: delta.removals.into_iter().map(|(k, _)| k.into()).collect(),
+                        removals: delta.removals.into_iter().map(Key::from).collect(),
                         bad,
                     }
                 }
@@ -137,7 +143,6 @@ where
         };
         self.hints.checked.store(hints_seen, Ordering::SeqCst);
         self.counters.check_succeeded(changed);
-        self.measure_clock_if_needed().await;
         Ok(())
     }
 
@@ -259,6 +264,6 @@ where
 /// True if `delta` writes, deletes or reports unreadable the row of `key`.
 fn delta_mentions(delta: &crate::types::Delta, key: &str) -> bool {
     delta.upserts.iter().any(|e| e.key == key)
-        || delta.removals.iter().any(|(k, _)| k == key)
+        || delta.removals.iter().any(|k| k == key)
         || delta.unreadable.iter().any(|u| u.key == key)
 }

@@ -19,6 +19,33 @@ where
         }
     }
 
+    /// After a successful check, outside the shared round trip: the first reading of the store's
+    /// clock (the snapshot now holds expiring entries and was never judged by the store's clock)
+    /// is taken before the caller that ran the check returns; a refresh of an older reading runs
+    /// in a task of its own, at most one at a time, so no caller waits for it.
+    pub(super) async fn measure_clock_off_path(&self) {
+        if self.state.load().map.expiring() == 0
+            || !self.clock.is_older_than(CLOCK_READING_LIFETIME)
+        {
+            return;
+        }
+        if self.clock.offset().is_none() {
+            self.measure_clock_if_needed().await;
+            return;
+        }
+        if self.measuring.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let Some(inner) = self.this.upgrade() else {
+            self.measuring.store(false, Ordering::SeqCst);
+            return;
+        };
+        tokio::spawn(async move {
+            inner.measure_clock_if_needed().await;
+            inner.measuring.store(false, Ordering::SeqCst);
+        });
+    }
+
     /// Reads the store's clock to correct the estimate of it.
     pub(super) async fn measure_clock(&self) -> Result<()> {
         let sent = self.clock.local_millis();

@@ -25,6 +25,7 @@ mod tasks;
 
 use expiry::MAX_OBSERVED_TTL_MILLIS;
 use increment::flush_increments;
+use publish::Update;
 use tasks::{backup_loop, hint_loop, poll_loop};
 
 use crate::backend::{Backend, HintShared, Hints};
@@ -115,7 +116,9 @@ pub enum Cas<V> {
 /// A handle on one replicated durable dictionary with values of type `V`, encoded with `E`.
 ///
 /// Cheap to clone (clones share one snapshot, one connection and one set of background tasks),
-/// `Send + Sync`. Background tasks stop when the last clone is dropped.
+/// `Send + Sync`. The background tasks (polling, push hints, the backup writer) stop when the
+/// last clone is dropped; work an operation started on the side (a lazy sweep, a refresh of the
+/// store-clock reading, a combined increment) finishes its store round trip first.
 ///
 /// See the [crate documentation](crate) for the model and examples.
 pub struct Dict<V, E = Json> {
@@ -185,6 +188,8 @@ struct Inner<V, E> {
     clock: Arc<StoreClock>,
     /// True while a lazy sweep runs or rests (at most one a second).
     sweeping: AtomicBool,
+    /// True while a reading of the store's clock runs in the background.
+    measuring: AtomicBool,
     /// Native increments waiting to be combined, per key; a key is present while its flush task
     /// runs.
     increments: Mutex<HashMap<String, Vec<QueuedIncrement>>>,
@@ -208,21 +213,6 @@ impl HintFlags {
     fn sent(&self) -> u64 {
         self.source.get().map_or(0, |s| s.sent())
     }
-}
-
-/// A sync result decoded and ready to publish.
-enum Update<V> {
-    Load {
-        version: Version,
-        entries: Vec<Entry<V>>,
-        bad: BadValues,
-    },
-    Delta {
-        version: Version,
-        upserts: Vec<Entry<V>>,
-        removals: Vec<Key>,
-        bad: BadValues,
-    },
 }
 
 /// Stored values of a sync that could not be decoded, with why: each costs its key only (the key
@@ -274,6 +264,7 @@ where
             origin,
             clock,
             sweeping: AtomicBool::new(false),
+            measuring: AtomicBool::new(false),
             increments: Mutex::new(HashMap::new()),
         });
         let dict = Dict {

@@ -139,6 +139,7 @@ pub(super) async fn poll_loop<V, E>(
     }
 }
 
+/// Rewrites the backup file when woken, at most once per [`Options::with_backup_interval`].
 pub(super) async fn backup_loop<V, E>(inner: Arc<Inner<V, E>>, path: PathBuf)
 where
     V: Send + Sync + 'static,
@@ -153,6 +154,7 @@ where
             Ok(Err(error)) => warn!(%error, "backup not written"),
             Err(error) => warn!(%error, "backup writer failed"),
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        // Changes published meanwhile leave a permit in `backup_wake`: one write covers them.
+        tokio::time::sleep(inner.options.backup_interval).await;
     }
 }
