@@ -33,11 +33,7 @@ fn ok(url: &str, namespace: &str, args: &[&str]) -> String {
 
 /// A namespace of its own for each test run.
 fn namespace() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("cli{}", std::process::id() ^ nanos)
+    format!("cli{:08x}", rand::random::<u32>())
 }
 
 /// The editing commands against one store.

@@ -2,7 +2,7 @@
 //! file) and PostgreSQL (`DURABLE_TEST_POSTGRES_URL`, set by `scripts/test.sh`; a missing
 //! server fails the test under `DURABLE_TEST_REQUIRE=1`).
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use durable_core::conformance::server_from_env;
 use durable_core::{Backend, Mode, Options};
@@ -17,11 +17,7 @@ use serde_json::json;
 const FILE: &str = include_str!("data/flagd-testkit.json");
 
 fn namespace() -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("openfeature-{}-{nanos}", std::process::id())
+    format!("openfeature-{:016x}", rand::random::<u64>())
 }
 
 /// `writer` and `reader` are two handles on one stored dictionary; `reader` runs in background

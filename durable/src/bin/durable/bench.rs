@@ -1054,7 +1054,7 @@ pub(crate) async fn run(
         store,
         url,
         namespace,
-        run: format!("{:08x}", rand_u32()),
+        run: format!("{:08x}", rand::random::<u32>()),
         rows: Vec::new(),
         json: Vec::new(),
         quick: args.quick,
@@ -1129,13 +1129,6 @@ pub(crate) async fn run(
 }
 
 /// A run id, so concurrent benchmarks against one store do not collide.
-fn rand_u32() -> u32 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    nanos ^ std::process::id().rotate_left(16)
-}
-
 #[cfg(test)]
 mod tests {
     use durable::bytes::Bytes;
