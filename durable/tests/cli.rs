@@ -658,8 +658,12 @@ fn bench_quick_runs_and_writes_its_reports() {
         .iter()
         .find(|r| r["scenario"] == json!("64 concurrent sync() callers"))
         .unwrap();
+    // Callers share round trips (64 without coalescing). How many they share depends on how
+    // the 64 tasks are scheduled, which a loaded machine spreads out (11 seen under load), so
+    // this smoke test only asserts that they shared; the exact property (callers arriving
+    // during a check share the next one) is durable-core's tests/engine.rs.
     assert!(
-        coalescing["round_trips"].as_u64().unwrap() <= 4,
+        coalescing["round_trips"].as_u64().unwrap() < 32,
         "{coalescing}"
     );
     assert!(
