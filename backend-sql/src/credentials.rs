@@ -99,16 +99,10 @@ impl Url {
     /// percent-encoded.
     pub(crate) fn parse(url: &str) -> Url {
         let mut secrets = query_secrets(url);
-        let Some((scheme, rest)) = url.split_once("://") else {
-            return Url {
-                bare: url.to_owned(),
-                user: None,
-                password: None,
-                shown: redact_url(url),
-                secrets,
-            };
-        };
-        let Some((info, host)) = split_user_info(rest) else {
+        let parts = url
+            .split_once("://")
+            .and_then(|(scheme, rest)| Some((scheme, split_user_info(rest)?)));
+        let Some((scheme, (info, host))) = parts else {
             return Url {
                 bare: url.to_owned(),
                 user: None,

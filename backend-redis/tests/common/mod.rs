@@ -212,14 +212,11 @@ impl Harness for SingleHarness {
     }
 
     async fn wipe(&self, namespace: &Name, dictionary: &Name) -> Result<()> {
-        let store = RedisStore::connect_with(&self.url, options()).await?;
-        let backend = store.backend(namespace.as_str(), dictionary.as_str())?;
-        let client = redis::Client::open(self.url.as_str()).map_err(err)?;
-        let mut conn = client
-            .get_multiplexed_async_connection()
+        let backend = self.backend(namespace, dictionary)?;
+        let _: () = (self.raw().await?)
+            .del(&backend.redis_keys()[..])
             .await
             .map_err(err)?;
-        let _: () = conn.del(&backend.redis_keys()[..]).await.map_err(err)?;
         Ok(())
     }
 
@@ -347,14 +344,12 @@ impl Harness for ClusterHarness {
     }
 
     async fn wipe(&self, namespace: &Name, dictionary: &Name) -> Result<()> {
-        let backend = self
-            .store()
-            .await?
-            .backend(namespace.as_str(), dictionary.as_str())?;
-        let client = redis::cluster::ClusterClient::new(self.urls.clone()).map_err(err)?;
-        let mut conn = client.get_async_connection().await.map_err(err)?;
+        let backend = self.backend(namespace, dictionary)?;
         // One slot (shared hash tag), so one multi-key DEL works on a cluster.
-        let _: () = conn.del(&backend.redis_keys()[..]).await.map_err(err)?;
+        let _: () = (self.raw().await?)
+            .del(&backend.redis_keys()[..])
+            .await
+            .map_err(err)?;
         Ok(())
     }
 

@@ -450,10 +450,15 @@ enum Access {
     Write,
 }
 
+/// Connects to the store for `access`: SQL tables are created only for a write.
+async fn connect_store(cli: &Cli, access: Access) -> CliResult<Store> {
+    let options = StoreOptions::new().with_create_schema(access == Access::Write);
+    Ok(Store::connect_with(&cli.url, &options).await.map_err(err)?)
+}
+
 /// Connects to the store for `access`, checking that the dictionary exists for a read.
 async fn connect(cli: &Cli, access: Access) -> CliResult<Store> {
-    let options = StoreOptions::new().with_create_schema(access == Access::Write);
-    let store = Store::connect_with(&cli.url, &options).await.map_err(err)?;
+    let store = connect_store(cli, access).await?;
     if access == Access::Read {
         let dictionaries = store.dictionaries(&cli.namespace).await.map_err(err)?;
         if !dictionaries.iter().any(|d| d == cli.dictionary()) {
@@ -1485,8 +1490,7 @@ async fn run(cli: Cli) -> CliResult {
         } => import(&cli, file, *replace, *output, &mut out).await?,
         Command::Flags { command } => flags(&cli, command, &mut out).await?,
         Command::Dicts { output } => {
-            let options = StoreOptions::new().with_create_schema(false);
-            let store = Store::connect_with(&cli.url, &options).await.map_err(err)?;
+            let store = connect_store(&cli, Access::Read).await?;
             let names = store.dictionaries(&cli.namespace).await.map_err(err)?;
             if output.json {
                 writeln!(out, "{}", json!(names)).map_err(err)?;
@@ -1499,8 +1503,8 @@ async fn run(cli: Cli) -> CliResult {
             }
         }
         Command::Migrate => {
-            let options = StoreOptions::new().with_create_schema(false);
-            let store = Store::connect_with(&cli.url, &options).await.map_err(err)?;
+            // `migrate` creates the tables itself, and says so.
+            let store = connect_store(&cli, Access::Read).await?;
             if store.migrate().await.map_err(err)? {
                 writeln!(out, "the store's tables are ready").map_err(err)?;
             } else {
@@ -1508,7 +1512,7 @@ async fn run(cli: Cli) -> CliResult {
             }
         }
         Command::Bench(args) => {
-            let store = Store::connect(&cli.url).await.map_err(err)?;
+            let store = connect_store(&cli, Access::Write).await?;
             bench::run(&store, &cli.url, &cli.namespace, args).await?;
         }
     }
