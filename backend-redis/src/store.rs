@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use durable_core::credentials::{ParsedUrl, Secrets, is_socket_scheme, redact};
 use durable_core::{Error, Name, Operation, Result};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisFuture, Value};
@@ -108,7 +109,8 @@ pub(crate) struct StoreInner {
 /// connection, a multiplexed [`ConnectionManager`] that reconnects on its own (or a cluster
 /// connection); push hints use one extra dedicated connection per subscribed dictionary.
 ///
-/// The `Debug` output shows the URL with the password replaced by `***`.
+/// The `Debug` output shows the URL with its user name and password replaced by `***`
+/// ([`durable_core::credentials::redact`]).
 #[derive(Clone)]
 pub struct RedisStore {
     pub(crate) inner: Arc<StoreInner>,
@@ -149,114 +151,13 @@ impl Credentials {
     }
 }
 
-/// A URL taken apart: `scheme://[credentials@]hosts[path]`, where `hosts` is one `host[:port]`
-/// or several separated by commas and `path` the rest (`/db`, `?query`, `#fragment`).
-struct UrlParts<'a> {
-    scheme: &'a str,
-    /// The user info as written (before the last `@`), if any.
-    userinfo: Option<&'a str>,
-    hosts: &'a str,
-    path: &'a str,
-}
-
-/// Takes `url` apart. The credentials end at the last `@`, so a user name or password may hold
-/// `/`, `?`, `#`, `@`, `:` (the password) or `%` without percent-encoding; `None` without `://`.
-fn url_parts(url: &str) -> Option<UrlParts<'_>> {
-    let (scheme, rest) = url.split_once("://")?;
-    let (userinfo, rest) = match rest.rfind('@') {
-        Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
-        None => (None, rest),
-    };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    Some(UrlParts {
-        scheme,
-        userinfo,
-        hosts: &rest[..end],
-        path: &rest[end..],
-    })
-}
-
-/// Whether `scheme` names a Unix socket (`redis+unix`, `unix`, `valkey+unix`): its URL has a
-/// file path, not an authority, and its password is a `pass=` query parameter.
-fn is_unix(scheme: &str) -> bool {
-    scheme.eq_ignore_ascii_case("unix") || scheme.to_ascii_lowercase().ends_with("+unix")
-}
-
-/// `%XX` escapes decoded; a `%` not followed by two hex digits stays as written, and escapes that
-/// do not decode to UTF-8 leave the text as written.
-fn percent_decode(text: &str) -> String {
-    percent_encoding::percent_decode_str(text)
-        .decode_utf8()
-        .map_or_else(|_| text.to_owned(), std::borrow::Cow::into_owned)
-}
-
-/// The credentials of user info `user[:password]` (empty parts: none).
-fn credentials(userinfo: Option<&str>) -> Credentials {
-    let Some(userinfo) = userinfo else {
-        return Credentials::default();
-    };
-    let (user, password) = match userinfo.split_once(':') {
-        Some((user, password)) => (user, Some(password)),
-        None => (userinfo, None),
-    };
-    Credentials {
-        user: (!user.is_empty()).then(|| percent_decode(user)),
-        password: password.filter(|p| !p.is_empty()).map(percent_decode),
-    }
-}
-
-/// `url` with its password replaced by `***`: the one in the user info (whatever characters it
-/// holds) and `pass=` / `password=` query parameters.
-pub(crate) fn redact(url: &str) -> String {
-    let Some(parts) = url_parts(url) else {
-        // Not a URL: whatever comes before an `@` may be credentials.
-        return match url.rfind('@') {
-            Some(at) => redact_query(&format!("***{}", &url[at..])),
-            None => redact_query(url),
-        };
-    };
-    if is_unix(parts.scheme) {
-        return redact_query(url);
-    }
-    let userinfo = match parts.userinfo {
-        None => String::new(),
-        Some(userinfo) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{user}:***@"),
-            None => format!("{userinfo}@"),
-        },
-    };
-    format!(
-        "{}://{userinfo}{}{}",
-        parts.scheme,
-        parts.hosts,
-        redact_query(parts.path)
-    )
-}
-
-/// `text` with the values of `pass=` and `password=` query parameters replaced by `***`.
-fn redact_query(text: &str) -> String {
-    let Some((head, query)) = text.split_once('?') else {
-        return text.to_owned();
-    };
-    let (query, fragment) = match query.split_once('#') {
-        Some((query, fragment)) => (query, Some(fragment)),
-        None => (query, None),
-    };
-    let query = query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((name, _))
-                if name.eq_ignore_ascii_case("pass") || name.eq_ignore_ascii_case("password") =>
-            {
-                format!("{name}=***")
-            }
-            _ => pair.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join("&");
-    match fragment {
-        Some(fragment) => format!("{head}?{query}#{fragment}"),
-        None => format!("{head}?{query}"),
+/// The credentials of a URL ([`ParsedUrl`]).
+impl From<&ParsedUrl> for Credentials {
+    fn from(url: &ParsedUrl) -> Self {
+        Credentials {
+            user: url.user.clone(),
+            password: url.password.clone(),
+        }
     }
 }
 
@@ -264,7 +165,11 @@ const URL_FORMS: &str = "expected redis://[user[:password]@]host[:port][/db], re
                          redis+unix:///path/to/socket";
 
 fn config_error(url: &str, problem: &str) -> Error {
-    Error::Config(format!("invalid Redis URL {}: {problem}", redact(url)))
+    Error::Config(format!(
+        "invalid Redis URL {}: {}",
+        redact(url),
+        Secrets::from_url(url).scrub(problem)
+    ))
 }
 
 /// The driver's reason for refusing a URL that holds no password (the credentials were taken
@@ -277,24 +182,26 @@ fn driver_reason(err: &redis::RedisError) -> String {
 /// The node addresses `url` names (several for `redis://[credentials@]h1:p1,h2:p2/`), each
 /// with the URL's credentials, and those credentials.
 fn parse_nodes(url: &str) -> Result<(Vec<ConnectionInfo>, Credentials)> {
-    let Some(parts) = url_parts(url) else {
+    let parsed = ParsedUrl::parse(url);
+    let Some((scheme, rest)) = parsed.bare.split_once("://") else {
         return Err(config_error(url, URL_FORMS));
     };
-    if is_unix(parts.scheme) {
+    if is_socket_scheme(scheme) {
         // A file path (which may hold `@`); a password goes in `?pass=`.
         let info = url
             .into_connection_info()
             .map_err(|_| config_error(url, URL_FORMS))?;
         return Ok((vec![info], Credentials::default()));
     }
-    let credentials = credentials(parts.userinfo);
+    let credentials = Credentials::from(&parsed);
+    let (hosts, path) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
     let mut nodes = Vec::new();
-    for host in parts.hosts.split(',') {
+    for host in hosts.split(',') {
         if host.is_empty() && !nodes.is_empty() {
             continue; // a trailing comma
         }
         // No credentials in what the driver parses.
-        let bare = format!("{}://{host}{}", parts.scheme, parts.path);
+        let bare = format!("{scheme}://{host}{path}");
         let info = bare
             .as_str()
             .into_connection_info()
@@ -321,7 +228,8 @@ impl RedisStore {
     ///
     /// URL forms: `redis://[user[:password]@]host[:port][/db]`, `rediss://...` (TLS, feature
     /// `tls`), `redis+unix:///path/to/socket`. The user name and password may hold any
-    /// character unencoded (they end at the last `@`); `%XX` escapes are decoded.
+    /// character unencoded (they end at the last `@` followed by a host); `%XX` escapes are
+    /// decoded.
     ///
     /// # Errors
     ///
@@ -650,7 +558,8 @@ mod url_tests {
                     assert_eq!(settings(&info), (Some(user), Some(password), db), "{url}");
                     assert_eq!(info.addr().to_string(), "db.example:6380", "{url}");
                     let shown = redact(&url);
-                    assert_eq!(shown, format!("redis://{user}:***@db.example:6380{tail}"));
+                    assert_eq!(shown, format!("redis://***@db.example:6380{tail}"));
+                    assert!(!shown.contains(user), "{url}: {shown}");
                     for text in [shown, format!("{info:?}")] {
                         assert!(!text.contains(password), "{url}: {text}");
                     }
@@ -665,7 +574,7 @@ mod url_tests {
         assert_eq!(settings(&info), (None, Some("s3/cr?t"), 0));
         assert_eq!(
             redact("redis://:s3/cr?t@127.0.0.1:7000/"),
-            "redis://:***@127.0.0.1:7000/"
+            "redis://***@127.0.0.1:7000/"
         );
         let info = parse("redis://127.0.0.1:7000/1").unwrap();
         assert_eq!(settings(&info), (None, None, 1));
@@ -697,7 +606,7 @@ mod url_tests {
         }
         assert_eq!(
             redact("redis://us/er:s3/cr?t@h1:6379,h2:6380,h3/"),
-            "redis://us/er:***@h1:6379,h2:6380,h3/"
+            "redis://***@h1:6379,h2:6380,h3/"
         );
         // A single-server store refuses several nodes, without printing the password.
         let error = parse("redis://:s3/cr?t@h1:6379,h2:6380/")
@@ -716,6 +625,7 @@ mod url_tests {
             "redis://:s3#cret@[::1/",
             "ftp://u:s3/cret@host/",
             "u:s3/cret@host:1/",
+            "redis://u:s3/cret@bad host:1/",
             "redis+unix:///tmp/durable-no.sock?pass=s3/cret&db=x",
             "redis+unix:///tmp/durable-no.sock?password=s3/cret&db=x",
         ] {
@@ -728,17 +638,5 @@ mod url_tests {
                 assert!(text.contains("invalid Redis URL"), "{url}: {text}");
             }
         }
-    }
-
-    #[test]
-    fn query_passwords_are_redacted() {
-        assert_eq!(
-            redact("redis+unix:///run/redis.sock?db=1&pass=s3/cret#x"),
-            "redis+unix:///run/redis.sock?db=1&pass=***#x"
-        );
-        assert_eq!(
-            redact("redis://h/?password=s3cret&protocol=resp3"),
-            "redis://h/?password=***&protocol=resp3"
-        );
     }
 }

@@ -12,9 +12,9 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use durable_core::credentials::Secrets;
 use durable_core::{Error, Operation};
 
-use crate::credentials::Secrets;
 use crate::dialect::{Connect, Dialect};
 
 /// Why one attempt of an operation failed.

@@ -7,10 +7,6 @@ mod options;
 #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
 mod backend;
 #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
-// SQLite URLs hold no credentials.
-#[cfg_attr(not(any(feature = "postgres", feature = "mysql")), allow(dead_code))]
-mod credentials;
-#[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
 mod dialect;
 #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
 mod dictionary;

@@ -6,6 +6,7 @@ use std::marker::PhantomData;
 use std::str::FromStr;
 use std::time::Duration;
 
+use durable_core::credentials::{Secrets, redact};
 use durable_core::{Error, Operation, Result, STAMP_HISTORY};
 use sqlx::error::DatabaseError;
 use sqlx::sqlite::{
@@ -13,7 +14,6 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 
-use crate::credentials::{Secrets, redact_url};
 use crate::dialect::{Dialect, sealed};
 use crate::error::{Class, Reason, Target};
 use crate::sql::{Bump, DialectSql, Tables};
@@ -134,7 +134,7 @@ impl Dialect for Sqlite {
 
     async fn connect(url: &str, options: SqlOptions) -> Result<SqliteStore> {
         options.validate()?;
-        let shown = redact_url(url);
+        let shown = redact(url);
         let connect = SqliteConnectOptions::from_str(url)
             .map_err(|e| Error::Config(format!("SQLite URL {shown:?}: {e}")))?;
         // A missing directory is named by the first connection's error (the path is in it).
@@ -198,6 +198,6 @@ impl SqliteStore {
             Ok(pool.connect_lazy_with(connect.clone()))
         }
         .map_err(|e| target.explain(Operation::Open, e))?;
-        SqlStore::assemble(pool, connect, target, redact_url(shown), options).await
+        SqlStore::assemble(pool, connect, target, redact(shown), options).await
     }
 }

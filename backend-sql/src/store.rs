@@ -247,10 +247,10 @@ mod server {
     use std::marker::PhantomData;
     use std::str::FromStr;
 
+    use durable_core::credentials::{ParsedUrl, Secrets, redact};
     use durable_core::{Error, Result};
     use sqlx::pool::PoolOptions;
 
-    use crate::credentials::{Secrets, Url, redact_url};
     use crate::dialect::{Connect, Server};
     use crate::error::Target;
     use crate::{SqlOptions, SqlStore};
@@ -264,9 +264,9 @@ mod server {
             shown: &str,
             options: SqlOptions,
         ) -> Result<Self> {
-            let mut secrets = Url::parse(shown).secrets;
+            let mut secrets = ParsedUrl::parse(shown).secrets;
             secrets.add_user(D::user(&connect));
-            open_server(connect, redact_url(shown), secrets, options).await
+            open_server(connect, redact(shown), secrets, options).await
         }
     }
 
@@ -276,7 +276,7 @@ mod server {
         url: &str,
         options: SqlOptions,
     ) -> Result<SqlStore<D>> {
-        let url = Url::parse(url);
+        let url = ParsedUrl::parse(url);
         let mut connect = Connect::<D>::from_str(&D::driver_url(&url.bare)).map_err(|e| {
             Error::Config(format!(
                 "{} URL {:?} cannot be read: {}",

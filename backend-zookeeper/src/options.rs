@@ -3,6 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use durable_core::credentials::percent_decode;
 use durable_core::{Error, Result};
 use zookeeper_client::{Acl, Acls, CreateMode, CreateOptions};
 
@@ -268,14 +269,6 @@ fn split_credentials(connect: &str) -> Result<(Option<Credentials>, &str), Strin
         );
     };
     Ok((Some((percent_decode(user), percent_decode(password))), rest))
-}
-
-/// `%XX` escapes decoded; a `%` not followed by two hex digits stays as written, and escapes that
-/// do not decode to UTF-8 leave the text as written.
-fn percent_decode(text: &str) -> String {
-    percent_encoding::percent_decode_str(text)
-        .decode_utf8()
-        .map_or_else(|_| text.to_owned(), std::borrow::Cow::into_owned)
 }
 
 /// Splits servers from the chroot: the chroot starts at the first `/` that is not part of a

@@ -5,6 +5,7 @@ mod backend;
 mod backup;
 mod clock;
 mod counter;
+pub mod credentials;
 mod dict;
 mod encoding;
 mod error;

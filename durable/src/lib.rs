@@ -93,87 +93,19 @@ fn scheme(url: &str) -> Result<String> {
         _ => Err(Error::Config(format!(
             "store URL {:?} has no scheme (expected memory:, sqlite://, postgres://, mysql://, \
              redis://, rediss:// or zk://)",
-            redacted(url)
+            credentials::redact(url)
         ))),
     }
 }
 
-/// The user information of `url` (`user:password` before the host), if it has any.
-///
-/// The host part of a URL holds no `@`, so the user information ends at the **last** `@`: a
-/// password may contain `/`, `?`, `#` or `@` that were not percent-encoded. An `@` further on
-/// (in a query) only makes more of the URL count as user information, which hides more, never
-/// less.
-fn user_info(url: &str) -> Option<(&str, &str)> {
-    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    rest.rsplit_once('@')
-}
-
-/// The password of `url`, as written and percent-decoded (empty when there is none).
-fn passwords(url: &str) -> Vec<String> {
-    let Some((info, _)) = user_info(url) else {
-        return Vec::new();
-    };
-    let Some((_, password)) = info.split_once(':') else {
-        return Vec::new();
-    };
-    let mut found = vec![password.to_owned()];
-    let decoded = percent_decode(password);
-    if decoded != password {
-        found.push(decoded);
-    }
-    found.retain(|p| !p.is_empty());
-    found
-}
-
-/// `%XX` escapes decoded; a `%` not followed by two hex digits stays as written, and escapes that
-/// do not decode to UTF-8 leave the text as written.
-fn percent_decode(text: &str) -> String {
-    percent_encoding::percent_decode_str(text)
-        .decode_utf8()
-        .map_or_else(|_| text.to_owned(), std::borrow::Cow::into_owned)
-}
-
-/// `url` with any password replaced by `***`, for messages (and `password=` query parameters).
-fn redacted(url: &str) -> String {
-    let shown = match user_info(url) {
-        Some((info, host)) => {
-            let scheme = url
-                .split_once("://")
-                .map_or(String::new(), |(scheme, _)| format!("{scheme}://"));
-            let (user, hidden) = match info.split_once(':') {
-                Some((user, _)) => (user, ":***"),
-                None => (info, ""),
-            };
-            format!("{scheme}{user}{hidden}@{host}")
-        }
-        None => url.to_owned(),
-    };
-    let Some((head, query)) = shown.split_once('?') else {
-        return shown;
-    };
-    let query: Vec<String> = query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((name, _)) if name.to_ascii_lowercase().contains("pass") => {
-                format!("{name}=***")
-            }
-            _ => pair.to_owned(),
-        })
-        .collect();
-    format!("{head}?{}", query.join("&"))
-}
-
-/// A configuration error's message with every form of `url`'s password replaced by `***`
-/// (whatever a backend put in it), prefixed by `context` when given. Other errors keep their
-/// category and pass through.
+/// A configuration error's message with every form of `url`'s credentials hidden (whatever a
+/// backend put in it): the passwords of its user information and query parameters, and its
+/// quoted user names ([`Secrets::scrub`](credentials::Secrets::scrub)), prefixed by `context`
+/// when given. Other errors keep their category and pass through.
 fn scrubbed(error: Error, url: &str, context: Option<&str>) -> Error {
     match error {
         Error::Config(message) => {
-            let mut message = message;
-            for password in passwords(url) {
-                message = message.replace(&password, "***");
-            }
+            let message = credentials::Secrets::from_url(url).scrub(&message);
             Error::Config(match context {
                 Some(context) => format!("{context}: {message}"),
                 None => message,
@@ -284,7 +216,7 @@ impl Store {
             other => Err(Error::Config(format!(
                 "unknown store URL scheme `{other}:` in {:?} (expected memory:, sqlite://, \
                  postgres://, mysql://, redis://, rediss:// or zk://)",
-                redacted(url)
+                credentials::redact(url)
             ))),
         }
     }
@@ -429,7 +361,7 @@ async fn connect_redis(scheme: &str, url: &str) -> Result<durable_redis::RedisSt
 #[cfg_attr(not(feature = "redis"), allow(dead_code))]
 fn cluster_nodes(scheme: &str, url: &str) -> Option<Vec<String>> {
     let rest = url.split_once("://").map_or("", |(_, rest)| rest);
-    let (credentials, rest) = match rest.rsplit_once('@') {
+    let (info, rest) = match credentials::split_user_info(rest) {
         Some((info, rest)) => (format!("{info}@"), rest),
         None => (String::new(), rest),
     };
@@ -440,7 +372,7 @@ fn cluster_nodes(scheme: &str, url: &str) -> Option<Vec<String>> {
     Some(
         hosts
             .split(',')
-            .map(|host| format!("{scheme}://{credentials}{host}{path}"))
+            .map(|host| format!("{scheme}://{info}{host}{path}"))
             .collect(),
     )
 }
@@ -448,38 +380,6 @@ fn cluster_nodes(scheme: &str, url: &str) -> Option<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(
-            redacted("postgres://app:s3cret@db:5432/flags"),
-            "postgres://app:***@db:5432/flags"
-        );
-        assert_eq!(redacted("redis://:pw@host/0"), "redis://:***@host/0");
-        assert_eq!(redacted("sqlite://flags.db"), "sqlite://flags.db");
-        // Characters a password may hold without percent-encoding, which end the authority in
-        // a strict parser.
-        for password in [
-            "s3/cret",
-            "s?cret",
-            "s#cret",
-            "s@cret",
-            "s%2Fcret",
-            "sécret/€",
-        ] {
-            let url = format!("postgres://app:{password}@db:5432/flags?sslmode=disable");
-            let shown = redacted(&url);
-            assert_eq!(
-                shown, "postgres://app:***@db:5432/flags?sslmode=disable",
-                "{url}"
-            );
-        }
-        assert_eq!(
-            redacted("postgres://db/flags?user=app&password=s3cret"),
-            "postgres://db/flags?user=app&password=***"
-        );
-        assert_eq!(redacted("app:s3cret@db/flags"), "app:***@db/flags");
-    }
 
     #[test]
     fn every_cluster_node_gets_the_credentials() {
@@ -507,6 +407,19 @@ mod tests {
         let message = scrubbed(error, url, Some("environment variable X")).to_string();
         assert!(!message.contains("3cret"), "{message}");
         assert!(message.contains("environment variable X: "), "{message}");
+        // Passwords of query parameters, and quoted user names, too.
+        let url = "postgres://db/flags?user=app&sslpassword=q%2Fs3cret";
+        let error = Error::Config(format!("bad URL {url}: user \"app\", q/s3cret"));
+        let message = scrubbed(error, url, None).to_string();
+        assert!(!message.contains("s3cret"), "{message}");
+        assert!(!message.contains("\"app\""), "{message}");
+        // Other errors pass through.
+        let error = Error::InvalidName {
+            name: "app".into(),
+            reason: "r",
+        };
+        let error = scrubbed(error, url, None);
+        assert!(matches!(error, Error::InvalidName { .. }), "{error:?}");
     }
 
     #[test]
