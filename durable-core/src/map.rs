@@ -1,22 +1,18 @@
-//! The snapshot's map: a hash map split into small copy-on-write leaves of about 32 entries
-//! under a radix tree of 32-way inner nodes, indexed by bits of the key's hash.
+//! The snapshot's map: a hash map split into small copy-on-write leaves (hash tables of about
+//! 32 entries) under a radix tree of 32-way inner nodes, indexed by bits of the key's hash that
+//! the leaves' own tables do not use.
 //!
 //! A snapshot is one root; publishing the next after a change of k keys copies, for each touched
 //! key, its path: one inner node per level (32 pointers; three levels at 1M entries, four at
 //! 10M) and one leaf. Everything else is shared, so a delta costs O(k log n), never a copy of the
-//! map, and a reader holding the old root keeps seeing exactly the old state.
-//!
-//! A leaf keeps its entries in a vector of exactly their number and, beside it, a 16-bit tag of
-//! each entry's hash, held in the leaf itself. A lookup hashes the key once, follows the path
-//! (the upper levels stay in cache), compares the tags sixteen at a time and then only the keys
-//! whose tag matches: it reads the leaf, then the entry. Exact-size vectors leave no empty slot,
-//! where a hash table's power-of-two capacity leaves a third to a half of its slots empty.
+//! map, and a reader holding the old root keeps seeing exactly the old state. A lookup hashes the
+//! key once and follows the path (the upper levels stay in cache).
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use foldhash::fast::RandomState;
-use smallvec::SmallVec;
+use hashbrown::HashTable;
 use smol_str::SmolStr;
 
 use crate::types::{Revision, StoreTime};
@@ -58,86 +54,8 @@ impl<V> Clone for Entry<V> {
     }
 }
 
-/// Tags held in the leaf itself; a leaf with more entries keeps its tags in a vector of their
-/// own.
-const INLINE_TAGS: usize = 40;
-
-/// A leaf: the entries whose hashes share its index bits, in no order.
-#[derive(Debug)]
-struct Leaf<V> {
-    /// [`tag`] of each entry's hash, in the order of `entries`.
-    tags: SmallVec<[u16; INLINE_TAGS]>,
-    entries: Vec<Entry<V>>,
-}
-
-impl<V> Default for Leaf<V> {
-    fn default() -> Self {
-        Leaf {
-            tags: SmallVec::new(),
-            entries: Vec::new(),
-        }
-    }
-}
-
-impl<V> Clone for Leaf<V> {
-    /// A copy of exactly the entries' size (a change copies the leaf it touches).
-    fn clone(&self) -> Self {
-        Leaf {
-            tags: self.tags.clone(),
-            entries: self.entries.clone(),
-        }
-    }
-}
-
-/// The bits of a hash a leaf compares before the keys: the lowest sixteen, which the leaf index
-/// (bits 32 and up) leaves free.
-#[inline]
-fn tag(hash: u64) -> u16 {
-    hash as u16
-}
-
-impl<V> Leaf<V> {
-    /// The position of `key` (whose hash is `hash`) among the entries.
-    #[inline]
-    fn position(&self, hash: u64, key: &str) -> Option<usize> {
-        let tag = tag(hash);
-        for (n, chunk) in self.tags.chunks(16).enumerate() {
-            // A mask of the matching tags, which the compiler turns into one vector compare.
-            let mut matches = 0u32;
-            for (i, &t) in chunk.iter().enumerate() {
-                matches |= u32::from(t == tag) << i;
-            }
-            while matches != 0 {
-                let i = n * 16 + matches.trailing_zeros() as usize;
-                if self.entries[i].key.as_str() == key {
-                    return Some(i);
-                }
-                matches &= matches - 1;
-            }
-        }
-        None
-    }
-
-    /// Inserts or replaces the entry of its key, returning the replaced one.
-    fn upsert(&mut self, hash: u64, entry: Entry<V>) -> Option<Entry<V>> {
-        match self.position(hash, entry.key.as_str()) {
-            Some(i) => Some(std::mem::replace(&mut self.entries[i], entry)),
-            None => {
-                // One more slot, not twice as many: leaves stay exactly their size.
-                self.entries.reserve_exact(1);
-                self.tags.push(tag(hash));
-                self.entries.push(entry);
-                None
-            }
-        }
-    }
-
-    /// Removes the entry at `position`.
-    fn remove(&mut self, position: usize) -> Entry<V> {
-        self.tags.swap_remove(position);
-        self.entries.swap_remove(position)
-    }
-}
+/// A leaf: the entries whose hashes share its index bits.
+type Leaf<V> = Arc<HashTable<Entry<V>>>;
 
 /// log2 of an inner node's fan-out.
 const FANOUT_BITS: u32 = 5;
@@ -147,7 +65,7 @@ const FANOUT: usize = 1 << FANOUT_BITS;
 #[derive(Debug)]
 enum Node<V> {
     Inner(Arc<[Node<V>; FANOUT]>),
-    Leaf(Arc<Leaf<V>>),
+    Leaf(Leaf<V>),
 }
 
 impl<V> Clone for Node<V> {
@@ -193,7 +111,8 @@ impl<V> Clone for Map<V> {
 
 /// About this many entries per leaf: a one-key change copies a leaf, so leaves stay small.
 const LEAF_BITS: u32 = 5;
-/// The most index bits (16M leaves), taken from bit 32 of the hash up.
+/// The most index bits: bits 32..56 of the hash, below the seven that hashbrown keeps for its
+/// control bytes (it takes the bucket from the lowest bits).
 const MAX_INDEX_BITS: u32 = 24;
 
 /// log2 of the leaf count for `len` entries: about 2^LEAF_BITS entries per leaf.
@@ -227,24 +146,14 @@ impl<V> Map<V> {
     fn build(hasher: RandomState, entries: Vec<Entry<V>>) -> Self {
         let bits = index_bits(entries.len());
         let count = 1usize << bits;
-        let mask = count - 1;
-        // Each leaf gets exactly its entries' room: count them first.
-        let mut sizes = vec![0usize; count];
-        for entry in &entries {
-            sizes[leaf_of(hasher.hash_one(entry.key.as_str()), mask)] += 1;
-        }
-        let mut leaves: Vec<Leaf<V>> = sizes
-            .into_iter()
-            .map(|size| Leaf {
-                tags: SmallVec::with_capacity(size),
-                entries: Vec::with_capacity(size),
-            })
+        let mut leaves: Vec<HashTable<Entry<V>>> = (0..count)
+            .map(|_| HashTable::with_capacity(entries.len() / count))
             .collect();
         let mut map = Map {
             hasher,
             root: Node::Leaf(Arc::default()),
             root_shift: bits.saturating_sub(1) / FANOUT_BITS * FANOUT_BITS,
-            leaf_mask: mask,
+            leaf_mask: count - 1,
             len: 0,
             bytes: 0,
             expiring: 0,
@@ -253,9 +162,9 @@ impl<V> Map<V> {
         for entry in entries {
             let hash = map.hasher.hash_one(entry.key.as_str());
             map.added(entry.size, entry.expires_at);
-            match leaves[leaf_of(hash, mask)].upsert(hash, entry) {
-                Some(old) => map.removed(&old),
-                None => map.len += 1,
+            let leaf = &mut leaves[leaf_of(hash, map.leaf_mask)];
+            if let Some(old) = insert(&map.hasher, leaf, hash, entry, &mut map.len) {
+                map.removed(&old);
             }
         }
         // Group the leaves FANOUT at a time, level by level, up to one root (the root's unused
@@ -325,7 +234,7 @@ impl<V> Map<V> {
     }
 
     #[inline]
-    fn leaf(&self, hash: u64) -> &Leaf<V> {
+    fn leaf(&self, hash: u64) -> &HashTable<Entry<V>> {
         let index = leaf_of(hash, self.leaf_mask);
         let mut node = &self.root;
         let mut shift = self.root_shift;
@@ -341,7 +250,7 @@ impl<V> Map<V> {
     }
 
     /// The leaf of `hash`, copying every node on its path that another map shares.
-    fn leaf_mut(&mut self, hash: u64) -> &mut Leaf<V> {
+    fn leaf_mut(&mut self, hash: u64) -> &mut HashTable<Entry<V>> {
         let index = leaf_of(hash, self.leaf_mask);
         let mut node = &mut self.root;
         let mut shift = self.root_shift;
@@ -359,18 +268,19 @@ impl<V> Map<V> {
     #[inline]
     pub(crate) fn get(&self, key: &str) -> Option<&Entry<V>> {
         let hash = self.hasher.hash_one(key);
-        let leaf = self.leaf(hash);
-        leaf.position(hash, key).map(|i| &leaf.entries[i])
+        self.leaf(hash).find(hash, |e| e.key.as_str() == key)
     }
 
     /// Inserts or replaces an entry, returning the replaced one. Copies only the entry's path.
     pub(crate) fn upsert(&mut self, entry: Entry<V>) -> Option<Entry<V>> {
         let hash = self.hasher.hash_one(entry.key.as_str());
         self.added(entry.size, entry.expires_at);
-        let old = self.leaf_mut(hash).upsert(hash, entry);
-        match &old {
-            Some(old) => self.removed(old),
-            None => self.len += 1,
+        let hasher = self.hasher.clone();
+        let mut len = self.len;
+        let old = insert(&hasher, self.leaf_mut(hash), hash, entry, &mut len);
+        self.len = len;
+        if let Some(old) = &old {
+            self.removed(old);
         }
         if index_bits(self.len) > self.leaf_mask.count_ones() + 1 {
             self.rebuild();
@@ -381,8 +291,12 @@ impl<V> Map<V> {
     /// Removes an entry, returning it. Copies its path only if the key is present.
     pub(crate) fn remove(&mut self, key: &str) -> Option<Entry<V>> {
         let hash = self.hasher.hash_one(key);
-        let position = self.leaf(hash).position(hash, key)?;
-        let old = self.leaf_mut(hash).remove(position);
+        self.leaf(hash).find(hash, |e| e.key.as_str() == key)?;
+        let (old, _) = self
+            .leaf_mut(hash)
+            .find_entry(hash, |e| e.key.as_str() == key)
+            .ok()?
+            .remove();
         self.len -= 1;
         self.removed(&old);
         Some(old)
@@ -408,7 +322,7 @@ impl<V> Map<V> {
 pub(crate) struct Iter<'a, V> {
     /// The unvisited children of the inner nodes on the current path.
     stack: Vec<std::slice::Iter<'a, Node<V>>>,
-    leaf: Option<std::slice::Iter<'a, Entry<V>>>,
+    leaf: Option<hashbrown::hash_table::Iter<'a, Entry<V>>>,
     /// A node to descend into before taking from the stack.
     next: Option<&'a Node<V>>,
 }
@@ -435,8 +349,32 @@ impl<'a, V> Iterator for Iter<'a, V> {
             };
             match node {
                 Node::Inner(children) => self.stack.push(children.iter()),
-                Node::Leaf(leaf) => self.leaf = Some(leaf.entries.iter()),
+                Node::Leaf(leaf) => self.leaf = Some(leaf.iter()),
             }
+        }
+    }
+}
+
+/// Inserts `entry` into `leaf`, counting a new key in `len`; returns the entry it replaced.
+fn insert<V>(
+    hasher: &RandomState,
+    leaf: &mut HashTable<Entry<V>>,
+    hash: u64,
+    entry: Entry<V>,
+    len: &mut usize,
+) -> Option<Entry<V>> {
+    match leaf.entry(
+        hash,
+        |e| e.key == entry.key,
+        |e| hasher.hash_one(e.key.as_str()),
+    ) {
+        hashbrown::hash_table::Entry::Occupied(mut o) => {
+            Some(std::mem::replace(o.get_mut(), entry))
+        }
+        hashbrown::hash_table::Entry::Vacant(v) => {
+            v.insert(entry);
+            *len += 1;
+            None
         }
     }
 }

@@ -605,11 +605,14 @@ impl Bench<'_> {
                 }
                 use durable::redis::redis;
                 let backend = store.backend(self.namespace, dictionary).map_err(err)?;
-                let client = redis::Client::open(self.url).map_err(err)?;
+                // The driver's own errors may quote the URL: scrub its credentials.
+                let secrets = durable::credentials::Secrets::from_url(self.url);
+                let scrubbed = |e: redis::RedisError| secrets.scrub(&e.to_string());
+                let client = redis::Client::open(self.url).map_err(scrubbed)?;
                 let mut conn = client
                     .get_multiplexed_async_connection()
                     .await
-                    .map_err(err)?;
+                    .map_err(scrubbed)?;
                 let (mut cursor, mut fetched) = (0u64, 0);
                 loop {
                     /// One HSCAN reply: the next cursor and a page of fields and values.
@@ -621,7 +624,7 @@ impl Bench<'_> {
                         .arg(store.options().load_chunk())
                         .query_async(&mut conn)
                         .await
-                        .map_err(err)?;
+                        .map_err(scrubbed)?;
                     fetched += page.len();
                     cursor = next;
                     if cursor == 0 {
