@@ -146,9 +146,15 @@ impl<V> Map<V> {
     fn build(hasher: RandomState, entries: Vec<Entry<V>>) -> Self {
         let bits = index_bits(entries.len());
         let count = 1usize << bits;
-        let mut leaves: Vec<HashTable<Entry<V>>> = (0..count)
-            .map(|_| HashTable::with_capacity(entries.len() / count))
-            .collect();
+        // Each leaf's table sized for its own entries (counted first), not for the average: a
+        // table takes the next power of two of buckets, so a leaf a little above the average
+        // would otherwise grow to twice the buckets, and one below it keep room it never uses.
+        let mut sizes = vec![0usize; count];
+        for entry in &entries {
+            sizes[leaf_of(hasher.hash_one(entry.key.as_str()), count - 1)] += 1;
+        }
+        let mut leaves: Vec<HashTable<Entry<V>>> =
+            sizes.into_iter().map(HashTable::with_capacity).collect();
         let mut map = Map {
             hasher,
             root: Node::Leaf(Arc::default()),
