@@ -169,3 +169,62 @@ async fn a_record_from_before_stamps_is_created_afresh_by_a_read() {
     assert_eq!(b.changes_since(old).await.unwrap(), Changes::TooOld);
     cleanup(&url, &b).await;
 }
+
+/// A clear deletes the entries, expiries and change log at once (no tombstone per key: a
+/// script writing one for each of millions of keys blocks the server for seconds) and bumps
+/// once: a token from before it is served a full load, the new token an empty delta, and writes
+/// after it are logged and served as deltas again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clear_drops_the_change_log_and_earlier_tokens_reload() {
+    let Some((url, b, mut raw)) = setup().await else {
+        return;
+    };
+    let [version, entries, log, tombstones, expiries, _] = b.redis_keys().map(str::to_owned);
+    let ops = (0..1000)
+        .map(|i| durable_core::BatchOp::Put {
+            key: format!("k{i}"),
+            value: i.to_string().into(),
+        })
+        .collect();
+    b.persist_batch(ops).await.unwrap().unwrap();
+    b.persist_expiring("short", "x".into(), std::time::Duration::from_secs(3600))
+        .await
+        .unwrap();
+    b.depersist("k0").await.unwrap().unwrap();
+    let before = b.last_updated().await.unwrap();
+
+    let cleared = b
+        .clear()
+        .await
+        .unwrap()
+        .expect("the dictionary held entries");
+    assert_eq!(cleared.counter(), before.counter() + 1, "one bump");
+    assert_eq!(cleared.epoch(), before.epoch(), "the same epoch");
+    for key in [&entries, &log, &tombstones, &expiries] {
+        let exists: bool = raw.exists(key).await.unwrap();
+        assert!(!exists, "{key} left after a clear");
+    }
+    let oldest: u64 = raw.hget(&version, "oldest").await.unwrap();
+    assert_eq!(oldest, cleared.counter(), "the log restarts at the clear");
+    assert_eq!(b.changes_since(before).await.unwrap(), Changes::TooOld);
+    assert!(b.durables().await.unwrap().entries.is_empty());
+    assert!(
+        matches!(b.changes_since(cleared).await.unwrap(), Changes::Delta(d) if d.upserts.is_empty() && d.removals.is_empty())
+    );
+    assert_eq!(
+        b.clear().await.unwrap(),
+        None,
+        "clearing an empty dictionary bumps nothing"
+    );
+
+    let after = b.persist("new", "1".into()).await.unwrap();
+    match b.changes_since(cleared).await.unwrap() {
+        Changes::Delta(d) => {
+            assert_eq!(d.version, after);
+            assert_eq!(d.upserts.len(), 1);
+            assert_eq!(d.upserts[0].key, "new");
+        }
+        Changes::TooOld => panic!("a write after the clear is served as a delta"),
+    }
+    cleanup(&url, &b).await;
+}
