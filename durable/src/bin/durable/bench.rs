@@ -129,6 +129,9 @@ struct Bench<'a> {
     rows: Vec<Row>,
     json: Vec<Value>,
     quick: bool,
+    /// The options every handle starts from: the command's time limits (`--timeout`,
+    /// `--load-timeout`), so that a 10M-key dictionary opens as the user allowed.
+    options: Options,
 }
 
 /// Acknowledged and abandoned increments of one [`hammer`] run.
@@ -319,9 +322,6 @@ impl Bench<'_> {
         options: Options,
     ) -> Result<(Dict<u64>, Arc<AtomicU64>), String> {
         let (probe, calls) = self.probe(dictionary, delta, push).await?;
-        let options = options
-            .with_timeout(Duration::from_secs(300))
-            .with_open_timeout(Duration::from_secs(600));
         let dict = Dict::open(probe, Json, options).await.map_err(err)?;
         Ok((dict, calls))
     }
@@ -333,7 +333,7 @@ impl Bench<'_> {
         dictionary: &str,
         delta: bool,
     ) -> Result<(Dict<u64>, Arc<AtomicU64>), String> {
-        let options = Options::new().with_trust_hints_for(None);
+        let options = self.options.clone().with_trust_hints_for(None);
         self.open(dictionary, delta, false, options).await
     }
 
@@ -355,7 +355,7 @@ impl Bench<'_> {
     ) -> Result<Dict<Vec<u8>, Raw>, String> {
         let writer: Dict<Vec<u8>, Raw> = self
             .store
-            .open(self.namespace, dictionary, Raw, Options::new())
+            .open(self.namespace, dictionary, Raw, self.options.clone())
             .await
             .map_err(err)?;
         let bar = ProgressBar::new(n as u64).with_message(format!("filling {n} keys"));
@@ -423,7 +423,7 @@ impl Bench<'_> {
             let peak_known = std::fs::write("/proc/self/clear_refs", "5").is_ok();
             let (before, _) = memory();
             let heap_before = crate::ALLOCATOR.allocated();
-            let options = Options::new().with_open_timeout(Duration::from_secs(600));
+            let options = self.options.clone();
             let handle: Box<dyn std::any::Any> = if n == 2 {
                 Box::new(
                     (self.store)
@@ -472,7 +472,7 @@ impl Bench<'_> {
     async fn clear(&self, dictionary: &str) {
         if let Ok(dict) = self
             .store
-            .open::<u64, _>(self.namespace, dictionary, Json, Options::new())
+            .open::<u64, _>(self.namespace, dictionary, Json, self.options.clone())
             .await
             && dict.capabilities().clear
         {
@@ -484,7 +484,7 @@ impl Bench<'_> {
     async fn reads(&mut self) -> Result<(), String> {
         let name = self.name("reads");
         self.populate(&name, 1000).await?;
-        let (dict, _) = self.open(&name, true, false, Options::new()).await?;
+        let (dict, _) = self.open(&name, true, false, self.options.clone()).await?;
         let keys: Vec<String> = (0..1000).map(|i| format!("key{i}")).collect();
         let n = if self.quick { 200_000 } else { 2_000_000 };
         let start = Instant::now();
@@ -535,7 +535,10 @@ impl Bench<'_> {
             "one round trip".into(),
             json!({}),
         );
-        let trusting = Options::new().with_trust_hints_for(Some(Duration::from_secs(1)));
+        let trusting = self
+            .options
+            .clone()
+            .with_trust_hints_for(Some(Duration::from_secs(1)));
         let (hinted, _) = self.open(&name, true, true, trusting).await?;
         if hinted.capabilities().push {
             hinted.sync().await.map_err(err)?;
@@ -693,7 +696,7 @@ impl Bench<'_> {
             let (full, _) = self.polling(&name, false).await?;
             let writer: Dict<u64> = self
                 .store
-                .open(self.namespace, &name, Json, Options::new())
+                .open(self.namespace, &name, Json, self.options.clone())
                 .await
                 .map_err(err)?;
             let repeats = if self.quick { 3 } else { 5 };
@@ -750,7 +753,7 @@ impl Bench<'_> {
         let name = self.name("writes");
         let dict: Dict<u64> = self
             .store
-            .open(self.namespace, &name, Json, Options::new())
+            .open(self.namespace, &name, Json, self.options.clone())
             .await
             .map_err(err)?;
         let n = if self.quick { 50 } else { 1000 };
@@ -800,7 +803,7 @@ impl Bench<'_> {
         for _ in 0..writers {
             let dict: Dict<i64> = self
                 .store
-                .open(self.namespace, &name, Json, Options::new())
+                .open(self.namespace, &name, Json, self.options.clone())
                 .await
                 .map_err(err)?;
             handles.push(dict);
@@ -842,7 +845,7 @@ impl Bench<'_> {
         let (plain_count, sharded_count) = (plain_tally.acknowledged, sharded_tally.acknowledged);
         let check: Dict<i64> = self
             .store
-            .open(self.namespace, &name, Json, Options::new())
+            .open(self.namespace, &name, Json, self.options.clone())
             .await
             .map_err(err)?;
         let stored_plain = check.snapshot().get("hot").copied().unwrap_or(0);
@@ -895,7 +898,7 @@ impl Bench<'_> {
         let name = self.name("propagation");
         let writer: Dict<u64> = self
             .store
-            .open(self.namespace, &name, Json, Options::new())
+            .open(self.namespace, &name, Json, self.options.clone())
             .await
             .map_err(err)?;
         let samples = if self.quick { 10 } else { 50 };
@@ -914,7 +917,7 @@ impl Bench<'_> {
                 );
                 continue;
             }
-            let options = Options::new().with_mode(Mode::background(interval));
+            let options = self.options.clone().with_mode(Mode::background(interval));
             let (reader, _) = self.open(&name, true, push, options).await?;
             let mut changes = reader.subscribe();
             let mut delays = Vec::new();
@@ -1049,6 +1052,7 @@ pub(crate) async fn run(
     store: &Store,
     url: &str,
     namespace: &str,
+    options: Options,
     args: &BenchArgs,
 ) -> Result<(), String> {
     let max = args
@@ -1066,6 +1070,7 @@ pub(crate) async fn run(
         rows: Vec::new(),
         json: Vec::new(),
         quick: args.quick,
+        options,
     };
     let backend = store.backend(namespace, "probe").map_err(err)?;
     eprintln!(
