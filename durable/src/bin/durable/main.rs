@@ -309,6 +309,8 @@ enum FlagsCommand {
         /// Only add and replace the file's flags; remove nothing.
         #[arg(long)]
         merge: bool,
+        #[command(flatten)]
+        output: Output,
     },
     /// Write the stored flags as a flagd flag file (indented JSON).
     Export {
@@ -320,6 +322,8 @@ enum FlagsCommand {
     Validate {
         /// The flag file (`-`: standard input).
         file: PathBuf,
+        #[command(flatten)]
+        output: Output,
     },
 }
 
@@ -712,10 +716,15 @@ async fn flags(cli: &Cli, command: &FlagsCommand, out: &mut impl Write) -> CliRe
             file.display().to_string()
         }
     };
-    if let FlagsCommand::Validate { file } = command {
+    if let FlagsCommand::Validate { file, output } = command {
         let parsed =
             FlagFile::parse(&read_text(file)?).map_err(|e| format!("{}: {e}", what(file)))?;
         let flags = parsed.flag_keys().count();
+        if output.json {
+            let report = json!({"file": what(file), "valid": true, "flags": flags});
+            writeln!(out, "{report}").map_err(err)?;
+            return Ok(());
+        }
         writeln!(
             out,
             "{}: a valid flagd flag file ({flags} flag{})",
@@ -736,7 +745,11 @@ async fn flags(cli: &Cli, command: &FlagsCommand, out: &mut impl Write) -> CliRe
         .map_err(|e| open_error(cli, e))?;
     let flags = FlagStore::new(dict);
     match command {
-        FlagsCommand::Import { file, merge } => {
+        FlagsCommand::Import {
+            file,
+            merge,
+            output,
+        } => {
             let mode = if *merge {
                 ImportMode::Merge
             } else {
@@ -751,6 +764,19 @@ async fn flags(cli: &Cli, command: &FlagsCommand, out: &mut impl Write) -> CliRe
                 .ok()
                 .and_then(|file| file.get("flags")?.as_object().map(|flags| flags.len()))
                 .unwrap_or(0);
+            if output.json {
+                let report = json!({
+                    "file": what(file),
+                    "namespace": cli.namespace,
+                    "dictionary": cli.dictionary(),
+                    "flags": count,
+                    "written": report.written,
+                    "removed": report.removed,
+                    "unchanged": report.unchanged,
+                });
+                writeln!(out, "{report}").map_err(err)?;
+                return Ok(());
+            }
             let summary = import_summary(&what(file), &cli.place(), count, &report);
             writeln!(out, "{summary}").map_err(err)?;
         }
@@ -1515,7 +1541,7 @@ async fn run(cli: Cli) -> CliResult {
         }
         Command::Bench(args) => {
             let store = connect_store(&cli, Access::Write).await?;
-            bench::run(&store, &cli.url, &cli.namespace, args).await?;
+            bench::run(&store, &cli.url, &cli.namespace, cli.options(), args).await?;
         }
     }
     Ok(())
