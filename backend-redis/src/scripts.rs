@@ -349,7 +349,6 @@ local st = bump(r)
 -- dictionary) instead of a delta.
 redis.call('UNLINK', E, X, L, T)
 redis.call('HSET', V, 'oldest', st.c)
-st.oldest = st.c
 return done(st)
 "#,
     )

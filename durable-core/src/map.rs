@@ -149,9 +149,14 @@ impl<V> Map<V> {
         // Each leaf's table sized for its own entries (counted first), not for the average: a
         // table takes the next power of two of buckets, so a leaf a little above the average
         // would otherwise grow to twice the buckets, and one below it keep room it never uses.
+        // Each key is hashed once: the hashes serve the count and the inserts.
+        let hashes: Vec<u64> = entries
+            .iter()
+            .map(|entry| hasher.hash_one(entry.key.as_str()))
+            .collect();
         let mut sizes = vec![0usize; count];
-        for entry in &entries {
-            sizes[leaf_of(hasher.hash_one(entry.key.as_str()), count - 1)] += 1;
+        for &hash in &hashes {
+            sizes[leaf_of(hash, count - 1)] += 1;
         }
         let mut leaves: Vec<HashTable<Entry<V>>> =
             sizes.into_iter().map(HashTable::with_capacity).collect();
@@ -165,8 +170,7 @@ impl<V> Map<V> {
             expiring: 0,
             earliest_expiry: None,
         };
-        for entry in entries {
-            let hash = map.hasher.hash_one(entry.key.as_str());
+        for (entry, hash) in entries.into_iter().zip(hashes) {
             map.added(entry.size, entry.expires_at);
             let leaf = &mut leaves[leaf_of(hash, map.leaf_mask)];
             if let Some(old) = insert(&map.hasher, leaf, hash, entry, &mut map.len) {

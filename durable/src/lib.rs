@@ -200,7 +200,7 @@ impl Store {
             #[cfg(not(feature = "mysql"))]
             "mysql" | "mariadb" => Err(feature_needed(&scheme, "mysql")),
             #[cfg(feature = "redis")]
-            "redis" | "rediss" => Ok(Store::Redis(connect_redis(&scheme, url).await?)),
+            "redis" | "rediss" => Ok(Store::Redis(connect_redis(url).await?)),
             #[cfg(not(feature = "redis"))]
             "redis" | "rediss" => Err(feature_needed(&scheme, "redis")),
             #[cfg(feature = "zookeeper")]
@@ -344,37 +344,24 @@ fn env_url(variable: &str, value: Option<std::ffi::OsString>) -> Result<String> 
     Ok(url.to_owned())
 }
 
-/// A Redis server, or a cluster when several comma-separated nodes are given.
+/// A Redis server, or a cluster when the URL names several comma-separated nodes
+/// ([`RedisStore::connect_cluster`](durable_redis::RedisStore::connect_cluster) gives every
+/// node the credentials written once before the first).
 #[cfg(feature = "redis")]
-async fn connect_redis(scheme: &str, url: &str) -> Result<durable_redis::RedisStore> {
-    match cluster_nodes(scheme, url) {
-        None => durable_redis::RedisStore::connect(url).await,
-        Some(nodes) => {
-            durable_redis::RedisStore::connect_cluster(&nodes, durable_redis::RedisOptions::new())
-                .await
-        }
+async fn connect_redis(url: &str) -> Result<durable_redis::RedisStore> {
+    if names_several_nodes(url) {
+        durable_redis::RedisStore::connect_cluster(&[url], durable_redis::RedisOptions::new()).await
+    } else {
+        durable_redis::RedisStore::connect(url).await
     }
 }
 
-/// The node URLs of a cluster URL `scheme://[user:password@]host:port,host:port[/path]`, each
-/// with the credentials (given once, before the first node); `None` for a single node.
+/// True if `url` (`scheme://[user:password@]host:port,host:port[/path]`) names several nodes.
 #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-fn cluster_nodes(scheme: &str, url: &str) -> Option<Vec<String>> {
+fn names_several_nodes(url: &str) -> bool {
     let rest = url.split_once("://").map_or("", |(_, rest)| rest);
-    let (info, rest) = match credentials::split_user_info(rest) {
-        Some((info, rest)) => (format!("{info}@"), rest),
-        None => (String::new(), rest),
-    };
-    let (hosts, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    if !hosts.contains(',') {
-        return None;
-    }
-    Some(
-        hosts
-            .split(',')
-            .map(|host| format!("{scheme}://{info}{host}{path}"))
-            .collect(),
-    )
+    let hosts = credentials::split_user_info(rest).map_or(rest, |(_, hosts)| hosts);
+    hosts[..hosts.find(['/', '?', '#']).unwrap_or(hosts.len())].contains(',')
 }
 
 #[cfg(test)]
@@ -382,22 +369,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_cluster_node_gets_the_credentials() {
-        assert_eq!(
-            cluster_nodes("redis", "redis://:pw@h1:6379,h2:6380/0"),
-            Some(vec![
-                "redis://:pw@h1:6379/0".to_owned(),
-                "redis://:pw@h2:6380/0".to_owned()
-            ])
+    fn a_url_with_several_nodes_is_a_cluster() {
+        assert!(names_several_nodes("redis://:pw@h1:6379,h2:6380/0"));
+        assert!(names_several_nodes("rediss://u:p/w@h1:1,h2:2"));
+        assert!(!names_several_nodes("redis://:pw@h1:6379/0"));
+        assert!(
+            !names_several_nodes("redis://:p,w@h1:6379/0"),
+            "a comma in the password"
         );
-        assert_eq!(
-            cluster_nodes("rediss", "rediss://u:p/w@h1:1,h2:2"),
-            Some(vec![
-                "rediss://u:p/w@h1:1".to_owned(),
-                "rediss://u:p/w@h2:2".to_owned()
-            ])
-        );
-        assert_eq!(cluster_nodes("redis", "redis://:pw@h1:6379/0"), None);
     }
 
     #[test]
