@@ -15,6 +15,7 @@ mod memory;
 mod metrics;
 mod options;
 mod set;
+mod shared;
 mod snapshot;
 mod stats;
 mod types;
@@ -32,6 +33,7 @@ pub use forward::{Forward, Hide, Hooks};
 pub use memory::{MemoryBackend, MemoryCopy, MemoryStore};
 pub use options::{DecodeErrors, Mode, Options};
 pub use set::{DurableSet, SetSnapshot};
+pub use shared::Shared;
 pub use snapshot::{Freshness, Snapshot, Synced, Versioned};
 pub use stats::{BadKey, Health, Stats};
 pub use types::{

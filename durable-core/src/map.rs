@@ -15,44 +15,14 @@ use foldhash::fast::RandomState;
 use hashbrown::HashTable;
 use smol_str::SmolStr;
 
-use crate::types::{Revision, StoreTime};
+use crate::shared::Shared;
+use crate::types::StoreTime;
 
 /// A snapshot's key.
 pub(crate) type Key = SmolStr;
 
-/// One entry of a snapshot.
-#[derive(Debug)]
-pub(crate) struct Entry<V> {
-    /// Short keys (up to 23 bytes) live inline, so a lookup compares them without another
-    /// cache miss.
-    pub(crate) key: Key,
-    pub(crate) value: Arc<V>,
-    pub(crate) revision: Revision,
-    /// When the entry expires, on the store's clock.
-    pub(crate) expires_at: Option<StoreTime>,
-    /// The encoded size in bytes, for statistics.
-    pub(crate) size: usize,
-}
-
-impl<V> Entry<V> {
-    /// True unless the entry has expired at `now`.
-    #[inline]
-    pub(crate) fn is_live(&self, now: StoreTime) -> bool {
-        self.expires_at.is_none_or(|at| now < at)
-    }
-}
-
-impl<V> Clone for Entry<V> {
-    fn clone(&self) -> Self {
-        Entry {
-            key: self.key.clone(),
-            value: self.value.clone(),
-            revision: self.revision,
-            expires_at: self.expires_at,
-            size: self.size,
-        }
-    }
-}
+/// One entry of a snapshot: a leaf slot is one pointer to it.
+pub(crate) type Entry<V> = Shared<V>;
 
 /// A leaf: the entries whose hashes share its index bits.
 type Leaf<V> = Arc<HashTable<Entry<V>>>;
@@ -152,7 +122,7 @@ impl<V> Map<V> {
         // Each key is hashed once: the hashes serve the count and the inserts.
         let hashes: Vec<u64> = entries
             .iter()
-            .map(|entry| hasher.hash_one(entry.key.as_str()))
+            .map(|entry| hasher.hash_one(entry.key()))
             .collect();
         let mut sizes = vec![0usize; count];
         for &hash in &hashes {
@@ -171,7 +141,7 @@ impl<V> Map<V> {
             earliest_expiry: None,
         };
         for (entry, hash) in entries.into_iter().zip(hashes) {
-            map.added(entry.size, entry.expires_at);
+            map.added(entry.size(), entry.expires_at());
             let leaf = &mut leaves[leaf_of(hash, map.leaf_mask)];
             if let Some(old) = insert(&map.hasher, leaf, hash, entry, &mut map.len) {
                 map.removed(&old);
@@ -210,8 +180,8 @@ impl<V> Map<V> {
 
     /// Accounts for an entry going out.
     fn removed(&mut self, entry: &Entry<V>) {
-        self.bytes -= entry.size;
-        if entry.expires_at.is_some() {
+        self.bytes -= entry.size();
+        if entry.expires_at().is_some() {
             self.expiring -= 1;
             if self.expiring == 0 {
                 self.earliest_expiry = None;
@@ -236,7 +206,7 @@ impl<V> Map<V> {
 
     /// Sets the earliest expiry exactly (a scan of every entry).
     pub(crate) fn recompute_earliest_expiry(&mut self) {
-        self.earliest_expiry = self.iter().filter_map(|e| e.expires_at).min();
+        self.earliest_expiry = self.iter().filter_map(Shared::expires_at).min();
     }
 
     pub(crate) fn bytes(&self) -> usize {
@@ -278,13 +248,13 @@ impl<V> Map<V> {
     #[inline]
     pub(crate) fn get(&self, key: &str) -> Option<&Entry<V>> {
         let hash = self.hasher.hash_one(key);
-        self.leaf(hash).find(hash, |e| e.key.as_str() == key)
+        self.leaf(hash).find(hash, |e| e.key() == key)
     }
 
     /// Inserts or replaces an entry, returning the replaced one. Copies only the entry's path.
     pub(crate) fn upsert(&mut self, entry: Entry<V>) -> Option<Entry<V>> {
-        let hash = self.hasher.hash_one(entry.key.as_str());
-        self.added(entry.size, entry.expires_at);
+        let hash = self.hasher.hash_one(entry.key());
+        self.added(entry.size(), entry.expires_at());
         let hasher = self.hasher.clone();
         let mut len = self.len;
         let old = insert(&hasher, self.leaf_mut(hash), hash, entry, &mut len);
@@ -301,10 +271,10 @@ impl<V> Map<V> {
     /// Removes an entry, returning it. Copies its path only if the key is present.
     pub(crate) fn remove(&mut self, key: &str) -> Option<Entry<V>> {
         let hash = self.hasher.hash_one(key);
-        self.leaf(hash).find(hash, |e| e.key.as_str() == key)?;
+        self.leaf(hash).find(hash, |e| e.key() == key)?;
         let (old, _) = self
             .leaf_mut(hash)
-            .find_entry(hash, |e| e.key.as_str() == key)
+            .find_entry(hash, |e| e.key() == key)
             .ok()?
             .remove();
         self.len -= 1;
@@ -375,8 +345,8 @@ fn insert<V>(
 ) -> Option<Entry<V>> {
     match leaf.entry(
         hash,
-        |e| e.key == entry.key,
-        |e| hasher.hash_one(e.key.as_str()),
+        |e| e.key() == entry.key(),
+        |e| hasher.hash_one(e.key()),
     ) {
         hashbrown::hash_table::Entry::Occupied(mut o) => {
             Some(std::mem::replace(o.get_mut(), entry))
@@ -392,15 +362,10 @@ fn insert<V>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::Revision;
 
     fn entry(key: &str, value: u32) -> Entry<u32> {
-        Entry {
-            key: key.into(),
-            value: Arc::new(value),
-            revision: Revision(u64::from(value)),
-            expires_at: None,
-            size: 4,
-        }
+        Shared::new(key.into(), value, Revision(u64::from(value)), None, 4)
     }
 
     /// Every leaf and inner node, depth first.
@@ -430,17 +395,17 @@ mod tests {
         assert_eq!(map.bytes(), 20_000);
         assert_eq!(map.leaf_mask, (1 << 8) - 1, "rebuilt as it grew");
         for i in 0..5000u32 {
-            assert_eq!(map.get(&i.to_string()).map(|e| *e.value), Some(i));
+            assert_eq!(map.get(&i.to_string()).map(|e| **e), Some(i));
         }
         let before = map.clone();
-        assert_eq!(map.upsert(entry("7", 70)).map(|e| *e.value), Some(7));
-        assert_eq!(map.remove("8").map(|e| *e.value), Some(8));
+        assert_eq!(map.upsert(entry("7", 70)).map(|e| *e), Some(7));
+        assert_eq!(map.remove("8").map(|e| *e), Some(8));
         assert!(map.remove("8").is_none());
         assert_eq!(map.len(), 4999);
         assert_eq!(map.bytes(), 4999 * 4);
         // The earlier map is untouched (copy on write).
-        assert_eq!(before.get("7").map(|e| *e.value), Some(7));
-        assert_eq!(before.get("8").map(|e| *e.value), Some(8));
+        assert_eq!(before.get("7").map(|e| **e), Some(7));
+        assert_eq!(before.get("8").map(|e| **e), Some(8));
         assert_eq!(before.len(), 5000);
         assert_eq!(map.iter().count(), 4999);
         assert_eq!(before.iter().count(), 5000);
@@ -461,8 +426,8 @@ mod tests {
         // A second change in the same (now unshared) path copies nothing.
         next.upsert(entry("42", 2));
         assert_eq!(all_nodes(&next), after);
-        assert_eq!(next.get("42").map(|e| *e.value), Some(2));
-        assert_eq!(map.get("42").map(|e| *e.value), Some(42));
+        assert_eq!(next.get("42").map(|e| **e), Some(2));
+        assert_eq!(map.get("42").map(|e| **e), Some(42));
         assert_eq!(map.iter().count(), 100_000);
     }
 
@@ -477,13 +442,13 @@ mod tests {
         for step in 0..40_000u32 {
             let key = rng.random_range(0..3_000u32).to_string();
             if rng.random_bool(0.3) {
-                let removed = map.remove(&key).map(|e| *e.value);
+                let removed = map.remove(&key).map(|e| *e);
                 assert_eq!(removed, model.remove(&key), "seed {seed}, step {step}");
             } else {
-                let replaced = map.upsert(entry(&key, step)).map(|e| *e.value);
+                let replaced = map.upsert(entry(&key, step)).map(|e| *e);
                 assert_eq!(replaced, model.insert(key.clone(), step), "seed {seed}");
             }
-            assert_eq!(map.get(&key).map(|e| *e.value), model.get(&key).copied());
+            assert_eq!(map.get(&key).map(|e| **e), model.get(&key).copied());
             if step % 5_000 == 0 {
                 kept.push((map.clone(), model.clone()));
             }
@@ -493,7 +458,7 @@ mod tests {
         for (map, model) in kept {
             assert_eq!(map.len(), model.len(), "seed {seed}");
             let mut entries: Vec<(String, u32)> =
-                map.iter().map(|e| (e.key.to_string(), *e.value)).collect();
+                map.iter().map(|e| (e.key().to_owned(), **e)).collect();
             entries.sort();
             let mut expected: Vec<(String, u32)> = model.into_iter().collect();
             expected.sort();

@@ -12,13 +12,14 @@ use tokio::time::Instant;
 use crate::clock::StoreClock;
 use crate::error::Error;
 use crate::map::{Entry, Key, Map};
+use crate::shared::Shared;
 use crate::types::{Revision, StoreTime, Version};
 
 /// A value with the revision that wrote it, as returned by writes and compare-and-swap.
 #[derive(Debug)]
 pub struct Versioned<V> {
     /// The value.
-    pub value: Arc<V>,
+    pub value: Shared<V>,
     /// The revision of the write that stored it.
     pub revision: Revision,
 }
@@ -193,7 +194,7 @@ impl<V> Snapshot<V> {
     /// The value of `key`, if present.
     #[inline]
     pub fn get(&self, key: &str) -> Option<&V> {
-        self.entry(key).map(|e| &*e.value)
+        self.entry(key).map(|e| &**e)
     }
 
     /// The value of `key`, or `default` when it is absent: the typed default of a flag read.
@@ -215,14 +216,14 @@ impl<V> Snapshot<V> {
     /// The value of `key` with its revision (for [`Dict::compare_and_swap`](crate::Dict::compare_and_swap)).
     pub fn get_versioned(&self, key: &str) -> Option<Versioned<V>> {
         self.entry(key).map(|e| Versioned {
-            value: e.value.clone(),
-            revision: e.revision,
+            value: e.clone(),
+            revision: e.revision(),
         })
     }
 
     /// When `key` expires, on the store's clock; `None` if it is absent or has no time to live.
     pub fn expires_at(&self, key: &str) -> Option<StoreTime> {
-        self.entry(key).and_then(|e| e.expires_at)
+        self.entry(key).and_then(Shared::expires_at)
     }
 
     /// True if `key` is present.
@@ -247,17 +248,17 @@ impl<V> Snapshot<V> {
 
     /// Every entry, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &V)> + '_ {
-        self.entries().map(|e| (&*e.key, &*e.value))
+        self.entries().map(|e| (e.key(), &**e))
     }
 
     /// Every key, in no particular order.
     pub fn keys(&self) -> impl Iterator<Item = &str> + '_ {
-        self.entries().map(|e| &*e.key)
+        self.entries().map(|e| e.key())
     }
 
     /// Every value, in no particular order.
     pub fn values(&self) -> impl Iterator<Item = &V> + '_ {
-        self.entries().map(|e| &*e.value)
+        self.entries().map(|e| &**e)
     }
 
     /// The token of the stored state this snapshot is based on. Exactly that state, unless this

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use datalogic_rs::Engine;
-use durable_core::Snapshot;
+use durable_core::{Shared, Snapshot};
 use foldhash::fast::RandomState;
 use serde_json::Value;
 
@@ -21,10 +21,10 @@ use crate::definition::{EVALUATOR_PREFIX, ParsedFlag, parse_flag};
 /// One flag, parsed from one stored value.
 #[derive(Debug)]
 pub(crate) struct Compiled {
-    /// The stored value this was parsed from (kept alive: it is the cache key).
-    source: Arc<Value>,
+    /// The stored value this was parsed from (kept alive: it is the cache key; `None`: absent).
+    source: Option<Shared<Value>>,
     /// The shared evaluators the flag looked up: dictionary key and value (`None`: missing).
-    deps: Box<[(String, Option<Arc<Value>>)]>,
+    deps: Box<[(String, Option<Shared<Value>>)]>,
     /// The parsed flag, or why the stored definition is not valid.
     pub(crate) flag: Result<ParsedFlag, String>,
 }
@@ -35,13 +35,15 @@ impl Compiled {
     }
 
     fn is_current(&self, snapshot: &Snapshot<Value>, value: &Value) -> bool {
-        ptr::eq(Arc::as_ptr(&self.source), value)
+        self.source
+            .as_deref()
+            .is_some_and(|source| ptr::eq(source, value))
             && self
                 .deps
                 .iter()
                 .all(|(key, dep)| match (snapshot.get(key), dep) {
                     (None, None) => true,
-                    (Some(now), Some(then)) => ptr::eq(Arc::as_ptr(then), now),
+                    (Some(now), Some(then)) => ptr::eq(&**then, now),
                     _ => false,
                 })
     }
@@ -101,13 +103,17 @@ impl Cache {
 }
 
 fn compile(engine: &Engine, snapshot: &Snapshot<Value>, key: &str) -> Compiled {
-    let source = snapshot
-        .get_versioned(key)
-        .map(|v| v.value)
-        .unwrap_or_else(|| Arc::new(Value::Null));
+    let source = snapshot.get_versioned(key).map(|v| v.value);
     let mut refs = BTreeSet::new();
     let lookup = |name: &str| snapshot.get(&format!("{EVALUATOR_PREFIX}{name}"));
-    let flag = parse_flag(key, &source, &lookup, engine, &mut refs).map_err(|e| {
+    let flag = parse_flag(
+        key,
+        source.as_deref().unwrap_or(&Value::Null),
+        &lookup,
+        engine,
+        &mut refs,
+    )
+    .map_err(|e| {
         tracing::warn!(flag = key, error = %e, "stored flag definition is not valid");
         format!("stored definition of flag {key:?} is not valid: {e}")
     });

@@ -237,13 +237,13 @@ where
                 _ => self.decode(&stored.key, &stored.value),
             };
             match decoded {
-                Ok(value) => entries.push(Entry {
-                    key: stored.key.into(),
-                    value: Arc::new(value),
-                    revision: stored.revision,
-                    expires_at: stored.expires_at,
-                    size: stored.value.len(),
-                }),
+                Ok(value) => entries.push(Entry::new(
+                    stored.key.into(),
+                    value,
+                    stored.revision,
+                    stored.expires_at,
+                    stored.value.len(),
+                )),
                 Err(error) if self.options.decode_errors == DecodeErrors::Isolate => {
                     warn!(
                         dictionary = %self.location,

@@ -31,9 +31,9 @@ where
         &self,
         key: &str,
         mut current: Option<(T, Revision)>,
-        read: impl Fn(&[u8]) -> Result<T>,
+        read: impl Fn(StoredEntry) -> Result<T>,
         mut step: impl FnMut(Option<&T>) -> Result<Option<(Bytes, V)>>,
-    ) -> Result<Option<(Option<Arc<V>>, Version)>> {
+    ) -> Result<Option<(Option<Shared<V>>, Version)>> {
         self.require(self.caps.compare_and_swap, Operation::CompareAndSwap)?;
         for _ in 0..self.options.max_update_attempts {
             let new = step(current.as_ref().map(|(value, _)| value))?;
@@ -61,13 +61,16 @@ where
                         Some(value) => self.entry(key, value, size, version),
                         None => (key.into(), None),
                     };
-                    let written = write.1.as_ref().map(|e| e.value.clone());
+                    let written = write.1.clone();
                     self.publish_local(version, vec![write]).await;
                     return Ok(Some((written, version)));
                 }
                 Swap::Conflict(now) => {
                     current = match now {
-                        Some(entry) => Some((read(&entry.value)?, entry.revision)),
+                        Some(entry) => {
+                            let revision = entry.revision;
+                            Some((read(entry)?, revision))
+                        }
                         None => None,
                     };
                 }

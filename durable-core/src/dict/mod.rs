@@ -36,6 +36,7 @@ use crate::error::{Error, Operation, Result};
 use crate::map::{Entry, Key, Map};
 use crate::metrics::Exporter;
 use crate::options::{DecodeErrors, Mode, Options};
+use crate::shared::Shared;
 use crate::snapshot::{Freshness, Pending, Snapshot, State, Synced, Versioned};
 use crate::stats::{BadKey, Counters, Health, Stats, bump};
 use crate::types::{
@@ -63,9 +64,9 @@ pub struct Change<V> {
     /// What happened.
     pub kind: ChangeKind,
     /// The value before, if any.
-    pub old: Option<Arc<V>>,
+    pub old: Option<Shared<V>>,
     /// The value after, if any.
-    pub new: Option<Arc<V>>,
+    pub new: Option<Shared<V>>,
     /// The version token of the change (the write's token, or the synced state's).
     pub version: Version,
 }
@@ -465,11 +466,15 @@ where
             let received = inner.clock.local_millis();
             inner.clock.observe(StoreTime(written_at), sent, received);
         }
-        let (key, mut entry) = inner.entry(key, value, size, version);
-        if let Some(entry) = &mut entry {
-            entry.expires_at = Some(expires_at);
-        }
-        inner.publish_local(version, vec![(key, entry)]).await;
+        let key: Key = key.into();
+        let entry = Entry::new(
+            key.clone(),
+            value,
+            version.revision(),
+            Some(expires_at),
+            size,
+        );
+        inner.publish_local(version, vec![(key, Some(entry))]).await;
         Ok(version)
     }
 
@@ -520,7 +525,7 @@ where
 
     /// Returns the value of `key`, storing `default` first if the key is absent, in one atomic
     /// step (capability `insert_if_absent`). A present key is left alone and bumps nothing.
-    pub async fn setdefault(&self, key: &str, default: V) -> Result<Arc<V>> {
+    pub async fn setdefault(&self, key: &str, default: V) -> Result<Shared<V>> {
         Ok(self.put_if_absent(key, default).await?.0)
     }
 
@@ -531,7 +536,7 @@ where
     }
 
     /// The value of `key` after an insert-if-absent of `value`, and whether it was inserted.
-    async fn put_if_absent(&self, key: &str, value: V) -> Result<(Arc<V>, bool)> {
+    async fn put_if_absent(&self, key: &str, value: V) -> Result<(Shared<V>, bool)> {
         self.inner
             .require(self.inner.caps.insert_if_absent, Operation::InsertIfAbsent)?;
         self.inner.sweep_if_expired(key).await;
@@ -546,22 +551,12 @@ where
             .await?;
         match outcome {
             IfAbsent::Inserted(version) => {
-                let value = Arc::new(value);
-                let entry = Entry {
-                    key: key.into(),
-                    value: value.clone(),
-                    revision: version.revision(),
-                    expires_at: None,
-                    size,
-                };
-                self.inner
-                    .publish_local(version, vec![(entry.key.clone(), Some(entry))])
-                    .await;
-                Ok((value, true))
+                let entry = Entry::new(key.into(), value, version.revision(), None, size);
+                let write = (entry.smol_key().clone(), Some(entry.clone()));
+                self.inner.publish_local(version, vec![write]).await;
+                Ok((entry, true))
             }
-            IfAbsent::Present(entry) => {
-                Ok((Arc::new(self.inner.decode(key, &entry.value)?), false))
-            }
+            IfAbsent::Present(entry) => Ok((self.inner.versioned(entry)?.value, false)),
         }
     }
 
@@ -608,7 +603,7 @@ where
     /// loop on the entry's revision (capability `compare_and_swap`): `f` may run several times
     /// when other writers race. Returns the new value. Gives up with
     /// [`Error::Contention`] after [`Options::with_max_update_attempts`] attempts.
-    pub async fn update<F>(&self, key: &str, mut f: F) -> Result<Option<Arc<V>>>
+    pub async fn update<F>(&self, key: &str, mut f: F) -> Result<Option<Shared<V>>>
     where
         F: FnMut(Option<&V>) -> Option<V>,
     {
@@ -618,7 +613,7 @@ where
             .swap_loop(
                 key,
                 current.map(|c| (c.value, c.revision)),
-                |bytes| self.inner.decode(key, bytes).map(Arc::new),
+                |stored| self.inner.versioned(stored).map(|v| v.value),
                 |current| {
                     let Some(value) = f(current.map(|v| &**v)) else {
                         return Ok(None);
@@ -691,22 +686,27 @@ where
         };
         let mut result = 0;
         let written = inner
-            .swap_loop(key, current, to_int, |current| {
-                let value = current
-                    .copied()
-                    .unwrap_or(0)
-                    .checked_add(delta)
-                    .ok_or_else(|| Error::NotAnInteger {
-                        backend: inner.name().to_owned(),
-                        key: key.to_owned(),
+            .swap_loop(
+                key,
+                current,
+                |stored| to_int(&stored.value),
+                |current| {
+                    let value = current
+                        .copied()
+                        .unwrap_or(0)
+                        .checked_add(delta)
+                        .ok_or_else(|| Error::NotAnInteger {
+                            backend: inner.name().to_owned(),
+                            key: key.to_owned(),
+                        })?;
+                    result = value;
+                    let bytes = Encoding::<i64>::encode(&inner.encoding, &value).map_err(|e| {
+                        inner.encode_error(key, Encoding::<i64>::name(&inner.encoding), e)
                     })?;
-                result = value;
-                let bytes = Encoding::<i64>::encode(&inner.encoding, &value).map_err(|e| {
-                    inner.encode_error(key, Encoding::<i64>::name(&inner.encoding), e)
-                })?;
-                let decoded = inner.decode(key, &bytes)?;
-                Ok(Some((bytes, decoded)))
-            })
+                    let decoded = inner.decode(key, &bytes)?;
+                    Ok(Some((bytes, decoded)))
+                },
+            )
             .await?;
         let Some((_, version)) = written else {
             unreachable!("an increment always has a value to write");
@@ -993,8 +993,15 @@ where
     }
 
     fn versioned(&self, stored: StoredEntry) -> Result<Versioned<V>> {
+        let value = self.decode(&stored.key, &stored.value)?;
         Ok(Versioned {
-            value: Arc::new(self.decode(&stored.key, &stored.value)?),
+            value: Shared::new(
+                stored.key.into(),
+                value,
+                stored.revision,
+                stored.expires_at,
+                stored.value.len(),
+            ),
             revision: stored.revision,
         })
     }
@@ -1002,13 +1009,7 @@ where
     /// A local write of `value` under `key` by the write that produced `version`.
     fn entry(&self, key: &str, value: V, size: usize, version: Version) -> (Key, Option<Entry<V>>) {
         let key: Key = key.into();
-        let entry = Entry {
-            key: key.clone(),
-            value: Arc::new(value),
-            revision: version.revision(),
-            expires_at: None,
-            size,
-        };
+        let entry = Entry::new(key.clone(), value, version.revision(), None, size);
         (key, Some(entry))
     }
 
@@ -1065,7 +1066,7 @@ where
         let state = self.state.load();
         let old = state.map.get(key);
         let entries = state.map.len() + usize::from(old.is_none());
-        let total = state.map.bytes() - old.map_or(0, |e| e.size) + bytes.len();
+        let total = state.map.bytes() - old.map_or(0, Entry::size) + bytes.len();
         self.check_limits(entries, total)
             .map_err(|detail| self.limit_error(format!("writing key {key:?}: {detail}")))
     }

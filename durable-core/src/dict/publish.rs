@@ -91,8 +91,8 @@ impl<V> Events<V> {
         self.list.push(Change {
             key: Arc::from(key.as_str()),
             kind,
-            old: old.map(|e| e.value.clone()),
-            new: new.map(|e| e.value.clone()),
+            old: old.cloned(),
+            new: new.cloned(),
             version,
         });
     }
@@ -116,14 +116,14 @@ impl<V> Events<V> {
         }
         let same_epoch = current.version.epoch() == version.epoch();
         for entry in map.iter() {
-            let old = current.map.get(&entry.key);
-            if !(same_epoch && old.is_some_and(|o| o.revision == entry.revision)) {
-                self.push(&entry.key, old, Some(entry), version);
+            let old = current.map.get(entry.key());
+            if !(same_epoch && old.is_some_and(|o| o.revision() == entry.revision())) {
+                self.push(entry.smol_key(), old, Some(entry), version);
             }
         }
         for old in current.map.iter() {
-            if map.get(&old.key).is_none() {
-                self.push(&old.key, Some(old), None, version);
+            if map.get(old.key()).is_none() {
+                self.push(old.smol_key(), Some(old), None, version);
             }
         }
     }
@@ -194,7 +194,7 @@ pub(super) fn synced<V>(
                 events.apply(&mut next.map, &key, None, version);
             }
             for entry in upserts {
-                let key = entry.key.clone();
+                let key = entry.smol_key().clone();
                 next.clear_bad(&key);
                 events.apply(&mut next.map, &key, Some(entry), version);
             }
@@ -421,13 +421,7 @@ mod tests {
     }
 
     fn entry(key: &str, value: i32, revision: u64) -> Entry<i32> {
-        Entry {
-            key: key.into(),
-            value: Arc::new(value),
-            revision: Revision(revision),
-            expires_at: None,
-            size: 1,
-        }
+        Entry::new(key.into(), value, Revision(revision), None, 1)
     }
 
     fn state(version: Version, entries: &[(&str, i32, u64)]) -> State<i32> {
@@ -458,7 +452,7 @@ mod tests {
         let mut all: Vec<_> = state
             .map
             .iter()
-            .map(|e| (e.key.to_string(), *e.value))
+            .map(|e| (e.key().to_owned(), **e))
             .collect();
         all.sort();
         all

@@ -85,12 +85,12 @@ where
         );
         data.entries.reserve(state.map.len());
         for entry in state.map.iter() {
-            let bytes = self.encoded(&entry.key, &entry.value)?;
+            let bytes = self.encoded(entry.key(), entry)?;
             data.entries.push((
-                entry.key.to_string(),
+                entry.key().to_owned(),
                 bytes.to_vec(),
-                entry.revision.0,
-                entry.expires_at.map(|at| at.0),
+                entry.revision().0,
+                entry.expires_at().map(|at| at.0),
             ));
         }
         backup::write(path, &data)

@@ -1216,7 +1216,7 @@ async fn watch(cli: &Cli, interval: f64, output: Output, out: &mut impl Write) -
                     _ => "changed",
                 };
                 if output.json {
-                    let value = |v: Option<&std::sync::Arc<Vec<u8>>>| {
+                    let value = |v: Option<&durable::Shared<Vec<u8>>>| {
                         v.map_or(Value::Null, |v| value_json(&change.key, v))
                     };
                     let line = json!({
@@ -1228,7 +1228,7 @@ async fn watch(cli: &Cli, interval: f64, output: Output, out: &mut impl Write) -
                     });
                     writeln!(out, "{line}").map_err(err)?;
                 } else {
-                    let show = |v: Option<&std::sync::Arc<Vec<u8>>>| {
+                    let show = |v: Option<&durable::Shared<Vec<u8>>>| {
                         v.map_or("-".to_owned(), |v| shown(v))
                     };
                     writeln!(
