@@ -72,6 +72,12 @@ impl RedisBackend {
         &self.keys.entries
     }
 
+    /// The Redis key of the change log: a sorted set of every key written, scored by the
+    /// revision of its last write (a delete's too, until its tombstone is trimmed).
+    pub fn log_key(&self) -> &str {
+        &self.keys.log
+    }
+
     /// The pub/sub channel hints are published on (sharded pub/sub on a cluster).
     pub fn hint_channel(&self) -> &str {
         &self.keys.channel

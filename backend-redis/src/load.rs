@@ -2,13 +2,13 @@
 //! (`HSCAN` pages, a walk of the change log, `ZSCAN` pages of the expiries) repaired with the
 //! changes since the first chunk's token.
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
 use bytes::Bytes;
 use durable_core::{
     Error, Load, Operation, Result, Revision, StoreTime, StoredEntry, Unreadable, Version,
 };
+use foldhash::HashMap;
 use redis::Value;
 
 use crate::RedisBackend;
@@ -33,6 +33,7 @@ impl RedisBackend {
                 // One chunk: read in the same script as the token.
                 return Ok(entries.into_load(start));
             }
+            self.reserve(&mut entries).await?;
             self.scan_values(cursor, &mut entries).await?;
             self.read_revisions(start, &mut entries).await?;
             self.scan_expiries(&mut entries).await?;
@@ -97,6 +98,18 @@ impl RedisBackend {
         into.entries.reserve(reply.len() / 4);
         self.load_rows(&mut reply, into)?;
         Ok((version, next))
+    }
+
+    /// Room for every entry the hash holds now (`HLEN`), so the entries read by the pages that
+    /// follow are not rehashed as they come in.
+    async fn reserve(&self, into: &mut LoadMap) -> Result<()> {
+        let len: usize = redis::cmd("HLEN")
+            .arg(&self.keys.entries)
+            .query_async(&mut self.store.conn())
+            .await
+            .map_err(|e| map_err(Operation::Load, e))?;
+        into.entries.reserve(len.saturating_sub(into.entries.len()));
+        Ok(())
     }
 
     /// The values of the remaining chunks: `HSCAN` pages from `cursor`.

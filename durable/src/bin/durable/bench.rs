@@ -610,8 +610,9 @@ impl Bench<'_> {
             }
             #[cfg(feature = "redis")]
             Store::Redis(store) => {
-                // One server: HSCAN pages of the load's size on one connection (a cluster keeps
-                // a dictionary on one node too, but its URLs name several).
+                // One server: HSCAN pages of the values and ZRANGE pages of the revisions, of the
+                // load's size, on one connection (a cluster keeps a dictionary on one node too,
+                // but its URLs name several).
                 if self.url.contains(',') {
                     return Ok(None);
                 }
@@ -625,6 +626,7 @@ impl Bench<'_> {
                     .get_multiplexed_async_connection()
                     .await
                     .map_err(scrubbed)?;
+                let chunk = store.options().load_chunk();
                 let (mut cursor, mut fetched) = (0u64, 0);
                 loop {
                     /// One HSCAN reply: the next cursor and a page of fields and values.
@@ -633,16 +635,35 @@ impl Bench<'_> {
                         .arg(backend.entries_key())
                         .arg(cursor)
                         .arg("COUNT")
-                        .arg(store.options().load_chunk())
+                        .arg(chunk)
                         .query_async(&mut conn)
                         .await
                         .map_err(scrubbed)?;
                     fetched += page.len();
                     cursor = next;
                     if cursor == 0 {
-                        break fetched;
+                        break;
                     }
                 }
+                // The revisions, which live in the change log (keys scored by revision): ZRANGE
+                // pages by rank, four to a pipeline, as the load reads them.
+                for first in (0..).step_by(4 * chunk) {
+                    let mut pipe = redis::pipe();
+                    for page in 0..4 {
+                        let start = first + page * chunk;
+                        pipe.cmd("ZRANGE")
+                            .arg(backend.log_key())
+                            .arg(start)
+                            .arg(start + chunk - 1)
+                            .arg("WITHSCORES");
+                    }
+                    let pages: Vec<Vec<(Vec<u8>, f64)>> =
+                        pipe.query_async(&mut conn).await.map_err(scrubbed)?;
+                    if pages.iter().any(|page| page.len() < chunk) {
+                        break;
+                    }
+                }
+                fetched
             }
             #[cfg(feature = "zookeeper")]
             Store::ZooKeeper(store) => {
