@@ -586,7 +586,8 @@ return {1, redis.call('INCRBY', KEYS[2], 1)}
         script(
             r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then return {0} end
-redis.call('DEL', KEYS[1])
+-- UNLINK: a big hash is freed off the server's main thread.
+redis.call('UNLINK', KEYS[1])
 return {1, redis.call('INCRBY', KEYS[2], 1)}
 "#,
         )

@@ -122,7 +122,8 @@ struct Row {
 
 struct Bench<'a> {
     store: &'a Store,
-    /// The store's URL, for the drivers' own baselines.
+    /// The store's URL, for the Redis driver's own baseline.
+    #[cfg(feature = "redis")]
     url: &'a str,
     namespace: &'a str,
     run: String,
@@ -1092,8 +1093,11 @@ pub(crate) async fn run(
         .into_iter()
         .filter(|s| *s <= max)
         .collect();
+    #[cfg(not(feature = "redis"))]
+    let _ = url;
     let mut bench = Bench {
         store,
+        #[cfg(feature = "redis")]
         url,
         namespace,
         run: format!("{:08x}", rand::random::<u32>()),
