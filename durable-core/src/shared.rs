@@ -1,7 +1,9 @@
 //! [`Shared`]: one entry of a snapshot (key, value, revision, expiry) in one allocation, and
 //! the handle through which values leave a snapshot.
 
+use std::borrow::Borrow;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::num::NonZeroU64;
 use std::ops::Deref;
 
@@ -142,6 +144,32 @@ impl<V: PartialEq> PartialEq for Shared<V> {
 
 impl<V: Eq> Eq for Shared<V> {}
 
+/// Orders by value, as `Arc` does.
+impl<V: PartialOrd> PartialOrd for Shared<V> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        (**self).partial_cmp(&**other)
+    }
+}
+
+impl<V: Ord> Ord for Shared<V> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (**self).cmp(&**other)
+    }
+}
+
+/// Hashes the value, as `Arc` does (consistent with [`Borrow<V>`](Borrow)).
+impl<V: Hash> Hash for Shared<V> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        (**self).hash(state);
+    }
+}
+
+impl<V> Borrow<V> for Shared<V> {
+    fn borrow(&self) -> &V {
+        self
+    }
+}
+
 impl<V: serde::Serialize> serde::Serialize for Shared<V> {
     /// Serializes as the value does.
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -171,6 +199,19 @@ mod tests {
         assert!(entry.is_live(StoreTime(9)));
         assert!(!entry.is_live(StoreTime(10)));
         assert_eq!(entry.size(), u32::MAX as usize, "saturates");
+    }
+
+    #[test]
+    fn compares_hashes_and_borrows_as_its_value() {
+        use std::collections::HashSet;
+        let a = Shared::new("a".into(), 1u32, Revision(1), None, 1);
+        let b = Shared::new("b".into(), 1u32, Revision(2), None, 1);
+        let c = Shared::new("c".into(), 2u32, Revision(3), None, 1);
+        assert_eq!(a, b);
+        assert!(!Shared::ptr_eq(&a, &b));
+        assert!(a < c);
+        let set: HashSet<Shared<u32>> = [a, c].into_iter().collect();
+        assert!(set.contains(&1) && set.contains(&2) && !set.contains(&3));
     }
 
     #[test]
