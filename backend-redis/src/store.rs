@@ -481,6 +481,16 @@ impl RedisStore {
         &self.inner.options
     }
 
+    /// True if the store is a Redis Cluster (opened with
+    /// [`connect_cluster`](Self::connect_cluster)).
+    pub fn is_cluster(&self) -> bool {
+        match self.inner.conn {
+            Conn::Single(_) => false,
+            #[cfg(feature = "cluster")]
+            Conn::Cluster(_) => true,
+        }
+    }
+
     pub(crate) fn conn(&self) -> Conn {
         self.inner.conn.clone()
     }
