@@ -80,7 +80,7 @@ impl<V> Clone for Map<V> {
 }
 
 /// About this many entries per leaf: a one-key change copies a leaf, so leaves stay small.
-const LEAF_BITS: u32 = 4;
+const LEAF_BITS: u32 = 5;
 /// The most index bits: bits 32..56 of the hash, below the seven that hashbrown keeps for its
 /// control bytes (it takes the bucket from the lowest bits).
 const MAX_INDEX_BITS: u32 = 24;
