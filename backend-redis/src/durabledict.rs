@@ -5,7 +5,7 @@ use std::fmt;
 use async_trait::async_trait;
 use bytes::Bytes;
 use durable_core::{
-    Backend, BatchOp, Capabilities, Error, IfAbsent, Load, Operation, Result, Revision,
+    Backend, BatchOp, Capabilities, Error, IfAbsent, Load, Operation, Result, Revision, Rows,
     StoredEntry, Unreadable, Version,
 };
 use redis::{Script, Value};
@@ -212,7 +212,7 @@ impl Backend for DurabledictBackend {
         let version = self.validate(counter.as_deref(), items.len() > 0, Operation::Load)?;
         let mut load = Load {
             version,
-            entries: Vec::with_capacity(items.len() / 2),
+            entries: Rows::new(),
             unreadable: Vec::new(),
         };
         while items.len() > 0 {

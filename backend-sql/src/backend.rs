@@ -6,7 +6,8 @@ use std::time::Duration;
 use durable_core::bytes::Bytes;
 use durable_core::{
     Backend, BatchOp, Capabilities, Changes, Delta, Error, Hints, IfAbsent, Load, Operation,
-    Result, Revision, STAMP_HISTORY, StoreTime, Swap, Swept, Unreadable, Version, parse_counter,
+    Result, Revision, Rows, STAMP_HISTORY, StoreTime, Swap, Swept, Unreadable, Version,
+    parse_counter,
 };
 
 use crate::SqlBackend;
@@ -74,18 +75,16 @@ impl<D: Dialect> Backend for SqlBackend<D> {
                     self.repair(op, false).await?;
                     continue;
                 };
-                let rows = tx
-                    .fetch_all(self.stmt(&self.shared.sql.load_entries))
-                    .await?;
-                Self::rollback(tx).await;
-                let mut entries = Vec::with_capacity(rows.len());
+                let mut entries = Rows::new();
                 let mut unreadable = Vec::new();
-                for row in &rows {
-                    match self.read_entry(row) {
+                tx.for_each_row(self.stmt(&self.shared.sql.load_entries), |row| {
+                    match self.read_entry(&row) {
                         Ok(entry) => entries.push(entry),
                         Err(bad) => unreadable.push(bad),
                     }
-                }
+                })
+                .await?;
+                Self::rollback(tx).await;
                 return Ok(Load {
                     version: stored.version,
                     entries,

@@ -10,6 +10,7 @@ use std::fmt::Debug;
 use std::future::Future;
 
 use durable_core::{Error, Hints, Operation, Result};
+use futures_util::TryStreamExt;
 use sqlx::error::DatabaseError;
 use sqlx::pool::PoolOptions;
 use sqlx::{AssertSqlSafe, Database, Decode, Encode, Executor, IntoArguments, Row, Type};
@@ -246,6 +247,14 @@ pub trait Run: sqlx::Connection {
         stmt: Stmt<'_>,
     ) -> impl Future<Output = sqlx::Result<Vec<<Self::Database as Database>::Row>>> + Send;
 
+    /// Runs `stmt` and hands `each` its rows a page at a time, no page kept (a full load's rows
+    /// would otherwise all be held beside the entries made from them).
+    fn for_each_row(
+        &mut self,
+        stmt: Stmt<'_>,
+        each: impl FnMut(<Self::Database as Database>::Row) + Send,
+    ) -> impl Future<Output = sqlx::Result<()>> + Send;
+
     /// Runs `stmt` and returns its first row, if any.
     fn fetch_optional(
         &mut self,
@@ -276,6 +285,29 @@ where
 
     async fn fetch_all(&mut self, stmt: Stmt<'_>) -> sqlx::Result<Vec<DB::Row>> {
         stmt.query().fetch_all(self).await
+    }
+
+    async fn for_each_row(
+        &mut self,
+        stmt: Stmt<'_>,
+        mut each: impl FnMut(DB::Row) + Send,
+    ) -> sqlx::Result<()> {
+        // Rows are taken a page at a time, then handed on: a reader slower than the database
+        // would otherwise wake SQLite's worker thread (blocked on a full channel) for every row.
+        const PAGE: usize = 1024;
+        let mut rows = stmt.query().fetch(self);
+        let mut page = Vec::with_capacity(PAGE);
+        loop {
+            let row = rows.try_next().await?;
+            let done = row.is_none();
+            page.extend(row);
+            if done || page.len() == PAGE {
+                page.drain(..).for_each(&mut each);
+            }
+            if done {
+                return Ok(());
+            }
+        }
     }
 
     async fn fetch_optional(&mut self, stmt: Stmt<'_>) -> sqlx::Result<Option<DB::Row>> {

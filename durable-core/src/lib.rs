@@ -37,8 +37,8 @@ pub use shared::Shared;
 pub use snapshot::{Freshness, Snapshot, Synced, Versioned};
 pub use stats::{BadKey, Health, Stats};
 pub use types::{
-    BatchOp, Capabilities, Changes, Delta, IfAbsent, Load, Name, Revision, StoreTime, StoredEntry,
-    Swap, Swept, Unreadable, Version, parse_counter,
+    BatchOp, Capabilities, Changes, Delta, IfAbsent, Load, Name, Revision, Rows, StoreTime,
+    StoredEntry, Swap, Swept, Unreadable, Version, parse_counter,
 };
 
 /// Re-exported so backend crates and custom backends use the same version.

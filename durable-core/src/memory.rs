@@ -486,12 +486,7 @@ impl Backend for MemoryBackend {
     async fn durables(&self) -> Result<Load> {
         self.call(Operation::Load, |s, _| Load {
             version: s.version(),
-            entries: {
-                // Sized first: grown by doubling, the list would peak at three times its size.
-                let mut entries = Vec::with_capacity(s.entries.len());
-                entries.extend(s.entries.keys().filter_map(|k| s.entry(k)));
-                entries
-            },
+            entries: s.entries.keys().filter_map(|k| s.entry(k)).collect(),
             unreadable: s
                 .unreadable
                 .keys()

@@ -248,13 +248,137 @@ pub struct StoredEntry {
     pub expires_at: Option<StoreTime>,
 }
 
+/// The entries of a full load, kept in chunks of a few thousand: the engine decodes them chunk
+/// by chunk and frees each chunk as it goes, so a large load never holds every stored row beside
+/// every decoded entry (in one list the rows would stay allocated until the last was decoded).
+///
+/// Build it with `collect()`, [`Rows::push`] or [`Extend`]; `From<Vec<StoredEntry>>` keeps the
+/// vector as one chunk.
+///
+/// ```
+/// use durable_core::{Revision, Rows, StoredEntry};
+/// let rows: Rows = (0..3)
+///     .map(|i| StoredEntry {
+///         key: format!("key{i}"),
+///         value: vec![b'x'].into(),
+///         revision: Revision(1),
+///         expires_at: None,
+///     })
+///     .collect();
+/// assert_eq!(rows.len(), 3);
+/// assert_eq!(rows.iter().next().map(|row| row.key.as_str()), Some("key0"));
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Rows {
+    chunks: Vec<Vec<StoredEntry>>,
+    len: usize,
+}
+
+/// Rows per chunk of [`Rows`] (80 KiB of rows).
+const ROWS_PER_CHUNK: usize = 1024;
+
+impl Rows {
+    /// No rows.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a row at the end.
+    pub fn push(&mut self, row: StoredEntry) {
+        match self.chunks.last_mut() {
+            Some(chunk) if chunk.len() < ROWS_PER_CHUNK => chunk.push(row),
+            _ => {
+                // The first chunk grows as a vector does (a small load stays small); later ones
+                // are allocated whole.
+                let mut chunk = Vec::with_capacity(if self.chunks.is_empty() {
+                    0
+                } else {
+                    ROWS_PER_CHUNK
+                });
+                chunk.push(row);
+                self.chunks.push(chunk);
+            }
+        }
+        self.len += 1;
+    }
+
+    /// The number of rows.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True if there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The rows in order.
+    pub fn iter(&self) -> std::iter::Flatten<std::slice::Iter<'_, Vec<StoredEntry>>> {
+        self.chunks.iter().flatten()
+    }
+}
+
+impl PartialEq for Rows {
+    fn eq(&self, other: &Self) -> bool {
+        self.len == other.len && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Rows {}
+
+impl From<Vec<StoredEntry>> for Rows {
+    fn from(rows: Vec<StoredEntry>) -> Self {
+        Rows {
+            len: rows.len(),
+            chunks: if rows.is_empty() {
+                Vec::new()
+            } else {
+                vec![rows]
+            },
+        }
+    }
+}
+
+impl Extend<StoredEntry> for Rows {
+    fn extend<I: IntoIterator<Item = StoredEntry>>(&mut self, rows: I) {
+        rows.into_iter().for_each(|row| self.push(row));
+    }
+}
+
+impl FromIterator<StoredEntry> for Rows {
+    fn from_iter<I: IntoIterator<Item = StoredEntry>>(rows: I) -> Self {
+        let mut all = Rows::new();
+        all.extend(rows);
+        all
+    }
+}
+
+/// The rows in order, each chunk freed once it is read through.
+impl IntoIterator for Rows {
+    type Item = StoredEntry;
+    type IntoIter = std::iter::Flatten<std::vec::IntoIter<Vec<StoredEntry>>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.chunks.into_iter().flatten()
+    }
+}
+
+impl<'a> IntoIterator for &'a Rows {
+    type Item = &'a StoredEntry;
+    type IntoIter = std::iter::Flatten<std::slice::Iter<'a, Vec<StoredEntry>>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
 /// A full load: every entry and the token they reflect.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Load {
     /// The token of the state the entries reflect.
     pub version: Version,
     /// Every live entry, in no particular order, each key once.
-    pub entries: Vec<StoredEntry>,
+    pub entries: Rows,
     /// Stored rows the backend could not read: each costs its key only.
     pub unreadable: Vec<Unreadable>,
 }
@@ -502,4 +626,45 @@ impl Capabilities {
 /// ASCII decimal, optional leading `-`, no spaces, within `i64`.
 pub fn parse_counter(value: &[u8]) -> Option<i64> {
     std::str::from_utf8(value).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(i: usize) -> StoredEntry {
+        StoredEntry {
+            key: format!("key{i}"),
+            value: Bytes::from(i.to_string()),
+            revision: Revision(i as u64),
+            expires_at: None,
+        }
+    }
+
+    #[test]
+    fn rows_keep_their_order_in_chunks_of_bounded_size() {
+        let n = 2 * ROWS_PER_CHUNK + 5;
+        let rows: Rows = (0..n).map(row).collect();
+        assert_eq!(rows.len(), n);
+        assert_eq!(rows.chunks.len(), 3, "a large load is several chunks");
+        assert!(rows.chunks.iter().all(|c| c.len() <= ROWS_PER_CHUNK));
+        let keys: Vec<String> = rows.iter().map(|r| r.key.clone()).collect();
+        assert_eq!(keys, (0..n).map(|i| format!("key{i}")).collect::<Vec<_>>());
+        let owned: Vec<StoredEntry> = rows.clone().into_iter().collect();
+        assert_eq!(owned, (0..n).map(row).collect::<Vec<_>>());
+
+        // A small load stays small: its one chunk grows as a vector does.
+        let small: Rows = (0..3).map(row).collect();
+        assert!(small.chunks[0].capacity() < ROWS_PER_CHUNK);
+
+        // Equal rows are equal however they are chunked.
+        let mut one = Rows::from((0..n).map(row).collect::<Vec<_>>());
+        assert_eq!(one.chunks.len(), 1);
+        assert_eq!(one, rows);
+        one.push(row(n));
+        assert_ne!(one, rows);
+        assert_eq!(one.iter().last(), Some(&row(n)));
+        assert!(Rows::from(Vec::new()).is_empty());
+        assert_eq!(Rows::new(), Rows::from(Vec::new()));
+    }
 }

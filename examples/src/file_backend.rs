@@ -310,7 +310,7 @@ impl Backend for FileBackend {
             dir.read(Operation::Load, |dir, head| {
                 Ok(Load {
                     version: head.version(),
-                    entries: dir.all_entries(Operation::Load)?,
+                    entries: dir.all_entries(Operation::Load)?.into(),
                     unreadable: Vec::new(),
                 })
             })

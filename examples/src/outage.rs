@@ -135,6 +135,6 @@ mod tests {
         let load = backend.durables().await.unwrap();
         let keys: Vec<&str> = load.entries.iter().map(|e| e.key.as_str()).collect();
         assert_eq!(keys, vec!["session"]);
-        assert!(load.entries[0].expires_at.is_some());
+        assert!(load.entries.iter().all(|entry| entry.expires_at.is_some()));
     }
 }

@@ -113,7 +113,7 @@ where
                         version = %delta.version,
                         "applying delta"
                     );
-                    let (upserts, mut bad) = self.decode_all(delta.upserts)?;
+                    let (upserts, mut bad) = self.decode_all(delta.upserts.into())?;
                     bad.extend(self.unreadable(delta.unreadable)?);
                     Update::Delta {
                         version: delta.version,
@@ -219,10 +219,7 @@ where
     /// Decodes stored entries. One that cannot be decoded or is over the size limit fails the
     /// sync ([`DecodeErrors::Fail`]) or is set aside with its error ([`DecodeErrors::Isolate`]),
     /// logged with its key.
-    pub(super) fn decode_all(
-        &self,
-        stored: Vec<StoredEntry>,
-    ) -> Result<(Vec<Entry<V>>, BadValues)> {
+    pub(super) fn decode_all(&self, stored: Rows) -> Result<(Vec<Entry<V>>, BadValues)> {
         let mut entries = Vec::with_capacity(stored.len());
         let mut bad = Vec::new();
         let max_size = self.max_value_size();

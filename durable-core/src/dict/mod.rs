@@ -40,8 +40,8 @@ use crate::shared::Shared;
 use crate::snapshot::{Freshness, Pending, Snapshot, State, Synced, Versioned};
 use crate::stats::{BadKey, Counters, Health, Stats, bump};
 use crate::types::{
-    BatchOp, Capabilities, Changes, IfAbsent, Revision, StoreTime, StoredEntry, Swap, Unreadable,
-    Version,
+    BatchOp, Capabilities, Changes, IfAbsent, Revision, Rows, StoreTime, StoredEntry, Swap,
+    Unreadable, Version,
 };
 
 /// What happened to a key, as told to change listeners.
