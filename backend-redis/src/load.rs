@@ -2,13 +2,13 @@
 //! (`HSCAN` pages, a walk of the change log, `ZSCAN` pages of the expiries) repaired with the
 //! changes since the first chunk's token.
 
-use std::collections::hash_map::Entry;
+use std::hash::BuildHasher;
 
-use bytes::Bytes;
 use durable_core::{
-    Error, Load, Operation, Result, Revision, StoreTime, StoredEntry, Unreadable, Version,
+    Error, Load, Operation, Result, Revision, Rows, StoreTime, StoredEntry, Unreadable, Version,
 };
 use foldhash::HashMap;
+use hashbrown::HashTable;
 use redis::Value;
 
 use crate::RedisBackend;
@@ -95,7 +95,7 @@ impl RedisBackend {
         let mut reply = self.status(value, Operation::Load)?.1;
         let version = reply.version()?;
         let next = reply.string()?;
-        into.entries.reserve(reply.len() / 4);
+        into.reserve(reply.len() / 4);
         self.load_rows(&mut reply, into)?;
         Ok((version, next))
     }
@@ -108,7 +108,7 @@ impl RedisBackend {
             .query_async(&mut self.store.conn())
             .await
             .map_err(|e| map_err(Operation::Load, e))?;
-        into.entries.reserve(len.saturating_sub(into.entries.len()));
+        into.reserve(len.saturating_sub(into.entries.len()));
         Ok(())
     }
 
@@ -129,15 +129,14 @@ impl RedisBackend {
                 return Ok(());
             }
             // A key seen twice (the hash was resized during the scan) keeps its revision.
-            match into.entries.entry(key) {
-                Entry::Occupied(mut e) => e.get_mut().value = value,
-                Entry::Vacant(e) => {
-                    e.insert(Loading {
-                        value,
-                        revision: None,
-                        expires_at: None,
-                    });
-                }
+            match into.get_mut(&key) {
+                Some(entry) => entry.value = value,
+                None => into.upsert(StoredEntry {
+                    key,
+                    value,
+                    revision: UNKNOWN,
+                    expires_at: None,
+                }),
             }
             Ok(())
         })
@@ -154,7 +153,7 @@ impl RedisBackend {
             let key = items.key()?;
             let score = items.bytes()?;
             let Ok(key) = key else { return Ok(()) };
-            let Some(entry) = into.entries.get_mut(&key) else {
+            let Some(entry) = into.get_mut(&key) else {
                 return Ok(());
             };
             match whole_score(&score) {
@@ -275,8 +274,8 @@ impl RedisBackend {
         let missing: Vec<String> = into
             .entries
             .iter()
-            .filter(|(_, entry)| entry.revision.is_none())
-            .map(|(key, _)| key.clone())
+            .filter(|entry| entry.revision == UNKNOWN)
+            .map(|entry| entry.key.clone())
             .collect();
         let mut conn = self.store.conn();
         for keys in missing.chunks(chunk) {
@@ -300,11 +299,11 @@ impl RedisBackend {
     /// Records `revision`, read from `score`, the change-log score of `key`, if `key` is being
     /// loaded; a score that is no revision (`None`) makes the row unreadable.
     fn found_revision(&self, key: String, revision: Option<u64>, score: &[u8], into: &mut LoadMap) {
-        let Some(slot) = into.entries.get_mut(&key) else {
+        let Some(slot) = into.get_mut(&key) else {
             return;
         };
         match revision {
-            Some(revision) => slot.revision = Some(revision),
+            Some(revision) => slot.revision = Revision(revision),
             None => {
                 let reason = self.bad_score("revision", &self.keys.log, score);
                 into.apply(Row::Unreadable(key.into_bytes(), reason));
@@ -313,66 +312,121 @@ impl RedisBackend {
     }
 }
 
-/// One entry being loaded.
-struct Loading {
-    value: Bytes,
-    /// `None` until known.
-    revision: Option<u64>,
-    expires_at: Option<StoreTime>,
-}
+/// The revision of an entry whose revision is not known yet (counters stay below 2^53).
+const UNKNOWN: Revision = Revision(u64::MAX);
 
-/// Rows being loaded: the readable entries by key, and the unreadable rows by their key as
-/// stored, with why.
+/// Rows being loaded: the readable entries, in the list the load returns and found by key
+/// through an index of their positions (a map of keys to entries would hold every entry twice
+/// over, counting its empty buckets, beside the list made from it at the end), and the
+/// unreadable rows by their key as stored, with why.
 #[derive(Default)]
 struct LoadMap {
-    entries: HashMap<String, Loading>,
+    entries: Rows,
+    /// Positions in `entries`, hashed by key.
+    index: HashTable<u32>,
+    hasher: foldhash::fast::RandomState,
     unreadable: HashMap<Vec<u8>, String>,
 }
 
 impl LoadMap {
+    /// Room for `more` entries.
+    fn reserve(&mut self, more: usize) {
+        let (entries, hasher) = (&self.entries, &self.hasher);
+        self.index.reserve(more, |&at| {
+            hasher.hash_one(entries.get(at as usize).map_or("", |e| e.key.as_str()))
+        });
+    }
+
+    /// The position of `key`'s entry.
+    fn find(&self, key: &str) -> Option<usize> {
+        let entries = &self.entries;
+        let hash = self.hasher.hash_one(key);
+        self.index
+            .find(hash, |&at| {
+                entries.get(at as usize).is_some_and(|e| e.key == key)
+            })
+            .map(|&at| at as usize)
+    }
+
+    /// The entry of `key`, to change in place.
+    fn get_mut(&mut self, key: &str) -> Option<&mut StoredEntry> {
+        let at = self.find(key)?;
+        self.entries.get_mut(at)
+    }
+
+    /// Adds `entry`, or replaces the entry of its key (keeping its revision when `entry`'s is
+    /// unknown).
+    fn upsert(&mut self, mut entry: StoredEntry) {
+        if let Some(old) = self.get_mut(&entry.key) {
+            if entry.revision == UNKNOWN {
+                entry.revision = old.revision;
+                entry.expires_at = old.expires_at;
+            }
+            *old = entry;
+            return;
+        }
+        let at = self.entries.len() as u32;
+        let hash = self.hasher.hash_one(&entry.key);
+        self.entries.push(entry);
+        let (entries, hasher) = (&self.entries, &self.hasher);
+        self.index.insert_unique(hash, at, |&at| {
+            hasher.hash_one(entries.get(at as usize).map_or("", |e| e.key.as_str()))
+        });
+    }
+
+    /// Removes the entry of `key`; the last entry moves into its place.
+    fn remove(&mut self, key: &str) {
+        let Some(at) = self.find(key) else { return };
+        let hash = self.hasher.hash_one(key);
+        if let Ok(slot) = self.index.find_entry(hash, |&p| p as usize == at) {
+            slot.remove();
+        }
+        self.entries.swap_remove(at);
+        let Some(moved) = self.entries.get(at) else {
+            return;
+        };
+        // The entry that was last now sits at `at`.
+        let last = self.entries.len() as u32;
+        let hash = self.hasher.hash_one(&moved.key);
+        if let Some(slot) = self.index.find_mut(hash, |&p| p == last) {
+            *slot = at as u32;
+        }
+    }
+
     /// Applies a row read now over what was read before.
     fn apply(&mut self, row: Row) {
         match row {
             Row::Entry(entry) => {
                 self.unreadable.remove(entry.key.as_bytes());
-                self.entries.insert(
-                    entry.key,
-                    Loading {
-                        value: entry.value,
-                        revision: Some(entry.revision.0),
-                        expires_at: entry.expires_at,
-                    },
-                );
+                self.upsert(entry);
             }
             Row::Removed(key) => {
                 self.unreadable.remove(key.as_bytes());
-                self.entries.remove(&key);
+                self.remove(&key);
             }
             Row::Gone(key) => {
                 self.unreadable.remove(&key);
             }
             Row::Unreadable(key, reason) => {
                 if let Ok(key) = std::str::from_utf8(&key) {
-                    self.entries.remove(key);
+                    self.remove(key);
                 }
                 self.unreadable.insert(key, reason);
             }
         }
     }
 
-    fn into_load(self, version: Version) -> Load {
+    fn into_load(mut self, version: Version) -> Load {
+        // The index goes first: the list is the load's own.
+        self.index = HashTable::new();
+        for entry in self.entries.iter_mut() {
+            if entry.revision == UNKNOWN {
+                entry.revision = Revision(0);
+            }
+        }
         Load {
             version,
-            entries: self
-                .entries
-                .into_iter()
-                .map(|(key, entry)| StoredEntry {
-                    key,
-                    value: entry.value,
-                    revision: Revision(entry.revision.unwrap_or(0)),
-                    expires_at: entry.expires_at,
-                })
-                .collect(),
+            entries: self.entries,
             unreadable: self
                 .unreadable
                 .into_iter()

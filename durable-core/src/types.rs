@@ -316,6 +316,50 @@ impl Rows {
     pub fn iter(&self) -> std::iter::Flatten<std::slice::Iter<'_, Vec<StoredEntry>>> {
         self.chunks.iter().flatten()
     }
+
+    /// The rows in order, to change in place.
+    pub fn iter_mut(&mut self) -> std::iter::Flatten<std::slice::IterMut<'_, Vec<StoredEntry>>> {
+        self.chunks.iter_mut().flatten()
+    }
+
+    /// The chunk and the place in it of row `index`. Every chunk but the first and the last
+    /// holds exactly `ROWS_PER_CHUNK` rows (the first may hold more, when made from a vector).
+    fn place(&self, index: usize) -> Option<(usize, usize)> {
+        let first = self.chunks.first()?.len();
+        let place = match index.checked_sub(first) {
+            None => (0, index),
+            Some(rest) => (1 + rest / ROWS_PER_CHUNK, rest % ROWS_PER_CHUNK),
+        };
+        (index < self.len).then_some(place)
+    }
+
+    /// Row `index`, if there is one.
+    pub fn get(&self, index: usize) -> Option<&StoredEntry> {
+        let (chunk, at) = self.place(index)?;
+        self.chunks[chunk].get(at)
+    }
+
+    /// Row `index`, to change in place.
+    pub fn get_mut(&mut self, index: usize) -> Option<&mut StoredEntry> {
+        let (chunk, at) = self.place(index)?;
+        self.chunks[chunk].get_mut(at)
+    }
+
+    /// Removes row `index` and returns it; the last row takes its place (as
+    /// [`Vec::swap_remove`]).
+    pub fn swap_remove(&mut self, index: usize) -> Option<StoredEntry> {
+        let (chunk, at) = self.place(index)?;
+        let last_chunk = self.chunks.last_mut()?;
+        let last = last_chunk.pop()?;
+        if last_chunk.is_empty() {
+            self.chunks.pop();
+        }
+        self.len -= 1;
+        if index == self.len {
+            return Some(last);
+        }
+        Some(std::mem::replace(&mut self.chunks[chunk][at], last))
+    }
 }
 
 impl PartialEq for Rows {
@@ -665,6 +709,30 @@ mod tests {
         assert_ne!(one, rows);
         assert_eq!(one.iter().last(), Some(&row(n)));
         assert!(Rows::from(Vec::new()).is_empty());
+
+        // Found and removed by position, across chunks, a big first chunk included.
+        for mut rows in [rows.clone(), one.clone()] {
+            let n = rows.len();
+            for i in [0, ROWS_PER_CHUNK - 1, ROWS_PER_CHUNK, n - 1] {
+                assert_eq!(rows.get(i).map(|r| r.key.clone()), Some(format!("key{i}")));
+            }
+            assert!(rows.get(n).is_none() && rows.get_mut(n).is_none());
+            rows.get_mut(3).expect("row 3").revision = Revision(99);
+            assert_eq!(rows.iter().nth(3).map(|r| r.revision), Some(Revision(99)));
+            let last = rows.get(n - 1).cloned();
+            assert_eq!(rows.swap_remove(1).map(|r| r.key), Some("key1".to_owned()));
+            assert_eq!(rows.get(1).cloned(), last);
+            assert_eq!(rows.len(), n - 1);
+            assert_eq!(rows.iter().count(), n - 1);
+            // Down to nothing, from the front (each time the last row moves).
+            while !rows.is_empty() {
+                rows.swap_remove(0).expect("a row");
+                assert_eq!(rows.iter().count(), rows.len());
+            }
+            assert!(rows.swap_remove(0).is_none());
+            rows.push(row(7));
+            assert_eq!(rows.get(0), Some(&row(7)));
+        }
         assert_eq!(Rows::new(), Rows::from(Vec::new()));
     }
 }
