@@ -131,7 +131,7 @@ impl RedisBackend {
             // A key seen twice (the hash was resized during the scan) keeps its revision.
             match into.get_mut(&key) {
                 Some(entry) => entry.value = value,
-                None => into.upsert(StoredEntry {
+                None => into.insert_new(StoredEntry {
                     key,
                     value,
                     revision: UNKNOWN,
@@ -312,6 +312,11 @@ impl RedisBackend {
     }
 }
 
+/// The hash of the key at position `at` of `entries`, for the index.
+fn hash_at(hasher: &foldhash::fast::RandomState, entries: &Rows, at: &u32) -> u64 {
+    hasher.hash_one(entries.get(*at as usize).map_or("", |e| e.key.as_str()))
+}
+
 /// The revision of an entry whose revision is not known yet (counters stay below 2^53).
 const UNKNOWN: Revision = Revision(u64::MAX);
 
@@ -332,9 +337,7 @@ impl LoadMap {
     /// Room for `more` entries.
     fn reserve(&mut self, more: usize) {
         let (entries, hasher) = (&self.entries, &self.hasher);
-        self.index.reserve(more, |&at| {
-            hasher.hash_one(entries.get(at as usize).map_or("", |e| e.key.as_str()))
-        });
+        self.index.reserve(more, |at| hash_at(hasher, entries, at));
     }
 
     /// The position of `key`'s entry.
@@ -354,24 +357,23 @@ impl LoadMap {
         self.entries.get_mut(at)
     }
 
-    /// Adds `entry`, or replaces the entry of its key (keeping its revision when `entry`'s is
-    /// unknown).
-    fn upsert(&mut self, mut entry: StoredEntry) {
-        if let Some(old) = self.get_mut(&entry.key) {
-            if entry.revision == UNKNOWN {
-                entry.revision = old.revision;
-                entry.expires_at = old.expires_at;
-            }
-            *old = entry;
-            return;
+    /// Adds `entry`, or replaces the entry of its key.
+    fn upsert(&mut self, entry: StoredEntry) {
+        match self.get_mut(&entry.key) {
+            Some(old) => *old = entry,
+            None => self.insert_new(entry),
         }
+    }
+
+    /// Adds `entry`, whose key has no entry yet.
+    fn insert_new(&mut self, entry: StoredEntry) {
+        // A Redis hash holds fewer than 2^32 fields.
         let at = self.entries.len() as u32;
         let hash = self.hasher.hash_one(&entry.key);
         self.entries.push(entry);
         let (entries, hasher) = (&self.entries, &self.hasher);
-        self.index.insert_unique(hash, at, |&at| {
-            hasher.hash_one(entries.get(at as usize).map_or("", |e| e.key.as_str()))
-        });
+        self.index
+            .insert_unique(hash, at, |at| hash_at(hasher, entries, at));
     }
 
     /// Removes the entry of `key`; the last entry moves into its place.
@@ -417,8 +419,6 @@ impl LoadMap {
     }
 
     fn into_load(mut self, version: Version) -> Load {
-        // The index goes first: the list is the load's own.
-        self.index = HashTable::new();
         for entry in self.entries.iter_mut() {
             if entry.revision == UNKNOWN {
                 entry.revision = Revision(0);
