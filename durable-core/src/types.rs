@@ -248,7 +248,7 @@ pub struct StoredEntry {
     pub expires_at: Option<StoreTime>,
 }
 
-/// The entries of a full load, kept in chunks of a few thousand: the engine decodes them chunk
+/// The entries of a full load, kept in chunks of 1,024 rows: the engine decodes them chunk
 /// by chunk and frees each chunk as it goes, so a large load never holds every stored row beside
 /// every decoded entry (in one list the rows would stay allocated until the last was decoded).
 ///
