@@ -378,11 +378,14 @@ impl LoadMap {
 
     /// Removes the entry of `key`; the last entry moves into its place.
     fn remove(&mut self, key: &str) {
-        let Some(at) = self.find(key) else { return };
+        let entries = &self.entries;
         let hash = self.hasher.hash_one(key);
-        if let Ok(slot) = self.index.find_entry(hash, |&p| p as usize == at) {
-            slot.remove();
-        }
+        let Ok(slot) = self.index.find_entry(hash, |&at| {
+            entries.get(at as usize).is_some_and(|e| e.key == key)
+        }) else {
+            return;
+        };
+        let at = slot.remove().0 as usize;
         self.entries.swap_remove(at);
         let Some(moved) = self.entries.get(at) else {
             return;
@@ -436,5 +439,61 @@ impl LoadMap {
                 })
                 .collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+
+    fn entry(key: &str, revision: u64) -> StoredEntry {
+        StoredEntry {
+            key: key.to_owned(),
+            value: bytes::Bytes::from(revision.to_string()),
+            revision: Revision(revision),
+            expires_at: None,
+        }
+    }
+
+    /// Rows applied in any order leave the map holding exactly what a plain map would: removals
+    /// move the last entry into the hole, and the index must follow it (across the list's
+    /// chunks).
+    #[test]
+    fn applied_rows_match_a_plain_map() {
+        let seed = rand::random::<u64>();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut map = LoadMap::default();
+        let mut model = BTreeMap::new();
+        for step in 1..=20_000u64 {
+            let key = format!("k{}", rng.random_range(0..3_000u32));
+            match rng.random_range(0..4) {
+                0 => {
+                    map.apply(Row::Removed(key.clone()));
+                    model.remove(&key);
+                }
+                1 => {
+                    map.apply(Row::Unreadable(key.clone().into_bytes(), "bad".into()));
+                    model.remove(&key);
+                }
+                _ => {
+                    map.apply(Row::Entry(entry(&key, step)));
+                    model.insert(key.clone(), step);
+                }
+            }
+            let got = map.get_mut(&key).map(|e| e.revision.0);
+            assert_eq!(got, model.get(&key).copied(), "seed {seed}, step {step}");
+        }
+        let load = map.into_load(Version::stamped(1, 1, 1, 0));
+        let got: BTreeMap<String, u64> = load
+            .entries
+            .iter()
+            .map(|e| (e.key.clone(), e.revision.0))
+            .collect();
+        assert_eq!(got.len(), load.entries.len(), "each key once (seed {seed})");
+        assert_eq!(got, model, "seed {seed}");
     }
 }

@@ -245,11 +245,14 @@ impl HeapPeak {
         let stopped = stop.clone();
         let sampler = std::thread::spawn(move || {
             let mut peak = crate::ALLOCATOR.allocated();
-            while !stopped.load(Ordering::SeqCst) {
+            loop {
                 std::thread::sleep(Duration::from_millis(1));
                 peak = peak.max(crate::ALLOCATOR.allocated());
+                // One sample after the stop, so the peak covers the end.
+                if stopped.load(Ordering::SeqCst) {
+                    return peak;
+                }
             }
-            peak
         });
         HeapPeak { stop, sampler }
     }
