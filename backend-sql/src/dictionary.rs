@@ -85,12 +85,7 @@ impl<D: Dialect> SqlBackend<D> {
                 return Ok(0);
             };
             let removed = D::rows_affected(&tx.run(self.stmt(&sql.trim_delete).bind(max)).await?);
-            let set_oldest = Stmt::new(&sql.set_oldest)
-                .bind(max)
-                .bind(self.ns())
-                .bind(self.dict())
-                .bind(max);
-            tx.run(set_oldest).await?;
+            tx.run(self.set_oldest(max)).await?;
             tx.commit().await?;
             tracing::debug!(
                 backend = D::NAME,
@@ -124,6 +119,15 @@ impl<D: Dialect> SqlBackend<D> {
 
     pub(crate) fn dict(&self) -> &str {
         self.dictionary.as_str()
+    }
+
+    /// Records that deltas are served from `counter` on (earlier tokens get a full load).
+    pub(crate) fn set_oldest(&self, counter: i64) -> Stmt<'_> {
+        Stmt::new(&self.shared.sql.set_oldest)
+            .bind(counter)
+            .bind(self.ns())
+            .bind(self.dict())
+            .bind(counter)
     }
 
     /// `sql` with its first two parameters, namespace and dictionary, bound.

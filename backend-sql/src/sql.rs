@@ -223,7 +223,8 @@ pub(crate) struct Sql {
     pub(crate) upsert_tail: String,
     /// (value, revision, written_at, ns, dict, key): turns a live entry into a tombstone.
     pub(crate) tombstone_entry: String,
-    /// (value, revision, written_at, ns, dict): tombstones every live entry.
+    /// (ns, dict): deletes every live entry (a clear writes no tombstones: see
+    /// `SqlBackend::clear`).
     pub(crate) clear: String,
     /// (ns, dict, at) -> key of every live entry expiring at or before `at`; locks them in a
     /// write transaction.
@@ -329,7 +330,9 @@ impl Sql {
                  FALSE AND expires_at <= ?{lock}"
             ),
             sweep: format!("{tombstoning} AND expires_at <= ?"),
-            clear: tombstoning,
+            clear: format!(
+                "DELETE FROM {e} WHERE namespace = ? AND dictionary = ? AND tombstone = FALSE"
+            ),
             load_entries: format!(
                 "SELECT {columns} FROM {e} WHERE namespace = ? AND dictionary = ? AND tombstone = \
                  FALSE"

@@ -129,7 +129,8 @@ impl Options {
         self
     }
 
-    /// The time limit of each store operation (default 5 s); exceeding it gives
+    /// The time limit of each store operation (default 5 s) but full loads and clears (see
+    /// [`with_load_timeout`](Self::with_load_timeout)); exceeding it gives
     /// [`Error::Timeout`](crate::Error::Timeout).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
@@ -142,9 +143,9 @@ impl Options {
         self
     }
 
-    /// The time limit of one full load of the dictionary, at open and when a sync reloads
-    /// (default 60 s), instead of the per-operation timeout: a million entries take seconds to
-    /// load. The open is still bounded by [`with_open_timeout`](Self::with_open_timeout): raise
+    /// The time limit of one full load of the dictionary, at open and when a sync reloads, and
+    /// of a [`clear`](crate::Dict::clear) (default 60 s), instead of the per-operation timeout:
+    /// a million entries take seconds to load or delete. The open is still bounded by [`with_open_timeout`](Self::with_open_timeout): raise
     /// both for dictionaries whose load takes longer than 10 s.
     pub fn with_load_timeout(mut self, timeout: Duration) -> Self {
         self.load_timeout = timeout;

@@ -805,7 +805,8 @@ where
     }
 
     /// Deletes every entry of the stored dictionary (not only the local copy) in one atomic step
-    /// (capability `clear`); bumps nothing if it was empty.
+    /// (capability `clear`); bumps nothing if it was empty. Its time grows with the dictionary,
+    /// so it runs under the load timeout ([`Options::with_load_timeout`]).
     pub async fn clear(&self) -> Result<Option<Version>> {
         self.inner
             .require(self.inner.caps.clear, Operation::Clear)?;
