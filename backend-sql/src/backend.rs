@@ -11,7 +11,7 @@ use durable_core::{
 };
 
 use crate::SqlBackend;
-use crate::dialect::{Dialect, Run, Stmt};
+use crate::dialect::{Cells, Dialect, Run, Stmt};
 use crate::record::{
     Field, RawRecord, Record, field, millis, shown_with_type, store_time, tombstone,
 };
@@ -340,25 +340,30 @@ impl<D: Dialect> Backend for SqlBackend<D> {
     async fn sweep(&self) -> Result<Option<Swept>> {
         let op = Operation::Sweep;
         self.run(op, None, || async {
+            let sql = &self.shared.sql;
             let (mut tx, version) = self.begin(op).await?;
-            // One reading of the clock for both statements, so that they agree on what
-            // has expired (writers of the dictionary wait for the version row lock).
+            // One reading of the clock, turned into one cutoff for both statements, so that
+            // they agree on what is swept (writers of the dictionary wait for the version row
+            // lock): the entries that expired first, at most about `SWEEP_STEP`.
             let now = self.clock(&mut tx).await?;
-            let expired = self.stmt(&self.shared.sql.select_expired).bind(now);
-            let rows = tx.fetch_all(expired).await?;
-            if rows.is_empty() {
+            let cutoff = tx
+                .fetch_one(self.stmt(&sql.sweep_cutoff).bind(now))
+                .await?
+                .maybe_int(0)?;
+            let Some(cutoff) = cutoff else {
                 Self::rollback(tx).await;
                 return Ok(None);
-            }
+            };
+            let rows = tx
+                .fetch_all(self.stmt(&sql.select_expired).bind(cutoff))
+                .await?;
             // Rows whose key cannot be read are swept too, but name no key a snapshot
             // holds.
             let keys = rows
                 .iter()
                 .filter_map(|row| Self::key_of(row, 0).ok())
                 .collect();
-            let sweep = self
-                .tombstoning(&self.shared.sql.sweep, version.counter())
-                .bind(now);
+            let sweep = self.tombstoning(&sql.sweep, version.counter()).bind(cutoff);
             tx.run(sweep).await?;
             let version = self.commit(tx, version).await?;
             Ok(Some(Swept { version, keys }))

@@ -37,7 +37,7 @@ pub use dialect::Dialect;
 pub use dictionary::SqlBackend;
 #[cfg(feature = "mysql")]
 pub use mysql::{MySql, MySqlBackend, MySqlStore};
-pub use options::{MAX_KEY_LEN, SqlOptions};
+pub use options::{MAX_KEY_LEN, SWEEP_STEP, SqlOptions};
 #[cfg(feature = "postgres")]
 pub use postgres::{Postgres, PostgresBackend, PostgresStore};
 #[cfg(feature = "sqlite")]

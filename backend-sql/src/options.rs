@@ -149,6 +149,12 @@ pub(crate) fn validate_identifier(name: &str) -> durable_core::Result<()> {
 /// applied to SQLite too so that dictionaries move between databases).
 pub const MAX_KEY_LEN: usize = 2048;
 
+/// The most expired entries one sweep step removes: those that expired first, with any that
+/// expired in the same millisecond as the last of them. The engine sweeps again while more
+/// remain; a bounded step keeps its transaction, and the version row lock it holds, short
+/// (tombstoning a million rows at once takes seconds, longer than an operation may).
+pub const SWEEP_STEP: usize = 10_000;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,7 +2,7 @@
 //! and what its dialect writes differently ([`DialectSql`]).
 
 use crate::dialect::Dialect;
-use crate::options::MAX_KEY_LEN;
+use crate::options::{MAX_KEY_LEN, SWEEP_STEP};
 use crate::record::COUNTER_LIMIT;
 
 /// How many parameters one row of a multi-row upsert binds.
@@ -226,6 +226,9 @@ pub(crate) struct Sql {
     /// (ns, dict): deletes every live entry (a clear writes no tombstones: see
     /// `SqlBackend::clear`).
     pub(crate) clear: String,
+    /// (ns, dict, now) -> the expiry of the last of the (at most [`SWEEP_STEP`]) live entries
+    /// that expired first, at or before `now`; NULL if none did.
+    pub(crate) sweep_cutoff: String,
     /// (ns, dict, at) -> key of every live entry expiring at or before `at`; locks them in a
     /// write transaction.
     pub(crate) select_expired: String,
@@ -325,6 +328,11 @@ impl Sql {
             upsert_head,
             upsert_tail: d.upsert_tail,
             tombstone_entry: format!("{tombstoning} AND entry_key = ?"),
+            sweep_cutoff: format!(
+                "SELECT MAX(expires_at) FROM (SELECT expires_at FROM {e} WHERE namespace = ? AND \
+                 dictionary = ? AND tombstone = FALSE AND expires_at <= ? ORDER BY expires_at \
+                 LIMIT {SWEEP_STEP}) due"
+            ),
             select_expired: format!(
                 "SELECT entry_key FROM {e} WHERE namespace = ? AND dictionary = ? AND tombstone = \
                  FALSE AND expires_at <= ?{lock}"
@@ -402,6 +410,7 @@ impl Sql {
                 &mut self.select_entry,
                 &mut self.tombstone_entry,
                 &mut self.clear,
+                &mut self.sweep_cutoff,
                 &mut self.select_expired,
                 &mut self.sweep,
                 &mut self.load_entries,
