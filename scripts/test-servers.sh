@@ -101,6 +101,8 @@
 #   DURABLE_TEST_PORT_MIN/MAX   port range, scanned from a random point, default 20000-30999
 #   DURABLE_TEST_KEEP_TMP=1     keep the temporary directory (logs, data) after stopping
 #   DURABLE_TEST_NO_INSTALL=1   never run apt-get for missing packages
+#   DURABLE_TEST_ZOOKEEPER_HEAP the standalone ZooKeeper's Java heap, default 256m (benchmarks
+#                               of 100k keys and more need more: 1g)
 #
 # Ports are reserved in /tmp/durable-test-ports (one file per port naming the owning process),
 # so concurrent runs never pick the same port, even while a test has stopped a server. If the
@@ -924,7 +926,7 @@ _dts_zookeeper_spawn() {
   _dts_require_free_port || return 1
   if [[ -z ${DTS_ZK_MYID:-} ]]; then
     _dts_detach "$DTS_DIR/zookeeper.pid" "$DTS_DIR/zookeeper.log" \
-      "$DTS_JAVA" -Xmx256m -XX:+UseSerialGC -cp "$DTS_CLASSPATH" \
+      "$DTS_JAVA" "-Xmx$DTS_ZK_HEAP" -XX:+UseSerialGC -cp "$DTS_CLASSPATH" \
       org.apache.zookeeper.server.ZooKeeperServerMain "$DTS_DIR/zoo.cfg"
     return
   fi
@@ -1370,7 +1372,8 @@ durable_servers_start() {
     ((next += 1))
     mkdir -m 700 "$_DTS_TMP/zookeeper"
     _DTS_CTL_zookeeper=$(_dts_write_ctl zookeeper zookeeper DTS_PORT="${_DTS_PORTS[0]}" \
-      DTS_DIR="$_DTS_TMP/zookeeper" DTS_JAVA="$java" DTS_CLASSPATH="$classpath")
+      DTS_DIR="$_DTS_TMP/zookeeper" DTS_JAVA="$java" DTS_CLASSPATH="$classpath" \
+      DTS_ZK_HEAP="${DURABLE_TEST_ZOOKEEPER_HEAP:-256m}")
     _dts_register "$_DTS_CTL_zookeeper"
     _dts_bg zookeeper "$_DTS_CTL_zookeeper"
   fi

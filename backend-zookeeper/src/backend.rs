@@ -311,15 +311,17 @@ impl Backend for ZooKeeperBackend {
                     // As in `clear`: the multi's version check proves that the entries read
                     // after the version are still the dictionary's.
                     let node = self.read_node(&client, operation, true).await?;
-                    let Some(listing) = self.read_all(&client).await? else {
+                    // Only the expired entries are kept. Entries that cannot be read have no
+                    // expiry this sweep could see.
+                    let mut expired: Vec<(String, Current)> = Vec::new();
+                    let listed = self.read_all(&client, |name, current| {
+                        if current.entry.expires_at.is_some_and(|at| at <= now) {
+                            expired.push((name, current));
+                        }
+                    });
+                    if listed.await?.is_none() {
                         continue;
-                    };
-                    // Entries that cannot be read have no expiry this sweep could see.
-                    let mut expired: Vec<(String, Current)> = listing
-                        .entries
-                        .into_iter()
-                        .filter(|(_, c)| c.entry.expires_at.is_some_and(|at| at <= now))
-                        .collect();
+                    }
                     if expired.is_empty() {
                         return Ok(None);
                     }

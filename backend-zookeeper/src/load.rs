@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use durable_core::{Changes, Delta, Load, Operation, StoredEntry, Unreadable, Version};
+use durable_core::{Changes, Delta, Load, Operation, Rows, StoredEntry, Unreadable, Version};
 use zookeeper_client as zk;
 
 use crate::ZooKeeperBackend;
@@ -18,62 +18,58 @@ const MAX_LOADS: u32 = 8;
 /// Entries fetched per pipelined window in a full load or a sweep.
 const LOAD_WINDOW: usize = 8192;
 
-/// Every child of `entries`, as [`ZooKeeperBackend::read_all`] read them.
-#[derive(Debug)]
-pub(crate) struct Listing {
-    /// The entries, by znode name.
-    pub(crate) entries: Vec<(String, Current)>,
-    /// The children that are no entry or cannot be read, by znode name.
-    pub(crate) unreadable: Vec<(String, Unreadable)>,
-}
-
 impl ZooKeeperBackend {
-    /// Lists and reads every entry (pipelined in windows), by znode name. `None`: the tree is
-    /// missing. Entries deleted meanwhile are left out; callers check the version afterwards.
-    /// A child of `entries` that is no entry (its name is not an encoded key, written by another
-    /// program) or whose data cannot be read is listed in [`Listing::unreadable`] instead.
-    pub(crate) async fn read_all(&self, client: &zk::Client) -> Result<Option<Listing>, Failure> {
+    /// Lists and reads every entry (pipelined in windows), handing each to `keep` with its znode
+    /// name as it arrives, so that a caller holds only what it keeps. Returns the children that
+    /// are no entry or cannot be read, by znode name (a name that is not an encoded key, written
+    /// by another program, or data that cannot be read); `None`: the tree is missing. Entries
+    /// deleted meanwhile are left out; callers check the version afterwards.
+    pub(crate) async fn read_all(
+        &self,
+        client: &zk::Client,
+        mut keep: impl FnMut(String, Current),
+    ) -> Result<Option<Vec<(String, Unreadable)>>, Failure> {
         let names = match client.list_children(&self.paths.entries).await {
             Ok(names) => names,
             Err(zk::Error::NoNode) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        let mut listing = Listing {
-            entries: Vec::with_capacity(names.len()),
-            unreadable: Vec::new(),
-        };
-        for window in names.chunks(LOAD_WINDOW) {
-            let reads: Vec<_> = window
-                .iter()
+        let mut unreadable = Vec::new();
+        let mut names = names.into_iter().peekable();
+        while names.peek().is_some() {
+            let reads: Vec<_> = names
+                .by_ref()
+                .take(LOAD_WINDOW)
                 .filter_map(|name| {
-                    if keys::decode(name).is_none() {
+                    if keys::decode(&name).is_none() {
                         // Not read: its name alone makes it no entry (and may not even be a
                         // path this client accepts).
-                        let row = self.unreadable(name, keys::why_not_a_key(name));
-                        listing.unreadable.push((name.clone(), row));
+                        let row = self.unreadable(&name, keys::why_not_a_key(&name));
+                        unreadable.push((name, row));
                         return None;
                     }
-                    Some((name, client.get_data(&self.paths.entry(name))))
+                    let read = client.get_data(&self.paths.entry(&name));
+                    Some((name, read))
                 })
                 .collect();
             for (name, read) in reads {
                 match read.await {
-                    Ok((data, stat)) => match self.read_row(name, data, &stat) {
-                        Ok(entry) => listing.entries.push((
-                            name.clone(),
+                    Ok((data, stat)) => match self.read_row(&name, data, &stat) {
+                        Ok(entry) => keep(
+                            name,
                             Current {
                                 entry,
                                 znode_version: stat.version,
                             },
-                        )),
-                        Err(row) => listing.unreadable.push((name.clone(), row)),
+                        ),
+                        Err(row) => unreadable.push((name, row)),
                     },
                     Err(zk::Error::NoNode) => {}
                     Err(e) => return Err(e.into()),
                 }
             }
         }
-        Ok(Some(listing))
+        Ok(Some(unreadable))
     }
 
     /// A full load: the record (after a read barrier), every entry, the record again; if it
@@ -83,7 +79,9 @@ impl ZooKeeperBackend {
         let operation = Operation::Load;
         for _ in 0..MAX_LOADS {
             let first = self.read_node(client, operation, false).await?;
-            let Some(listing) = self.read_all(client).await? else {
+            let mut rows = Rows::new();
+            let listed = self.read_all(client, |_, current| rows.push(current.entry));
+            let Some(unreadable) = listed.await? else {
                 // `entries` is missing under a record: damaged, unless the tree was just
                 // wiped or repaired.
                 if matches!(self.read_version(client, false).await?, Read::Node(node) if node == first)
@@ -93,21 +91,19 @@ impl ZooKeeperBackend {
                 }
                 continue;
             };
-            let mut entries: HashMap<String, StoredEntry> = listing
-                .entries
-                .into_iter()
-                .map(|(_, current)| (current.entry.key.clone(), current.entry))
-                .collect();
-            let mut unreadable: HashMap<String, Unreadable> =
-                listing.unreadable.into_iter().collect();
             let last = match self.read_version(client, false).await? {
                 Read::Node(node) => node,
                 Read::Missing => continue,
                 Read::Damaged { what, .. } => return Err(self.damaged(operation, what).into()),
             };
-            let node = if last == first {
-                first
+            // Most loads see no write meanwhile: the entries go out as they were read. Only a
+            // catch-up needs them by key.
+            let (node, entries, unreadable) = if last == first {
+                (first, rows, unreadable)
             } else {
+                let mut entries: HashMap<String, StoredEntry> =
+                    rows.into_iter().map(|e| (e.key.clone(), e)).collect();
+                let mut unreadable: HashMap<String, Unreadable> = unreadable.into_iter().collect();
                 let mut removed = HashMap::new();
                 let caught = self
                     .catch_up(
@@ -121,16 +117,17 @@ impl ZooKeeperBackend {
                     )
                     .await?;
                 match caught {
-                    CatchUp::Reached(node) => node,
+                    CatchUp::Reached(node) => (
+                        node,
+                        entries.into_values().collect(),
+                        unreadable.into_iter().collect(),
+                    ),
                     CatchUp::TooOld | CatchUp::TooBusy => continue,
                 }
             };
             // Every write records its counter as its entries' revision: an entry above the
             // record's counter means the record is behind what is stored.
-            if let Some(entry) = entries
-                .values()
-                .find(|e| e.revision.0 > node.record.counter)
-            {
+            if let Some(entry) = entries.iter().find(|e| e.revision.0 > node.record.counter) {
                 let what = format!(
                     "entry {:?} has revision {}, above the version record's counter {}",
                     entry.key, entry.revision.0, node.record.counter
@@ -147,8 +144,8 @@ impl ZooKeeperBackend {
             }
             return Ok(Load {
                 version: node.token(),
-                entries: entries.into_values().collect(),
-                unreadable: unreadable.into_values().collect(),
+                entries,
+                unreadable: unreadable.into_iter().map(|(_, row)| row).collect(),
             });
         }
         // Writers kept the dictionary moving faster than every attempt could follow.
