@@ -148,7 +148,9 @@ pub(crate) fn parse_entry(
     }
     Ok(StoredEntry {
         key,
-        value: Bytes::from(data).slice(len..),
+        // Copied out: the client's buffer is larger than the data (about 200 bytes for a 9-byte
+        // value), and a slice of it would hold all of it until the value is decoded.
+        value: Bytes::copy_from_slice(&data[len..]),
         revision: Revision(revision),
         expires_at,
     })

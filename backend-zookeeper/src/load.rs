@@ -15,8 +15,10 @@ use crate::keys;
 /// Attempts of a full load before it gives up with [`Error::Contention`](durable_core::Error::Contention).
 const MAX_LOADS: u32 = 8;
 
-/// Entries fetched per pipelined window in a full load or a sweep.
-const LOAD_WINDOW: usize = 8192;
+/// Entries fetched per pipelined window in a full load or a sweep: enough to keep the server
+/// busy (8,192 loaded 100k entries no faster), few enough that the requests in flight stay
+/// small beside the entries (they raised a 100k-entry load's heap peak from 1.17x to 1.29x).
+const LOAD_WINDOW: usize = 1024;
 
 impl ZooKeeperBackend {
     /// Lists and reads every entry (pipelined in windows), handing each to `keep` with its znode
