@@ -20,6 +20,9 @@ bin=$PWD/target/release/durable
 out=$PWD/${BENCH_OUT:-docs/bench}
 mkdir -p "$out"
 
+# A ZooKeeper holding 100k-key dictionaries (and their change logs) needs more than the tests'
+# heap.
+export DURABLE_TEST_ZOOKEEPER_HEAP=${DURABLE_TEST_ZOOKEEPER_HEAP:-1g}
 # shellcheck source=scripts/test-servers.sh
 source "$here/test-servers.sh"
 durable_servers_start
