@@ -6,7 +6,8 @@
 //! key, its path: one inner node per level (32 pointers; three levels at 1M entries, four at
 //! 10M) and one leaf. Everything else is shared, so a delta costs O(k log n), never a copy of the
 //! map, and a reader holding the old root keeps seeing exactly the old state. A lookup hashes the
-//! key once and follows the path (the upper levels stay in cache).
+//! key once and follows the path (the upper levels stay in cache). A map of fewer than 1,024
+//! entries is one leaf: lookups skip the tree, and a change copies the whole (small) table.
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
@@ -85,8 +86,18 @@ const LEAF_BITS: u32 = 5;
 /// control bytes (it takes the bucket from the lowest bits).
 const MAX_INDEX_BITS: u32 = 24;
 
-/// log2 of the leaf count for `len` entries: about 2^LEAF_BITS entries per leaf.
+/// Below this many entries a map is one leaf, with no tree above it. A lookup then reads one
+/// node fewer (at 1k keys it took 1.21-1.26x a foldhash `HashMap` instead of 1.30-1.46x), and a
+/// change copies the whole table instead of a ~32-entry leaf (a sync after one change at 1k
+/// keys: 13 us instead of 2.6 us, still far below a store's round trip).
+const ONE_LEAF_BELOW: usize = 1 << (2 * LEAF_BITS);
+
+/// log2 of the leaf count for `len` entries: one leaf below [`ONE_LEAF_BELOW`], then about
+/// 2^LEAF_BITS entries per leaf.
 fn index_bits(len: usize) -> u32 {
+    if len < ONE_LEAF_BELOW {
+        return 0;
+    }
     (usize::BITS - len.leading_zeros())
         .saturating_sub(LEAF_BITS)
         .min(MAX_INDEX_BITS)
