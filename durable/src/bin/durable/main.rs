@@ -492,27 +492,21 @@ async fn open(cli: &Cli, access: Access, options: Options) -> CliResult<(Store, 
     let dict = store
         .open(&cli.namespace, cli.dictionary(), Raw, options)
         .await
-        .map_err(|e| open_error(cli, e))?;
+        .map_err(|e| op_error(cli, e))?;
     Ok((store, dict))
 }
 
-/// An error of opening a dictionary, with a hint when its load ran out of time.
-fn open_error(cli: &Cli, error: durable::Error) -> String {
+/// An error of a store operation, with a hint when it ran out of time: the option that sets its
+/// limit (`--load-timeout` for what grows with the dictionary: opening, a full load, a clear).
+fn op_error(cli: &Cli, error: durable::Error) -> String {
     match &error {
         durable::Error::Timeout {
-            operation: Operation::Load | Operation::Open,
+            operation: Operation::Load | Operation::Open | Operation::Clear,
             ..
         } => format!(
             "{error} (a large dictionary: raise --load-timeout, now {} s)",
             cli.load_timeout.as_secs_f64()
         ),
-        _ => error.to_string(),
-    }
-}
-
-/// An error of a store operation, with a hint when it ran out of time.
-fn op_error(cli: &Cli, error: durable::Error) -> String {
-    match &error {
         durable::Error::Timeout { .. } => format!(
             "{error} (raise --timeout, now {} s)",
             cli.timeout.as_secs_f64()
@@ -742,7 +736,7 @@ async fn flags(cli: &Cli, command: &FlagsCommand, out: &mut impl Write) -> CliRe
     let dict: Dict<Value, Json> = store
         .open(&cli.namespace, cli.dictionary(), Json, cli.options())
         .await
-        .map_err(|e| open_error(cli, e))?;
+        .map_err(|e| op_error(cli, e))?;
     let flags = FlagStore::new(dict);
     match command {
         FlagsCommand::Import {
