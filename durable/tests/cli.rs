@@ -643,6 +643,7 @@ fn bench_quick_runs_and_writes_its_reports() {
         "read: snapshot guard get",
         "no-change sync()",
         "sync after 1 changed, 1000 keys",
+        "clear, 1000 keys",
         "writes, batched",
         "propagation",
         "64 concurrent sync() callers",
@@ -652,12 +653,21 @@ fn bench_quick_runs_and_writes_its_reports() {
     let report: Value =
         serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
     assert_eq!(report["backend"], json!("sqlite"));
-    let coalescing = report["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["scenario"] == json!("64 concurrent sync() callers"))
-        .unwrap();
+    let result = |scenario: &str| {
+        report["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["scenario"] == json!(scenario))
+            .unwrap()
+            .clone()
+    };
+    let clear = result("clear, 1000 keys");
+    assert!(
+        clear["value"].as_f64().unwrap() > 0.0 && clear["follow_ms"].as_f64().unwrap() > 0.0,
+        "{clear}"
+    );
+    let coalescing = result("64 concurrent sync() callers");
     // Callers share round trips (64 without coalescing). How many they share depends on how
     // the 64 tasks are scheduled, which a loaded machine spreads out (11 seen under load), so
     // this smoke test only asserts that they shared; the exact property (callers arriving

@@ -62,7 +62,8 @@ pub(crate) enum Scenario {
     Reads,
     /// No-change sync with and without push hints.
     QuietSync,
-    /// Sync time against dictionary size, delta vs full reload.
+    /// Sync time against dictionary size, delta vs full reload; the initial load against the
+    /// driver's own fetch; the clear that ends each size.
     Sizes,
     /// Writes per second, sequential vs batched.
     Writes,
@@ -811,9 +812,42 @@ impl Bench<'_> {
                     plot.push((size, micros(d), micros(f)));
                 }
             }
-            self.clear(&name).await;
+            self.timed_clear(&writer, &delta, size).await?;
         }
         Ok(plot)
+    }
+
+    /// Clears a filled dictionary with `writer`, timed, and how long `other` takes to follow.
+    /// A store that cannot clear this many entries (ZooKeeper: one request) is recorded as
+    /// failed, with the error.
+    async fn timed_clear(
+        &mut self,
+        writer: &Dict<u64>,
+        other: &Dict<u64>,
+        size: usize,
+    ) -> Result<(), String> {
+        if !writer.capabilities().clear {
+            return Ok(());
+        }
+        let scenario = format!("clear, {size} keys");
+        let start = Instant::now();
+        if let Err(error) = writer.clear().await {
+            let note = format!("failed: {error}");
+            self.record(scenario, f64::NAN, "ms", note, json!({"size": size}));
+            return Ok(());
+        }
+        let cleared = start.elapsed();
+        let start = Instant::now();
+        other.sync().await.map_err(err)?;
+        let followed = start.elapsed().as_secs_f64() * 1000.0;
+        self.record(
+            scenario,
+            cleared.as_secs_f64() * 1000.0,
+            "ms",
+            format!("another handle followed in {followed:.1} ms"),
+            json!({"size": size, "follow_ms": followed}),
+        );
+        Ok(())
     }
 
     /// Writes per second, one at a time vs batched.
