@@ -14,7 +14,7 @@ use zookeeper_client as zk;
 
 use crate::ZooKeeperBackend;
 use crate::dictionary::{Current, Decision, MAX_ATTEMPTS, backoff, put};
-use crate::entries::{EntryWrite, MAX_VALUE_SIZE, fitting};
+use crate::entries::{EntryWrite, MAX_VALUE_SIZE, check_request, fitting};
 use crate::store::NAME;
 
 #[async_trait]
@@ -215,6 +215,25 @@ impl Backend for ZooKeeperBackend {
         }
         let names: Vec<String> = order.iter().map(|k| last[k].0.clone()).collect();
         let finals: Vec<Option<Bytes>> = order.iter().map(|k| last[k].1.clone()).collect();
+        // Refused before anything is sent: the batch first reads every key in one multi-read,
+        // which the server would answer by dropping the connection if it passed the limit,
+        // and the write is larger than that read.
+        let estimate: Vec<EntryWrite> = names
+            .iter()
+            .zip(&finals)
+            .map(|(name, value)| match value {
+                Some(value) => EntryWrite::Create {
+                    name: name.clone(),
+                    value: value.clone(),
+                    ttl: None,
+                },
+                None => EntryWrite::Delete {
+                    name: name.clone(),
+                    expected: None,
+                },
+            })
+            .collect();
+        check_request(Operation::Batch, &estimate)?;
         let (names, finals) = (&names[..], &finals[..]);
         let first_key = &order[0];
         self.store

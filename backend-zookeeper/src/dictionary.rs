@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 use zookeeper_client as zk;
 
 use crate::entries::{
-    EntryWrite, MAX_REQUEST, MAX_VALUE_SIZE, Row, entry_data, mtime, parse_entry, request_size,
+    EntryWrite, MAX_VALUE_SIZE, Row, check_request, entry_data, mtime, parse_entry,
 };
 use crate::error::{Failure, corrupt};
 use crate::keys::{self, MAX_KEY_LEN};
@@ -501,17 +501,7 @@ impl ZooKeeperBackend {
         let revision = next.counter;
         let log: Vec<&str> = writes.iter().map(EntryWrite::name).collect();
         let log = log.join("/");
-        let size = request_size(writes);
-        if size > MAX_REQUEST {
-            return Err(corrupt(
-                operation,
-                format!(
-                    "the write needs a multi of about {size} bytes, more than ZooKeeper accepts \
-                     in one request ({MAX_REQUEST}): split it"
-                ),
-            )
-            .into());
-        }
+        check_request(operation, writes)?;
         let options = self.store.inner.options.create_options();
         let mut multi = client.new_multi_writer();
         multi.add_set_data(&self.paths.version, &next.encode(), Some(node.zversion))?;

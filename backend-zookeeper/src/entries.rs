@@ -5,9 +5,10 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use durable_core::{Revision, StoreTime, StoredEntry, Unreadable};
+use durable_core::{Operation, Revision, StoreTime, StoredEntry, Unreadable};
 use zookeeper_client as zk;
 
+use crate::error::corrupt;
 use crate::record;
 
 /// The largest value stored, in bytes: ZooKeeper refuses requests above `jute.maxbuffer`
@@ -67,6 +68,30 @@ impl EntryWrite {
 /// refuses one above [`MAX_REQUEST`].
 pub(crate) fn request_size(writes: &[EntryWrite]) -> usize {
     writes.iter().map(EntryWrite::size).sum::<usize>() + 640
+}
+
+/// Refuses `writes` if their multi request would pass [`MAX_REQUEST`] (estimated by
+/// [`request_size`]), saying what to do instead: a clear cannot be split, its entries can.
+pub(crate) fn check_request(
+    operation: Operation,
+    writes: &[EntryWrite],
+) -> Result<(), durable_core::Error> {
+    let size = request_size(writes);
+    if size <= MAX_REQUEST {
+        return Ok(());
+    }
+    let instead = if operation == Operation::Clear {
+        "delete the entries in batches instead"
+    } else {
+        "split it"
+    };
+    Err(corrupt(
+        operation,
+        format!(
+            "the write needs a multi of about {size} bytes, more than ZooKeeper accepts in one \
+             request ({MAX_REQUEST}): {instead}"
+        ),
+    ))
 }
 
 /// How many of `writes`, from the first, fit in one multi request (see [`request_size`]).
