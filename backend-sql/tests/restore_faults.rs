@@ -141,3 +141,58 @@ async fn a_write_lost_by_a_restore_does_not_stay_visible() {
         "a write the restore lost stays visible at the store's token {synced}"
     );
 }
+
+/// A clear undone by a restore: the clear deleted every row, tombstones included, and moved
+/// `oldest_served` to its counter; putting back a copy from before it brings the entries, the
+/// version record and the stamp history back. A handle that followed the clear, and the handle
+/// that cleared and wrote again, must both end where a fresh handle starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clear_undone_by_a_restore_is_seen_by_every_handle() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut servers = vec![(
+        "sqlite",
+        format!("sqlite://{}", dir.path().join("cleared.db").display()),
+    )];
+    for (kind, variable) in [
+        ("postgres", "DURABLE_TEST_POSTGRES_URL"),
+        ("mysql", "DURABLE_TEST_MYSQL_URL"),
+    ] {
+        servers.extend(server_from_env(variable).map(|url| (kind, url)));
+    }
+    for (kind, url) in servers {
+        let options = SqlOptions::new().with_table_prefix(random_name("clear_"));
+        let store = Store::open(kind, &url, options).await.expect("open");
+        let (ns, dict) = (Name::new("ns").unwrap(), Name::new("d").unwrap());
+        let writer: RawDict = store.dict("ns", "d", Raw, Mode::Manual).await;
+        let follower: RawDict = store.dict("ns", "d", Raw, Mode::Manual).await;
+        writer.insert("a", b"1".to_vec()).await.unwrap();
+        writer.remove("a").await.unwrap();
+        writer.insert("b", b"2".to_vec()).await.unwrap();
+        let copy = store.copy_rows(&ns, &dict).await;
+        writer.clear().await.unwrap().expect("cleared");
+        assert!(follower.sync().await.unwrap().is_empty(), "{kind}");
+        writer.insert("c", b"3".to_vec()).await.unwrap();
+        store.put_back(&ns, &dict, &copy).await;
+        // Writes after the restore take the counter back up to the handles' tokens, which now
+        // name other states.
+        let fresh: RawDict = store.dict("ns", "d", Raw, Mode::Manual).await;
+        fresh.insert("d", b"4".to_vec()).await.unwrap();
+        fresh.insert("d", b"5".to_vec()).await.unwrap();
+        let expected = fresh.snapshot();
+        let mut keys: Vec<&str> = expected.keys().collect();
+        keys.sort();
+        assert_eq!(keys, ["b", "d"], "{kind}");
+        for (name, handle) in [("follower", &follower), ("writer", &writer)] {
+            let synced = handle.sync().await.unwrap();
+            assert_eq!(synced.version(), expected.version(), "{kind}: {name}");
+            let mut keys: Vec<&str> = synced.keys().collect();
+            keys.sort();
+            assert_eq!(
+                keys,
+                ["b", "d"],
+                "{kind}: the {name} does not hold the restored state"
+            );
+        }
+        store.drop_tables().await;
+    }
+}
