@@ -317,6 +317,11 @@ fn hash_at(hasher: &foldhash::fast::RandomState, entries: &Rows, at: &u32) -> u6
     hasher.hash_one(entries.get(*at as usize).map_or("", |e| e.key.as_str()))
 }
 
+/// Whether the position an index slot holds is `key`'s entry.
+fn holds<'a>(entries: &'a Rows, key: &'a str) -> impl Fn(&u32) -> bool + 'a {
+    move |&at| entries.get(at as usize).is_some_and(|e| e.key == key)
+}
+
 /// The revision of an entry whose revision is not known yet (counters stay below 2^53).
 const UNKNOWN: Revision = Revision(u64::MAX);
 
@@ -342,12 +347,9 @@ impl LoadMap {
 
     /// The position of `key`'s entry.
     fn find(&self, key: &str) -> Option<usize> {
-        let entries = &self.entries;
         let hash = self.hasher.hash_one(key);
         self.index
-            .find(hash, |&at| {
-                entries.get(at as usize).is_some_and(|e| e.key == key)
-            })
+            .find(hash, holds(&self.entries, key))
             .map(|&at| at as usize)
     }
 
@@ -378,11 +380,8 @@ impl LoadMap {
 
     /// Removes the entry of `key`; the last entry moves into its place.
     fn remove(&mut self, key: &str) {
-        let entries = &self.entries;
         let hash = self.hasher.hash_one(key);
-        let Ok(slot) = self.index.find_entry(hash, |&at| {
-            entries.get(at as usize).is_some_and(|e| e.key == key)
-        }) else {
+        let Ok(slot) = self.index.find_entry(hash, holds(&self.entries, key)) else {
             return;
         };
         let at = slot.remove().0 as usize;

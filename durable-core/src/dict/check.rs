@@ -169,15 +169,15 @@ where
         Ok(())
     }
 
-    /// One store operation under the operation timeout, or the load timeout for the two whose
-    /// work grows with the dictionary: a full load and a clear (failures are counted by the
-    /// caller: a check counts its failure once, whichever step failed).
+    /// One store operation under the operation timeout, or the load timeout for those whose work
+    /// grows with the dictionary ([`Operation::grows_with_dictionary`]) (failures are counted by
+    /// the caller: a check counts its failure once, whichever step failed).
     pub(super) async fn timed<T>(
         &self,
         operation: Operation,
         fut: impl Future<Output = Result<T>>,
     ) -> Result<T> {
-        let limit = if matches!(operation, Operation::Load | Operation::Clear) {
+        let limit = if operation.grows_with_dictionary() {
             self.options.load_timeout
         } else {
             self.options.timeout

@@ -497,16 +497,17 @@ async fn open(cli: &Cli, access: Access, options: Options) -> CliResult<(Store, 
 }
 
 /// An error of a store operation, with a hint when it ran out of time: the option that sets its
-/// limit (`--load-timeout` for what grows with the dictionary: opening, a full load, a clear).
+/// limit (`--load-timeout` for opening, which loads, and for what grows with the dictionary).
 fn op_error(cli: &Cli, error: durable::Error) -> String {
     match &error {
-        durable::Error::Timeout {
-            operation: Operation::Load | Operation::Open | Operation::Clear,
-            ..
-        } => format!(
-            "{error} (a large dictionary: raise --load-timeout, now {} s)",
-            cli.load_timeout.as_secs_f64()
-        ),
+        durable::Error::Timeout { operation, .. }
+            if *operation == Operation::Open || operation.grows_with_dictionary() =>
+        {
+            format!(
+                "{error} (a large dictionary: raise --load-timeout, now {} s)",
+                cli.load_timeout.as_secs_f64()
+            )
+        }
         durable::Error::Timeout { .. } => format!(
             "{error} (raise --timeout, now {} s)",
             cli.timeout.as_secs_f64()
