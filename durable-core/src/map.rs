@@ -1,6 +1,5 @@
-//! The snapshot's map: a hash map split into small copy-on-write leaves (hash tables of about
-//! 32 entries) under a radix tree of 32-way inner nodes, indexed by bits of the key's hash that
-//! the leaves' own tables do not use.
+//! The snapshot's map: a hash map split into small copy-on-write leaves (about 32 entries each)
+//! under a radix tree of 32-way inner nodes, indexed by bits of the key's hash.
 //!
 //! A snapshot is one root; publishing the next after a change of k keys copies, for each touched
 //! key, its path: one inner node per level (32 pointers; three levels at 1M entries, four at
@@ -8,6 +7,11 @@
 //! map, and a reader holding the old root keeps seeing exactly the old state. A lookup hashes the
 //! key once and follows the path (the upper levels stay in cache). A map of fewer than 1,024
 //! entries is one leaf: lookups skip the tree, and a change copies the whole (small) table.
+//!
+//! A leaf is a hash table of pointers to shared entries (key, value, revision: 64 bytes for a
+//! `Vec<u8>` value). Each entry's encoded size (two bytes) and expiry, which only the map needs,
+//! sit in arrays beside the table, by bucket; the expiries, and sizes of 64 KiB or more, only in
+//! a leaf that has some. A lookup reads them only where the leaf has expiring entries.
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
@@ -17,16 +21,302 @@ use hashbrown::HashTable;
 use smol_str::SmolStr;
 
 use crate::shared::Shared;
-use crate::types::StoreTime;
+use crate::types::{Revision, StoreTime};
 
 /// A snapshot's key.
 pub(crate) type Key = SmolStr;
 
-/// One entry of a snapshot: a leaf slot is one pointer to it.
-pub(crate) type Entry<V> = Shared<V>;
+/// One entry as it enters or leaves a map: the shared key, value and revision, with the expiry
+/// and encoded size the map keeps beside the pointer (in its leaf, not in the shared allocation).
+pub(crate) struct Entry<V> {
+    shared: Shared<V>,
+    /// The encoded size in bytes (saturated at `u32::MAX`), for statistics and limits.
+    size: u32,
+    /// When the entry expires, on the store's clock, plus one (0: never).
+    expires: u64,
+}
 
-/// A leaf: the entries whose hashes share its index bits.
-type Leaf<V> = Arc<HashTable<Entry<V>>>;
+impl<V> Entry<V> {
+    /// An entry: `size` is the value's encoded size.
+    pub(crate) fn new(
+        key: Key,
+        value: V,
+        revision: Revision,
+        expires_at: Option<StoreTime>,
+        size: usize,
+    ) -> Self {
+        Entry {
+            shared: Shared::new(key, value, revision),
+            size: u32::try_from(size).unwrap_or(u32::MAX),
+            expires: expires_at.map_or(0, |at| at.0.saturating_add(1)),
+        }
+    }
+
+    /// The shared key, value and revision.
+    pub(crate) fn shared(&self) -> &Shared<V> {
+        &self.shared
+    }
+
+    /// The key, shared.
+    pub(crate) fn key(&self) -> &Key {
+        self.shared.smol_key()
+    }
+
+    pub(crate) fn size(&self) -> usize {
+        self.size as usize
+    }
+
+    /// When the entry expires, on the store's clock (`None`: never).
+    pub(crate) fn expires_at(&self) -> Option<StoreTime> {
+        expiry(self.expires)
+    }
+}
+
+impl<V> Clone for Entry<V> {
+    fn clone(&self) -> Self {
+        Entry {
+            shared: self.shared.clone(),
+            size: self.size,
+            expires: self.expires,
+        }
+    }
+}
+
+impl<V: std::fmt::Debug> std::fmt::Debug for Entry<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entry")
+            .field("key", &self.key())
+            .field("value", &*self.shared)
+            .field("revision", &self.shared.revision())
+            .field("expires_at", &self.expires_at())
+            .field("size", &self.size)
+            .finish()
+    }
+}
+
+/// The expiry stored as store time plus one (0: never).
+fn expiry(expires: u64) -> Option<StoreTime> {
+    expires.checked_sub(1).map(StoreTime)
+}
+
+/// An entry in place in a map's leaf.
+pub(crate) struct Slot<'a, V> {
+    shared: &'a Shared<V>,
+    leaf: &'a Leaf<V>,
+    /// The entry's bucket in the leaf's table.
+    bucket: usize,
+}
+
+impl<V> Clone for Slot<'_, V> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<V> Copy for Slot<'_, V> {}
+
+impl<'a, V> Slot<'a, V> {
+    /// The shared key, value and revision.
+    #[inline]
+    pub(crate) fn shared(self) -> &'a Shared<V> {
+        self.shared
+    }
+
+    pub(crate) fn key(self) -> &'a str {
+        self.shared.key()
+    }
+
+    pub(crate) fn size(self) -> usize {
+        self.leaf.size(self.bucket) as usize
+    }
+
+    #[inline]
+    fn expires(self) -> u64 {
+        self.leaf.extra.get(self.bucket).map_or(0, |extra| extra.expires)
+    }
+
+    /// When the entry expires, on the store's clock (`None`: never).
+    pub(crate) fn expires_at(self) -> Option<StoreTime> {
+        expiry(self.expires())
+    }
+
+    /// True unless the entry has expired at `now`.
+    #[inline]
+    pub(crate) fn is_live(self, now: StoreTime) -> bool {
+        let expires = self.expires();
+        expires == 0 || now.0 < expires - 1
+    }
+
+    /// The entry, copied out (one reference count).
+    pub(crate) fn to_entry(self) -> Entry<V> {
+        Entry {
+            shared: self.shared.clone(),
+            size: self.leaf.size(self.bucket),
+            expires: self.expires(),
+        }
+    }
+}
+
+/// What a leaf keeps of an entry beyond its size's two bytes, only in a leaf where some entry
+/// expires or has 64 KiB or more.
+#[derive(Clone, Copy, Default)]
+struct Extra {
+    /// Store time of expiry plus one (0: never).
+    expires: u64,
+    /// The size, where the two bytes hold [`WIDE`].
+    size: u32,
+}
+
+/// A size at or above this is kept in [`Extra`].
+const WIDE: u16 = u16::MAX;
+
+/// A leaf: the entries whose hashes share its index bits, in a hash table of pointers to them,
+/// with each entry's size and expiry in arrays beside it, by bucket.
+///
+/// `repr(C)`: a lookup reads the table's header and `extra`'s length, so they come first.
+#[repr(C)]
+struct Leaf<V> {
+    table: HashTable<Shared<V>>,
+    /// Empty unless some entry of the leaf expires or has a wide size; then one per bucket.
+    extra: Box<[Extra]>,
+    /// Each bucket's entry's encoded size, or [`WIDE`] (see `extra`).
+    sizes: Box<[u16]>,
+}
+
+impl<V> Default for Leaf<V> {
+    fn default() -> Self {
+        Leaf::with_capacity(0)
+    }
+}
+
+/// A copy keeps every entry in its bucket, so the arrays beside the table stay valid.
+impl<V> Clone for Leaf<V> {
+    fn clone(&self) -> Self {
+        Leaf {
+            table: self.table.clone(),
+            sizes: self.sizes.clone(),
+            extra: self.extra.clone(),
+        }
+    }
+}
+
+impl<V> std::fmt::Debug for Leaf<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Leaf")
+            .field("len", &self.table.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<V> Leaf<V> {
+    fn with_capacity(capacity: usize) -> Self {
+        let table = HashTable::with_capacity(capacity);
+        Leaf {
+            sizes: vec![0; table.num_buckets()].into(),
+            table,
+            extra: Box::default(),
+        }
+    }
+
+    /// The bucket of `key`.
+    #[inline]
+    fn find(&self, hash: u64, key: &str) -> Option<usize> {
+        self.table.find_bucket_index(hash, |e| e.key() == key)
+    }
+
+    fn slot(&self, bucket: usize) -> Option<Slot<'_, V>> {
+        Some(Slot {
+            shared: self.table.get_bucket(bucket)?,
+            leaf: self,
+            bucket,
+        })
+    }
+
+    fn size(&self, bucket: usize) -> u32 {
+        match self.sizes[bucket] {
+            WIDE => self.extra[bucket].size,
+            size => u32::from(size),
+        }
+    }
+
+    /// Records the size and expiry of `bucket`'s entry; returns those it replaces.
+    fn set(&mut self, bucket: usize, size: u32, expires: u64) -> (u32, u64) {
+        let small = u16::try_from(size).unwrap_or(WIDE);
+        if (expires != 0 || small == WIDE) && self.extra.is_empty() {
+            self.extra = vec![Extra::default(); self.sizes.len()].into();
+        }
+        let old_size = self.size(bucket);
+        self.sizes[bucket] = small;
+        let old_expires = match self.extra.get_mut(bucket) {
+            Some(extra) => {
+                extra.size = size;
+                std::mem::replace(&mut extra.expires, expires)
+            }
+            None => 0,
+        };
+        (old_size, old_expires)
+    }
+
+    /// Inserts or replaces `entry` (whose key hashes to `hash`); returns the replaced entry.
+    fn insert(&mut self, hasher: &RandomState, hash: u64, entry: Entry<V>) -> Option<Entry<V>> {
+        let found = self.find(hash, entry.key());
+        let Entry {
+            shared,
+            size,
+            expires,
+        } = entry;
+        if let Some(bucket) = found {
+            let (size, expires) = self.set(bucket, size, expires);
+            let old = self.table.get_bucket_mut(bucket).expect("found");
+            return Some(Entry {
+                shared: std::mem::replace(old, shared),
+                size,
+                expires,
+            });
+        }
+        if self.table.len() == self.table.capacity() {
+            // Growing moves every entry to another bucket: rebuild the arrays with the table.
+            self.regrow(hasher, self.table.len() + 1);
+        }
+        // With room left, the table inserts without moving anything.
+        let bucket = self
+            .table
+            .insert_unique(hash, shared, |e| hasher.hash_one(e.key()))
+            .bucket_index();
+        self.set(bucket, size, expires);
+        None
+    }
+
+    /// Rebuilds the leaf with room for `capacity` entries.
+    fn regrow(&mut self, hasher: &RandomState, capacity: usize) {
+        let entries: Vec<Entry<V>> = self.slots().map(Slot::to_entry).collect();
+        *self = Leaf::with_capacity(capacity);
+        for entry in entries {
+            let hash = hasher.hash_one(entry.key());
+            self.insert(hasher, hash, entry);
+        }
+    }
+
+    fn remove(&mut self, bucket: usize) -> Entry<V> {
+        let size = self.size(bucket);
+        let expires = self.extra.get(bucket).map_or(0, |extra| extra.expires);
+        let Ok(found) = self.table.get_bucket_entry(bucket) else {
+            unreachable!("bucket {bucket} was found occupied")
+        };
+        let (shared, _) = found.remove();
+        Entry {
+            shared,
+            size,
+            expires,
+        }
+    }
+
+    fn slots(&self) -> impl Iterator<Item = Slot<'_, V>> {
+        self.table
+            .iter_buckets()
+            .filter_map(|bucket| self.slot(bucket))
+    }
+}
 
 /// log2 of an inner node's fan-out.
 const FANOUT_BITS: u32 = 5;
@@ -36,7 +326,7 @@ const FANOUT: usize = 1 << FANOUT_BITS;
 #[derive(Debug)]
 enum Node<V> {
     Inner(Arc<[Node<V>; FANOUT]>),
-    Leaf(Leaf<V>),
+    Leaf(Arc<Leaf<V>>),
 }
 
 impl<V> Clone for Node<V> {
@@ -82,8 +372,7 @@ impl<V> Clone for Map<V> {
 
 /// About this many entries per leaf: a one-key change copies a leaf, so leaves stay small.
 const LEAF_BITS: u32 = 5;
-/// The most index bits: bits 32..56 of the hash, below the seven that hashbrown keeps for its
-/// control bytes (it takes the bucket from the lowest bits).
+/// The most index bits: bits 32..56 of the hash, below the tag byte.
 const MAX_INDEX_BITS: u32 = 24;
 
 /// Below this many entries a map is one leaf, with no tree above it. A lookup then reads one
@@ -127,10 +416,8 @@ impl<V> Map<V> {
     fn build(hasher: RandomState, entries: Vec<Entry<V>>) -> Self {
         let bits = index_bits(entries.len());
         let count = 1usize << bits;
-        // Each leaf's table sized for its own entries (counted first), not for the average: a
-        // table takes the next power of two of buckets, so a leaf a little above the average
-        // would otherwise grow to twice the buckets, and one below it keep room it never uses.
-        // Each key is hashed once: the hashes serve the count and the inserts.
+        // Each leaf's arrays sized for its own entries (counted first), so they hold no spare
+        // room. Each key is hashed once: the hashes serve the count and the inserts.
         let hashes: Vec<u64> = entries
             .iter()
             .map(|entry| hasher.hash_one(entry.key()))
@@ -139,8 +426,7 @@ impl<V> Map<V> {
         for &hash in &hashes {
             sizes[leaf_of(hash, count - 1)] += 1;
         }
-        let mut leaves: Vec<HashTable<Entry<V>>> =
-            sizes.into_iter().map(HashTable::with_capacity).collect();
+        let mut leaves: Vec<Leaf<V>> = sizes.into_iter().map(Leaf::with_capacity).collect();
         let mut map = Map {
             hasher,
             root: Node::Leaf(Arc::default()),
@@ -154,8 +440,9 @@ impl<V> Map<V> {
         for (entry, hash) in entries.into_iter().zip(hashes) {
             map.added(entry.size(), entry.expires_at());
             let leaf = &mut leaves[leaf_of(hash, map.leaf_mask)];
-            if let Some(old) = insert(&map.hasher, leaf, hash, entry, &mut map.len) {
-                map.removed(&old);
+            match leaf.insert(&map.hasher, hash, entry) {
+                Some(old) => map.removed(&old),
+                None => map.len += 1,
             }
         }
         // Group the leaves FANOUT at a time, level by level, up to one root (the root's unused
@@ -217,7 +504,7 @@ impl<V> Map<V> {
 
     /// Sets the earliest expiry exactly (a scan of every entry).
     pub(crate) fn recompute_earliest_expiry(&mut self) {
-        self.earliest_expiry = self.iter().filter_map(Shared::expires_at).min();
+        self.earliest_expiry = self.iter().filter_map(Slot::expires_at).min();
     }
 
     pub(crate) fn bytes(&self) -> usize {
@@ -225,7 +512,7 @@ impl<V> Map<V> {
     }
 
     #[inline]
-    fn leaf(&self, hash: u64) -> &HashTable<Entry<V>> {
+    fn leaf(&self, hash: u64) -> &Leaf<V> {
         let index = leaf_of(hash, self.leaf_mask);
         let mut node = &self.root;
         let mut shift = self.root_shift;
@@ -241,7 +528,7 @@ impl<V> Map<V> {
     }
 
     /// The leaf of `hash`, copying every node on its path that another map shares.
-    fn leaf_mut(&mut self, hash: u64) -> &mut HashTable<Entry<V>> {
+    fn leaf_mut(&mut self, hash: u64) -> &mut Leaf<V> {
         let index = leaf_of(hash, self.leaf_mask);
         let mut node = &mut self.root;
         let mut shift = self.root_shift;
@@ -259,7 +546,7 @@ impl<V> Map<V> {
                 }
                 Node::Leaf(leaf) => {
                     if Arc::strong_count(leaf) > 1 {
-                        warm(leaf.iter().map(|entry| entry.revision().0 as usize));
+                        warm(leaf.table.iter().map(|entry| entry.revision().0 as usize));
                     }
                     return Arc::make_mut(leaf);
                 }
@@ -267,10 +554,23 @@ impl<V> Map<V> {
         }
     }
 
+    /// The entry of `key` if it is live at `now`: the read path, which looks for the entry's
+    /// bucket only in a leaf with expiring entries.
     #[inline]
-    pub(crate) fn get(&self, key: &str) -> Option<&Entry<V>> {
+    pub(crate) fn get_live(&self, key: &str, now: StoreTime) -> Option<&Shared<V>> {
         let hash = self.hasher.hash_one(key);
-        self.leaf(hash).find(hash, |e| e.key() == key)
+        let leaf = self.leaf(hash);
+        if leaf.extra.is_empty() {
+            return leaf.table.find(hash, |e| e.key() == key);
+        }
+        let slot = leaf.slot(leaf.find(hash, key)?)?;
+        slot.is_live(now).then_some(slot.shared)
+    }
+
+    pub(crate) fn get(&self, key: &str) -> Option<Slot<'_, V>> {
+        let hash = self.hasher.hash_one(key);
+        let leaf = self.leaf(hash);
+        leaf.slot(leaf.find(hash, key)?)
     }
 
     /// Inserts or replaces an entry, returning the replaced one. Copies only the entry's path.
@@ -278,11 +578,10 @@ impl<V> Map<V> {
         let hash = self.hasher.hash_one(entry.key());
         self.added(entry.size(), entry.expires_at());
         let hasher = self.hasher.clone();
-        let mut len = self.len;
-        let old = insert(&hasher, self.leaf_mut(hash), hash, entry, &mut len);
-        self.len = len;
-        if let Some(old) = &old {
-            self.removed(old);
+        let old = self.leaf_mut(hash).insert(&hasher, hash, entry);
+        match &old {
+            Some(old) => self.removed(old),
+            None => self.len += 1,
         }
         if index_bits(self.len) > self.leaf_mask.count_ones() + 1 {
             self.rebuild();
@@ -293,12 +592,8 @@ impl<V> Map<V> {
     /// Removes an entry, returning it. Copies its path only if the key is present.
     pub(crate) fn remove(&mut self, key: &str) -> Option<Entry<V>> {
         let hash = self.hasher.hash_one(key);
-        self.leaf(hash).find(hash, |e| e.key() == key)?;
-        let (old, _) = self
-            .leaf_mut(hash)
-            .find_entry(hash, |e| e.key() == key)
-            .ok()?
-            .remove();
+        let bucket = self.leaf(hash).find(hash, key)?;
+        let old = self.leaf_mut(hash).remove(bucket);
         self.len -= 1;
         self.removed(&old);
         Some(old)
@@ -307,7 +602,7 @@ impl<V> Map<V> {
     /// Rebuilds with a leaf count fitting the current size (amortised: it takes four times the
     /// entries to get here again).
     fn rebuild(&mut self) {
-        let entries = self.iter().cloned().collect();
+        let entries = self.iter().map(Slot::to_entry).collect();
         *self = Self::build(self.hasher.clone(), entries);
     }
 
@@ -324,18 +619,21 @@ impl<V> Map<V> {
 pub(crate) struct Iter<'a, V> {
     /// The unvisited children of the inner nodes on the current path.
     stack: Vec<std::slice::Iter<'a, Node<V>>>,
-    leaf: Option<hashbrown::hash_table::Iter<'a, Entry<V>>>,
+    /// The current leaf and its unvisited buckets.
+    leaf: Option<(&'a Leaf<V>, hashbrown::hash_table::IterBuckets<'a, Shared<V>>)>,
     /// A node to descend into before taking from the stack.
     next: Option<&'a Node<V>>,
 }
 
 impl<'a, V> Iterator for Iter<'a, V> {
-    type Item = &'a Entry<V>;
+    type Item = Slot<'a, V>;
 
-    fn next(&mut self) -> Option<&'a Entry<V>> {
+    fn next(&mut self) -> Option<Slot<'a, V>> {
         loop {
-            if let Some(entry) = self.leaf.as_mut().and_then(Iterator::next) {
-                return Some(entry);
+            if let Some((leaf, buckets)) = &mut self.leaf
+                && let Some(bucket) = buckets.next()
+            {
+                return leaf.slot(bucket);
             }
             let node = match self.next.take() {
                 Some(node) => node,
@@ -351,7 +649,7 @@ impl<'a, V> Iterator for Iter<'a, V> {
             };
             match node {
                 Node::Inner(children) => self.stack.push(children.iter()),
-                Node::Leaf(leaf) => self.leaf = Some(leaf.iter()),
+                Node::Leaf(leaf) => self.leaf = Some((leaf, leaf.table.iter_buckets())),
             }
         }
     }
@@ -364,37 +662,13 @@ fn warm(items: impl Iterator<Item = usize>) {
     std::hint::black_box(items.fold(0usize, usize::wrapping_add));
 }
 
-/// Inserts `entry` into `leaf`, counting a new key in `len`; returns the entry it replaced.
-fn insert<V>(
-    hasher: &RandomState,
-    leaf: &mut HashTable<Entry<V>>,
-    hash: u64,
-    entry: Entry<V>,
-    len: &mut usize,
-) -> Option<Entry<V>> {
-    match leaf.entry(
-        hash,
-        |e| e.key() == entry.key(),
-        |e| hasher.hash_one(e.key()),
-    ) {
-        hashbrown::hash_table::Entry::Occupied(mut o) => {
-            Some(std::mem::replace(o.get_mut(), entry))
-        }
-        hashbrown::hash_table::Entry::Vacant(v) => {
-            v.insert(entry);
-            *len += 1;
-            None
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::types::Revision;
 
     fn entry(key: &str, value: u32) -> Entry<u32> {
-        Shared::new(key.into(), value, Revision(u64::from(value)), None, 4)
+        Entry::new(key.into(), value, Revision(u64::from(value)), None, 4)
     }
 
     /// Every leaf and inner node, depth first.
@@ -424,17 +698,17 @@ mod tests {
         assert_eq!(map.bytes(), 20_000);
         assert_eq!(map.leaf_mask, (1 << 8) - 1, "rebuilt as it grew");
         for i in 0..5000u32 {
-            assert_eq!(map.get(&i.to_string()).map(|e| **e), Some(i));
+            assert_eq!(map.get(&i.to_string()).map(|e| **e.shared()), Some(i));
         }
         let before = map.clone();
-        assert_eq!(map.upsert(entry("7", 70)).map(|e| *e), Some(7));
-        assert_eq!(map.remove("8").map(|e| *e), Some(8));
+        assert_eq!(map.upsert(entry("7", 70)).map(|e| **e.shared()), Some(7));
+        assert_eq!(map.remove("8").map(|e| **e.shared()), Some(8));
         assert!(map.remove("8").is_none());
         assert_eq!(map.len(), 4999);
         assert_eq!(map.bytes(), 4999 * 4);
         // The earlier map is untouched (copy on write).
-        assert_eq!(before.get("7").map(|e| **e), Some(7));
-        assert_eq!(before.get("8").map(|e| **e), Some(8));
+        assert_eq!(before.get("7").map(|e| **e.shared()), Some(7));
+        assert_eq!(before.get("8").map(|e| **e.shared()), Some(8));
         assert_eq!(before.len(), 5000);
         assert_eq!(map.iter().count(), 4999);
         assert_eq!(before.iter().count(), 5000);
@@ -455,8 +729,8 @@ mod tests {
         // A second change in the same (now unshared) path copies nothing.
         next.upsert(entry("42", 2));
         assert_eq!(all_nodes(&next), after);
-        assert_eq!(next.get("42").map(|e| **e), Some(2));
-        assert_eq!(map.get("42").map(|e| **e), Some(42));
+        assert_eq!(next.get("42").map(|e| **e.shared()), Some(2));
+        assert_eq!(map.get("42").map(|e| **e.shared()), Some(42));
         assert_eq!(map.iter().count(), 100_000);
     }
 
@@ -471,13 +745,13 @@ mod tests {
         for step in 0..40_000u32 {
             let key = rng.random_range(0..3_000u32).to_string();
             if rng.random_bool(0.3) {
-                let removed = map.remove(&key).map(|e| *e);
+                let removed = map.remove(&key).map(|e| **e.shared());
                 assert_eq!(removed, model.remove(&key), "seed {seed}, step {step}");
             } else {
-                let replaced = map.upsert(entry(&key, step)).map(|e| *e);
+                let replaced = map.upsert(entry(&key, step)).map(|e| **e.shared());
                 assert_eq!(replaced, model.insert(key.clone(), step), "seed {seed}");
             }
-            assert_eq!(map.get(&key).map(|e| **e), model.get(&key).copied());
+            assert_eq!(map.get(&key).map(|e| **e.shared()), model.get(&key).copied());
             if step % 5_000 == 0 {
                 kept.push((map.clone(), model.clone()));
             }
@@ -487,12 +761,98 @@ mod tests {
         for (map, model) in kept {
             assert_eq!(map.len(), model.len(), "seed {seed}");
             let mut entries: Vec<(String, u32)> =
-                map.iter().map(|e| (e.key().to_owned(), **e)).collect();
+                map.iter().map(|e| (e.key().to_owned(), **e.shared())).collect();
             entries.sort();
             let mut expected: Vec<(String, u32)> = model.into_iter().collect();
             expected.sort();
             assert_eq!(entries, expected, "seed {seed}");
         }
+    }
+
+    #[test]
+    fn a_growing_leaf_keeps_each_entrys_size_and_expiry() {
+        // Sizes of 64 KiB and more, and expiries, live in the leaf's extra array, which appears
+        // with the first of them; every growth of the table moves all entries to new buckets.
+        let hasher = RandomState::default();
+        let mut leaf = Leaf::with_capacity(0);
+        let size = |i: u32| if i % 7 == 6 { 70_000 + i } else { i };
+        let expires = |i: u32| if i % 5 == 4 { u64::from(i) + 1 } else { 0 };
+        for i in 0..300u32 {
+            let key = format!("k{i}");
+            let at = expiry(expires(i));
+            let e = Entry::new(key.as_str().into(), i, Revision(1), at, size(i) as usize);
+            assert!(leaf.insert(&hasher, hasher.hash_one(&key), e).is_none());
+            if i == 3 {
+                assert!(leaf.extra.is_empty(), "no expiry or wide size yet");
+            }
+        }
+        for i in (0..300u32).step_by(3) {
+            let key = format!("k{i}");
+            let removed = leaf.remove(leaf.find(hasher.hash_one(&key), &key).expect("present"));
+            assert_eq!((removed.size, removed.expires), (size(i), expires(i)));
+        }
+        assert_eq!(leaf.table.len(), 200);
+        for i in (0..300u32).filter(|i| i % 3 != 0) {
+            let key = format!("k{i}");
+            let slot = leaf.slot(leaf.find(hasher.hash_one(&key), &key).expect("present"));
+            let slot = slot.expect("occupied");
+            assert_eq!(**slot.shared(), i);
+            assert_eq!(slot.size(), size(i) as usize, "k{i}");
+            assert_eq!(slot.expires_at(), expiry(expires(i)), "k{i}");
+        }
+    }
+
+    #[test]
+    fn expiries_and_sizes_travel_with_their_entries() {
+        let timed = |key: &str, value: u32, at: Option<u64>| {
+            Entry::new(
+                key.into(),
+                value,
+                Revision(1),
+                at.map(StoreTime),
+                value as usize,
+            )
+        };
+        let mut map = Map::from_entries((0..3000u32).map(|i| timed(&i.to_string(), i, None)).collect());
+        fn with_expiries(node: &Node<u32>) -> usize {
+            match node {
+                Node::Inner(children) => children.iter().map(with_expiries).sum(),
+                Node::Leaf(leaf) => usize::from(!leaf.extra.is_empty()),
+            }
+        }
+        let leaves_with_expiries = |map: &Map<u32>| with_expiries(&map.root);
+        assert_eq!(leaves_with_expiries(&map), 0, "no expiry, no expiry array");
+        map.upsert(timed("7", 70, Some(0)));
+        map.upsert(timed("new", 5, Some(u64::MAX - 1)));
+        map.upsert(timed("8", 80, Some(100)));
+        assert_eq!(leaves_with_expiries(&map), 3);
+        assert_eq!(map.expiring(), 3);
+        fn slot<'a>(map: &'a Map<u32>, key: &str) -> Slot<'a, u32> {
+            map.get(key).expect(key)
+        }
+        assert_eq!(slot(&map, "7").expires_at(), Some(StoreTime(0)));
+        assert!(!slot(&map, "7").is_live(StoreTime(0)));
+        assert_eq!(slot(&map, "new").expires_at(), Some(StoreTime(u64::MAX - 1)));
+        assert!(slot(&map, "new").is_live(StoreTime(u64::MAX - 2)));
+        assert!(slot(&map, "8").is_live(StoreTime(99)) && !slot(&map, "8").is_live(StoreTime(100)));
+        assert_eq!(slot(&map, "8").size(), 80);
+        assert_eq!(slot(&map, "9").expires_at(), None);
+        assert!(slot(&map, "9").is_live(StoreTime(u64::MAX)));
+        // Replacing drops the expiry; the old entry comes back with its own.
+        let old = map.upsert(timed("8", 81, None)).expect("present");
+        assert_eq!((old.expires_at(), old.size()), (Some(StoreTime(100)), 80));
+        assert_eq!((slot(&map, "8").expires_at(), slot(&map, "8").size()), (None, 81));
+        let removed = map.remove("7").expect("present");
+        assert_eq!(removed.expires_at(), Some(StoreTime(0)));
+        assert_eq!(map.expiring(), 1);
+        let total: usize = (0..3000).sum::<usize>() - 7 - 8 + 81 + 5;
+        assert_eq!(map.bytes(), total);
+        // Every entry keeps its expiry and size through a rebuild and a copy out.
+        map.rebuild();
+        assert_eq!(map.bytes(), total);
+        assert_eq!(slot(&map, "new").expires_at(), Some(StoreTime(u64::MAX - 1)));
+        assert_eq!(slot(&map, "new").to_entry().size(), 5);
+        assert_eq!(map.iter().filter_map(Slot::expires_at).count(), 1);
     }
 
     #[test]

@@ -1,24 +1,24 @@
-//! [`Shared`]: one entry of a snapshot (key, value, revision, expiry) in one allocation, and
-//! the handle through which values leave a snapshot.
+//! [`Shared`]: the key, value and revision of one entry of a snapshot in one allocation, and the
+//! handle through which values leave a snapshot.
 
 use std::borrow::Borrow;
 use std::fmt;
 use std::hash::{Hash, Hasher};
-use std::num::NonZeroU64;
 use std::ops::Deref;
 
 use smol_str::SmolStr;
 
-use crate::types::{Revision, StoreTime};
+use crate::types::Revision;
 
 /// A value held by a snapshot, shared: [`Versioned::value`](crate::Versioned::value),
 /// [`Change::old`](crate::Change::old) and [`Change::new`](crate::Change::new) hand values out
 /// this way.
 ///
 /// It dereferences to the value. Cloning it costs one reference count, and it stays valid after
-/// the dictionary moves on. Key, value, revision and expiry live in one allocation, which every
-/// snapshot holding the entry shares: a snapshot spends one pointer per entry on it, and a
-/// lookup reads the key and the value from the same cache line or two.
+/// the dictionary moves on. Key, value and revision live in one allocation, which every snapshot
+/// holding the entry shares: a snapshot spends one pointer per entry on it, and a lookup reads
+/// the key and the value from the same cache line or two. (The map keeps the entry's expiry and
+/// encoded size beside that pointer, so the allocation is 64 bytes for a `Vec<u8>` value.)
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> durable_core::Result<()> {
@@ -40,27 +40,14 @@ struct Inner<V> {
     key: SmolStr,
     value: V,
     revision: Revision,
-    /// When the entry expires, on the store's clock, plus one (`None`: never).
-    expires_at: Option<NonZeroU64>,
-    /// The encoded size in bytes (saturated at `u32::MAX`), for statistics.
-    size: u32,
 }
 
 impl<V> Shared<V> {
-    /// An entry: `size` is the value's encoded size.
-    pub(crate) fn new(
-        key: SmolStr,
-        value: V,
-        revision: Revision,
-        expires_at: Option<StoreTime>,
-        size: usize,
-    ) -> Self {
+    pub(crate) fn new(key: SmolStr, value: V, revision: Revision) -> Self {
         Shared(triomphe::Arc::new(Inner {
             key,
             value,
             revision,
-            expires_at: expires_at.map(|at| NonZeroU64::MIN.saturating_add(at.0)),
-            size: u32::try_from(size).unwrap_or(u32::MAX),
         }))
     }
 
@@ -77,22 +64,6 @@ impl<V> Shared<V> {
     /// The revision of the write that stored the value.
     pub fn revision(&self) -> Revision {
         self.0.revision
-    }
-
-    /// When the entry expires, on the store's clock (`None`: never).
-    pub fn expires_at(&self) -> Option<StoreTime> {
-        self.0.expires_at.map(|at| StoreTime(at.get() - 1))
-    }
-
-    /// The encoded size in bytes, for statistics.
-    pub(crate) fn size(&self) -> usize {
-        self.0.size as usize
-    }
-
-    /// True unless the entry has expired at `now`.
-    #[inline]
-    pub(crate) fn is_live(&self, now: StoreTime) -> bool {
-        self.0.expires_at.is_none_or(|at| now.0 < at.get() - 1)
     }
 
     /// True if both are the same entry (not merely equal values).
@@ -182,31 +153,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn expiry_and_size_round_trip() {
-        for at in [
-            None,
-            Some(0),
-            Some(1),
-            Some(1_700_000_000_000),
-            Some(u64::MAX - 1),
-        ] {
-            let entry = Shared::new("k".into(), (), Revision(3), at.map(StoreTime), 7);
-            assert_eq!(entry.expires_at(), at.map(StoreTime));
-            assert_eq!(entry.size(), 7);
-            assert_eq!(entry.revision(), Revision(3));
-        }
-        let entry = Shared::new("k".into(), (), Revision(1), Some(StoreTime(10)), usize::MAX);
-        assert!(entry.is_live(StoreTime(9)));
-        assert!(!entry.is_live(StoreTime(10)));
-        assert_eq!(entry.size(), u32::MAX as usize, "saturates");
-    }
-
-    #[test]
     fn compares_hashes_and_borrows_as_its_value() {
         use std::collections::HashSet;
-        let a = Shared::new("a".into(), 1u32, Revision(1), None, 1);
-        let b = Shared::new("b".into(), 1u32, Revision(2), None, 1);
-        let c = Shared::new("c".into(), 2u32, Revision(3), None, 1);
+        let a = Shared::new("a".into(), 1u32, Revision(1));
+        let b = Shared::new("b".into(), 1u32, Revision(2));
+        let c = Shared::new("c".into(), 2u32, Revision(3));
         assert_eq!(a, b);
         assert!(!Shared::ptr_eq(&a, &b));
         assert!(a < c);
@@ -216,8 +167,8 @@ mod tests {
 
     #[test]
     fn an_entry_is_one_small_allocation() {
-        // Counter, key, value (`Vec<u8>`), revision, expiry and size: 80 bytes.
-        assert_eq!(size_of::<Inner<Vec<u8>>>() + size_of::<usize>(), 80);
+        // Counter, key, value (`Vec<u8>`) and revision: 64 bytes, an allocator size class.
+        assert_eq!(size_of::<Inner<Vec<u8>>>() + size_of::<usize>(), 64);
         assert_eq!(size_of::<Shared<Vec<u8>>>(), size_of::<usize>());
     }
 }

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use crate::clock::StoreClock;
 use crate::error::Error;
-use crate::map::{Entry, Key, Map};
+use crate::map::{Entry, Key, Map, Slot};
 use crate::shared::Shared;
 use crate::types::{Revision, StoreTime, Version};
 
@@ -182,13 +182,17 @@ impl<V> Snapshot<V> {
     }
 
     #[inline]
-    fn entry(&self, key: &str) -> Option<&Entry<V>> {
-        self.state.map.get(key).filter(|e| e.is_live(self.now))
+    fn entry(&self, key: &str) -> Option<&Shared<V>> {
+        self.state.map.get_live(key, self.now)
     }
 
-    fn entries(&self) -> impl Iterator<Item = &Entry<V>> + '_ {
+    fn entries(&self) -> impl Iterator<Item = &Shared<V>> + '_ {
         let now = self.now;
-        self.state.map.iter().filter(move |e| e.is_live(now))
+        self.state
+            .map
+            .iter()
+            .filter(move |e| e.is_live(now))
+            .map(Slot::shared)
     }
 
     /// The value of `key`, if present.
@@ -223,7 +227,8 @@ impl<V> Snapshot<V> {
 
     /// When `key` expires, on the store's clock; `None` if it is absent or has no time to live.
     pub fn expires_at(&self, key: &str) -> Option<StoreTime> {
-        self.entry(key).and_then(Shared::expires_at)
+        let slot = self.state.map.get(key).filter(|e| e.is_live(self.now));
+        slot.and_then(Slot::expires_at)
     }
 
     /// True if `key` is present.

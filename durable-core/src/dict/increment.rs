@@ -61,7 +61,7 @@ where
                         Some(value) => self.entry(key, value, size, version),
                         None => (key.into(), None),
                     };
-                    let written = write.1.clone();
+                    let written = write.1.as_ref().map(|e| e.shared().clone());
                     self.publish_local(version, vec![write]).await;
                     return Ok(Some((written, version)));
                 }

@@ -33,7 +33,7 @@ use crate::backup::{self, BackupData};
 use crate::clock::StoreClock;
 use crate::encoding::{Encoding, Json};
 use crate::error::{Error, Operation, Result};
-use crate::map::{Entry, Key, Map};
+use crate::map::{Entry, Key, Map, Slot};
 use crate::metrics::Exporter;
 use crate::options::{DecodeErrors, Mode, Options};
 use crate::shared::Shared;
@@ -552,9 +552,11 @@ where
         match outcome {
             IfAbsent::Inserted(version) => {
                 let entry = Entry::new(key.into(), value, version.revision(), None, size);
-                let write = (entry.smol_key().clone(), Some(entry.clone()));
-                self.inner.publish_local(version, vec![write]).await;
-                Ok((entry, true))
+                let shared = entry.shared().clone();
+                self.inner
+                    .publish_local(version, vec![(entry.key().clone(), Some(entry))])
+                    .await;
+                Ok((shared, true))
             }
             IfAbsent::Present(entry) => Ok((self.inner.versioned(entry)?.value, false)),
         }
@@ -996,13 +998,7 @@ where
     fn versioned(&self, stored: StoredEntry) -> Result<Versioned<V>> {
         let value = self.decode(&stored.key, &stored.value)?;
         Ok(Versioned {
-            value: Shared::new(
-                stored.key.into(),
-                value,
-                stored.revision,
-                stored.expires_at,
-                stored.value.len(),
-            ),
+            value: Shared::new(stored.key.into(), value, stored.revision),
             revision: stored.revision,
         })
     }
@@ -1067,7 +1063,7 @@ where
         let state = self.state.load();
         let old = state.map.get(key);
         let entries = state.map.len() + usize::from(old.is_none());
-        let total = state.map.bytes() - old.map_or(0, Entry::size) + bytes.len();
+        let total = state.map.bytes() - old.map_or(0, Slot::size) + bytes.len();
         self.check_limits(entries, total)
             .map_err(|detail| self.limit_error(format!("writing key {key:?}: {detail}")))
     }

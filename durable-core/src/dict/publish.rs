@@ -78,8 +78,8 @@ impl<V> Events<V> {
     fn push(
         &mut self,
         key: &Key,
-        old: Option<&Entry<V>>,
-        new: Option<&Entry<V>>,
+        old: Option<&Shared<V>>,
+        new: Option<&Shared<V>>,
         version: Version,
     ) {
         let kind = match (old, new) {
@@ -99,13 +99,17 @@ impl<V> Events<V> {
 
     /// Applies one key's write (`None`: a delete) to `map`, recording the change.
     fn apply(&mut self, map: &mut Map<V>, key: &Key, entry: Option<Entry<V>>, version: Version) {
-        let new = if self.listening { entry.clone() } else { None };
+        let new = if self.listening {
+            entry.as_ref().map(|e| e.shared().clone())
+        } else {
+            None
+        };
         let old = match entry {
             Some(entry) => map.upsert(entry),
             None => map.remove(key),
         };
         if self.listening {
-            self.push(key, old.as_ref(), new.as_ref(), version);
+            self.push(key, old.as_ref().map(Entry::shared), new.as_ref(), version);
         }
     }
 
@@ -115,13 +119,13 @@ impl<V> Events<V> {
             return;
         }
         let same_epoch = current.version.epoch() == version.epoch();
-        for entry in map.iter() {
-            let old = current.map.get(entry.key());
+        for entry in map.iter().map(Slot::shared) {
+            let old = current.map.get(entry.key()).map(Slot::shared);
             if !(same_epoch && old.is_some_and(|o| o.revision() == entry.revision())) {
                 self.push(entry.smol_key(), old, Some(entry), version);
             }
         }
-        for old in current.map.iter() {
+        for old in current.map.iter().map(Slot::shared) {
             if map.get(old.key()).is_none() {
                 self.push(old.smol_key(), Some(old), None, version);
             }
@@ -166,7 +170,7 @@ pub(super) fn synced<V>(
             // An undecodable value keeps the key's last good value.
             for (key, _) in &bad {
                 if let Some(old) = current.map.get(key) {
-                    entries.push(old.clone());
+                    entries.push(old.to_entry());
                 }
             }
             let map = Map::from_entries(entries);
@@ -194,7 +198,7 @@ pub(super) fn synced<V>(
                 events.apply(&mut next.map, &key, None, version);
             }
             for entry in upserts {
-                let key = entry.smol_key().clone();
+                let key = entry.key().clone();
                 next.clear_bad(&key);
                 events.apply(&mut next.map, &key, Some(entry), version);
             }
@@ -452,7 +456,7 @@ mod tests {
         let mut all: Vec<_> = state
             .map
             .iter()
-            .map(|e| (e.key().to_owned(), **e))
+            .map(|e| (e.key().to_owned(), **e.shared()))
             .collect();
         all.sort();
         all

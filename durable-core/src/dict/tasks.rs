@@ -85,11 +85,11 @@ where
         );
         data.entries.reserve(state.map.len());
         for entry in state.map.iter() {
-            let bytes = self.encoded(entry.key(), entry)?;
+            let bytes = self.encoded(entry.key(), entry.shared())?;
             data.entries.push((
                 entry.key().to_owned(),
                 bytes.to_vec(),
-                entry.revision().0,
+                entry.shared().revision().0,
                 entry.expires_at().map(|at| at.0),
             ));
         }
