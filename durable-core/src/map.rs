@@ -132,7 +132,7 @@ impl<'a, V> Slot<'a, V> {
 
     #[inline]
     fn expires(self) -> u64 {
-        self.leaf.extra.get(self.bucket).map_or(0, |extra| extra.expires)
+        self.leaf.expires(self.bucket)
     }
 
     /// When the entry expires, on the store's clock (`None`: never).
@@ -239,22 +239,23 @@ impl<V> Leaf<V> {
         }
     }
 
-    /// Records the size and expiry of `bucket`'s entry; returns those it replaces.
-    fn set(&mut self, bucket: usize, size: u32, expires: u64) -> (u32, u64) {
+    /// The expiry of `bucket`'s entry (store time plus one, 0: never).
+    #[inline]
+    fn expires(&self, bucket: usize) -> u64 {
+        self.extra.get(bucket).map_or(0, |extra| extra.expires)
+    }
+
+    /// Records the size and expiry of `bucket`'s entry (writes only: a new entry's bucket is
+    /// not read first).
+    fn record(&mut self, bucket: usize, size: u32, expires: u64) {
         let small = u16::try_from(size).unwrap_or(WIDE);
         if (expires != 0 || small == WIDE) && self.extra.is_empty() {
             self.extra = vec![Extra::default(); self.sizes.len()].into();
         }
-        let old_size = self.size(bucket);
         self.sizes[bucket] = small;
-        let old_expires = match self.extra.get_mut(bucket) {
-            Some(extra) => {
-                extra.size = size;
-                std::mem::replace(&mut extra.expires, expires)
-            }
-            None => 0,
-        };
-        (old_size, old_expires)
+        if let Some(extra) = self.extra.get_mut(bucket) {
+            *extra = Extra { expires, size };
+        }
     }
 
     /// Inserts or replaces `entry` (whose key hashes to `hash`); returns the replaced entry.
@@ -266,13 +267,16 @@ impl<V> Leaf<V> {
             expires,
         } = entry;
         if let Some(bucket) = found {
-            let (size, expires) = self.set(bucket, size, expires);
-            let old = self.table.get_bucket_mut(bucket).expect("found");
-            return Some(Entry {
-                shared: std::mem::replace(old, shared),
-                size,
-                expires,
-            });
+            let old = Entry {
+                size: self.size(bucket),
+                expires: self.expires(bucket),
+                shared: std::mem::replace(
+                    self.table.get_bucket_mut(bucket).expect("found"),
+                    shared,
+                ),
+            };
+            self.record(bucket, size, expires);
+            return Some(old);
         }
         if self.table.len() == self.table.capacity() {
             // Growing moves every entry to another bucket: rebuild the arrays with the table.
@@ -283,7 +287,7 @@ impl<V> Leaf<V> {
             .table
             .insert_unique(hash, shared, |e| hasher.hash_one(e.key()))
             .bucket_index();
-        self.set(bucket, size, expires);
+        self.record(bucket, size, expires);
         None
     }
 
@@ -299,7 +303,7 @@ impl<V> Leaf<V> {
 
     fn remove(&mut self, bucket: usize) -> Entry<V> {
         let size = self.size(bucket);
-        let expires = self.extra.get(bucket).map_or(0, |extra| extra.expires);
+        let expires = self.expires(bucket);
         let Ok(found) = self.table.get_bucket_entry(bucket) else {
             unreachable!("bucket {bucket} was found occupied")
         };
@@ -406,65 +410,13 @@ fn digit(index: usize, shift: u32) -> usize {
 
 impl<V> Map<V> {
     pub(crate) fn new() -> Self {
-        Self::from_entries(Vec::new())
+        Builder::new(0, std::iter::empty()).finish()
     }
 
     pub(crate) fn from_entries(entries: Vec<Entry<V>>) -> Self {
-        Self::build(RandomState::default(), entries)
-    }
-
-    fn build(hasher: RandomState, entries: Vec<Entry<V>>) -> Self {
-        let bits = index_bits(entries.len());
-        let count = 1usize << bits;
-        // Each leaf's arrays sized for its own entries (counted first), so they hold no spare
-        // room. Each key is hashed once: the hashes serve the count and the inserts.
-        let hashes: Vec<u64> = entries
-            .iter()
-            .map(|entry| hasher.hash_one(entry.key()))
-            .collect();
-        let mut sizes = vec![0usize; count];
-        for &hash in &hashes {
-            sizes[leaf_of(hash, count - 1)] += 1;
-        }
-        let mut leaves: Vec<Leaf<V>> = sizes.into_iter().map(Leaf::with_capacity).collect();
-        let mut map = Map {
-            hasher,
-            root: Node::Leaf(Arc::default()),
-            root_shift: bits.saturating_sub(1) / FANOUT_BITS * FANOUT_BITS,
-            leaf_mask: count - 1,
-            len: 0,
-            bytes: 0,
-            expiring: 0,
-            earliest_expiry: None,
-        };
-        for (entry, hash) in entries.into_iter().zip(hashes) {
-            map.added(entry.size(), entry.expires_at());
-            let leaf = &mut leaves[leaf_of(hash, map.leaf_mask)];
-            match leaf.insert(&map.hasher, hash, entry) {
-                Some(old) => map.removed(&old),
-                None => map.len += 1,
-            }
-        }
-        // Group the leaves FANOUT at a time, level by level, up to one root (the root's unused
-        // slots, when the index bits are not a multiple of FANOUT_BITS, hold empty leaves that
-        // no index reaches).
-        let mut level: Vec<Node<V>> = leaves
-            .into_iter()
-            .map(|l| Node::Leaf(Arc::new(l)))
-            .collect();
-        while level.len() > 1 {
-            let mut nodes = level.into_iter();
-            let mut parents = Vec::new();
-            while nodes.len() > 0 {
-                let children: [Node<V>; FANOUT] = std::array::from_fn(|_| {
-                    nodes.next().unwrap_or_else(|| Node::Leaf(Arc::default()))
-                });
-                parents.push(Node::Inner(Arc::new(children)));
-            }
-            level = parents;
-        }
-        map.root = level.pop().unwrap_or_else(|| Node::Leaf(Arc::default()));
-        map
+        let mut builder = Builder::new(entries.len(), entries.iter().map(|e| e.key().as_str()));
+        entries.into_iter().for_each(|entry| builder.insert(entry));
+        builder.finish()
     }
 
     /// Accounts for an entry coming in (sizes and expiry; the caller counts `len`).
@@ -602,8 +554,7 @@ impl<V> Map<V> {
     /// Rebuilds with a leaf count fitting the current size (amortised: it takes four times the
     /// entries to get here again).
     fn rebuild(&mut self) {
-        let entries = self.iter().map(Slot::to_entry).collect();
-        *self = Self::build(self.hasher.clone(), entries);
+        *self = Self::from_entries(self.iter().map(Slot::to_entry).collect());
     }
 
     pub(crate) fn iter(&self) -> Iter<'_, V> {
@@ -615,12 +566,85 @@ impl<V> Map<V> {
     }
 }
 
+/// A map being filled from a full list (a load): its leaves sized for the keys it will hold,
+/// before the tree above them is built. Filling it needs no list of the entries beside it.
+pub(crate) struct Builder<V> {
+    map: Map<V>,
+    leaves: Vec<Leaf<V>>,
+}
+
+impl<V> Builder<V> {
+    /// A map for `len` entries with these keys (each hashed to count its leaf's entries, so
+    /// that every leaf's table is sized for its own entries, not for the average: a table takes
+    /// the next power of two of buckets).
+    pub(crate) fn new<'a>(len: usize, keys: impl Iterator<Item = &'a str>) -> Self {
+        let hasher = RandomState::default();
+        let bits = index_bits(len);
+        let count = 1usize << bits;
+        let mut sizes = vec![0usize; count];
+        for key in keys {
+            sizes[leaf_of(hasher.hash_one(key), count - 1)] += 1;
+        }
+        Builder {
+            leaves: sizes.into_iter().map(Leaf::with_capacity).collect(),
+            map: Map {
+                hasher,
+                root: Node::Leaf(Arc::default()),
+                root_shift: bits.saturating_sub(1) / FANOUT_BITS * FANOUT_BITS,
+                leaf_mask: count - 1,
+                len: 0,
+                bytes: 0,
+                expiring: 0,
+                earliest_expiry: None,
+            },
+        }
+    }
+
+    /// Adds an entry (a later one of the same key replaces it).
+    pub(crate) fn insert(&mut self, entry: Entry<V>) {
+        let map = &mut self.map;
+        let hash = map.hasher.hash_one(entry.key());
+        map.added(entry.size(), entry.expires_at());
+        match self.leaves[leaf_of(hash, map.leaf_mask)].insert(&map.hasher, hash, entry) {
+            Some(old) => map.removed(&old),
+            None => map.len += 1,
+        }
+    }
+
+    /// The map: the leaves grouped FANOUT at a time, level by level, up to one root (the root's
+    /// unused slots, when the index bits are not a multiple of FANOUT_BITS, hold empty leaves
+    /// that no index reaches).
+    pub(crate) fn finish(self) -> Map<V> {
+        let Builder { mut map, leaves } = self;
+        let mut level: Vec<Node<V>> = leaves
+            .into_iter()
+            .map(|l| Node::Leaf(Arc::new(l)))
+            .collect();
+        while level.len() > 1 {
+            let mut nodes = level.into_iter();
+            let mut parents = Vec::new();
+            while nodes.len() > 0 {
+                let children: [Node<V>; FANOUT] = std::array::from_fn(|_| {
+                    nodes.next().unwrap_or_else(|| Node::Leaf(Arc::default()))
+                });
+                parents.push(Node::Inner(Arc::new(children)));
+            }
+            level = parents;
+        }
+        map.root = level.pop().unwrap_or_else(|| Node::Leaf(Arc::default()));
+        map
+    }
+}
+
 /// Every entry of a map, leaf by leaf (depth first).
 pub(crate) struct Iter<'a, V> {
     /// The unvisited children of the inner nodes on the current path.
     stack: Vec<std::slice::Iter<'a, Node<V>>>,
     /// The current leaf and its unvisited buckets.
-    leaf: Option<(&'a Leaf<V>, hashbrown::hash_table::IterBuckets<'a, Shared<V>>)>,
+    leaf: Option<(
+        &'a Leaf<V>,
+        hashbrown::hash_table::IterBuckets<'a, Shared<V>>,
+    )>,
     /// A node to descend into before taking from the stack.
     next: Option<&'a Node<V>>,
 }
@@ -751,7 +775,10 @@ mod tests {
                 let replaced = map.upsert(entry(&key, step)).map(|e| **e.shared());
                 assert_eq!(replaced, model.insert(key.clone(), step), "seed {seed}");
             }
-            assert_eq!(map.get(&key).map(|e| **e.shared()), model.get(&key).copied());
+            assert_eq!(
+                map.get(&key).map(|e| **e.shared()),
+                model.get(&key).copied()
+            );
             if step % 5_000 == 0 {
                 kept.push((map.clone(), model.clone()));
             }
@@ -760,8 +787,10 @@ mod tests {
         // Every earlier map still holds exactly its state (copy on write).
         for (map, model) in kept {
             assert_eq!(map.len(), model.len(), "seed {seed}");
-            let mut entries: Vec<(String, u32)> =
-                map.iter().map(|e| (e.key().to_owned(), **e.shared())).collect();
+            let mut entries: Vec<(String, u32)> = map
+                .iter()
+                .map(|e| (e.key().to_owned(), **e.shared()))
+                .collect();
             entries.sort();
             let mut expected: Vec<(String, u32)> = model.into_iter().collect();
             expected.sort();
@@ -813,7 +842,11 @@ mod tests {
                 value as usize,
             )
         };
-        let mut map = Map::from_entries((0..3000u32).map(|i| timed(&i.to_string(), i, None)).collect());
+        let mut map = Map::from_entries(
+            (0..3000u32)
+                .map(|i| timed(&i.to_string(), i, None))
+                .collect(),
+        );
         fn with_expiries(node: &Node<u32>) -> usize {
             match node {
                 Node::Inner(children) => children.iter().map(with_expiries).sum(),
@@ -832,7 +865,10 @@ mod tests {
         }
         assert_eq!(slot(&map, "7").expires_at(), Some(StoreTime(0)));
         assert!(!slot(&map, "7").is_live(StoreTime(0)));
-        assert_eq!(slot(&map, "new").expires_at(), Some(StoreTime(u64::MAX - 1)));
+        assert_eq!(
+            slot(&map, "new").expires_at(),
+            Some(StoreTime(u64::MAX - 1))
+        );
         assert!(slot(&map, "new").is_live(StoreTime(u64::MAX - 2)));
         assert!(slot(&map, "8").is_live(StoreTime(99)) && !slot(&map, "8").is_live(StoreTime(100)));
         assert_eq!(slot(&map, "8").size(), 80);
@@ -841,7 +877,10 @@ mod tests {
         // Replacing drops the expiry; the old entry comes back with its own.
         let old = map.upsert(timed("8", 81, None)).expect("present");
         assert_eq!((old.expires_at(), old.size()), (Some(StoreTime(100)), 80));
-        assert_eq!((slot(&map, "8").expires_at(), slot(&map, "8").size()), (None, 81));
+        assert_eq!(
+            (slot(&map, "8").expires_at(), slot(&map, "8").size()),
+            (None, 81)
+        );
         let removed = map.remove("7").expect("present");
         assert_eq!(removed.expires_at(), Some(StoreTime(0)));
         assert_eq!(map.expiring(), 1);
@@ -850,7 +889,10 @@ mod tests {
         // Every entry keeps its expiry and size through a rebuild and a copy out.
         map.rebuild();
         assert_eq!(map.bytes(), total);
-        assert_eq!(slot(&map, "new").expires_at(), Some(StoreTime(u64::MAX - 1)));
+        assert_eq!(
+            slot(&map, "new").expires_at(),
+            Some(StoreTime(u64::MAX - 1))
+        );
         assert_eq!(slot(&map, "new").to_entry().size(), 5);
         assert_eq!(map.iter().filter_map(Slot::expires_at).count(), 1);
     }
