@@ -410,13 +410,59 @@ fn digit(index: usize, shift: u32) -> usize {
 
 impl<V> Map<V> {
     pub(crate) fn new() -> Self {
-        Builder::new(0, std::iter::empty()).finish()
+        Self::from_entries(Vec::new())
     }
 
     pub(crate) fn from_entries(entries: Vec<Entry<V>>) -> Self {
-        let mut builder = Builder::new(entries.len(), entries.iter().map(|e| e.key().as_str()));
-        entries.into_iter().for_each(|entry| builder.insert(entry));
-        builder.finish()
+        let hasher = RandomState::default();
+        let bits = index_bits(entries.len());
+        let count = 1usize << bits;
+        // Each leaf's table sized for its own entries (counted first), not for the average: a
+        // table takes the next power of two of buckets. The inserts hash each key again rather
+        // than keep a list of hashes beside the entries.
+        let mut sizes = vec![0usize; count];
+        for entry in &entries {
+            sizes[leaf_of(hasher.hash_one(entry.key()), count - 1)] += 1;
+        }
+        let mut leaves: Vec<Leaf<V>> = sizes.into_iter().map(Leaf::with_capacity).collect();
+        let mut map = Map {
+            hasher,
+            root: Node::Leaf(Arc::default()),
+            root_shift: bits.saturating_sub(1) / FANOUT_BITS * FANOUT_BITS,
+            leaf_mask: count - 1,
+            len: 0,
+            bytes: 0,
+            expiring: 0,
+            earliest_expiry: None,
+        };
+        for entry in entries {
+            let hash = map.hasher.hash_one(entry.key());
+            map.added(entry.size(), entry.expires_at());
+            match leaves[leaf_of(hash, map.leaf_mask)].insert(&map.hasher, hash, entry) {
+                Some(old) => map.removed(&old),
+                None => map.len += 1,
+            }
+        }
+        // Group the leaves FANOUT at a time, level by level, up to one root (the root's unused
+        // slots, when the index bits are not a multiple of FANOUT_BITS, hold empty leaves that
+        // no index reaches).
+        let mut level: Vec<Node<V>> = leaves
+            .into_iter()
+            .map(|l| Node::Leaf(Arc::new(l)))
+            .collect();
+        while level.len() > 1 {
+            let mut nodes = level.into_iter();
+            let mut parents = Vec::new();
+            while nodes.len() > 0 {
+                let children: [Node<V>; FANOUT] = std::array::from_fn(|_| {
+                    nodes.next().unwrap_or_else(|| Node::Leaf(Arc::default()))
+                });
+                parents.push(Node::Inner(Arc::new(children)));
+            }
+            level = parents;
+        }
+        map.root = level.pop().unwrap_or_else(|| Node::Leaf(Arc::default()));
+        map
     }
 
     /// Accounts for an entry coming in (sizes and expiry; the caller counts `len`).
@@ -563,76 +609,6 @@ impl<V> Map<V> {
             leaf: None,
             next: Some(&self.root),
         }
-    }
-}
-
-/// A map being filled from a full list (a load): its leaves sized for the keys it will hold,
-/// before the tree above them is built. Filling it needs no list of the entries beside it.
-pub(crate) struct Builder<V> {
-    map: Map<V>,
-    leaves: Vec<Leaf<V>>,
-}
-
-impl<V> Builder<V> {
-    /// A map for `len` entries with these keys (each hashed to count its leaf's entries, so
-    /// that every leaf's table is sized for its own entries, not for the average: a table takes
-    /// the next power of two of buckets).
-    pub(crate) fn new<'a>(len: usize, keys: impl Iterator<Item = &'a str>) -> Self {
-        let hasher = RandomState::default();
-        let bits = index_bits(len);
-        let count = 1usize << bits;
-        let mut sizes = vec![0usize; count];
-        for key in keys {
-            sizes[leaf_of(hasher.hash_one(key), count - 1)] += 1;
-        }
-        Builder {
-            leaves: sizes.into_iter().map(Leaf::with_capacity).collect(),
-            map: Map {
-                hasher,
-                root: Node::Leaf(Arc::default()),
-                root_shift: bits.saturating_sub(1) / FANOUT_BITS * FANOUT_BITS,
-                leaf_mask: count - 1,
-                len: 0,
-                bytes: 0,
-                expiring: 0,
-                earliest_expiry: None,
-            },
-        }
-    }
-
-    /// Adds an entry (a later one of the same key replaces it).
-    pub(crate) fn insert(&mut self, entry: Entry<V>) {
-        let map = &mut self.map;
-        let hash = map.hasher.hash_one(entry.key());
-        map.added(entry.size(), entry.expires_at());
-        match self.leaves[leaf_of(hash, map.leaf_mask)].insert(&map.hasher, hash, entry) {
-            Some(old) => map.removed(&old),
-            None => map.len += 1,
-        }
-    }
-
-    /// The map: the leaves grouped FANOUT at a time, level by level, up to one root (the root's
-    /// unused slots, when the index bits are not a multiple of FANOUT_BITS, hold empty leaves
-    /// that no index reaches).
-    pub(crate) fn finish(self) -> Map<V> {
-        let Builder { mut map, leaves } = self;
-        let mut level: Vec<Node<V>> = leaves
-            .into_iter()
-            .map(|l| Node::Leaf(Arc::new(l)))
-            .collect();
-        while level.len() > 1 {
-            let mut nodes = level.into_iter();
-            let mut parents = Vec::new();
-            while nodes.len() > 0 {
-                let children: [Node<V>; FANOUT] = std::array::from_fn(|_| {
-                    nodes.next().unwrap_or_else(|| Node::Leaf(Arc::default()))
-                });
-                parents.push(Node::Inner(Arc::new(children)));
-            }
-            level = parents;
-        }
-        map.root = level.pop().unwrap_or_else(|| Node::Leaf(Arc::default()));
-        map
     }
 }
 
