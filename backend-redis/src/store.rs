@@ -126,6 +126,23 @@ impl fmt::Debug for RedisStore {
     }
 }
 
+/// The connection manager (connecting on first use) and address of the server at `url`.
+fn single_server(url: &str, options: &RedisOptions) -> Result<(ConnectionManager, ConnectionInfo)> {
+    options.check()?;
+    let info = parse(url)?;
+    let client =
+        redis::Client::open(info.clone()).map_err(|e| config_error(url, &driver_reason(&e)))?;
+    let config = ConnectionManagerConfig::new()
+        .set_response_timeout(Some(options.response_timeout()))
+        .set_connection_timeout(Some(options.connection_timeout()))
+        .set_number_of_retries(1)
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(Duration::from_millis(500));
+    let manager = ConnectionManager::new_lazy_with_config(client, config)
+        .map_err(|e| map_err(Operation::Open, e))?;
+    Ok((manager, info))
+}
+
 /// The user name and password of a URL, given to the driver apart from the URL so that no
 /// parser or message of the driver ever sees the password.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -135,6 +152,7 @@ struct Credentials {
 }
 
 impl Credentials {
+    #[cfg(feature = "cluster")]
     fn is_empty(&self) -> bool {
         self.user.is_none() && self.password.is_none()
     }
@@ -243,22 +261,13 @@ impl RedisStore {
 
     /// Connects to the server at `url` with `options` and checks that it answers.
     pub async fn connect_with(url: &str, options: RedisOptions) -> Result<Self> {
-        let store = Self::lazy(url, options)?;
-        let Conn::Single(mut manager) = store.inner.conn.clone() else {
-            unreachable!("lazy stores are single-server stores")
-        };
-        let timeout =
-            store.inner.options.response_timeout() + store.inner.options.connection_timeout();
+        let (mut manager, info) = single_server(url, &options)?;
+        let timeout = options.response_timeout() + options.connection_timeout();
         match tokio::time::timeout(timeout, redis::cmd("PING").query_async::<()>(&mut manager))
             .await
         {
-            Ok(Ok(())) => Ok(store),
-            Ok(Err(e)) => {
-                let HintTarget::Single(info) = &store.inner.hint_target else {
-                    unreachable!("lazy stores are single-server stores")
-                };
-                Err(open_error(info.addr().to_string(), e))
-            }
+            Ok(Ok(())) => Ok(Self::single(manager, info, options, url)),
+            Ok(Err(e)) => Err(open_error(info.addr().to_string(), e)),
             Err(_) => Err(Error::Timeout {
                 backend: "redis".into(),
                 operation: Operation::Open,
@@ -271,26 +280,25 @@ impl RedisStore {
     /// called inside a Tokio runtime). Operations fail with [`Error::Unavailable`] while the
     /// server cannot be reached, and the connection is re-established when it can.
     pub fn lazy(url: &str, options: RedisOptions) -> Result<Self> {
-        options.check()?;
-        let info = parse(url)?;
-        let client =
-            redis::Client::open(info.clone()).map_err(|e| config_error(url, &driver_reason(&e)))?;
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(options.response_timeout()))
-            .set_connection_timeout(Some(options.connection_timeout()))
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(500));
-        let manager = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|e| map_err(Operation::Open, e))?;
-        Ok(RedisStore {
+        let (manager, info) = single_server(url, &options)?;
+        Ok(Self::single(manager, info, options, url))
+    }
+
+    /// The store over one server, from its connection manager and address.
+    fn single(
+        manager: ConnectionManager,
+        info: ConnectionInfo,
+        options: RedisOptions,
+        url: &str,
+    ) -> Self {
+        RedisStore {
             inner: Arc::new(StoreInner {
                 conn: Conn::Single(manager),
                 hint_target: HintTarget::Single(Box::new(info)),
                 options,
                 redacted: redact(url),
             }),
-        })
+        }
     }
 
     /// Connects to a Redis Cluster given some of its nodes' URLs (feature `cluster`).
