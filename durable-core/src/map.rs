@@ -376,7 +376,8 @@ impl<V> Clone for Map<V> {
 
 /// About this many entries per leaf: a one-key change copies a leaf, so leaves stay small.
 const LEAF_BITS: u32 = 5;
-/// The most index bits: bits 32..56 of the hash, below the tag byte.
+/// The most index bits: bits 32..56 of the hash, below the seven that hashbrown keeps for its
+/// control bytes (it takes the bucket from the lowest bits).
 const MAX_INDEX_BITS: u32 = 24;
 
 /// Below this many entries a map is one leaf, with no tree above it. A lookup then reads one
@@ -667,8 +668,15 @@ mod tests {
     use super::*;
     use crate::types::Revision;
 
+    /// An entry whose size is its value.
     fn entry(key: &str, value: u32) -> Entry<u32> {
-        Entry::new(key.into(), value, Revision(u64::from(value)), None, 4)
+        Entry::new(
+            key.into(),
+            value,
+            Revision(u64::from(value)),
+            None,
+            value as usize,
+        )
     }
 
     /// Every leaf and inner node, depth first.
@@ -695,7 +703,7 @@ mod tests {
             assert!(map.upsert(entry(&i.to_string(), i)).is_none());
         }
         assert_eq!(map.len(), 5000);
-        assert_eq!(map.bytes(), 20_000);
+        assert_eq!(map.bytes(), (0..5000).sum::<usize>());
         assert_eq!(map.leaf_mask, (1 << 8) - 1, "rebuilt as it grew");
         for i in 0..5000u32 {
             assert_eq!(map.get(&i.to_string()).map(|e| **e.shared()), Some(i));
@@ -705,7 +713,7 @@ mod tests {
         assert_eq!(map.remove("8").map(|e| **e.shared()), Some(8));
         assert!(map.remove("8").is_none());
         assert_eq!(map.len(), 4999);
-        assert_eq!(map.bytes(), 4999 * 4);
+        assert_eq!(map.bytes(), (0..5000).sum::<usize>() - 7 + 70 - 8);
         // The earlier map is untouched (copy on write).
         assert_eq!(before.get("7").map(|e| **e.shared()), Some(7));
         assert_eq!(before.get("8").map(|e| **e.shared()), Some(8));
@@ -752,20 +760,28 @@ mod tests {
                 assert_eq!(replaced, model.insert(key.clone(), step), "seed {seed}");
             }
             assert_eq!(
-                map.get(&key).map(|e| **e.shared()),
-                model.get(&key).copied()
+                map.get(&key).map(|e| (**e.shared(), e.size())),
+                model.get(&key).map(|&value| (value, value as usize))
             );
             if step % 5_000 == 0 {
                 kept.push((map.clone(), model.clone()));
             }
         }
         kept.push((map, model));
-        // Every earlier map still holds exactly its state (copy on write).
+        // Every earlier map still holds exactly its state (copy on write), each entry with its
+        // own size (a copied leaf keeps every entry in its bucket).
         for (map, model) in kept {
             assert_eq!(map.len(), model.len(), "seed {seed}");
+            assert_eq!(
+                map.bytes(),
+                model.values().map(|&v| v as usize).sum::<usize>()
+            );
             let mut entries: Vec<(String, u32)> = map
                 .iter()
-                .map(|e| (e.key().to_owned(), **e.shared()))
+                .map(|e| {
+                    assert_eq!(e.size(), **e.shared() as usize, "seed {seed}");
+                    (e.key().to_owned(), **e.shared())
+                })
                 .collect();
             entries.sort();
             let mut expected: Vec<(String, u32)> = model.into_iter().collect();
