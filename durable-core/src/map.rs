@@ -99,58 +99,6 @@ fn expiry(expires: u64) -> Option<StoreTime> {
     expires.checked_sub(1).map(StoreTime)
 }
 
-/// Entries to build a map from (a full load): each pointer with its size, and the expiries apart,
-/// since most entries have none. 12 bytes an entry beside the entries themselves, where a list of
-/// [`Entry`] takes 24; the list lives until the map is built, so it sets the load's peak.
-pub(crate) struct Entries<V> {
-    shared: Vec<Shared<V>>,
-    sizes: Vec<u32>,
-    /// The positions that have an expiry, in order, with it (store time plus one).
-    expiries: Vec<(usize, u64)>,
-}
-
-impl<V> Entries<V> {
-    pub(crate) fn with_capacity(capacity: usize) -> Self {
-        Entries {
-            shared: Vec::with_capacity(capacity),
-            sizes: Vec::with_capacity(capacity),
-            expiries: Vec::new(),
-        }
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.shared.len()
-    }
-
-    /// The entries, in order (each pointer's buffer is freed once the last has gone).
-    fn into_entries(self) -> impl Iterator<Item = Entry<V>> {
-        let mut expiries = self.expiries.into_iter().peekable();
-        let pairs = self.shared.into_iter().zip(self.sizes).enumerate();
-        pairs.map(move |(at, (shared, size))| Entry {
-            shared,
-            size,
-            expires: expiries.next_if(|&(p, _)| p == at).map_or(0, |(_, e)| e),
-        })
-    }
-
-    pub(crate) fn push(&mut self, entry: Entry<V>) {
-        if entry.expires != 0 {
-            self.expiries.push((self.shared.len(), entry.expires));
-        }
-        self.shared.push(entry.shared);
-        self.sizes.push(entry.size);
-    }
-}
-
-impl<V> FromIterator<Entry<V>> for Entries<V> {
-    fn from_iter<I: IntoIterator<Item = Entry<V>>>(iter: I) -> Self {
-        let iter = iter.into_iter();
-        let mut entries = Entries::with_capacity(iter.size_hint().0);
-        iter.for_each(|entry| entries.push(entry));
-        entries
-    }
-}
-
 /// An entry in place in a map's leaf.
 pub(crate) struct Slot<'a, V> {
     shared: &'a Shared<V>,
@@ -463,10 +411,10 @@ fn digit(index: usize, shift: u32) -> usize {
 
 impl<V> Map<V> {
     pub(crate) fn new() -> Self {
-        Self::from_entries(Entries::with_capacity(0))
+        Self::from_entries(Vec::new())
     }
 
-    pub(crate) fn from_entries(entries: Entries<V>) -> Self {
+    pub(crate) fn from_entries(entries: Vec<Entry<V>>) -> Self {
         let hasher = RandomState::default();
         let bits = index_bits(entries.len());
         let count = 1usize << bits;
@@ -474,8 +422,8 @@ impl<V> Map<V> {
         // table takes the next power of two of buckets. The inserts hash each key again rather
         // than keep a list of hashes beside the entries.
         let mut sizes = vec![0usize; count];
-        for shared in &entries.shared {
-            sizes[leaf_of(hasher.hash_one(shared.key()), count - 1)] += 1;
+        for entry in &entries {
+            sizes[leaf_of(hasher.hash_one(entry.key()), count - 1)] += 1;
         }
         let mut leaves: Vec<Leaf<V>> = sizes.into_iter().map(Leaf::with_capacity).collect();
         let mut map = Map {
@@ -488,7 +436,7 @@ impl<V> Map<V> {
             expiring: 0,
             earliest_expiry: None,
         };
-        for entry in entries.into_entries() {
+        for entry in entries {
             let hash = map.hasher.hash_one(entry.key());
             map.added(entry.size(), entry.expires_at());
             match leaves[leaf_of(hash, map.leaf_mask)].insert(&map.hasher, hash, entry) {

@@ -33,7 +33,7 @@ use crate::backup::{self, BackupData};
 use crate::clock::StoreClock;
 use crate::encoding::{Encoding, Json};
 use crate::error::{Error, Operation, Result};
-use crate::map::{Entries, Entry, Key, Map, Slot};
+use crate::map::{Entry, Key, Map, Slot};
 use crate::metrics::Exporter;
 use crate::options::{DecodeErrors, Mode, Options};
 use crate::shared::Shared;
