@@ -12,7 +12,7 @@ pub(super) enum Update<V> {
     /// A full load: every entry of the state at `version`.
     Load {
         version: Version,
-        map: Map<V>,
+        entries: Vec<Entry<V>>,
         bad: BadValues,
     },
     /// The changes from the snapshot's token to `version`.
@@ -164,15 +164,16 @@ pub(super) fn synced<V>(
     let mut next = match update {
         Update::Load {
             version,
-            mut map,
+            mut entries,
             bad,
         } => {
             // An undecodable value keeps the key's last good value.
             for (key, _) in &bad {
                 if let Some(old) = current.map.get(key) {
-                    map.upsert(old.to_entry());
+                    entries.push(old.to_entry());
                 }
             }
+            let map = Map::from_entries(entries);
             events.diff(current, &map, version);
             let mut next = State::new(
                 map,
@@ -493,12 +494,10 @@ mod tests {
     fn load(version: Version, entries: &[(&str, i32, u64)]) -> Update<i32> {
         Update::Load {
             version,
-            map: Map::from_entries(
-                entries
-                    .iter()
-                    .map(|&(key, value, revision)| entry(key, value, revision))
-                    .collect(),
-            ),
+            entries: entries
+                .iter()
+                .map(|&(key, value, revision)| entry(key, value, revision))
+                .collect(),
             bad: Vec::new(),
         }
     }

@@ -49,9 +49,9 @@ where
         }
         let version = data.version();
         let age = data.age();
-        let (map, bad) = self.decode_load(data.into_entries().collect())?;
+        let (entries, bad) = self.decode_all(data.into_entries().collect())?;
         let mut state = State::new(
-            map,
+            Map::from_entries(entries),
             version,
             self.origin,
             self.clock.clone(),
