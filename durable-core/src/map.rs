@@ -149,11 +149,7 @@ impl<'a, V> Slot<'a, V> {
 
     /// The entry, copied out (one reference count).
     pub(crate) fn to_entry(self) -> Entry<V> {
-        Entry {
-            shared: self.shared.clone(),
-            size: self.leaf.size(self.bucket),
-            expires: self.expires(),
-        }
+        self.leaf.entry(self.bucket, self.shared.clone())
     }
 }
 
@@ -239,6 +235,15 @@ impl<V> Leaf<V> {
         }
     }
 
+    /// `shared` with the size and expiry recorded for `bucket` (which a removal leaves in place).
+    fn entry(&self, bucket: usize, shared: Shared<V>) -> Entry<V> {
+        Entry {
+            shared,
+            size: self.size(bucket),
+            expires: self.expires(bucket),
+        }
+    }
+
     /// The expiry of `bucket`'s entry (store time plus one, 0: never).
     #[inline]
     fn expires(&self, bucket: usize) -> u64 {
@@ -267,14 +272,9 @@ impl<V> Leaf<V> {
             expires,
         } = entry;
         if let Some(bucket) = found {
-            let old = Entry {
-                size: self.size(bucket),
-                expires: self.expires(bucket),
-                shared: std::mem::replace(
-                    self.table.get_bucket_mut(bucket).expect("found"),
-                    shared,
-                ),
-            };
+            let slot = self.table.get_bucket_mut(bucket).expect("found");
+            let replaced = std::mem::replace(slot, shared);
+            let old = self.entry(bucket, replaced);
             self.record(bucket, size, expires);
             return Some(old);
         }
@@ -302,17 +302,11 @@ impl<V> Leaf<V> {
     }
 
     fn remove(&mut self, bucket: usize) -> Entry<V> {
-        let size = self.size(bucket);
-        let expires = self.expires(bucket);
         let Ok(found) = self.table.get_bucket_entry(bucket) else {
             unreachable!("bucket {bucket} was found occupied")
         };
         let (shared, _) = found.remove();
-        Entry {
-            shared,
-            size,
-            expires,
-        }
+        self.entry(bucket, shared)
     }
 
     fn slots(&self) -> impl Iterator<Item = Slot<'_, V>> {
