@@ -29,6 +29,9 @@ struct Fixture {
     fast: HashMap<String, u64, foldhash::fast::RandomState>,
     locked: RwLock<HashMap<String, u64>>,
     dict: Dict<u64>,
+    /// A second handle on the same dictionary, opened after it was filled: its snapshot is
+    /// one full load, where `dict`'s holds the changes since its last merge in an overlay.
+    loaded: Dict<u64>,
     /// The same entries, each with a time to live (only built up to `EXPIRING_UP_TO` keys).
     expiring: Option<Dict<u64>>,
     probes: Vec<String>,
@@ -57,6 +60,15 @@ fn fixture(n: usize) -> Fixture {
         }
         dict
     });
+    let loaded = runtime.block_on(async {
+        Dict::open(
+            store.backend("bench", "read").unwrap(),
+            Json,
+            Options::new(),
+        )
+        .await
+        .expect("open")
+    });
     let expiring = (n <= EXPIRING_UP_TO).then(|| {
         runtime.block_on(async {
             let dict: Dict<u64> = Dict::open(
@@ -82,6 +94,7 @@ fn fixture(n: usize) -> Fixture {
         locked: RwLock::new(plain.clone()),
         plain,
         dict,
+        loaded,
         expiring,
         probes,
         _runtime: runtime,
@@ -142,6 +155,17 @@ fn read_path(c: &mut Criterion) {
                         iters,
                         probes,
                         &|| f.dict.snapshot(),
+                        &|snapshot, k| *snapshot.get(k).expect("present"),
+                    )
+                })
+            });
+            group.bench_function(BenchmarkId::new("snapshot guard held, loaded", n), |b| {
+                b.iter_custom(|iters| {
+                    timed(
+                        threads,
+                        iters,
+                        probes,
+                        &|| f.loaded.snapshot(),
                         &|snapshot, k| *snapshot.get(k).expect("present"),
                     )
                 })

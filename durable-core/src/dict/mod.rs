@@ -191,6 +191,8 @@ struct Inner<V, E> {
     sweeping: AtomicBool,
     /// True while a reading of the store's clock runs in the background.
     measuring: AtomicBool,
+    /// True while the snapshot's overlay is being merged in the background.
+    merging: AtomicBool,
     /// Native increments waiting to be combined, per key; a key is present while its flush task
     /// runs.
     increments: Mutex<HashMap<String, Vec<QueuedIncrement>>>,
@@ -266,6 +268,7 @@ where
             clock,
             sweeping: AtomicBool::new(false),
             measuring: AtomicBool::new(false),
+            merging: AtomicBool::new(false),
             increments: Mutex::new(HashMap::new()),
         });
         let dict = Dict {

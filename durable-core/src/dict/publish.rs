@@ -53,9 +53,9 @@ pub(super) enum Local<V> {
     /// pending write of one of its keys: only the store can say which, so check first. The
     /// writes come back unchanged.
     Ask(LocalWrites<V>),
-    /// The next state and its change events.
+    /// The next state (ready to store) and its change events.
     Publish {
-        state: State<V>,
+        state: Arc<State<V>>,
         events: Vec<Change<V>>,
     },
 }
@@ -296,7 +296,7 @@ pub(super) fn local<V>(
     }
     fold_pending(&mut next);
     Local::Publish {
-        state: next,
+        state: Arc::new(next),
         events: events.list,
     }
 }
@@ -367,8 +367,12 @@ where
             )));
         }
         next.confirm(Instant::now());
+        let merge = next.map.merge_due();
         self.state.store(Arc::new(next));
         self.send(outcome.events);
+        if merge {
+            self.merge_in_background();
+        }
         Ok(())
     }
 
@@ -405,13 +409,76 @@ where
                 Local::Already => return None,
                 Local::Ask(writes) => return Some(writes),
                 Local::Publish { state, events } => {
-                    self.state.store(Arc::new(state));
+                    let merge = state.map.merge_due();
+                    self.state.store(state);
                     self.send(events);
+                    if merge {
+                        self.merge_in_background();
+                    }
                 }
             }
         }
         self.backup_wake.notify_one();
         None
+    }
+}
+
+impl<V, E> Inner<V, E>
+where
+    V: Send + Sync + 'static,
+    E: Encoding<V>,
+{
+    /// Folds the snapshot's overlay of recent changes into its base on a blocking thread (at
+    /// most one at a time), then publishes the same entries on the new base, with the changes
+    /// published meanwhile applied. The O(n) copy stays off the sync path; only the catch-up,
+    /// O(changes made meanwhile), runs under the publish lock. Without a runtime it is left to
+    /// the map's backstop (see `Map::merged`).
+    fn merge_in_background(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.merging.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let Some(inner) = self.this.upgrade() else {
+            self.merging.store(false, Ordering::SeqCst);
+            return;
+        };
+        runtime.spawn_blocking(move || {
+            loop {
+                inner.merge();
+                inner.merging.store(false, Ordering::SeqCst);
+                // Writes published during the merge may have made the next one due, and saw
+                // this one running.
+                if !inner.state.load().map.merge_due() || inner.merging.swap(true, Ordering::SeqCst)
+                {
+                    break;
+                }
+            }
+        });
+    }
+
+    /// One merge (blocking): see [`merge_in_background`](Self::merge_in_background).
+    fn merge(&self) {
+        let from = self.state.load_full();
+        let merged = from.map.merged();
+        let replaced = {
+            let _guard = self.publish.lock();
+            let current = self.state.load();
+            current.map.caught_up(&from.map, merged).map(|map| {
+                let mut next = current.successor();
+                next.map = map;
+                self.state.swap(Arc::new(next))
+            })
+        };
+        debug!(
+            merged = replaced.is_some(),
+            entries = from.map.len(),
+            "snapshot overlay merged"
+        );
+        // The replaced states and the old base, if nothing else holds them, are freed here
+        // rather than by the next sync.
+        drop((from, replaced));
     }
 }
 
@@ -685,5 +752,47 @@ mod tests {
             .state
             .unwrap();
         assert!(next.pending.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_due_overlay_is_merged_in_the_background_with_later_writes_kept() {
+        let store = crate::MemoryStore::new();
+        let open = || async {
+            let backend = store.backend("t", "merge").expect("backend");
+            Dict::<u32>::open(backend, crate::Json, crate::Options::new())
+                .await
+                .expect("open")
+        };
+        let dict = open().await;
+        dict.insert_many((0..2000u32).map(|i| (i.to_string(), i)))
+            .await
+            .expect("insert");
+        let loaded = dict.snapshot();
+        // One write at a time: each publishes, and the overlay soon passes its merge size.
+        for i in 0..300u32 {
+            dict.insert(&i.to_string(), i + 1).await.expect("insert");
+        }
+        let expected: std::collections::BTreeMap<String, u32> = (0..2000u32)
+            .map(|i| (i.to_string(), if i < 300 { i + 1 } else { i }))
+            .collect();
+        let contents = |snapshot: &Snapshot<u32>| -> std::collections::BTreeMap<String, u32> {
+            snapshot.iter().map(|(k, v)| (k.to_owned(), *v)).collect()
+        };
+        // The backstop alone would leave up to four times the merge size in the overlay.
+        let mut waited = 0;
+        while dict.inner.state.load().map.merge_due() || dict.inner.merging.load(Ordering::SeqCst) {
+            assert!(waited < 500, "no merge in the background");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            waited += 1;
+        }
+        assert_eq!(contents(&dict.snapshot()), expected);
+        assert_eq!(dict.snapshot().len(), 2000);
+        assert_eq!(
+            *loaded.get("5").expect("present"),
+            5,
+            "a held snapshot is untouched"
+        );
+        // A later reader of the store agrees.
+        assert_eq!(contents(&open().await.snapshot()), expected);
     }
 }

@@ -812,9 +812,56 @@ impl Bench<'_> {
                     plot.push((size, micros(d), micros(f)));
                 }
             }
+            self.sustained(&writer, &delta, size).await?;
             self.timed_clear(&writer, &delta, size).await?;
         }
         Ok(plot)
+    }
+
+    /// Syncs `handle` after each of many rounds of 100 changed keys, an eighth of the dictionary
+    /// in all (with `--quick`, 10 rounds): the mean includes the rare syncs that fold the
+    /// snapshot's overlay of changes into its base, which a median of a few rounds misses.
+    async fn sustained(
+        &mut self,
+        writer: &Dict<u64>,
+        handle: &Dict<u64>,
+        size: usize,
+    ) -> Result<(), String> {
+        const K: usize = 100;
+        let rounds = if self.quick {
+            10
+        } else {
+            (size / 8 / K).max(10)
+        };
+        let mut times = Vec::with_capacity(rounds);
+        for round in 0..rounds {
+            let changes = (0..K).map(|i| (format!("key{}", (round * K + i) % size), round as u64));
+            if writer.capabilities().batch {
+                writer.insert_many(changes).await.map_err(err)?;
+            } else {
+                for (key, value) in changes {
+                    writer.insert(&key, value).await.map_err(err)?;
+                }
+            }
+            let start = Instant::now();
+            handle.sync().await.map_err(err)?;
+            times.push(start.elapsed());
+        }
+        let mean = times.iter().sum::<Duration>() / rounds as u32;
+        let max = times.iter().max().copied().unwrap_or_default();
+        self.record(
+            format!("sync after {K} changed, {size} keys, mean of {rounds} rounds"),
+            micros(mean),
+            "us",
+            format!(
+                "{} keys changed in all; median {:.1} us, slowest {:.1} ms",
+                rounds * K,
+                micros(median(times)),
+                max.as_secs_f64() * 1000.0
+            ),
+            json!({"size": size, "k": K, "rounds": rounds, "max_us": micros(max)}),
+        );
+        Ok(())
     }
 
     /// Clears a filled dictionary with `writer`, timed, and how long `other` takes to follow.

@@ -1,0 +1,551 @@
+//! The snapshot's map: a flat hash table of every entry as of the last merge (the base) under a
+//! small persistent overlay of the changes since (a radix tree of copy-on-write leaves, see
+//! [`tree`]).
+//!
+//! A snapshot is one base and one overlay. A lookup hashes the key once, asks the overlay (no
+//! work while it is empty, a few cache lines it keeps warm otherwise), then probes the base: one
+//! table, read as a `HashMap` is. Publishing the next snapshot after a change of k keys copies,
+//! for each key, its path in the overlay, so a delta costs O(k log k) in the overlay's size and
+//! nothing in the base's; a reader holding the old snapshot keeps seeing exactly the old state.
+//!
+//! Once the overlay holds a sixteenth of the base's entries, the next change merges it: a copy
+//! of the base's table with the overlay applied becomes the new base. That is O(n), once per
+//! n/16 changed keys, so about sixteen entries' work per change, amortised.
+//!
+//! Each entry is one shared allocation (key, value, revision: 64 bytes for a `Vec<u8>` value);
+//! tables hold pointers to them. An entry's encoded size (two bytes) and expiry, which only the
+//! map needs, sit in arrays beside its table, by bucket (see [`leaf`]).
+
+mod leaf;
+mod tree;
+
+use std::hash::BuildHasher;
+use std::sync::Arc;
+
+use foldhash::fast::RandomState;
+
+use leaf::Leaf;
+pub(crate) use leaf::{Entry, Key, Slot};
+use tree::Tree;
+
+use crate::shared::Shared;
+use crate::types::StoreTime;
+
+#[derive(Debug)]
+pub(crate) struct Map<V> {
+    hasher: RandomState,
+    /// Every entry as of the last merge.
+    base: Arc<Leaf<V>>,
+    /// The entries written since the last merge: new keys and replacements of base entries.
+    changed: Tree<V>,
+    /// The base entries removed since the last merge (their keys no longer answer). A key is
+    /// never in both `changed` and `removed`.
+    removed: Tree<V>,
+    len: usize,
+    bytes: usize,
+    /// How many entries have an expiry.
+    expiring: usize,
+    /// No entry expires before this (a lower bound: removals do not raise it).
+    earliest_expiry: Option<StoreTime>,
+}
+
+impl<V> Clone for Map<V> {
+    fn clone(&self) -> Self {
+        Map {
+            hasher: self.hasher.clone(),
+            base: self.base.clone(),
+            changed: self.changed.clone(),
+            removed: self.removed.clone(),
+            len: self.len,
+            bytes: self.bytes,
+            expiring: self.expiring,
+            earliest_expiry: self.earliest_expiry,
+        }
+    }
+}
+
+/// The overlay is merged into the base once it holds more than 1/`MERGE_SHARE` of the base's
+/// entries...
+const MERGE_SHARE: usize = 16;
+/// ...or more than this many, whichever is larger (a small map merges every few dozen changes,
+/// each merge a copy of a small table).
+const MERGE_MIN: usize = 64;
+/// A change merges on the writer's path once the overlay holds this many times the size at
+/// which a merge is due.
+const BACKSTOP: usize = 4;
+
+/// Where a key's current entry is.
+enum Found<'a, V> {
+    /// In the overlay.
+    Changed(Slot<'a, V>),
+    /// Removed since the last merge.
+    Removed,
+    /// In the base, if anywhere.
+    Base,
+}
+
+impl<V> Map<V> {
+    pub(crate) fn new() -> Self {
+        Self::from_entries(Vec::new())
+    }
+
+    /// A map of `entries` (a later entry of a key replaces an earlier one).
+    pub(crate) fn from_entries(entries: Vec<Entry<V>>) -> Self {
+        let hasher = RandomState::default();
+        let mut base = Leaf::with_capacity(entries.len());
+        let mut map = Map {
+            hasher,
+            base: Arc::default(),
+            changed: Tree::default(),
+            removed: Tree::default(),
+            len: 0,
+            bytes: 0,
+            expiring: 0,
+            earliest_expiry: None,
+        };
+        for entry in entries {
+            let hash = map.hasher.hash_one(entry.key());
+            map.added(entry.size(), entry.expires_at());
+            match base.insert(&map.hasher, hash, entry) {
+                Some(old) => map.removed(&old),
+                None => map.len += 1,
+            }
+        }
+        map.base = Arc::new(base);
+        map
+    }
+
+    /// Accounts for an entry coming in (sizes and expiry; the caller counts `len`).
+    fn added(&mut self, size: usize, expires_at: Option<StoreTime>) {
+        self.bytes += size;
+        if let Some(at) = expires_at {
+            self.expiring += 1;
+            self.earliest_expiry = Some(self.earliest_expiry.map_or(at, |e| e.min(at)));
+        }
+    }
+
+    /// Accounts for an entry going out.
+    fn removed(&mut self, entry: &Entry<V>) {
+        self.bytes -= entry.size();
+        if entry.expires_at().is_some() {
+            self.expiring -= 1;
+            if self.expiring == 0 {
+                self.earliest_expiry = None;
+            }
+        }
+    }
+
+    /// The number of entries, expired or not.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// How many entries have an expiry.
+    pub(crate) fn expiring(&self) -> usize {
+        self.expiring
+    }
+
+    /// True if some entry may have expired at `now`.
+    pub(crate) fn may_have_expired(&self, now: StoreTime) -> bool {
+        self.earliest_expiry.is_some_and(|at| at <= now)
+    }
+
+    /// Sets the earliest expiry exactly (a scan of every entry).
+    pub(crate) fn recompute_earliest_expiry(&mut self) {
+        self.earliest_expiry = self.iter().filter_map(Slot::expires_at).min();
+    }
+
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// What the overlay says of `key`, which hashes to `hash`.
+    #[inline]
+    fn overlay(&self, hash: u64, key: &str) -> Found<'_, V> {
+        if !self.changed.is_empty()
+            && let Some(slot) = self.changed.get(hash, key)
+        {
+            return Found::Changed(slot);
+        }
+        if !self.removed.is_empty() && self.removed.get(hash, key).is_some() {
+            return Found::Removed;
+        }
+        Found::Base
+    }
+
+    /// The entry of `key` if it is live at `now`: the read path.
+    #[inline]
+    pub(crate) fn get_live(&self, key: &str, now: StoreTime) -> Option<&Shared<V>> {
+        let hash = self.hasher.hash_one(key);
+        match self.overlay(hash, key) {
+            Found::Changed(slot) => slot.is_live(now).then_some(slot.shared()),
+            Found::Removed => None,
+            Found::Base => self.base.get_live(hash, key, now),
+        }
+    }
+
+    pub(crate) fn get(&self, key: &str) -> Option<Slot<'_, V>> {
+        self.get_hashed(self.hasher.hash_one(key), key)
+    }
+
+    fn get_hashed(&self, hash: u64, key: &str) -> Option<Slot<'_, V>> {
+        match self.overlay(hash, key) {
+            Found::Changed(slot) => Some(slot),
+            Found::Removed => None,
+            Found::Base => self.base.get(hash, key),
+        }
+    }
+
+    /// Inserts or replaces an entry, returning the replaced one. Copies only the entry's path in
+    /// the overlay.
+    pub(crate) fn upsert(&mut self, entry: Entry<V>) -> Option<Entry<V>> {
+        let key = entry.key().clone();
+        let hash = self.hasher.hash_one(&key);
+        self.added(entry.size(), entry.expires_at());
+        let old = match self.changed.upsert(&self.hasher, hash, entry) {
+            Some(old) => Some(old),
+            // The key's first change since the merge: it replaces the base's entry, unless
+            // that was removed.
+            None if !self.removed.is_empty() && self.removed.remove(hash, &key).is_some() => None,
+            None => self.base.get(hash, &key).map(Slot::to_entry),
+        };
+        match &old {
+            Some(old) => self.removed(old),
+            None => self.len += 1,
+        }
+        self.merge_if_due();
+        old
+    }
+
+    /// Removes an entry, returning it. Changes nothing if the key is absent.
+    pub(crate) fn remove(&mut self, key: &str) -> Option<Entry<V>> {
+        let hash = self.hasher.hash_one(key);
+        let old = self.get_hashed(hash, key)?.to_entry();
+        self.changed.remove(hash, key);
+        // Hide the base's entry (if the key has one, it is not in `removed`: it was live).
+        if let Some(base) = self.base.get(hash, key) {
+            self.removed.upsert(&self.hasher, hash, base.to_entry());
+        }
+        self.len -= 1;
+        self.removed(&old);
+        self.merge_if_due();
+        Some(old)
+    }
+
+    fn overlay_len(&self) -> usize {
+        self.changed.len() + self.removed.len()
+    }
+
+    /// The overlay size above which a merge is due.
+    fn merge_at(&self) -> usize {
+        MERGE_MIN.max(self.base.len() / MERGE_SHARE)
+    }
+
+    /// True once the overlay is large enough to fold into the base (see [`Map::merged`]).
+    pub(crate) fn merge_due(&self) -> bool {
+        self.overlay_len() > self.merge_at()
+    }
+
+    /// Merges here, on the writer's path, only if the overlay has grown to [`BACKSTOP`] times the
+    /// size at which a merge is due: the handle merges in the background (see
+    /// [`Map::merged`]), and this bounds the overlay when that falls behind or cannot run.
+    fn merge_if_due(&mut self) {
+        if self.overlay_len() > BACKSTOP * self.merge_at() {
+            self.merge();
+        }
+    }
+
+    /// The same entries with the overlay folded into a copy of the base: O(n), for a background
+    /// thread. Bring the result up to a later map of the same lineage with
+    /// [`Map::caught_up`].
+    pub(crate) fn merged(&self) -> Map<V> {
+        let mut merged = self.clone();
+        merged.merge();
+        merged
+    }
+
+    /// `merged` (the result of [`Map::merged`] on `from`, an earlier state of this map) with
+    /// the changes made between `from` and `self` applied, so that it holds exactly `self`'s
+    /// entries. Costs O(those changes), found by comparing the overlays' nodes. `None` if
+    /// `self` no longer stands on `from`'s base (a full load replaced it).
+    pub(crate) fn caught_up(&self, from: &Map<V>, mut merged: Map<V>) -> Option<Map<V>> {
+        if !Arc::ptr_eq(&self.base, &from.base) {
+            return None;
+        }
+        let mut keys = Vec::new();
+        self.changed.touched_since(&from.changed, &mut keys);
+        self.removed.touched_since(&from.removed, &mut keys);
+        for key in keys {
+            match (self.get(&key), merged.get(&key)) {
+                (Some(now), Some(was)) if Shared::ptr_eq(now.shared(), was.shared()) => {}
+                (Some(now), _) => {
+                    merged.upsert(now.to_entry());
+                }
+                (None, Some(_)) => {
+                    merged.remove(&key);
+                }
+                (None, None) => {}
+            }
+        }
+        // The entries are now the same, so is their accounting (and `earliest_expiry`, a
+        // bound, is `self`'s).
+        merged.len = self.len;
+        merged.bytes = self.bytes;
+        merged.expiring = self.expiring;
+        merged.earliest_expiry = self.earliest_expiry;
+        Some(merged)
+    }
+
+    /// Makes a copy of the base with the overlay applied the new base, with an empty overlay.
+    fn merge(&mut self) {
+        let mut base = Leaf::clone(&self.base);
+        for gone in self.removed.iter() {
+            let hash = self.hasher.hash_one(gone.key());
+            let bucket = base.find(hash, gone.key());
+            base.remove(bucket.expect("a removed entry is in the base"));
+        }
+        for slot in self.changed.iter() {
+            let hash = self.hasher.hash_one(slot.key());
+            base.insert(&self.hasher, hash, slot.to_entry());
+        }
+        self.base = Arc::new(base);
+        self.changed = Tree::default();
+        self.removed = Tree::default();
+    }
+
+    /// Every entry: the overlay's, then the base's that the overlay does not replace or remove.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = Slot<'_, V>> {
+        let overlaid = !(self.changed.is_empty() && self.removed.is_empty());
+        self.changed
+            .iter()
+            .chain(self.base.slots().filter(move |slot| {
+                !overlaid
+                    || matches!(
+                        self.overlay(self.hasher.hash_one(slot.key()), slot.key()),
+                        Found::Base
+                    )
+            }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::Revision;
+
+    /// An entry whose size is its value.
+    fn entry(key: &str, value: u32) -> Entry<u32> {
+        Entry::new(
+            key.into(),
+            value,
+            Revision(u64::from(value)),
+            None,
+            value as usize,
+        )
+    }
+
+    #[test]
+    fn upsert_remove_and_growth_keep_every_entry() {
+        let mut map = Map::new();
+        for i in 0..5000u32 {
+            assert!(map.upsert(entry(&i.to_string(), i)).is_none());
+        }
+        assert_eq!(map.len(), 5000);
+        assert_eq!(map.bytes(), (0..5000).sum::<usize>());
+        // Merged as it grew: each key is in the base or (new since the last merge) the overlay.
+        assert_eq!(map.base.len() + map.changed.len(), 5000);
+        assert!(
+            map.overlay_len() <= BACKSTOP * map.merge_at(),
+            "merged as it grew"
+        );
+        for i in 0..5000u32 {
+            assert_eq!(map.get(&i.to_string()).map(|e| **e.shared()), Some(i));
+        }
+        let before = map.clone();
+        assert_eq!(map.upsert(entry("7", 70)).map(|e| **e.shared()), Some(7));
+        assert_eq!(map.remove("8").map(|e| **e.shared()), Some(8));
+        assert!(map.remove("8").is_none());
+        assert_eq!(map.len(), 4999);
+        assert_eq!(map.bytes(), (0..5000).sum::<usize>() - 7 + 70 - 8);
+        // The earlier map is untouched (copy on write).
+        assert_eq!(before.get("7").map(|e| **e.shared()), Some(7));
+        assert_eq!(before.get("8").map(|e| **e.shared()), Some(8));
+        assert_eq!(before.len(), 5000);
+        assert_eq!(map.iter().count(), 4999);
+        assert_eq!(before.iter().count(), 5000);
+    }
+
+    #[test]
+    fn random_upserts_and_removes_match_a_hash_map() {
+        use rand::{Rng, SeedableRng};
+        let seed = rand::random::<u64>();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut map = Map::new();
+        let mut model = std::collections::HashMap::new();
+        let mut kept = Vec::new();
+        for step in 0..40_000u32 {
+            let key = rng.random_range(0..3_000u32).to_string();
+            if rng.random_bool(0.3) {
+                let removed = map.remove(&key).map(|e| **e.shared());
+                assert_eq!(removed, model.remove(&key), "seed {seed}, step {step}");
+            } else {
+                let replaced = map.upsert(entry(&key, step)).map(|e| **e.shared());
+                assert_eq!(replaced, model.insert(key.clone(), step), "seed {seed}");
+            }
+            assert_eq!(
+                map.get(&key).map(|e| (**e.shared(), e.size())),
+                model.get(&key).map(|&value| (value, value as usize))
+            );
+            if step % 5_000 == 0 {
+                kept.push((map.clone(), model.clone()));
+            }
+        }
+        kept.push((map, model));
+        // Every earlier map still holds exactly its state (copy on write), each entry with its
+        // own size (a copied leaf keeps every entry in its bucket).
+        for (map, model) in kept {
+            assert_eq!(map.len(), model.len(), "seed {seed}");
+            assert_eq!(
+                map.bytes(),
+                model.values().map(|&v| v as usize).sum::<usize>()
+            );
+            let mut entries: Vec<(String, u32)> = map
+                .iter()
+                .map(|e| {
+                    assert_eq!(e.size(), **e.shared() as usize, "seed {seed}");
+                    (e.key().to_owned(), **e.shared())
+                })
+                .collect();
+            entries.sort();
+            let mut expected: Vec<(String, u32)> = model.into_iter().collect();
+            expected.sort();
+            assert_eq!(entries, expected, "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn expiries_and_sizes_travel_with_their_entries() {
+        let timed = |key: &str, value: u32, at: Option<u64>| {
+            Entry::new(
+                key.into(),
+                value,
+                Revision(1),
+                at.map(StoreTime),
+                value as usize,
+            )
+        };
+        let mut map = Map::from_entries(
+            (0..3000u32)
+                .map(|i| timed(&i.to_string(), i, None))
+                .collect(),
+        );
+        assert!(map.base.extra.is_empty(), "no expiry, no expiry array");
+        map.upsert(timed("7", 70, Some(0)));
+        map.upsert(timed("new", 5, Some(u64::MAX - 1)));
+        map.upsert(timed("8", 80, Some(100)));
+        assert_eq!(map.expiring(), 3);
+        fn slot<'a>(map: &'a Map<u32>, key: &str) -> Slot<'a, u32> {
+            map.get(key).expect(key)
+        }
+        assert_eq!(slot(&map, "7").expires_at(), Some(StoreTime(0)));
+        assert!(!slot(&map, "7").is_live(StoreTime(0)));
+        assert_eq!(
+            slot(&map, "new").expires_at(),
+            Some(StoreTime(u64::MAX - 1))
+        );
+        assert!(slot(&map, "new").is_live(StoreTime(u64::MAX - 2)));
+        assert!(slot(&map, "8").is_live(StoreTime(99)) && !slot(&map, "8").is_live(StoreTime(100)));
+        assert_eq!(slot(&map, "8").size(), 80);
+        assert_eq!(slot(&map, "9").expires_at(), None);
+        assert!(slot(&map, "9").is_live(StoreTime(u64::MAX)));
+        // Replacing drops the expiry; the old entry comes back with its own.
+        let old = map.upsert(timed("8", 81, None)).expect("present");
+        assert_eq!((old.expires_at(), old.size()), (Some(StoreTime(100)), 80));
+        assert_eq!(
+            (slot(&map, "8").expires_at(), slot(&map, "8").size()),
+            (None, 81)
+        );
+        let removed = map.remove("7").expect("present");
+        assert_eq!(removed.expires_at(), Some(StoreTime(0)));
+        assert_eq!(map.expiring(), 1);
+        let total: usize = (0..3000).sum::<usize>() - 7 - 8 + 81 + 5;
+        assert_eq!(map.bytes(), total);
+        // Every entry keeps its expiry and size through a merge and a copy out.
+        assert_eq!(map.changed.len() + map.removed.len(), 3);
+        map.merge();
+        assert!(!map.base.extra.is_empty());
+        assert_eq!(map.bytes(), total);
+        assert_eq!(
+            slot(&map, "new").expires_at(),
+            Some(StoreTime(u64::MAX - 1))
+        );
+        assert_eq!(slot(&map, "new").to_entry().size(), 5);
+        assert_eq!(map.iter().filter_map(Slot::expires_at).count(), 1);
+    }
+
+    /// Every entry as (key, value, size), sorted.
+    fn contents(map: &Map<u32>) -> Vec<(String, u32, usize)> {
+        let mut entries: Vec<_> = map
+            .iter()
+            .map(|e| (e.key().to_owned(), **e.shared(), e.size()))
+            .collect();
+        entries.sort();
+        entries
+    }
+
+    #[test]
+    fn a_merge_caught_up_holds_exactly_the_later_entries() {
+        use rand::{Rng, SeedableRng};
+        let seed = rand::random::<u64>();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut step = 0u32;
+        // Changes, removals and new keys, over keys of the base and beyond it.
+        let mut change = |map: &mut Map<u32>| {
+            step += 1;
+            let key = rng.random_range(0..50_000u32).to_string();
+            if rng.random_bool(0.3) {
+                map.remove(&key);
+            } else {
+                map.upsert(entry(&key, step));
+            }
+        };
+        let base = (0..40_000u32).map(|i| entry(&i.to_string(), i)).collect();
+        let mut map = Map::from_entries(base);
+        // 300 changes after the merge began leave the overlay's tree in shape; 1,500 grow it
+        // past one leaf, so it is rebuilt and every key of both trees is replayed.
+        for later in [300, 1_500] {
+            (0..200).for_each(|_| change(&mut map));
+            // Keys only the overlay holds, removed after the merge began: the merged base has
+            // them, the later map does not.
+            for i in 0..50 {
+                map.upsert(entry(&format!("new-{later}-{i}"), i));
+            }
+            let from = map.clone();
+            let before = contents(&from);
+            let merged = from.merged();
+            assert_eq!(merged.overlay_len(), 0);
+            assert_eq!(contents(&merged), before, "seed {seed}");
+            (0..later).for_each(|_| change(&mut map));
+            for i in 0..25 {
+                assert!(map.remove(&format!("new-{later}-{i}")).is_some());
+            }
+            let caught = map.caught_up(&from, merged).expect("the same base");
+            assert_eq!(contents(&caught), contents(&map), "seed {seed}");
+            assert_eq!(
+                (caught.len(), caught.bytes()),
+                (map.len(), map.bytes()),
+                "seed {seed}"
+            );
+            assert!(
+                caught.overlay_len() <= later + 25,
+                "only the later changes are replayed"
+            );
+            assert_eq!(contents(&from), before, "the earlier map is untouched");
+            map = caught;
+        }
+        // A map whose base a full load replaced is not caught up.
+        let from = map.clone();
+        let reloaded = Map::from_entries(map.iter().map(Slot::to_entry).collect());
+        assert!(reloaded.caught_up(&from, from.merged()).is_none());
+    }
+}
