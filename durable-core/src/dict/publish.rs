@@ -423,6 +423,13 @@ where
     }
 }
 
+/// How many times a merge catches up with later states before it takes the publish lock.
+const CATCH_UP_ROUNDS: usize = 4;
+
+/// How long a merge waits for syncs and readers to let go of the states on the old base, so
+/// that it frees the old base itself.
+const RELEASE_WAIT: Duration = Duration::from_secs(1);
+
 impl<V, E> Inner<V, E>
 where
     V: Send + Sync + 'static,
@@ -461,11 +468,24 @@ where
     /// One merge (blocking): see [`merge_in_background`](Self::merge_in_background).
     fn merge(&self) {
         let from = self.state.load_full();
-        let merged = from.map.merged();
+        let mut merged = from.map.merged();
+        // Catch up with the states published meanwhile outside the lock first, a few times,
+        // so that the lock is held only for the changes of the last round.
+        let mut at = from.clone();
+        for _ in 0..CATCH_UP_ROUNDS {
+            let now = self.state.load_full();
+            if Arc::ptr_eq(&now, &at) {
+                break;
+            }
+            let Some(caught) = now.map.caught_up(&at.map, merged) else {
+                return;
+            };
+            (merged, at) = (caught, now);
+        }
         let replaced = {
             let _guard = self.publish.lock();
             let current = self.state.load();
-            current.map.caught_up(&from.map, merged).map(|map| {
+            current.map.caught_up(&at.map, merged).map(|map| {
                 let mut next = current.successor();
                 next.map = map;
                 self.state.swap(Arc::new(next))
@@ -476,9 +496,16 @@ where
             entries = from.map.len(),
             "snapshot overlay merged"
         );
-        // The replaced states and the old base, if nothing else holds them, are freed here
-        // rather than by the next sync.
-        drop((from, replaced));
+        drop(at);
+        // Free the old base here, not wherever the last state holding it is let go of (a sync
+        // or a reader would pay for a million reference counts): wait a while for the others.
+        drop(replaced);
+        let deadline = Instant::now() + RELEASE_WAIT;
+        while !(Arc::strong_count(&from) == 1 && from.map.holds_base_alone())
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 }
 

@@ -5,12 +5,16 @@
 //! A snapshot is one base and one overlay. A lookup hashes the key once, asks the overlay (no
 //! work while it is empty, a few cache lines it keeps warm otherwise), then probes the base: one
 //! table, read as a `HashMap` is. Publishing the next snapshot after a change of k keys copies,
-//! for each key, its path in the overlay, so a delta costs O(k log k) in the overlay's size and
-//! nothing in the base's; a reader holding the old snapshot keeps seeing exactly the old state.
+//! for each key, its path in the overlay (and probes the base once for the entry it replaces),
+//! so a delta costs O(k log m) for an overlay of m entries, independent of the base's size; a
+//! reader holding the old snapshot keeps seeing exactly the old state.
 //!
-//! Once the overlay holds a sixteenth of the base's entries, the next change merges it: a copy
-//! of the base's table with the overlay applied becomes the new base. That is O(n), once per
-//! n/16 changed keys, so about sixteen entries' work per change, amortised.
+//! Once the overlay holds a sixteenth of the base's entries, the handle merges it on a blocking
+//! thread: a copy of the base's table with the overlay applied becomes the new base, and the
+//! changes published meanwhile are replayed onto it ([`Map::merged`], [`Map::caught_up`]). That
+//! is O(n) once per n/16 changed keys, about sixteen entries' work per change, off the sync
+//! path. Should merges fall behind, a change merges in place once the overlay is four times
+//! that size.
 //!
 //! Each entry is one shared allocation (key, value, revision: 64 bytes for a `Vec<u8>` value);
 //! tables hold pointers to them. An entry's encoded size (two bytes) and expiry, which only the
@@ -255,6 +259,11 @@ impl<V> Map<V> {
         }
     }
 
+    /// True if no other map shares this one's base.
+    pub(crate) fn holds_base_alone(&self) -> bool {
+        Arc::strong_count(&self.base) == 1
+    }
+
     /// The same entries with the overlay folded into a copy of the base: O(n), for a background
     /// thread. Bring the result up to a later map of the same lineage with
     /// [`Map::caught_up`].
@@ -273,8 +282,10 @@ impl<V> Map<V> {
             return None;
         }
         let mut keys = Vec::new();
-        self.changed.touched_since(&from.changed, &mut keys);
-        self.removed.touched_since(&from.removed, &mut keys);
+        self.changed
+            .touched_since(&from.changed, &self.hasher, &mut keys);
+        self.removed
+            .touched_since(&from.removed, &self.hasher, &mut keys);
         for key in keys {
             match (self.get(&key), merged.get(&key)) {
                 (Some(now), Some(was)) if Shared::ptr_eq(now.shared(), was.shared()) => {}

@@ -231,36 +231,39 @@ impl<V> Tree<V> {
         Some(self.leaf_mut(hash).remove(bucket))
     }
 
-    /// Adds to `keys` every key whose entry may differ between `older` and `self`, an earlier
-    /// state of this tree: the keys of each leaf that is not shared by both (every key of both,
-    /// if the tree was rebuilt in between).
-    pub(super) fn touched_since(&self, older: &Tree<V>, keys: &mut Vec<Key>) {
+    /// Adds to `keys` every key whose entry differs between `older` and `self`, an earlier
+    /// state of this tree. Compares only the leaves the two do not share, entry by entry (every
+    /// key of both, if the tree was rebuilt in between).
+    pub(super) fn touched_since(&self, older: &Tree<V>, hasher: &RandomState, keys: &mut Vec<Key>) {
+        let key = |slot: Slot<'_, V>| slot.shared().smol_key().clone();
         if (self.leaf_mask, self.root_shift) != (older.leaf_mask, older.root_shift) {
-            keys.extend(
-                self.iter()
-                    .chain(older.iter())
-                    .map(|slot| slot.shared().smol_key().clone()),
-            );
+            keys.extend(self.iter().chain(older.iter()).map(key));
             return;
         }
-        fn walk<V>(new: &Node<V>, old: &Node<V>, keys: &mut Vec<Key>) {
-            match (new, old) {
+        // The keys of `new` whose entry `old` does not hold.
+        let missing = |new: &Leaf<V>, old: &Leaf<V>, keys: &mut Vec<Key>| {
+            for slot in new.slots() {
+                let same = old
+                    .get(hasher.hash_one(slot.key()), slot.key())
+                    .is_some_and(|was| Shared::ptr_eq(was.shared(), slot.shared()));
+                if !same {
+                    keys.push(key(slot));
+                }
+            }
+        };
+        let mut stack = vec![(&self.root, &older.root)];
+        while let Some(pair) = stack.pop() {
+            match pair {
                 (Node::Inner(new), Node::Inner(old)) if !Arc::ptr_eq(new, old) => {
-                    new.iter()
-                        .zip(old.iter())
-                        .for_each(|(new, old)| walk(new, old, keys));
+                    stack.extend(new.iter().zip(old.iter()));
                 }
                 (Node::Leaf(new), Node::Leaf(old)) if !Arc::ptr_eq(new, old) => {
-                    keys.extend(
-                        new.slots()
-                            .chain(old.slots())
-                            .map(|slot| slot.shared().smol_key().clone()),
-                    );
+                    missing(new, old, keys);
+                    missing(old, new, keys);
                 }
                 _ => {}
             }
         }
-        walk(&self.root, &older.root, keys);
     }
 
     pub(super) fn iter(&self) -> Iter<'_, V> {
