@@ -447,26 +447,37 @@ where
         if self.merging.swap(true, Ordering::SeqCst) {
             return;
         }
-        let Some(inner) = self.this.upgrade() else {
-            self.merging.store(false, Ordering::SeqCst);
-            return;
-        };
+        let this = self.this.clone();
         runtime.spawn_blocking(move || {
-            loop {
-                inner.merge();
+            // A dropped handle stops merging (its tables are freed with it).
+            while let Some(inner) = this.upgrade() {
+                let old = inner.merge();
                 inner.merging.store(false, Ordering::SeqCst);
                 // Writes published during the merge may have made the next one due, and saw
                 // this one running.
-                if !inner.state.load().map.merge_due() || inner.merging.swap(true, Ordering::SeqCst)
+                let again = inner.state.load().map.merge_due()
+                    && !inner.merging.swap(true, Ordering::SeqCst);
+                drop(inner);
+                // Free the old base here, not wherever the last state holding it is let go of
+                // (a sync or a reader would pay for a million reference counts): wait a while
+                // for the others.
+                let deadline = Instant::now() + RELEASE_WAIT;
+                while !(Arc::strong_count(&old) == 1 && old.map.holds_base_alone())
+                    && this.strong_count() > 0
+                    && Instant::now() < deadline
                 {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                if !again {
                     break;
                 }
             }
         });
     }
 
-    /// One merge (blocking): see [`merge_in_background`](Self::merge_in_background).
-    fn merge(&self) {
+    /// One merge (blocking): see [`merge_in_background`](Self::merge_in_background). Returns
+    /// the state it merged from, which holds the old base.
+    fn merge(&self) -> Arc<State<V>> {
         let from = self.state.load_full();
         let mut merged = from.map.merged();
         // Catch up with the states published meanwhile outside the lock first, a few times,
@@ -478,7 +489,7 @@ where
                 break;
             }
             let Some(caught) = now.map.caught_up(&at.map, merged) else {
-                return;
+                return from;
             };
             (merged, at) = (caught, now);
         }
@@ -496,16 +507,7 @@ where
             entries = from.map.len(),
             "snapshot overlay merged"
         );
-        drop(at);
-        // Free the old base here, not wherever the last state holding it is let go of (a sync
-        // or a reader would pay for a million reference counts): wait a while for the others.
-        drop(replaced);
-        let deadline = Instant::now() + RELEASE_WAIT;
-        while !(Arc::strong_count(&from) == 1 && from.map.holds_base_alone())
-            && Instant::now() < deadline
-        {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        from
     }
 }
 

@@ -302,6 +302,20 @@ where
     Ok(rows.len())
 }
 
+/// Waits (up to 10 s) until the heap holds still for 200 ms: background work of dropped handles
+/// has ended.
+async fn settle() {
+    let mut last = crate::ALLOCATOR.allocated();
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = crate::ALLOCATOR.allocated();
+        if now == last {
+            return;
+        }
+        last = now;
+    }
+}
+
 fn ratio(slow: f64, fast: f64) -> String {
     if fast > 0.0 {
         format!("{:.1}x", slow / fast)
@@ -451,7 +465,10 @@ impl Bench<'_> {
         ];
         for (n, (label, value)) in kinds.into_iter().enumerate() {
             let name = self.name(&format!("memory{n}"));
-            let writer = self.populate_with(&name, size, value).await?;
+            // The writer's last merge of its snapshot's overlay (on a blocking thread) would
+            // run during the measured open: drop it and wait for the heap to settle.
+            drop(self.populate_with(&name, size, value).await?);
+            settle().await;
             let payload: usize = (0..size)
                 .map(|i| format!("key{i}").len() + value(i).len())
                 .sum();
@@ -511,7 +528,6 @@ impl Bench<'_> {
                        "resident_bytes": resident, "payload_bytes": payload,
                        "heap_peak_ratio": heap_peak_ratio, "peak_ratio": peak_ratio}),
             );
-            drop(writer);
             self.clear(&name).await;
         }
         Ok(())
