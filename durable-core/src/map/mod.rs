@@ -339,21 +339,22 @@ impl<V> Map<V> {
     }
 }
 
+/// A test entry whose revision and size are its value.
+#[cfg(test)]
+fn entry(key: &str, value: u32) -> Entry<u32> {
+    Entry::new(
+        key.into(),
+        value,
+        crate::types::Revision(u64::from(value)),
+        None,
+        value as usize,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::types::Revision;
-
-    /// An entry whose size is its value.
-    fn entry(key: &str, value: u32) -> Entry<u32> {
-        Entry::new(
-            key.into(),
-            value,
-            Revision(u64::from(value)),
-            None,
-            value as usize,
-        )
-    }
 
     #[test]
     fn upsert_remove_and_growth_keep_every_entry() {

@@ -327,19 +327,8 @@ fn warm(items: impl Iterator<Item = usize>) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::entry;
     use super::*;
-    use crate::types::Revision;
-
-    /// An entry whose size is its value.
-    fn entry(key: &str, value: u32) -> Entry<u32> {
-        Entry::new(
-            key.into(),
-            value,
-            Revision(u64::from(value)),
-            None,
-            value as usize,
-        )
-    }
 
     /// Every leaf and inner node, depth first.
     fn nodes<V>(node: &Node<V>, out: &mut Vec<*const ()>) {

@@ -302,6 +302,25 @@ where
     Ok(rows.len())
 }
 
+/// Writes `changes` with `writer` (one batch where the store takes batches), then times a sync of
+/// `handle`.
+async fn write_then_sync(
+    writer: &Dict<u64>,
+    handle: &Dict<u64>,
+    changes: impl Iterator<Item = (String, u64)>,
+) -> Result<Duration, String> {
+    if writer.capabilities().batch {
+        writer.insert_many(changes).await.map_err(err)?;
+    } else {
+        for (key, value) in changes {
+            writer.insert(&key, value).await.map_err(err)?;
+        }
+    }
+    let start = Instant::now();
+    handle.sync().await.map_err(err)?;
+    Ok(start.elapsed())
+}
+
 /// Waits (up to 10 s) until the heap holds still for 200 ms: background work of dropped handles
 /// has ended.
 async fn settle() {
@@ -795,16 +814,7 @@ impl Bench<'_> {
                     for round in 0..repeats {
                         let changes = (0..k)
                             .map(|i| (format!("key{}", (i * 7919 + round) % size), round as u64));
-                        if writer.capabilities().batch {
-                            writer.insert_many(changes).await.map_err(err)?;
-                        } else {
-                            for (key, value) in changes {
-                                writer.insert(&key, value).await.map_err(err)?;
-                            }
-                        }
-                        let start = Instant::now();
-                        handle.sync().await.map_err(err)?;
-                        times.push(start.elapsed());
+                        times.push(write_then_sync(&writer, handle, changes).await?);
                     }
                 }
                 let (d, f) = (median(delta_times), median(full_times));
@@ -852,16 +862,7 @@ impl Bench<'_> {
         let mut times = Vec::with_capacity(rounds);
         for round in 0..rounds {
             let changes = (0..K).map(|i| (format!("key{}", (round * K + i) % size), round as u64));
-            if writer.capabilities().batch {
-                writer.insert_many(changes).await.map_err(err)?;
-            } else {
-                for (key, value) in changes {
-                    writer.insert(&key, value).await.map_err(err)?;
-                }
-            }
-            let start = Instant::now();
-            handle.sync().await.map_err(err)?;
-            times.push(start.elapsed());
+            times.push(write_then_sync(writer, handle, changes).await?);
         }
         let mean = times.iter().sum::<Duration>() / rounds as u32;
         let max = times.iter().max().copied().unwrap_or_default();
