@@ -45,6 +45,9 @@ pub(crate) struct Map<V> {
     /// The base entries removed since the last merge (their keys no longer answer). A key is
     /// never in both `changed` and `removed`.
     removed: Tree<V>,
+    /// A bit per hash of the keys in `changed` and `removed` (about eight bits per key; empty
+    /// while the overlay is): a lookup whose bit is clear skips the overlay's trees.
+    filter: Arc<[u64]>,
     len: usize,
     bytes: usize,
     /// How many entries have an expiry.
@@ -60,6 +63,7 @@ impl<V> Clone for Map<V> {
             base: self.base.clone(),
             changed: self.changed.clone(),
             removed: self.removed.clone(),
+            filter: self.filter.clone(),
             len: self.len,
             bytes: self.bytes,
             expiring: self.expiring,
@@ -77,6 +81,33 @@ const MERGE_MIN: usize = 64;
 /// A change merges on the writer's path once the overlay holds this many times the size at
 /// which a merge is due.
 const BACKSTOP: usize = 4;
+
+/// Filter bits per overlay key: a lookup of a key the overlay lacks probes its trees about one
+/// time in nine.
+const FILTER_BITS_PER_KEY: usize = 8;
+/// The smallest filter, in 64-bit words.
+const FILTER_MIN_WORDS: usize = 16;
+
+/// The filter's bit for `hash` (bits the base table and the tree index use least).
+#[inline]
+fn filter_bit(words: usize, hash: u64) -> (usize, u64) {
+    let bit = (hash >> 7) as usize & (words * 64 - 1);
+    (bit / 64, 1 << (bit % 64))
+}
+
+#[inline]
+fn filter_has(filter: &[u64], hash: u64) -> bool {
+    if filter.is_empty() {
+        return false;
+    }
+    let (word, mask) = filter_bit(filter.len(), hash);
+    filter[word] & mask != 0
+}
+
+fn filter_set(filter: &mut [u64], hash: u64) {
+    let (word, mask) = filter_bit(filter.len(), hash);
+    filter[word] |= mask;
+}
 
 /// Where a key's current entry is.
 enum Found<'a, V> {
@@ -102,6 +133,7 @@ impl<V> Map<V> {
             base: Arc::default(),
             changed: Tree::default(),
             removed: Tree::default(),
+            filter: Arc::new([]),
             len: 0,
             bytes: 0,
             expiring: 0,
@@ -166,15 +198,30 @@ impl<V> Map<V> {
     /// What the overlay says of `key`, which hashes to `hash`.
     #[inline]
     fn overlay(&self, hash: u64, key: &str) -> Found<'_, V> {
-        if !self.changed.is_empty()
-            && let Some(slot) = self.changed.get(hash, key)
-        {
+        if !filter_has(&self.filter, hash) {
+            return Found::Base;
+        }
+        if let Some(slot) = self.changed.get(hash, key) {
             return Found::Changed(slot);
         }
-        if !self.removed.is_empty() && self.removed.get(hash, key).is_some() {
+        if self.removed.get(hash, key).is_some() {
             return Found::Removed;
         }
         Found::Base
+    }
+
+    /// Sets `hash`'s bit in the filter, first making it larger if the overlay has outgrown it.
+    fn mark(&mut self, hash: u64) {
+        let words = (self.overlay_len() * FILTER_BITS_PER_KEY / 64).next_power_of_two();
+        if self.filter.len() < words {
+            let mut filter = vec![0u64; words.max(FILTER_MIN_WORDS)];
+            let keys = self.changed.iter().chain(self.removed.iter());
+            for slot in keys {
+                filter_set(&mut filter, self.hasher.hash_one(slot.key()));
+            }
+            self.filter = filter.into();
+        }
+        filter_set(Arc::make_mut(&mut self.filter), hash);
     }
 
     /// The entry of `key` if it is live at `now`: the read path.
@@ -217,6 +264,7 @@ impl<V> Map<V> {
             Some(old) => self.removed(old),
             None => self.len += 1,
         }
+        self.mark(hash);
         self.merge_if_due();
         old
     }
@@ -229,6 +277,7 @@ impl<V> Map<V> {
         // Hide the base's entry (if the key has one, it is not in `removed`: it was live).
         if let Some(base) = self.base.get(hash, key) {
             self.removed.upsert(&self.hasher, hash, base.to_entry());
+            self.mark(hash);
         }
         self.len -= 1;
         self.removed(&old);
@@ -322,6 +371,7 @@ impl<V> Map<V> {
         self.base = Arc::new(base);
         self.changed = Tree::default();
         self.removed = Tree::default();
+        self.filter = Arc::new([]);
     }
 
     /// Every entry: the overlay's, then the base's that the overlay does not replace or remove.
