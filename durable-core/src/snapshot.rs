@@ -107,7 +107,7 @@ impl<V> State<V> {
         state
     }
 
-    /// A copy to modify and publish: shares every shard with `self`.
+    /// A copy to modify and publish: shares the map's base and overlay with `self`.
     pub(crate) fn successor(&self) -> Self {
         State {
             map: self.map.clone(),
