@@ -458,6 +458,9 @@ where
                 let again = inner.state.load().map.merge_due()
                     && !inner.merging.swap(true, Ordering::SeqCst);
                 drop(inner);
+                if again {
+                    continue;
+                }
                 // Free the old base here, not wherever the last state holding it is let go of
                 // (a sync or a reader would pay for a million reference counts): wait a while
                 // for the others.
@@ -468,9 +471,7 @@ where
                 {
                     std::thread::sleep(Duration::from_millis(1));
                 }
-                if !again {
-                    break;
-                }
+                break;
             }
         });
     }
