@@ -265,23 +265,27 @@ impl<V> Map<V> {
             None => self.len += 1,
         }
         self.mark(hash);
-        self.merge_if_due();
+        self.backstop_merge();
         old
     }
 
     /// Removes an entry, returning it. Changes nothing if the key is absent.
     pub(crate) fn remove(&mut self, key: &str) -> Option<Entry<V>> {
         let hash = self.hasher.hash_one(key);
-        let old = self.get_hashed(hash, key)?.to_entry();
-        self.changed.remove(hash, key);
-        // Hide the base's entry (if the key has one, it is not in `removed`: it was live).
-        if let Some(base) = self.base.get(hash, key) {
-            self.removed.upsert(&self.hasher, hash, base.to_entry());
+        let changed = self.changed.remove(hash, key);
+        if changed.is_none() && !self.removed.is_empty() && self.removed.get(hash, key).is_some() {
+            return None;
+        }
+        // The base's entry, if any, is live (not in `removed`): hide it.
+        let base = self.base.get(hash, key).map(Slot::to_entry);
+        let old = changed.or_else(|| base.clone())?;
+        if let Some(base) = base {
+            self.removed.upsert(&self.hasher, hash, base);
             self.mark(hash);
         }
         self.len -= 1;
         self.removed(&old);
-        self.merge_if_due();
+        self.backstop_merge();
         Some(old)
     }
 
@@ -302,7 +306,7 @@ impl<V> Map<V> {
     /// Merges here, on the writer's path, only if the overlay has grown to [`BACKSTOP`] times the
     /// size at which a merge is due: the handle merges in the background (see
     /// [`Map::merged`]), and this bounds the overlay when that falls behind or cannot run.
-    fn merge_if_due(&mut self) {
+    fn backstop_merge(&mut self) {
         if self.overlay_len() > BACKSTOP * self.merge_at() {
             self.merge();
         }
