@@ -212,9 +212,19 @@ async fn restart_from_an_older_snapshot_is_followed() {
             started.elapsed().as_secs_f64()
         );
     };
-    let report = Workload::default()
-        .run(writers, readers, fault, Duration::from_secs(2), connect)
-        .await;
+    // 16 keys per writer task, 128 in all: each handle's snapshot passes 64 changed keys and merges its overlay in the
+    // background while the store restarts.
+    let watched = readers[0].clone();
+    let report = Workload {
+        keys_per_writer: 16,
+        ..Workload::default()
+    }
+    .run(writers, readers, fault, Duration::from_secs(2), connect)
+    .await;
+    assert!(
+        watched.stats().merges > 0,
+        "no snapshot merge during the run"
+    );
     let (Some(before), Some(after)) = tokens else {
         unreachable!("the fault ran")
     };

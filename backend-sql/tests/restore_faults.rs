@@ -62,9 +62,19 @@ async fn restore_while_handles_work(kind: &'static str, url: &str) -> Report {
             copy.version
         );
     };
-    let report = Workload::default()
-        .run(writers, readers, fault, Duration::from_secs(1), handle)
-        .await;
+    // 16 keys per writer task, 128 in all: each handle's snapshot passes 64 changed keys and
+    // merges its overlay in the background while the rows are put back.
+    let watched = readers[0].clone();
+    let report = Workload {
+        keys_per_writer: 16,
+        ..Workload::default()
+    }
+    .run(writers, readers, fault, Duration::from_secs(1), handle)
+    .await;
+    assert!(
+        watched.stats().merges > 0,
+        "{kind}: no snapshot merge during the run"
+    );
     admin.drop_tables().await;
     eprintln!("{kind}: {report:?}");
     report

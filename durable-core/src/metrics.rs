@@ -24,6 +24,7 @@ mod enabled {
         deltas: Counter,
         reloads: Counter,
         regressions: Counter,
+        merges: Counter,
         coalesced: Counter,
         hint_skips: Counter,
         writes: Counter,
@@ -51,6 +52,7 @@ mod enabled {
                 deltas: counter("durable_deltas_total"),
                 reloads: counter("durable_reloads_total"),
                 regressions: counter("durable_regressions_total"),
+                merges: counter("durable_merges_total"),
                 coalesced: counter("durable_coalesced_total"),
                 hint_skips: counter("durable_hint_skips_total"),
                 writes: counter("durable_writes_total"),
@@ -73,6 +75,7 @@ mod enabled {
             self.deltas.absolute(stats.deltas);
             self.reloads.absolute(stats.reloads);
             self.regressions.absolute(stats.regressions);
+            self.merges.absolute(stats.merges);
             self.coalesced.absolute(stats.coalesced);
             self.hint_skips.absolute(stats.hint_skips);
             self.writes.absolute(stats.writes);

@@ -55,6 +55,9 @@ pub struct Stats {
     /// Checks that found the store behind a state this handle had seen it at (put back to an
     /// earlier state by a restore or a failover that lost writes); the handle followed the store.
     pub regressions: u64,
+    /// Merges of the snapshot's overlay of recent changes into its base table, done in the
+    /// background once the overlay holds a sixteenth of the entries.
+    pub merges: u64,
     /// `sync()` calls answered by a check another caller started after them (no extra round trip).
     pub coalesced: u64,
     /// `sync()` calls answered without a round trip because push hints said nothing changed.
@@ -128,6 +131,7 @@ pub(crate) struct Counters {
     pub(crate) reloads: AtomicU64,
     pub(crate) deltas: AtomicU64,
     pub(crate) regressions: AtomicU64,
+    pub(crate) merges: AtomicU64,
     pub(crate) coalesced: AtomicU64,
     pub(crate) hint_skips: AtomicU64,
     pub(crate) hints: AtomicU64,
@@ -171,6 +175,7 @@ impl Counters {
             reloads: get(&self.reloads),
             deltas: get(&self.deltas),
             regressions: get(&self.regressions),
+            merges: get(&self.merges),
             coalesced: get(&self.coalesced),
             hint_skips: get(&self.hint_skips),
             hints: get(&self.hints),

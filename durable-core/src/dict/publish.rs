@@ -335,6 +335,16 @@ where
         }
     }
 
+    /// Stores a state with new contents (under the publish lock), then starts a merge of its
+    /// overlay if one is due.
+    fn store(&self, state: Arc<State<V>>) {
+        let merge = state.map.merge_due();
+        self.state.store(state);
+        if merge {
+            self.merge_in_background();
+        }
+    }
+
     /// Publishes the result of a sync (see [`synced`]). A state over the options' limits is
     /// refused and the last good snapshot kept.
     pub(super) fn publish_sync(
@@ -367,12 +377,8 @@ where
             )));
         }
         next.confirm(Instant::now());
-        let merge = next.map.merge_due();
-        self.state.store(Arc::new(next));
+        self.store(Arc::new(next));
         self.send(outcome.events);
-        if merge {
-            self.merge_in_background();
-        }
         Ok(())
     }
 
@@ -409,12 +415,8 @@ where
                 Local::Already => return None,
                 Local::Ask(writes) => return Some(writes),
                 Local::Publish { state, events } => {
-                    let merge = state.map.merge_due();
-                    self.state.store(state);
+                    self.store(state);
                     self.send(events);
-                    if merge {
-                        self.merge_in_background();
-                    }
                 }
             }
         }
@@ -503,6 +505,9 @@ where
                 self.state.swap(Arc::new(next))
             })
         };
+        if replaced.is_some() {
+            bump(&self.counters.merges);
+        }
         debug!(
             merged = replaced.is_some(),
             entries = from.map.len(),
@@ -815,6 +820,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
             waited += 1;
         }
+        assert!(dict.stats().merges > 0);
         assert_eq!(contents(&dict.snapshot()), expected);
         assert_eq!(dict.snapshot().len(), 2000);
         assert_eq!(
