@@ -193,6 +193,7 @@ pub(super) fn synced<V>(
             bad,
         } => {
             let mut next = current.successor();
+            next.map.expect_changes(removals.len() + upserts.len());
             for key in removals {
                 next.clear_bad(&key);
                 events.apply(&mut next.map, &key, None, version);
@@ -272,6 +273,7 @@ pub(super) fn local<V>(
     }
     let mut events = Events::new(listening);
     let mut next = current.successor();
+    next.map.expect_changes(writes.len());
     let follows = version.follows(&next.version);
     for (key, entry) in writes {
         if superseded(&key) {

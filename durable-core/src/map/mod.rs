@@ -14,7 +14,9 @@
 //! changes published meanwhile are replayed onto it ([`Map::merged`], [`Map::caught_up`]). That
 //! is O(n) once per n/16 changed keys, about sixteen entries' work per change, off the sync
 //! path. Should merges fall behind, a change merges in place once the overlay is four times
-//! that size.
+//! that size. A map that holds its base alone with an empty overlay (after a merge or a load,
+//! until it is next cloned) changes the base in place, and a delta of more keys than a merge
+//! waits for merges first to get there ([`Map::expect_changes`]).
 //!
 //! Each entry is one shared allocation (key, value, revision: 64 bytes for a `Vec<u8>` value);
 //! tables hold pointers to them. An entry's encoded size (two bytes) and expiry, which only the
@@ -25,6 +27,7 @@ mod tree;
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use foldhash::fast::RandomState;
 
@@ -46,8 +49,12 @@ pub(crate) struct Map<V> {
     /// never in both `changed` and `removed`.
     removed: Tree<V>,
     /// A bit per hash of the keys in `changed` and `removed` (about eight bits per key; empty
-    /// while the overlay is): a lookup whose bit is clear skips the overlay's trees.
-    filter: Arc<[u64]>,
+    /// while the overlay is): a lookup whose bit is clear skips the overlay's trees. Every map
+    /// of one lineage shares it until the next merge or growth, and bits are only ever set, so
+    /// a change sets its bit in place instead of copying the filter. An earlier map that reads
+    /// a later map's bit probes its trees for nothing (a false positive), and never misses a
+    /// key of its own: its bits were set before it was published.
+    filter: Arc<[AtomicU64]>,
     len: usize,
     bytes: usize,
     /// How many entries have an expiry.
@@ -96,17 +103,19 @@ fn filter_bit(words: usize, hash: u64) -> (usize, u64) {
 }
 
 #[inline]
-fn filter_has(filter: &[u64], hash: u64) -> bool {
+fn filter_has(filter: &[AtomicU64], hash: u64) -> bool {
     if filter.is_empty() {
         return false;
     }
     let (word, mask) = filter_bit(filter.len(), hash);
-    filter[word] & mask != 0
+    // Relaxed: a map's own bits were set before the map was published, and publishing (or
+    // handing the map to another thread) orders them before this read.
+    filter[word].load(Ordering::Relaxed) & mask != 0
 }
 
-fn filter_set(filter: &mut [u64], hash: u64) {
+fn filter_set(filter: &[AtomicU64], hash: u64) {
     let (word, mask) = filter_bit(filter.len(), hash);
-    filter[word] |= mask;
+    filter[word].fetch_or(mask, Ordering::Relaxed);
 }
 
 /// Where a key's current entry is.
@@ -214,14 +223,16 @@ impl<V> Map<V> {
     fn mark(&mut self, hash: u64) {
         let words = (self.overlay_len() * FILTER_BITS_PER_KEY / 64).next_power_of_two();
         if self.filter.len() < words {
-            let mut filter = vec![0u64; words.max(FILTER_MIN_WORDS)];
+            let filter: Arc<[AtomicU64]> = (0..words.max(FILTER_MIN_WORDS))
+                .map(|_| AtomicU64::new(0))
+                .collect();
             let keys = self.changed.iter().chain(self.removed.iter());
             for slot in keys {
-                filter_set(&mut filter, self.hasher.hash_one(slot.key()));
+                filter_set(&filter, self.hasher.hash_one(slot.key()));
             }
-            self.filter = filter.into();
+            self.filter = filter;
         }
-        filter_set(Arc::make_mut(&mut self.filter), hash);
+        filter_set(&self.filter, hash);
     }
 
     /// The entry of `key` if it is live at `now`: the read path.
@@ -253,6 +264,14 @@ impl<V> Map<V> {
         let key = entry.key().clone();
         let hash = self.hasher.hash_one(&key);
         self.added(entry.size(), entry.expires_at());
+        if let Some((base, hasher)) = self.base_alone() {
+            let old = base.insert(hasher, hash, entry);
+            match &old {
+                Some(old) => self.removed(old),
+                None => self.len += 1,
+            }
+            return old;
+        }
         let old = match self.changed.upsert(&self.hasher, hash, entry) {
             Some(old) => Some(old),
             // The key's first change since the merge: it replaces the base's entry, unless
@@ -272,6 +291,12 @@ impl<V> Map<V> {
     /// Removes an entry, returning it. Changes nothing if the key is absent.
     pub(crate) fn remove(&mut self, key: &str) -> Option<Entry<V>> {
         let hash = self.hasher.hash_one(key);
+        if let Some((base, _)) = self.base_alone() {
+            let old = base.remove(base.find(hash, key)?);
+            self.len -= 1;
+            self.removed(&old);
+            return Some(old);
+        }
         let changed = self.changed.remove(hash, key);
         if changed.is_none() && !self.removed.is_empty() && self.removed.get(hash, key).is_some() {
             return None;
@@ -287,6 +312,26 @@ impl<V> Map<V> {
         self.removed(&old);
         self.backstop_merge();
         Some(old)
+    }
+
+    /// The base, to change in place, if the overlay is empty and no other map shares the base
+    /// (after a merge or a load, until the map is next cloned): nothing else can see it. With
+    /// the hasher, which inserting needs.
+    fn base_alone(&mut self) -> Option<(&mut Leaf<V>, &RandomState)> {
+        if self.overlay_len() > 0 {
+            return None;
+        }
+        Arc::get_mut(&mut self.base).map(|base| (base, &self.hasher))
+    }
+
+    /// Readies the map for `count` changes in a row (a large delta, a clear): if they alone
+    /// would make a merge due, merges now, so that they change a base this map holds alone, in
+    /// place. That costs O(n + count), where an overlay of that many keys would cost more per
+    /// key and be merged again in the background.
+    pub(crate) fn expect_changes(&mut self, count: usize) {
+        if count > self.merge_at() && self.base_alone().is_none() {
+            self.merge();
+        }
     }
 
     fn overlay_len(&self) -> usize {
@@ -506,6 +551,8 @@ mod tests {
                 .collect(),
         );
         assert!(map.base.extra.is_empty(), "no expiry, no expiry array");
+        // Held elsewhere, as a published snapshot's map is: changes go to the overlay.
+        let loaded = map.clone();
         map.upsert(timed("7", 70, Some(0)));
         map.upsert(timed("new", 5, Some(u64::MAX - 1)));
         map.upsert(timed("8", 80, Some(100)));
@@ -547,6 +594,54 @@ mod tests {
         );
         assert_eq!(slot(&map, "new").to_entry().size(), 5);
         assert_eq!(map.iter().filter_map(Slot::expires_at).count(), 1);
+        // The merged base is this map's alone: a change goes into it in place, with its expiry
+        // and size, and the earlier map still holds its own entry.
+        map.upsert(timed("9", 90, Some(50)));
+        assert_eq!(map.overlay_len(), 0);
+        assert_eq!(
+            (slot(&map, "9").expires_at(), slot(&map, "9").size()),
+            (Some(StoreTime(50)), 90)
+        );
+        assert_eq!(map.expiring(), 2);
+        assert_eq!(
+            map.remove("9").map(|e| e.expires_at()),
+            Some(Some(StoreTime(50)))
+        );
+        assert_eq!(map.expiring(), 1);
+        assert_eq!(slot(&loaded, "9").expires_at(), None);
+        assert_eq!(**slot(&loaded, "9").shared(), 9);
+    }
+
+    #[test]
+    fn a_change_sets_its_filter_bit_in_place_and_earlier_maps_still_miss_the_key() {
+        let mut map = Map::from_entries((0..3000u32).map(|i| entry(&i.to_string(), i)).collect());
+        let _loaded = map.clone();
+        // 300 keys in the overlay, then 100 more: a filter of 64 words either way.
+        for i in 0..300u32 {
+            map.upsert(entry(&format!("early-{i}"), i));
+        }
+        let earlier = map.clone();
+        for i in 0..50u32 {
+            map.upsert(entry(&format!("late-{i}"), i));
+            map.remove(&i.to_string());
+        }
+        assert!(
+            Arc::ptr_eq(&map.filter, &earlier.filter),
+            "a change within the filter's size shares it"
+        );
+        for i in 0..50u32 {
+            assert!(earlier.get(&format!("late-{i}")).is_none());
+            assert_eq!(earlier.get(&i.to_string()).map(|e| **e.shared()), Some(i));
+            assert!(map.get(&i.to_string()).is_none());
+        }
+        for i in 0..300u32 {
+            assert_eq!(
+                earlier.get(&format!("early-{i}")).map(|e| **e.shared()),
+                Some(i)
+            );
+        }
+        assert_eq!(earlier.iter().count(), 3300);
+        assert_eq!(map.iter().count(), 3300);
     }
 
     /// Every entry as (key, value, size), sorted.
