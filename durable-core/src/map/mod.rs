@@ -89,6 +89,11 @@ const MERGE_MIN: usize = 64;
 /// which a merge is due.
 const BACKSTOP: usize = 4;
 
+/// The overlay size above which a merge is due, for a base of `base` entries.
+fn merge_at(base: usize) -> usize {
+    MERGE_MIN.max(base / MERGE_SHARE)
+}
+
 /// Filter bits per overlay key: a lookup of a key the overlay lacks probes its trees about one
 /// time in nine.
 const FILTER_BITS_PER_KEY: usize = 8;
@@ -137,11 +142,12 @@ impl<V> Map<V> {
     pub(crate) fn from_entries(entries: Vec<Entry<V>>) -> Self {
         let hasher = RandomState::default();
         let mut base = Leaf::with_capacity(entries.len());
+        let overlay = merge_at(entries.len());
         let mut map = Map {
+            changed: Tree::with_capacity(&hasher, overlay),
+            removed: Tree::with_capacity(&hasher, overlay),
             hasher,
             base: Arc::default(),
-            changed: Tree::default(),
-            removed: Tree::default(),
             filter: Arc::new([]),
             len: 0,
             bytes: 0,
@@ -220,8 +226,12 @@ impl<V> Map<V> {
     }
 
     /// Sets `hash`'s bit in the filter, first making it larger if the overlay has outgrown it.
+    /// The first bit makes it the size for the overlay at which a merge is due, so that it grows
+    /// again only if merges fall behind (growing hashes every key of the overlay, inside some
+    /// sync).
     fn mark(&mut self, hash: u64) {
-        let words = (self.overlay_len() * FILTER_BITS_PER_KEY / 64).next_power_of_two();
+        let keys = self.overlay_len().max(self.merge_at());
+        let words = (keys * FILTER_BITS_PER_KEY / 64).next_power_of_two();
         if self.filter.len() < words {
             let filter: Arc<[AtomicU64]> = (0..words.max(FILTER_MIN_WORDS))
                 .map(|_| AtomicU64::new(0))
@@ -340,7 +350,7 @@ impl<V> Map<V> {
 
     /// The overlay size above which a merge is due.
     fn merge_at(&self) -> usize {
-        MERGE_MIN.max(self.base.len() / MERGE_SHARE)
+        merge_at(self.base.len())
     }
 
     /// True once the overlay is large enough to fold into the base (see [`Map::merged`]).
@@ -418,8 +428,10 @@ impl<V> Map<V> {
             base.insert(&self.hasher, hash, slot.to_entry());
         }
         self.base = Arc::new(base);
-        self.changed = Tree::default();
-        self.removed = Tree::default();
+        // Shaped for the overlay's size when the next merge is due, so that neither is rebuilt
+        // as it grows (a rebuild copies every entry, inside some sync).
+        self.changed = Tree::with_capacity(&self.hasher, self.merge_at());
+        self.removed = Tree::with_capacity(&self.hasher, self.merge_at());
         self.filter = Arc::new([]);
     }
 

@@ -56,17 +56,6 @@ impl<V> Clone for Tree<V> {
     }
 }
 
-impl<V> Default for Tree<V> {
-    fn default() -> Self {
-        Tree {
-            root: Node::Leaf(Arc::default()),
-            root_shift: 0,
-            leaf_mask: 0,
-            len: 0,
-        }
-    }
-}
-
 /// About this many entries per leaf: a one-key change copies a leaf, so leaves stay small.
 const LEAF_BITS: u32 = 5;
 /// The most index bits: bits 32..56 of the hash, below the seven that hashbrown keeps for its
@@ -101,9 +90,17 @@ fn digit(index: usize, shift: u32) -> usize {
 }
 
 impl<V> Tree<V> {
-    /// A tree of `entries` (a later entry of a key replaces an earlier one).
-    fn from_entries(hasher: &RandomState, entries: Vec<Entry<V>>) -> Self {
-        let bits = index_bits(entries.len());
+    /// An empty tree shaped for `capacity` entries: it grows to them without being rebuilt
+    /// (a rebuild copies every entry, in the middle of some change). Its leaves are one shared
+    /// empty leaf until written.
+    pub(super) fn with_capacity(hasher: &RandomState, capacity: usize) -> Self {
+        Self::from_entries(hasher, Vec::new(), capacity)
+    }
+
+    /// A tree of `entries` (a later entry of a key replaces an earlier one), shaped for at least
+    /// `capacity`.
+    fn from_entries(hasher: &RandomState, entries: Vec<Entry<V>>, capacity: usize) -> Self {
+        let bits = index_bits(entries.len().max(capacity));
         let count = 1usize << bits;
         let leaf_mask = count - 1;
         // Each leaf's table sized for its own entries (counted first), not for the average: a
@@ -126,23 +123,30 @@ impl<V> Tree<V> {
         // Group the leaves FANOUT at a time, level by level, up to one root (the root's unused
         // slots, when the index bits are not a multiple of FANOUT_BITS, hold empty leaves that
         // no index reaches).
+        let empty = Arc::<Leaf<V>>::default();
         let mut level: Vec<Node<V>> = leaves
             .into_iter()
-            .map(|l| Node::Leaf(Arc::new(l)))
+            .map(|l| {
+                Node::Leaf(if l.len() == 0 {
+                    empty.clone()
+                } else {
+                    Arc::new(l)
+                })
+            })
             .collect();
         while level.len() > 1 {
             let mut nodes = level.into_iter();
             let mut parents = Vec::new();
             while nodes.len() > 0 {
                 let children: [Node<V>; FANOUT] = std::array::from_fn(|_| {
-                    nodes.next().unwrap_or_else(|| Node::Leaf(Arc::default()))
+                    nodes.next().unwrap_or_else(|| Node::Leaf(empty.clone()))
                 });
                 parents.push(Node::Inner(Arc::new(children)));
             }
             level = parents;
         }
         Tree {
-            root: level.pop().unwrap_or_else(|| Node::Leaf(Arc::default())),
+            root: level.pop().unwrap_or(Node::Leaf(empty)),
             root_shift: bits.saturating_sub(1) / FANOUT_BITS * FANOUT_BITS,
             leaf_mask,
             len,
@@ -218,7 +222,7 @@ impl<V> Tree<V> {
             self.len += 1;
             if index_bits(self.len) > self.leaf_mask.count_ones() + 1 {
                 // Amortised: it takes four times the entries to get here again.
-                *self = Self::from_entries(hasher, self.iter().map(Slot::to_entry).collect());
+                *self = Self::from_entries(hasher, self.iter().map(Slot::to_entry).collect(), 0);
             }
         }
         old
@@ -351,7 +355,7 @@ mod tests {
     fn growth_keeps_every_entry() {
         let hasher = RandomState::default();
         let hash = |key: &str| hasher.hash_one(key);
-        let mut tree = Tree::default();
+        let mut tree = Tree::with_capacity(&hasher, 0);
         for i in 0..5000u32 {
             let key = i.to_string();
             assert!(tree.upsert(&hasher, hash(&key), entry(&key, i)).is_none());
@@ -369,11 +373,37 @@ mod tests {
     }
 
     #[test]
+    fn a_tree_shaped_for_its_capacity_grows_to_it_without_a_rebuild() {
+        let hasher = RandomState::default();
+        let hash = |key: &str| hasher.hash_one(key);
+        let mut tree = Tree::with_capacity(&hasher, 5000);
+        assert_eq!(tree.leaf_mask, (1 << 8) - 1);
+        let empty = all_nodes(&tree);
+        let distinct =
+            |nodes: &[*const ()]| nodes.iter().collect::<std::collections::HashSet<_>>().len();
+        // 256 leaves under a root of eight inner nodes: the leaves are one allocation.
+        assert_eq!(distinct(&empty), 1 + 8 + 1);
+        let shared = tree.clone();
+        for i in 0..5000u32 {
+            let key = i.to_string();
+            assert!(tree.upsert(&hasher, hash(&key), entry(&key, i)).is_none());
+        }
+        assert_eq!(tree.leaf_mask, (1 << 8) - 1, "not rebuilt");
+        assert_eq!((tree.len(), tree.iter().count()), (5000, 5000));
+        for i in 0..5000u32 {
+            let key = i.to_string();
+            assert_eq!(tree.get(hash(&key), &key).map(|e| **e.shared()), Some(i));
+        }
+        assert_eq!(all_nodes(&shared), empty, "the earlier tree is untouched");
+        assert_eq!(shared.iter().count(), 0);
+    }
+
+    #[test]
     fn one_change_copies_one_path() {
         let hasher = RandomState::default();
         let hash = |key: &str| hasher.hash_one(key);
         let entries = (0..100_000u32).map(|i| entry(&i.to_string(), i)).collect();
-        let tree = Tree::from_entries(&hasher, entries);
+        let tree = Tree::from_entries(&hasher, entries, 0);
         // 100k entries: 2^12 leaves under three levels of inner nodes.
         assert_eq!(tree.leaf_mask, (1 << 12) - 1);
         let before = all_nodes(&tree);
