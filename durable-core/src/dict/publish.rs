@@ -427,8 +427,11 @@ where
     }
 }
 
-/// How many times a merge catches up with later states before it takes the publish lock.
-const CATCH_UP_ROUNDS: usize = 4;
+/// A merge catches up with later states outside the publish lock until one round takes less
+/// than this (so that the changes left for the lock are the few published meanwhile)...
+const CATCH_UP_QUICK: Duration = Duration::from_millis(1);
+/// ...or for this many rounds, when writes come faster than it catches up.
+const CATCH_UP_ROUNDS: usize = 8;
 
 /// How long a merge waits for syncs and readers to let go of the states on the old base, so
 /// that it frees the old base itself.
@@ -485,18 +488,22 @@ where
     fn merge(&self) -> Arc<State<V>> {
         let from = self.state.load_full();
         let mut merged = from.map.merged();
-        // Catch up with the states published meanwhile outside the lock first, a few times,
-        // so that the lock is held only for the changes of the last round.
+        // Catch up with the states published meanwhile outside the lock first, until a round
+        // is quick, so that the lock is held only for the changes of the last one.
         let mut at = from.clone();
         for _ in 0..CATCH_UP_ROUNDS {
             let now = self.state.load_full();
             if Arc::ptr_eq(&now, &at) {
                 break;
             }
+            let round = Instant::now();
             let Some(caught) = now.map.caught_up(&at.map, merged) else {
                 return from;
             };
             (merged, at) = (caught, now);
+            if round.elapsed() < CATCH_UP_QUICK {
+                break;
+            }
         }
         let replaced = {
             let _guard = self.publish.lock();

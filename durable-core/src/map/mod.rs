@@ -97,6 +97,9 @@ fn merge_at(base: usize) -> usize {
 /// Filter bits per overlay key: a lookup of a key the overlay lacks probes its trees about one
 /// time in nine.
 const FILTER_BITS_PER_KEY: usize = 8;
+/// The filter grows once the overlay holds more keys than this many bits each (a lookup of a
+/// key the overlay lacks then probes its trees about one time in five).
+const FILTER_MIN_BITS_PER_KEY: usize = 4;
 /// The smallest filter, in 64-bit words.
 const FILTER_MIN_WORDS: usize = 16;
 
@@ -227,12 +230,12 @@ impl<V> Map<V> {
 
     /// Sets `hash`'s bit in the filter, first making it larger if the overlay has outgrown it.
     /// The first bit makes it the size for the overlay at which a merge is due, so that it grows
-    /// again only if merges fall behind (growing hashes every key of the overlay, inside some
-    /// sync).
+    /// again only if merges fall far behind, past [`FILTER_MIN_BITS_PER_KEY`] (growing hashes
+    /// every key of the overlay, inside some sync).
     fn mark(&mut self, hash: u64) {
-        let keys = self.overlay_len().max(self.merge_at());
-        let words = (keys * FILTER_BITS_PER_KEY / 64).next_power_of_two();
-        if self.filter.len() < words {
+        if self.filter.len() * 64 < self.overlay_len() * FILTER_MIN_BITS_PER_KEY {
+            let keys = self.overlay_len().max(self.merge_at());
+            let words = (keys * FILTER_BITS_PER_KEY / 64).next_power_of_two();
             let filter: Arc<[AtomicU64]> = (0..words.max(FILTER_MIN_WORDS))
                 .map(|_| AtomicU64::new(0))
                 .collect();
