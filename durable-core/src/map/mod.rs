@@ -100,6 +100,8 @@ const FILTER_BITS_PER_KEY: usize = 8;
 /// The filter grows once the overlay holds more keys than this many bits each (a lookup of a
 /// key the overlay lacks then probes its trees about one time in five).
 const FILTER_MIN_BITS_PER_KEY: usize = 4;
+/// The first filter is made for this many keys.
+const FILTER_SMALL: usize = 1024;
 /// The smallest filter, in 64-bit words.
 const FILTER_MIN_WORDS: usize = 16;
 
@@ -147,8 +149,8 @@ impl<V> Map<V> {
         let mut base = Leaf::with_capacity(entries.len());
         let overlay = merge_at(entries.len());
         let mut map = Map {
-            changed: Tree::with_capacity(&hasher, overlay),
-            removed: Tree::with_capacity(&hasher, overlay),
+            changed: Tree::with_capacity(overlay),
+            removed: Tree::with_capacity(overlay),
             hasher,
             base: Arc::default(),
             filter: Arc::new([]),
@@ -229,12 +231,15 @@ impl<V> Map<V> {
     }
 
     /// Sets `hash`'s bit in the filter, first making it larger if the overlay has outgrown it.
-    /// The first bit makes it the size for the overlay at which a merge is due, so that it grows
-    /// again only if merges fall far behind, past [`FILTER_MIN_BITS_PER_KEY`] (growing hashes
-    /// every key of the overlay, inside some sync).
+    /// It is first made for [`FILTER_SMALL`] keys (a few cache lines), then for the overlay at
+    /// which a merge is due, so that it grows again only if merges fall far behind, past
+    /// [`FILTER_MIN_BITS_PER_KEY`] (growing hashes every key of the overlay, inside some sync).
     fn mark(&mut self, hash: u64) {
         if self.filter.len() * 64 < self.overlay_len() * FILTER_MIN_BITS_PER_KEY {
-            let keys = self.overlay_len().max(self.merge_at());
+            let keys = match self.overlay_len() {
+                small @ ..=FILTER_SMALL => small.max(FILTER_SMALL),
+                large => large.max(self.merge_at()),
+            };
             let words = (keys * FILTER_BITS_PER_KEY / 64).next_power_of_two();
             let filter: Arc<[AtomicU64]> = (0..words.max(FILTER_MIN_WORDS))
                 .map(|_| AtomicU64::new(0))
@@ -433,8 +438,8 @@ impl<V> Map<V> {
         self.base = Arc::new(base);
         // Shaped for the overlay's size when the next merge is due, so that neither is rebuilt
         // as it grows (a rebuild copies every entry, inside some sync).
-        self.changed = Tree::with_capacity(&self.hasher, self.merge_at());
-        self.removed = Tree::with_capacity(&self.hasher, self.merge_at());
+        self.changed = Tree::with_capacity(self.merge_at());
+        self.removed = Tree::with_capacity(self.merge_at());
         self.filter = Arc::new([]);
     }
 

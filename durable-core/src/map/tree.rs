@@ -43,6 +43,9 @@ pub(super) struct Tree<V> {
     /// The number of leaves minus one (a mask over the index bits).
     leaf_mask: usize,
     len: usize,
+    /// The size the tree is expected to reach: once it outgrows one leaf it is rebuilt in the
+    /// shape for this many entries at once.
+    capacity: usize,
 }
 
 impl<V> Clone for Tree<V> {
@@ -52,6 +55,7 @@ impl<V> Clone for Tree<V> {
             root_shift: self.root_shift,
             leaf_mask: self.leaf_mask,
             len: self.len,
+            capacity: self.capacity,
         }
     }
 }
@@ -90,17 +94,21 @@ fn digit(index: usize, shift: u32) -> usize {
 }
 
 impl<V> Tree<V> {
-    /// An empty tree shaped for `capacity` entries: it grows to them without being rebuilt
-    /// (a rebuild copies every entry, in the middle of some change). Its leaves are one shared
-    /// empty leaf until written.
-    pub(super) fn with_capacity(hasher: &RandomState, capacity: usize) -> Self {
-        Self::from_entries(hasher, Vec::new(), capacity)
+    /// An empty tree that expects to grow to `capacity` entries. It is one leaf (a change
+    /// copies it whole, cheap while it is small) until it outgrows it, then it is rebuilt once,
+    /// in the shape for `capacity`, and grows to that without another rebuild (a rebuild copies
+    /// every entry, inside some change). Empty leaves are one shared allocation until written.
+    pub(super) fn with_capacity(capacity: usize) -> Self {
+        Self::from_entries(&RandomState::default(), Vec::new(), capacity)
     }
 
-    /// A tree of `entries` (a later entry of a key replaces an earlier one), shaped for at least
-    /// `capacity`.
+    /// A tree of `entries` (a later entry of a key replaces an earlier one), shaped for them,
+    /// or for `capacity` if they are more than one leaf.
     fn from_entries(hasher: &RandomState, entries: Vec<Entry<V>>, capacity: usize) -> Self {
-        let bits = index_bits(entries.len().max(capacity));
+        let bits = match index_bits(entries.len()) {
+            0 => 0,
+            bits => bits.max(index_bits(capacity)),
+        };
         let count = 1usize << bits;
         let leaf_mask = count - 1;
         // Each leaf's table sized for its own entries (counted first), not for the average: a
@@ -150,6 +158,7 @@ impl<V> Tree<V> {
             root_shift: bits.saturating_sub(1) / FANOUT_BITS * FANOUT_BITS,
             leaf_mask,
             len,
+            capacity,
         }
     }
 
@@ -222,7 +231,11 @@ impl<V> Tree<V> {
             self.len += 1;
             if index_bits(self.len) > self.leaf_mask.count_ones() + 1 {
                 // Amortised: it takes four times the entries to get here again.
-                *self = Self::from_entries(hasher, self.iter().map(Slot::to_entry).collect(), 0);
+                *self = Self::from_entries(
+                    hasher,
+                    self.iter().map(Slot::to_entry).collect(),
+                    self.capacity,
+                );
             }
         }
         old
@@ -355,7 +368,7 @@ mod tests {
     fn growth_keeps_every_entry() {
         let hasher = RandomState::default();
         let hash = |key: &str| hasher.hash_one(key);
-        let mut tree = Tree::with_capacity(&hasher, 0);
+        let mut tree = Tree::with_capacity(0);
         for i in 0..5000u32 {
             let key = i.to_string();
             assert!(tree.upsert(&hasher, hash(&key), entry(&key, i)).is_none());
@@ -373,29 +386,45 @@ mod tests {
     }
 
     #[test]
-    fn a_tree_shaped_for_its_capacity_grows_to_it_without_a_rebuild() {
+    fn a_tree_is_one_leaf_then_the_shape_for_its_capacity() {
         let hasher = RandomState::default();
         let hash = |key: &str| hasher.hash_one(key);
-        let mut tree = Tree::with_capacity(&hasher, 5000);
-        assert_eq!(tree.leaf_mask, (1 << 8) - 1);
-        let empty = all_nodes(&tree);
-        let distinct =
-            |nodes: &[*const ()]| nodes.iter().collect::<std::collections::HashSet<_>>().len();
-        // 256 leaves under a root of eight inner nodes: the leaves are one allocation.
-        assert_eq!(distinct(&empty), 1 + 8 + 1);
-        let shared = tree.clone();
-        for i in 0..5000u32 {
+        let mut tree = Tree::with_capacity(50_000);
+        let upsert = |tree: &mut Tree<u32>, i: u32| {
             let key = i.to_string();
             assert!(tree.upsert(&hasher, hash(&key), entry(&key, i)).is_none());
+        };
+        (0..1023).for_each(|i| upsert(&mut tree, i));
+        assert_eq!((tree.leaf_mask, all_nodes(&tree).len()), (0, 1), "one leaf");
+        let small = tree.clone();
+        upsert(&mut tree, 1023);
+        // 50k entries: 2^11 leaves, 1,024 entries in at most 1,024 of them, the rest one
+        // shared empty leaf.
+        assert_eq!(
+            tree.leaf_mask,
+            (1 << 11) - 1,
+            "rebuilt for its capacity at once"
+        );
+        fn leaves(node: &Node<u32>, out: &mut std::collections::HashSet<*const ()>) {
+            match node {
+                Node::Inner(children) => children.iter().for_each(|child| leaves(child, out)),
+                Node::Leaf(leaf) => drop(out.insert(Arc::as_ptr(leaf).cast())),
+            }
         }
-        assert_eq!(tree.leaf_mask, (1 << 8) - 1, "not rebuilt");
-        assert_eq!((tree.len(), tree.iter().count()), (5000, 5000));
-        for i in 0..5000u32 {
+        let distinct = |tree: &Tree<u32>| {
+            let mut out = std::collections::HashSet::new();
+            leaves(&tree.root, &mut out);
+            out.len()
+        };
+        assert!(distinct(&tree) <= 1024 + 1, "{} leaves", distinct(&tree));
+        (1024..20_000).for_each(|i| upsert(&mut tree, i));
+        assert_eq!(tree.leaf_mask, (1 << 11) - 1, "not rebuilt again");
+        assert_eq!((tree.len(), tree.iter().count()), (20_000, 20_000));
+        for i in 0..20_000u32 {
             let key = i.to_string();
             assert_eq!(tree.get(hash(&key), &key).map(|e| **e.shared()), Some(i));
         }
-        assert_eq!(all_nodes(&shared), empty, "the earlier tree is untouched");
-        assert_eq!(shared.iter().count(), 0);
+        assert_eq!(small.iter().count(), 1023, "the earlier tree is untouched");
     }
 
     #[test]
