@@ -436,8 +436,9 @@ impl<V> Map<V> {
             base.insert(&self.hasher, hash, slot.to_entry());
         }
         self.base = Arc::new(base);
-        // Shaped for the overlay's size when the next merge is due, so that neither is rebuilt
-        // as it grows (a rebuild copies every entry, inside some sync).
+        // Made for the overlay's size when the next merge is due: each is rebuilt once, when it
+        // outgrows one leaf, not at every power of four (a rebuild copies every entry, inside
+        // some sync).
         self.changed = Tree::with_capacity(self.merge_at());
         self.removed = Tree::with_capacity(self.merge_at());
         self.filter = Arc::new([]);
