@@ -212,8 +212,8 @@ async fn restart_from_an_older_snapshot_is_followed() {
             started.elapsed().as_secs_f64()
         );
     };
-    // 16 keys per writer task, 128 in all: each handle's snapshot passes 64 changed keys and merges its overlay in the
-    // background while the store restarts.
+    // 16 keys per writer task, 128 in all: each handle's snapshot passes 64 changed keys and
+    // merges its overlay in the background while the store restarts.
     let watched = readers[0].clone();
     let report = Workload {
         keys_per_writer: 16,

@@ -149,8 +149,8 @@ impl<V> Map<V> {
         let mut base = Leaf::with_capacity(entries.len());
         let overlay = merge_at(entries.len());
         let mut map = Map {
-            changed: Tree::with_capacity(overlay),
-            removed: Tree::with_capacity(overlay),
+            changed: Tree::with_capacity(&hasher, overlay),
+            removed: Tree::with_capacity(&hasher, overlay),
             hasher,
             base: Arc::default(),
             filter: Arc::new([]),
@@ -265,10 +265,7 @@ impl<V> Map<V> {
     }
 
     pub(crate) fn get(&self, key: &str) -> Option<Slot<'_, V>> {
-        self.get_hashed(self.hasher.hash_one(key), key)
-    }
-
-    fn get_hashed(&self, hash: u64, key: &str) -> Option<Slot<'_, V>> {
+        let hash = self.hasher.hash_one(key);
         match self.overlay(hash, key) {
             Found::Changed(slot) => Some(slot),
             Found::Removed => None,
@@ -282,26 +279,25 @@ impl<V> Map<V> {
         let key = entry.key().clone();
         let hash = self.hasher.hash_one(&key);
         self.added(entry.size(), entry.expires_at());
-        if let Some((base, hasher)) = self.base_alone() {
-            let old = base.insert(hasher, hash, entry);
-            match &old {
-                Some(old) => self.removed(old),
-                None => self.len += 1,
-            }
-            return old;
-        }
-        let old = match self.changed.upsert(&self.hasher, hash, entry) {
-            Some(old) => Some(old),
-            // The key's first change since the merge: it replaces the base's entry, unless
-            // that was removed.
-            None if !self.removed.is_empty() && self.removed.remove(hash, &key).is_some() => None,
-            None => self.base.get(hash, &key).map(Slot::to_entry),
+        let old = if let Some((base, hasher)) = self.base_alone() {
+            base.insert(hasher, hash, entry)
+        } else {
+            let old = match self.changed.upsert(&self.hasher, hash, entry) {
+                Some(old) => Some(old),
+                // The key's first change since the merge: it replaces the base's entry, unless
+                // that was removed.
+                None if !self.removed.is_empty() && self.removed.remove(hash, &key).is_some() => {
+                    None
+                }
+                None => self.base.get(hash, &key).map(Slot::to_entry),
+            };
+            self.mark(hash);
+            old
         };
         match &old {
             Some(old) => self.removed(old),
             None => self.len += 1,
         }
-        self.mark(hash);
         self.backstop_merge();
         old
     }
@@ -309,23 +305,25 @@ impl<V> Map<V> {
     /// Removes an entry, returning it. Changes nothing if the key is absent.
     pub(crate) fn remove(&mut self, key: &str) -> Option<Entry<V>> {
         let hash = self.hasher.hash_one(key);
-        if let Some((base, _)) = self.base_alone() {
-            let old = base.remove(base.find(hash, key)?);
-            self.len -= 1;
-            self.removed(&old);
-            return Some(old);
-        }
-        let changed = self.changed.remove(hash, key);
-        if changed.is_none() && !self.removed.is_empty() && self.removed.get(hash, key).is_some() {
-            return None;
-        }
-        // The base's entry, if any, is live (not in `removed`): hide it.
-        let base = self.base.get(hash, key).map(Slot::to_entry);
-        let old = changed.or_else(|| base.clone())?;
-        if let Some(base) = base {
-            self.removed.upsert(&self.hasher, hash, base);
-            self.mark(hash);
-        }
+        let old = if let Some((base, _)) = self.base_alone() {
+            base.remove(base.find(hash, key)?)
+        } else {
+            let changed = self.changed.remove(hash, key);
+            if changed.is_none()
+                && !self.removed.is_empty()
+                && self.removed.get(hash, key).is_some()
+            {
+                return None;
+            }
+            // The base's entry, if any, is live (not in `removed`): hide it.
+            let base = self.base.get(hash, key).map(Slot::to_entry);
+            let old = changed.or_else(|| base.clone())?;
+            if let Some(base) = base {
+                self.removed.upsert(&self.hasher, hash, base);
+                self.mark(hash);
+            }
+            old
+        };
         self.len -= 1;
         self.removed(&old);
         self.backstop_merge();
@@ -439,8 +437,8 @@ impl<V> Map<V> {
         // Made for the overlay's size when the next merge is due: each is rebuilt once, when it
         // outgrows one leaf, not at every power of four (a rebuild copies every entry, inside
         // some sync).
-        self.changed = Tree::with_capacity(self.merge_at());
-        self.removed = Tree::with_capacity(self.merge_at());
+        self.changed = Tree::with_capacity(&self.hasher, self.merge_at());
+        self.removed = Tree::with_capacity(&self.hasher, self.merge_at());
         self.filter = Arc::new([]);
     }
 

@@ -98,8 +98,8 @@ impl<V> Tree<V> {
     /// copies it whole, cheap while it is small) until it outgrows it, then it is rebuilt once,
     /// in the shape for `capacity`, and grows to that without another rebuild (a rebuild copies
     /// every entry, inside some change). Empty leaves are one shared allocation until written.
-    pub(super) fn with_capacity(capacity: usize) -> Self {
-        Self::from_entries(&RandomState::default(), Vec::new(), capacity)
+    pub(super) fn with_capacity(hasher: &RandomState, capacity: usize) -> Self {
+        Self::from_entries(hasher, Vec::new(), capacity)
     }
 
     /// A tree of `entries` (a later entry of a key replaces an earlier one), shaped for them,
@@ -368,7 +368,7 @@ mod tests {
     fn growth_keeps_every_entry() {
         let hasher = RandomState::default();
         let hash = |key: &str| hasher.hash_one(key);
-        let mut tree = Tree::with_capacity(0);
+        let mut tree = Tree::with_capacity(&hasher, 0);
         for i in 0..5000u32 {
             let key = i.to_string();
             assert!(tree.upsert(&hasher, hash(&key), entry(&key, i)).is_none());
@@ -389,7 +389,7 @@ mod tests {
     fn a_tree_is_one_leaf_then_the_shape_for_its_capacity() {
         let hasher = RandomState::default();
         let hash = |key: &str| hasher.hash_one(key);
-        let mut tree = Tree::with_capacity(50_000);
+        let mut tree = Tree::with_capacity(&hasher, 50_000);
         let upsert = |tree: &mut Tree<u32>, i: u32| {
             let key = i.to_string();
             assert!(tree.upsert(&hasher, hash(&key), entry(&key, i)).is_none());
