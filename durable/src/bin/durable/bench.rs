@@ -469,7 +469,9 @@ impl Bench<'_> {
     /// beside it, and the load's peak against its
     /// final size. Resident memory also counts what the allocator keeps after the load freed it
     /// (the store's rows, the decoded list), so it varies by tens of bytes per entry from run to
-    /// run; the heap count does not. The writer that filled the dictionary stays open meanwhile.
+    /// run; the heap count does not. When the open grew resident memory by less than half the
+    /// heap it grew, it reused memory kept resident after earlier frees (the filling writer's,
+    /// dropped before), and the resident figures are reported as not measured.
     async fn memory(&mut self, size: usize) -> Result<(), String> {
         /// The JSON struct kind's values, decoded.
         #[derive(serde::Serialize, serde::Deserialize)]
@@ -538,18 +540,26 @@ impl Bench<'_> {
             };
             let grown = after.saturating_sub(before) as f64;
             let per_entry = heap / size as f64;
-            let resident = grown / size as f64;
+            let resident = (grown >= grown_heap / 2.0).then_some(grown / size as f64);
             let payload = payload as f64 / size as f64;
-            let peak_ratio = peak_known.then(|| peak.saturating_sub(before) as f64 / grown);
+            let peak_ratio = resident
+                .filter(|_| peak_known)
+                .map(|_| peak.saturating_sub(before) as f64 / grown);
+            let resident_text = match resident {
+                Some(resident) => format!("resident memory {resident:.0} B per entry"),
+                None => "resident memory not measured: the open reused memory already \
+                         resident"
+                    .into(),
+            };
             self.record(
                 format!("memory per entry, {size} keys, {label}"),
                 per_entry - payload,
                 "B",
                 format!(
                     "beyond {payload:.0} key+value bytes ({per_entry:.0} B of heap held by the \
-                     handle per entry; the open grew the heap {:.0} B and resident memory \
-                     {resident:.0} B per entry); load peak {heap_peak_ratio:.2}x the heap the \
-                     open grew, resident peak {}",
+                     handle per entry; the open grew the heap {:.0} B per entry, \
+                     {resident_text}); load peak {heap_peak_ratio:.2}x the heap the open \
+                     grew, resident peak {}",
                     grown_heap / size as f64,
                     peak_ratio.map_or("unknown".into(), |r| format!("{r:.2}x the final size"))
                 ),
