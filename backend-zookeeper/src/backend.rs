@@ -7,9 +7,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use durable_core::{
-    Backend, BatchOp, Capabilities, Changes, Error, Hints, IfAbsent, Load, Operation, Result,
-    Revision, StoreTime, Swap, Swept, Version, parse_counter,
+    Backend, BatchOp, Capabilities, Changes, Error, Hints, IfAbsent, Load, LoadParts, Operation,
+    Result, Revision, StoreTime, Swap, Swept, Version, parse_counter,
 };
+use parking_lot::Mutex;
 use zookeeper_client as zk;
 
 use crate::ZooKeeperBackend;
@@ -55,7 +56,18 @@ impl Backend for ZooKeeperBackend {
     async fn durables(&self) -> Result<Load> {
         self.store
             .run(Operation::Load, true, |client| async move {
-                self.load_once(&client).await
+                self.load_once(&client, None).await
+            })
+            .await
+    }
+
+    async fn durables_in_parts(&self, parts: &mut dyn LoadParts) -> Result<Load> {
+        // Each attempt (a new session after an expiry) restarts `parts` first.
+        let parts = Mutex::new(parts);
+        self.store
+            .run(Operation::Load, true, |client| {
+                let parts = &parts;
+                async move { self.load_once(&client, Some(parts)).await }
             })
             .await
     }
@@ -329,11 +341,15 @@ impl Backend for ZooKeeperBackend {
                     // Only the expired entries are kept. Entries that cannot be read have no
                     // expiry this sweep could see.
                     let mut expired: Vec<(String, Current)> = Vec::new();
-                    let listed = self.read_all(&client, |name, current| {
-                        if current.entry.expires_at.is_some_and(|at| at <= now) {
-                            expired.push((name, current));
-                        }
-                    });
+                    let listed = self.read_all(
+                        &client,
+                        |_| (),
+                        |name, current| {
+                            if current.entry.expires_at.is_some_and(|at| at <= now) {
+                                expired.push((name, current));
+                            }
+                        },
+                    );
                     if listed.await?.is_none() {
                         continue;
                     }

@@ -3,7 +3,10 @@
 
 use std::collections::HashMap;
 
-use durable_core::{Changes, Delta, Load, Operation, Rows, StoredEntry, Unreadable, Version};
+use durable_core::{
+    Changes, Delta, Load, LoadParts, Operation, Rows, StoredEntry, Unreadable, Version,
+};
+use parking_lot::Mutex;
 use zookeeper_client as zk;
 
 use crate::ZooKeeperBackend;
@@ -22,13 +25,15 @@ const LOAD_WINDOW: usize = 1024;
 
 impl ZooKeeperBackend {
     /// Lists and reads every entry (pipelined in windows), handing each to `keep` with its znode
-    /// name as it arrives, so that a caller holds only what it keeps. Returns the children that
-    /// are no entry or cannot be read, by znode name (a name that is not an encoded key, written
-    /// by another program, or data that cannot be read); `None`: the tree is missing. Entries
-    /// deleted meanwhile are left out; callers check the version afterwards.
+    /// name as it arrives, so that a caller holds only what it keeps; `listed` learns how many
+    /// children there are before the first is read. Returns the children that are no entry or
+    /// cannot be read, by znode name (a name that is not an encoded key, written by another
+    /// program, or data that cannot be read); `None`: the tree is missing. Entries deleted
+    /// meanwhile are left out; callers check the version afterwards.
     pub(crate) async fn read_all(
         &self,
         client: &zk::Client,
+        listed: impl FnOnce(usize),
         mut keep: impl FnMut(String, Current),
     ) -> Result<Option<Vec<(String, Unreadable)>>, Failure> {
         let names = match client.list_children(&self.paths.entries).await {
@@ -36,6 +41,7 @@ impl ZooKeeperBackend {
             Err(zk::Error::NoNode) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
+        listed(names.len());
         let mut unreadable = Vec::new();
         let mut names = names.into_iter().peekable();
         while names.peek().is_some() {
@@ -77,12 +83,38 @@ impl ZooKeeperBackend {
     /// A full load: the record (after a read barrier), every entry, the record again; if it
     /// moved, a catch-up through the change log to a consistent state. Tried again from the
     /// start when the catch-up cannot serve (too old, too busy), at most [`MAX_LOADS`] times.
-    pub(crate) async fn load_once(&self, client: &zk::Client) -> Result<Load, Failure> {
+    ///
+    /// With `parts`, rows are handed over in windows as they are read. The catch-up needs every
+    /// row by key, so a load whose record moved restarts `parts` and keeps its rows from then on.
+    pub(crate) async fn load_once(
+        &self,
+        client: &zk::Client,
+        mut parts: Option<&Mutex<&mut dyn LoadParts>>,
+    ) -> Result<Load, Failure> {
         let operation = Operation::Load;
         for _ in 0..MAX_LOADS {
+            if let Some(parts) = parts {
+                parts.lock().restart();
+            }
             let first = self.read_node(client, operation, false).await?;
             let mut rows = Rows::new();
-            let listed = self.read_all(client, |_, current| rows.push(current.entry));
+            // The first entry above the record's counter: damage, unless the record moved.
+            let mut above = None;
+            let hint = |rows| {
+                if let Some(parts) = parts {
+                    parts.lock().size_hint(rows);
+                }
+            };
+            let listed = self.read_all(client, hint, |_, current| {
+                let entry = current.entry;
+                if above.is_none() && entry.revision.0 > first.record.counter {
+                    above = Some((entry.key.clone(), entry.revision));
+                }
+                rows.push(entry);
+                if let Some(parts) = parts.filter(|_| rows.len() >= LOAD_WINDOW) {
+                    parts.lock().rows(std::mem::take(&mut rows));
+                }
+            });
             let Some(unreadable) = listed.await? else {
                 // `entries` is missing under a record: damaged, unless the tree was just
                 // wiped or repaired.
@@ -102,6 +134,9 @@ impl ZooKeeperBackend {
             // catch-up needs them by key.
             let (node, entries, unreadable) = if last == first {
                 (first, rows, unreadable)
+            } else if let Some(handed) = parts.take() {
+                handed.lock().restart();
+                continue;
             } else {
                 let mut entries: HashMap<String, StoredEntry> =
                     rows.into_iter().map(|e| (e.key.clone(), e)).collect();
@@ -128,11 +163,19 @@ impl ZooKeeperBackend {
                 }
             };
             // Every write records its counter as its entries' revision: an entry above the
-            // record's counter means the record is behind what is stored.
-            if let Some(entry) = entries.iter().find(|e| e.revision.0 > node.record.counter) {
+            // record's counter means the record is behind what is stored. (Without a catch-up,
+            // `node` is `first`, which the rows were checked against as they were read.)
+            let above = match above {
+                Some(above) if node == first => Some(above),
+                _ => entries
+                    .iter()
+                    .find(|e| e.revision.0 > node.record.counter)
+                    .map(|e| (e.key.clone(), e.revision)),
+            };
+            if let Some((key, revision)) = above {
                 let what = format!(
-                    "entry {:?} has revision {}, above the version record's counter {}",
-                    entry.key, entry.revision.0, node.record.counter
+                    "entry {key:?} has revision {}, above the version record's counter {}",
+                    revision.0, node.record.counter
                 );
                 return Err(self.damaged(operation, what).into());
             }

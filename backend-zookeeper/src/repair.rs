@@ -78,9 +78,13 @@ impl ZooKeeperBackend {
         let mut highest = 0;
         // Entries that cannot be read hold no revision: they cannot stand in the way.
         if has("entries") {
-            self.read_all(client, |_, current| {
-                highest = highest.max(current.entry.revision.0);
-            })
+            self.read_all(
+                client,
+                |_| (),
+                |_, current| {
+                    highest = highest.max(current.entry.revision.0);
+                },
+            )
             .await?;
         }
         let logs: Vec<u64> = if has("log") {

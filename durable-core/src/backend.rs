@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 
 use crate::error::{Error, Operation, Result};
 use crate::types::{
-    BatchOp, Capabilities, Changes, IfAbsent, Load, Revision, StoreTime, Swap, Swept, Version,
+    BatchOp, Capabilities, Changes, IfAbsent, Load, Revision, Rows, StoreTime, Swap, Swept, Version,
 };
 
 /// How many of its last writes' stamps a backend should keep to serve deltas (see the contract's
@@ -101,6 +101,9 @@ pub const STAMP_HISTORY: u64 = 65_536;
 ///   entries of the state named by its token, even while other writers are busy (read the token
 ///   and the entries in one transaction or snapshot, or read the token first and then repair with
 ///   the changes since it).
+/// - `load_in_parts_is_the_load`: [`durables_in_parts`](Backend::durables_in_parts) hands over
+///   and returns exactly the rows [`durables`](Backend::durables) would (each key once, rows
+///   handed before a [`restart`](LoadParts::restart) forgotten), consistent with its token.
 ///
 /// **Delta** (capability `delta`).
 /// - `delta_reports_inserts_updates_and_deletes`: [`changes_since`](Backend::changes_since)`(t)`
@@ -188,6 +191,16 @@ pub trait Backend: Debug + Send + Sync + 'static {
 
     /// Every entry and the token of the state they reflect, consistent with each other.
     async fn durables(&self) -> Result<Load>;
+
+    /// [`durables`](Backend::durables), with rows handed to `parts` as they are read, so that
+    /// the engine decodes them while the rest arrive instead of holding every row at once. The
+    /// returned [`Load`] holds the rows not handed over; all the rows together (since the last
+    /// [`LoadParts::restart`]) are exactly those `durables` would return. The default hands
+    /// nothing over: it returns `durables()`.
+    async fn durables_in_parts(&self, parts: &mut dyn LoadParts) -> Result<Load> {
+        let _ = parts;
+        self.durables().await
+    }
 
     /// The current token: the cheap check, ideally one small read.
     async fn last_updated(&self) -> Result<Version>;
@@ -293,6 +306,21 @@ pub trait Backend: Debug + Send + Sync + 'static {
     }
 }
 
+/// Where [`Backend::durables_in_parts`] hands the rows of a full load as it reads them.
+pub trait LoadParts: Send {
+    /// The load holds about this many rows in all: room to reserve, before the first part.
+    fn size_hint(&mut self, rows: usize) {
+        let _ = rows;
+    }
+
+    /// More rows of the load (each key once across all parts).
+    fn rows(&mut self, rows: Rows);
+
+    /// The load starts again (another attempt, or another way of reading): forget every row
+    /// handed over so far.
+    fn restart(&mut self);
+}
+
 macro_rules! forward_backend {
     ($ty:ty) => {
         #[async_trait]
@@ -315,6 +343,9 @@ macro_rules! forward_backend {
             }
             async fn durables(&self) -> Result<Load> {
                 (**self).durables().await
+            }
+            async fn durables_in_parts(&self, parts: &mut dyn LoadParts) -> Result<Load> {
+                (**self).durables_in_parts(parts).await
             }
             async fn last_updated(&self) -> Result<Version> {
                 (**self).last_updated().await

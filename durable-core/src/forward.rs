@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::backend::{Backend, Hints};
+use crate::backend::{Backend, Hints, LoadParts};
 use crate::error::{Error, Operation, Result};
 use crate::types::{
     BatchOp, Capabilities, Changes, IfAbsent, Load, Revision, StoreTime, Swap, Swept, Version,
@@ -179,6 +179,11 @@ impl<B: Backend, H: Hooks> Backend for Forward<B, H> {
     async fn durables(&self) -> Result<Load> {
         self.enter(Operation::Load)?;
         self.inner.durables().await
+    }
+
+    async fn durables_in_parts(&self, parts: &mut dyn LoadParts) -> Result<Load> {
+        self.enter(Operation::Load)?;
+        self.inner.durables_in_parts(parts).await
     }
 
     async fn last_updated(&self) -> Result<Version> {

@@ -24,7 +24,7 @@ mod types;
 #[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
 pub mod conformance;
 
-pub use backend::{Backend, Hint, HintSender, Hints, STAMP_HISTORY};
+pub use backend::{Backend, Hint, HintSender, Hints, LoadParts, STAMP_HISTORY};
 pub use counter::ShardedCounter;
 pub use dict::{Cas, Change, ChangeEvent, ChangeKind, Dict};
 pub use encoding::{Bincode, Encoding, EncodingError, Json, Raw};

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use bytes::Bytes;
 
 use super::{Ctx, bytes, entries, token};
-use crate::{Backend, Error, Mode, Revision};
+use crate::{Backend, BatchOp, Error, LoadParts, Mode, Revision, Rows, StoredEntry, Version};
 
 async fn round_trip(ctx: &Ctx, dictionary: &str, value: Bytes) {
     let b = ctx.backend(dictionary).await;
@@ -154,11 +154,56 @@ pub async fn missing_key_is_absent(ctx: &Ctx) {
     assert!(d.snapshot().is_empty());
 }
 
-/// `durables` returns exactly the entries of the state its token names, even while a writer is
-/// busy.
-pub async fn load_is_consistent_with_its_token(ctx: &Ctx) {
-    let writer = ctx.backend("consistent").await;
-    let reader = ctx.backend("consistent").await;
+/// How a rule reads a full load.
+#[derive(Clone, Copy)]
+enum Via {
+    /// [`Backend::durables`].
+    Whole,
+    /// [`Backend::durables_in_parts`].
+    Parts,
+}
+
+/// The rows [`Backend::durables_in_parts`] hands over since its last restart.
+#[derive(Default)]
+struct Handed(Vec<StoredEntry>);
+
+impl LoadParts for Handed {
+    fn rows(&mut self, rows: Rows) {
+        self.0.extend(rows);
+    }
+
+    fn restart(&mut self) {
+        self.0.clear();
+    }
+}
+
+/// A full load read `via` one method or the other: its token and every row.
+async fn load_via(b: &dyn Backend, via: Via) -> (Version, Vec<StoredEntry>) {
+    let (load, mut rows) = match via {
+        Via::Whole => (b.durables().await.expect("durables"), Vec::new()),
+        Via::Parts => {
+            let mut handed = Handed::default();
+            let load = b.durables_in_parts(&mut handed).await;
+            (load.expect("durables_in_parts"), handed.0)
+        }
+    };
+    rows.extend(load.entries);
+    (load.version, rows)
+}
+
+/// Loads (read `via`) of a dictionary holding `before` entries return exactly the entries of
+/// the state their token names, each once, while a writer adds 60 more.
+async fn loads_match_their_tokens(ctx: &Ctx, dictionary: &str, via: Via, before: usize) {
+    let writer = ctx.backend(dictionary).await;
+    let reader = ctx.backend(dictionary).await;
+    let earlier: Vec<String> = (0..before).map(|i| format!("before{i}")).collect();
+    if before > 0 {
+        let ops = earlier.iter().map(|key| BatchOp::Put {
+            key: key.clone(),
+            value: bytes("v"),
+        });
+        writer.persist_batch(ops.collect()).await.expect("batch");
+    }
     let start = token(&*writer).await;
     let writes = 60u64;
     let task = tokio::spawn(async move {
@@ -171,17 +216,19 @@ pub async fn load_is_consistent_with_its_token(ctx: &Ctx) {
     });
     loop {
         let done = task.is_finished();
-        let load = reader.durables().await.expect("durables");
-        assert_eq!(load.version.epoch(), start.epoch());
-        let n = load.version.counter() - start.counter();
-        let keys: HashSet<String> = load.entries.iter().map(|e| e.key.clone()).collect();
-        let expected: HashSet<String> = (0..n).map(|i| format!("k{i}")).collect();
+        let (version, rows) = load_via(&*reader, via).await;
+        assert_eq!(version.epoch(), start.epoch());
+        let n = version.counter() - start.counter();
+        let keys: HashSet<&str> = rows.iter().map(|e| e.key.as_str()).collect();
         assert_eq!(
-            keys, expected,
-            "load at {} does not match its token",
-            load.version
+            keys.len(),
+            rows.len(),
+            "a key came twice in the load at {version}"
         );
-        for entry in &load.entries {
+        let written: Vec<String> = (0..n).map(|i| format!("k{i}")).collect();
+        let expected: HashSet<&str> = earlier.iter().chain(&written).map(String::as_str).collect();
+        assert_eq!(keys, expected, "load at {version} does not match its token");
+        for entry in rows.iter().filter(|e| e.key.starts_with('k')) {
             let i: u64 = entry.key[1..].parse().expect("key");
             assert_eq!(
                 entry.revision,
@@ -195,4 +242,18 @@ pub async fn load_is_consistent_with_its_token(ctx: &Ctx) {
         }
     }
     task.await.expect("writer");
+}
+
+/// `durables` returns exactly the entries of the state its token names, even while a writer is
+/// busy.
+pub async fn load_is_consistent_with_its_token(ctx: &Ctx) {
+    loads_match_their_tokens(ctx, "consistent", Via::Whole, 0).await;
+}
+
+/// `durables_in_parts` hands over and returns exactly the rows `durables` would (each once,
+/// those handed before a restart forgotten), even while a writer is busy. With capability
+/// `batch` the dictionary first holds 2,500 entries, more than one part of any backend here.
+pub async fn load_in_parts_is_the_load(ctx: &Ctx) {
+    let before = if ctx.capabilities().batch { 2_500 } else { 0 };
+    loads_match_their_tokens(ctx, "in-parts", Via::Parts, before).await;
 }

@@ -567,6 +567,7 @@ macro_rules! conformance_tests {
         __durable_conformance_rule!(depersist_removes_key; ""; []);
         __durable_conformance_rule!(missing_key_is_absent; ""; []);
         __durable_conformance_rule!(load_is_consistent_with_its_token; ""; []);
+        __durable_conformance_rule!(load_in_parts_is_the_load; ""; []);
         __durable_conformance_rule!(two_handles_manual_mode; ""; []);
         __durable_conformance_rule!(two_handles_autosync_mode; ""; []);
         __durable_conformance_rule!(read_your_writes; ""; []);

@@ -124,11 +124,14 @@ where
                 }
                 Changes::TooOld => {
                     let started = Instant::now();
-                    let load = self.timed(Operation::Load, self.backend.durables()).await?;
+                    let mut parts = Decoded::new(self);
+                    let load = self
+                        .timed(Operation::Load, self.backend.durables_in_parts(&mut parts))
+                        .await?;
                     self.metrics.load_took(started.elapsed());
                     bump(&self.counters.reloads);
-                    info!(entries = load.entries.len(), version = %load.version, "full reload");
-                    let (entries, mut bad) = self.decode_all(load.entries)?;
+                    let (entries, mut bad) = parts.finish(load.entries)?;
+                    info!(entries = entries.len(), version = %load.version, "full reload");
                     bad.extend(self.unreadable(load.unreadable)?);
                     Update::Load {
                         version: load.version,
@@ -149,9 +152,12 @@ where
     /// The full load of `open`.
     pub(super) async fn initial_load(&self) -> Result<()> {
         let started = Instant::now();
-        let load = self.call(Operation::Load, self.backend.durables()).await?;
+        let mut parts = Decoded::new(self);
+        let load = self
+            .call(Operation::Load, self.backend.durables_in_parts(&mut parts))
+            .await?;
         self.metrics.load_took(started.elapsed());
-        let (entries, mut bad) = self.decode_all(load.entries)?;
+        let (entries, mut bad) = parts.finish(load.entries)?;
         bad.extend(self.unreadable(load.unreadable)?);
         bump(&self.counters.reloads);
         let start = self.state.load().version;
@@ -256,6 +262,75 @@ where
             }
         }
         Ok((entries, bad))
+    }
+}
+
+/// The rows of a full load, decoded as the backend hands them over
+/// ([`Backend::durables_in_parts`]): a load need not hold every row before the first is decoded.
+struct Decoded<'a, V, E> {
+    inner: &'a Inner<V, E>,
+    entries: Vec<Entry<V>>,
+    bad: BadValues,
+    /// The value that failed the load ([`DecodeErrors::Fail`]); later rows are not decoded.
+    failed: Option<Error>,
+}
+
+impl<'a, V, E> Decoded<'a, V, E>
+where
+    V: Send + Sync + 'static,
+    E: Encoding<V>,
+{
+    fn new(inner: &'a Inner<V, E>) -> Self {
+        Decoded {
+            inner,
+            entries: Vec::new(),
+            bad: Vec::new(),
+            failed: None,
+        }
+    }
+
+    /// Every entry and bad value, with `rest` (the rows the backend returned) decoded last.
+    fn finish(mut self, rest: Rows) -> Result<(Vec<Entry<V>>, BadValues)> {
+        self.rows(rest);
+        match self.failed {
+            Some(error) => Err(error),
+            None => Ok((self.entries, self.bad)),
+        }
+    }
+}
+
+impl<V, E> LoadParts for Decoded<'_, V, E>
+where
+    V: Send + Sync + 'static,
+    E: Encoding<V>,
+{
+    fn size_hint(&mut self, rows: usize) {
+        self.entries
+            .reserve_exact(rows.saturating_sub(self.entries.len()));
+    }
+
+    fn rows(&mut self, rows: Rows) {
+        if self.failed.is_some() || rows.is_empty() {
+            return;
+        }
+        match self.inner.decode_all(rows) {
+            // A load handed over whole (most backends) keeps its list as decoded, uncopied.
+            Ok((entries, bad)) if self.entries.capacity() == 0 => {
+                self.entries = entries;
+                self.bad.extend(bad);
+            }
+            Ok((entries, bad)) => {
+                self.entries.extend(entries);
+                self.bad.extend(bad);
+            }
+            Err(error) => self.failed = Some(error),
+        }
+    }
+
+    fn restart(&mut self) {
+        self.entries.clear();
+        self.bad.clear();
+        self.failed = None;
     }
 }
 

@@ -28,7 +28,7 @@ use increment::flush_increments;
 use publish::Update;
 use tasks::{backup_loop, hint_loop, poll_loop};
 
-use crate::backend::{Backend, HintShared, Hints};
+use crate::backend::{Backend, HintShared, Hints, LoadParts};
 use crate::backup::{self, BackupData};
 use crate::clock::StoreClock;
 use crate::encoding::{Encoding, Json};
