@@ -165,12 +165,13 @@ impl ZooKeeperBackend {
             // Every write records its counter as its entries' revision: an entry above the
             // record's counter means the record is behind what is stored. (Without a catch-up,
             // `node` is `first`, which the rows were checked against as they were read.)
-            let above = match above {
-                Some(above) if node == first => Some(above),
-                _ => entries
+            let above = if node == first {
+                above
+            } else {
+                entries
                     .iter()
                     .find(|e| e.revision.0 > node.record.counter)
-                    .map(|e| (e.key.clone(), e.revision)),
+                    .map(|e| (e.key.clone(), e.revision))
             };
             if let Some((key, revision)) = above {
                 let what = format!(
