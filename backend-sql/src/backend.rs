@@ -1,12 +1,13 @@
 //! The [`Backend`] implementation of [`SqlBackend`]: each operation as one transaction of the
 //! pieces in [`dictionary`](crate::dictionary).
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use durable_core::bytes::Bytes;
 use durable_core::{
-    Backend, BatchOp, Capabilities, Changes, Delta, Error, Hints, IfAbsent, Load, Operation,
-    Result, Revision, Rows, STAMP_HISTORY, StoreTime, Swap, Swept, Unreadable, Version,
+    Backend, BatchOp, Capabilities, Changes, Delta, Error, Hints, IfAbsent, Load, LoadParts,
+    Operation, Result, Revision, Rows, STAMP_HISTORY, StoreTime, Swap, Swept, Unreadable, Version,
     parse_counter,
 };
 
@@ -65,35 +66,11 @@ impl<D: Dialect> Backend for SqlBackend<D> {
     }
 
     async fn durables(&self) -> Result<Load> {
-        let op = Operation::Load;
-        self.run(op, None, || async {
-            for _ in 0..5 {
-                let mut tx = self.begin_read().await?;
-                let select = &self.shared.sql.select_version;
-                let record = self.read_record(&mut tx, select).await?;
-                let Some((mut tx, stored)) = self.valid_record(op, tx, record).await? else {
-                    self.repair(op, false).await?;
-                    continue;
-                };
-                let mut entries = Rows::new();
-                let mut unreadable = Vec::new();
-                tx.for_each_row(self.stmt(&self.shared.sql.load_entries), |row| {
-                    match self.read_entry(&row) {
-                        Ok(entry) => entries.push(entry),
-                        Err(bad) => unreadable.push(bad),
-                    }
-                })
-                .await?;
-                Self::rollback(tx).await;
-                return Ok(Load {
-                    version: stored.version,
-                    entries,
-                    unreadable,
-                });
-            }
-            Err(Self::vanished(op).into())
-        })
-        .await
+        self.load(None).await
+    }
+
+    async fn durables_in_parts(&self, parts: &mut dyn LoadParts) -> Result<Load> {
+        self.load(Some(&Mutex::new(parts))).await
     }
 
     async fn last_updated(&self) -> Result<Version> {
@@ -367,6 +344,56 @@ impl<D: Dialect> Backend for SqlBackend<D> {
             tx.run(sweep).await?;
             let version = self.commit(tx, version).await?;
             Ok(Some(Swept { version, keys }))
+        })
+        .await
+    }
+}
+
+/// Rows handed to the engine per part of a full load (`durables_in_parts`).
+const LOAD_PART: usize = 1024;
+
+impl<D: Dialect> SqlBackend<D> {
+    /// A full load: the version record and every row in one read transaction. With `parts`,
+    /// rows are handed over every [`LOAD_PART`] as they are read (each attempt restarts them).
+    async fn load(&self, parts: Option<&Mutex<&mut dyn LoadParts>>) -> Result<Load> {
+        let op = Operation::Load;
+        let hand_over = |rows: Rows| {
+            if let Some(parts) = parts {
+                parts.lock().unwrap_or_else(|e| e.into_inner()).rows(rows);
+            }
+        };
+        self.run(op, None, || async {
+            for _ in 0..5 {
+                if let Some(parts) = parts {
+                    parts.lock().unwrap_or_else(|e| e.into_inner()).restart();
+                }
+                let mut tx = self.begin_read().await?;
+                let select = &self.shared.sql.select_version;
+                let record = self.read_record(&mut tx, select).await?;
+                let Some((mut tx, stored)) = self.valid_record(op, tx, record).await? else {
+                    self.repair(op, false).await?;
+                    continue;
+                };
+                let mut entries = Rows::new();
+                let mut unreadable = Vec::new();
+                tx.for_each_row(self.stmt(&self.shared.sql.load_entries), |row| {
+                    match self.read_entry(&row) {
+                        Ok(entry) => entries.push(entry),
+                        Err(bad) => unreadable.push(bad),
+                    }
+                    if parts.is_some() && entries.len() >= LOAD_PART {
+                        hand_over(std::mem::take(&mut entries));
+                    }
+                })
+                .await?;
+                Self::rollback(tx).await;
+                return Ok(Load {
+                    version: stored.version,
+                    entries,
+                    unreadable,
+                });
+            }
+            Err(Self::vanished(op).into())
         })
         .await
     }
