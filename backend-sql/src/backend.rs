@@ -1,7 +1,6 @@
 //! The [`Backend`] implementation of [`SqlBackend`]: each operation as one transaction of the
 //! pieces in [`dictionary`](crate::dictionary).
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use durable_core::bytes::Bytes;
@@ -10,6 +9,7 @@ use durable_core::{
     Operation, Result, Revision, Rows, STAMP_HISTORY, StoreTime, Swap, Swept, Unreadable, Version,
     parse_counter,
 };
+use parking_lot::Mutex;
 
 use crate::SqlBackend;
 use crate::dialect::{Cells, Dialect, Run, Stmt};
@@ -357,15 +357,10 @@ impl<D: Dialect> SqlBackend<D> {
     /// rows are handed over every [`LOAD_PART`] as they are read (each attempt restarts them).
     async fn load(&self, parts: Option<&Mutex<&mut dyn LoadParts>>) -> Result<Load> {
         let op = Operation::Load;
-        let hand_over = |rows: Rows| {
-            if let Some(parts) = parts {
-                parts.lock().unwrap_or_else(|e| e.into_inner()).rows(rows);
-            }
-        };
         self.run(op, None, || async {
             for _ in 0..5 {
                 if let Some(parts) = parts {
-                    parts.lock().unwrap_or_else(|e| e.into_inner()).restart();
+                    parts.lock().restart();
                 }
                 let mut tx = self.begin_read().await?;
                 let select = &self.shared.sql.select_version;
@@ -381,8 +376,8 @@ impl<D: Dialect> SqlBackend<D> {
                         Ok(entry) => entries.push(entry),
                         Err(bad) => unreadable.push(bad),
                     }
-                    if parts.is_some() && entries.len() >= LOAD_PART {
-                        hand_over(std::mem::take(&mut entries));
+                    if let Some(parts) = parts.filter(|_| entries.len() >= LOAD_PART) {
+                        parts.lock().rows(std::mem::take(&mut entries));
                     }
                 })
                 .await?;
