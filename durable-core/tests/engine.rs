@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use durable_core::{
     Bincode, ChangeEvent, ChangeKind, DecodeErrors, Dict, Error, Freshness, Json, MemoryStore,
-    Mode, Options, Raw,
+    Mode, Options, Raw, Version,
 };
 
 const NS: &str = "test";
@@ -320,6 +320,62 @@ async fn an_undecodable_value_costs_its_key_only_or_fails_the_sync() {
     )
     .await;
     assert!(matches!(opened, Err(Error::Decode { .. })));
+}
+
+/// A backend whose full loads hand every row over, restart (as a retry does), and hand every
+/// row over again.
+#[derive(Debug)]
+struct LoadsTwice(Box<dyn durable_core::Backend>);
+
+#[async_trait::async_trait]
+impl durable_core::Backend for LoadsTwice {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+    fn capabilities(&self) -> durable_core::Capabilities {
+        durable_core::Capabilities::none()
+    }
+    async fn persist(&self, key: &str, value: bytes::Bytes) -> durable_core::Result<Version> {
+        self.0.persist(key, value).await
+    }
+    async fn depersist(&self, key: &str) -> durable_core::Result<Option<Version>> {
+        self.0.depersist(key).await
+    }
+    async fn durables(&self) -> durable_core::Result<durable_core::Load> {
+        self.0.durables().await
+    }
+    async fn durables_in_parts(
+        &self,
+        parts: &mut dyn durable_core::LoadParts,
+    ) -> durable_core::Result<durable_core::Load> {
+        let mut load = self.0.durables().await?;
+        parts.rows(load.entries.iter().cloned().collect());
+        parts.restart();
+        parts.rows(std::mem::take(&mut load.entries));
+        Ok(load)
+    }
+    async fn last_updated(&self) -> durable_core::Result<Version> {
+        self.0.last_updated().await
+    }
+}
+
+#[tokio::test]
+async fn a_load_that_restarts_sets_a_bad_value_aside_once() {
+    let store = MemoryStore::new();
+    let writer: Dict<u32> = open(&store, manual()).await;
+    writer.insert("good", 1).await.unwrap();
+    writer.insert("bad key", 2).await.unwrap();
+    store.corrupt(NS, "d", "bad key", b"not json").unwrap();
+    let backend = LoadsTwice(Box::new(store.backend(NS, "d").unwrap()));
+    let reader: Dict<u32> = Dict::open(backend, Json, manual()).await.unwrap();
+    assert_eq!(reader.snapshot().get("good"), Some(&1));
+    assert_eq!(reader.snapshot().len(), 1, "each row once");
+    assert_eq!(reader.health().bad_keys.len(), 1);
+    assert_eq!(
+        reader.stats().skipped_values,
+        1,
+        "counted once, not per attempt"
+    );
 }
 
 #[tokio::test]

@@ -225,8 +225,16 @@ where
 
     /// Decodes stored entries. One that cannot be decoded or is over the size limit fails the
     /// sync ([`DecodeErrors::Fail`]) or is set aside with its error ([`DecodeErrors::Isolate`]),
-    /// logged with its key.
+    /// logged with its key and counted ([`set_aside`](Self::set_aside)).
     pub(super) fn decode_all(&self, stored: Rows) -> Result<(Vec<Entry<V>>, BadValues)> {
+        let (entries, bad) = self.decode_rows(stored)?;
+        self.set_aside(&bad);
+        Ok((entries, bad))
+    }
+
+    /// [`decode_all`](Self::decode_all), with the values set aside neither logged nor counted:
+    /// a load in parts may restart and decode them again, so it sets them aside once, at its end.
+    fn decode_rows(&self, stored: Rows) -> Result<(Vec<Entry<V>>, BadValues)> {
         let mut entries = Vec::with_capacity(stored.len());
         let mut bad = Vec::new();
         let max_size = self.max_value_size();
@@ -249,19 +257,26 @@ where
                     stored.value.len(),
                 )),
                 Err(error) if self.options.decode_errors == DecodeErrors::Isolate => {
-                    warn!(
-                        dictionary = %self.location,
-                        key = %stored.key,
-                        %error,
-                        "a stored value cannot be decoded; the key keeps its last good value"
-                    );
-                    bump(&self.counters.skipped_values);
                     bad.push((stored.key.into(), error));
                 }
                 Err(error) => return Err(error),
             }
         }
         Ok((entries, bad))
+    }
+
+    /// Logs and counts values that cannot be decoded, each of which keeps its key's last good
+    /// value.
+    fn set_aside(&self, bad: &BadValues) {
+        for (key, error) in bad {
+            warn!(
+                dictionary = %self.location,
+                key = %key,
+                %error,
+                "a stored value cannot be decoded; the key keeps its last good value"
+            );
+            bump(&self.counters.skipped_values);
+        }
     }
 }
 
@@ -294,7 +309,10 @@ where
         self.rows(rest);
         match self.failed {
             Some(error) => Err(error),
-            None => Ok((self.entries, self.bad)),
+            None => {
+                self.inner.set_aside(&self.bad);
+                Ok((self.entries, self.bad))
+            }
         }
     }
 }
@@ -313,7 +331,7 @@ where
         if self.failed.is_some() || rows.is_empty() {
             return;
         }
-        match self.inner.decode_all(rows) {
+        match self.inner.decode_rows(rows) {
             // A load handed over whole (most backends) keeps its list as decoded, uncopied.
             Ok((entries, bad)) if self.entries.capacity() == 0 => {
                 self.entries = entries;
