@@ -1,12 +1,13 @@
 //! Faults: tables truncated by hand (also while handles load and write: MariaDB's 1412), a
 //! garbage value written by hand (and rows of every kind the layouts can hold that the backend
-//! cannot read), the LISTEN connection killed, and two processes writing to one SQLite file.
+//! cannot read), the LISTEN connection killed, a load's connection killed mid-stream, and two
+//! processes writing to one SQLite file.
 
 mod support;
 
 use std::time::Duration;
 
-use durable_core::conformance::server_from_env;
+use durable_core::conformance::{self, server_from_env};
 use durable_core::{DecodeErrors, Error, Json, Mode, Raw};
 use durable_sql::SqlOptions;
 use support::{Store, random_name};
@@ -579,6 +580,57 @@ async fn unreadable_rows_cost_their_key_only() {
             bad.iter().all(|b| !victims.contains(&b.key.as_str())),
             "{store:?}: {bad:?}"
         );
+        store.drop_tables().await;
+    }
+}
+
+/// A full load whose connection is killed after its first part was handed over fails as
+/// unavailable, naming the backend, and never ends short; the next load hands over every key
+/// once. 32 MiB of rows, more than loopback sockets buffer, make the kill land mid-stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_killed_mid_stream_fails_and_the_next_is_whole() {
+    const KEYS: usize = 32_768;
+    for (store, _dir) in stores().await {
+        if matches!(store, Store::Lite(_)) {
+            continue; // a file has no connection to kill
+        }
+        let ns = random_name("ns");
+        let d = store.dict::<Vec<u8>, _>(&ns, "d", Raw, Mode::Manual).await;
+        let keys: Vec<String> = (0..KEYS).map(|i| format!("k{i:05}")).collect();
+        for chunk in keys.chunks(2_048) {
+            let batch = chunk.iter().map(|k| (k.clone(), vec![b'v'; 1024]));
+            d.insert_many(batch).await.unwrap();
+        }
+        let backend = store.backend(&ns, "d");
+        let killed = std::sync::atomic::AtomicUsize::new(0);
+        let kill = async {
+            let n = store.kill_queries_on_entries().await;
+            killed.store(n, std::sync::atomic::Ordering::SeqCst);
+        };
+        let cut = conformance::load_cut_after_its_first_part(&*backend, kill).await;
+        assert!(cut.cut, "{store:?}: the load handed a part over");
+        assert_eq!(killed.into_inner(), 1, "{store:?}: one connection killed");
+        let error = match cut.load {
+            Ok(load) => panic!(
+                "{store:?}: the load ended without error after its connection was killed, with \
+                 {} of {KEYS} keys",
+                cut.handed.len() + load.entries.len()
+            ),
+            Err(error) => error,
+        };
+        let message = error.to_string();
+        assert!(error.is_unavailable(), "{store:?}: {message}");
+        assert!(
+            message.contains(backend.name()),
+            "{store:?}: the error names the backend: {message}"
+        );
+
+        let after = conformance::load_cut_after_its_first_part(&*backend, async {}).await;
+        let load = after.load.unwrap();
+        let mut loaded: Vec<String> = after.handed.into_iter().map(|row| row.key).collect();
+        loaded.extend(load.entries.iter().map(|row| row.key.clone()));
+        loaded.sort();
+        assert_eq!(loaded, keys, "{store:?}: every key once");
         store.drop_tables().await;
     }
 }

@@ -1,14 +1,15 @@
 //! Fault tests against the ZooKeeper in `DURABLE_TEST_ZOOKEEPER`, stopped and started with the
 //! control script in `DURABLE_TEST_ZOOKEEPER_CTL`: a restart within the session timeout, an
-//! outage beyond it (session expiry), and the dictionary tree deleted by hand.
+//! outage beyond it (session expiry), an outage in the middle of a load, and the dictionary tree
+//! deleted by hand.
 
 mod common;
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use durable_core::conformance::{Harness, server_from_env};
-use durable_core::{Backend, Dict, Hint, Hints, Mode, Name, Options, Raw};
+use durable_core::conformance::{self, Harness, server_from_env};
+use durable_core::{Backend, BatchOp, Dict, Hint, Hints, Mode, Name, Options, Raw};
 use durable_zookeeper::{ZooKeeperBackend, ZooKeeperStore};
 use tokio::time::{Instant, sleep, timeout};
 
@@ -200,6 +201,57 @@ async fn outage_beyond_session_timeout_rebuilds_the_session() {
     )
     .await;
     drop((d, hints, listener));
+    cleanup(&env).await;
+}
+
+/// A full load whose server stops after it handed over its first part fails as unavailable and
+/// never ends short; once the server is back, the next load hands over every key once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_cut_by_an_outage_fails_and_the_next_is_whole() {
+    let Some(env) = env() else { return };
+    let _server = SERVER.lock().await;
+    let store = ZooKeeperStore::connect(config(&env.connect))
+        .await
+        .expect("connect");
+    let backend = store
+        .backend(env.namespace.as_str(), "cut")
+        .expect("backend");
+    let keys: Vec<String> = (0..3_000).map(|i| format!("k{i:04}")).collect();
+    for chunk in keys.chunks(500) {
+        let ops = chunk.iter().map(|key| BatchOp::Put {
+            key: key.clone(),
+            value: Bytes::from_static(b"v"),
+        });
+        backend.persist_batch(ops.collect()).await.expect("batch");
+    }
+
+    let cut = conformance::load_cut_after_its_first_part(&backend, ctl(&env, "stop")).await;
+    assert!(cut.cut, "the load handed a part over");
+    match cut.load {
+        Ok(load) => panic!(
+            "the load ended without error with its server stopped, with {} of {} keys",
+            cut.handed.len() + load.entries.len(),
+            keys.len()
+        ),
+        Err(error) => assert!(error.is_unavailable(), "{error}"),
+    }
+
+    ctl(&env, "start").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (load, handed) = loop {
+        let after = conformance::load_cut_after_its_first_part(&backend, async {}).await;
+        match after.load {
+            Ok(load) => break (load, after.handed),
+            Err(e) if e.is_unavailable() && Instant::now() < deadline => {
+                sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("the load after the outage: {e}"),
+        }
+    };
+    let mut loaded: Vec<String> = handed.into_iter().map(|row| row.key).collect();
+    loaded.extend(load.entries.iter().map(|row| row.key.clone()));
+    loaded.sort();
+    assert_eq!(loaded, keys, "every key once");
     cleanup(&env).await;
 }
 

@@ -206,6 +206,41 @@ impl Store {
         }
     }
 
+    /// Kills every other connection running a statement on the entries table, as an operator
+    /// (or a failover) would; returns how many it killed. Not for SQLite.
+    pub async fn kill_queries_on_entries(&self) -> usize {
+        let (entries, _, _) = self.tables();
+        let running = format!("%{entries}%");
+        match self {
+            Store::Pg(s) => {
+                let killed: Vec<(bool,)> = sqlx::query_as(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE pid <> pg_backend_pid() AND state = 'active' AND query LIKE $1",
+                )
+                .bind(running)
+                .fetch_all(s.pool())
+                .await
+                .expect("terminate");
+                killed.into_iter().filter(|(done,)| *done).count()
+            }
+            Store::My(s) => {
+                let ids: Vec<(i64,)> = sqlx::query_as(
+                    "SELECT ID FROM information_schema.PROCESSLIST \
+                     WHERE ID <> CONNECTION_ID() AND INFO LIKE ?",
+                )
+                .bind(running)
+                .fetch_all(s.pool())
+                .await
+                .expect("list the connections");
+                for (id,) in &ids {
+                    self.exec(&format!("KILL CONNECTION {id}")).await;
+                }
+                ids.len()
+            }
+            Store::Lite(_) => unreachable!("SQLite has no connections to kill"),
+        }
+    }
+
     /// Drops the tables (for private table prefixes).
     pub async fn drop_tables(&self) {
         for table in ["{e}", "{v}", "{s}"] {

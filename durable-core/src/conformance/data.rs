@@ -1,11 +1,14 @@
 //! Rules for stored data: values and keys round-trip, loads match their token.
 
 use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
 
 use bytes::Bytes;
 
 use super::{Ctx, bytes, entries, token};
-use crate::{Backend, BatchOp, Error, LoadParts, Mode, Revision, Rows, StoredEntry, Version};
+use crate::{
+    Backend, BatchOp, Error, Load, LoadParts, Mode, Result, Revision, Rows, StoredEntry, Version,
+};
 
 async fn round_trip(ctx: &Ctx, dictionary: &str, value: Bytes) {
     let b = ctx.backend(dictionary).await;
@@ -174,6 +177,60 @@ impl LoadParts for Handed {
 
     fn restart(&mut self) {
         self.0.clear();
+    }
+}
+
+/// A full load cut short by [`load_cut_after_its_first_part`].
+#[derive(Debug)]
+pub struct CutLoad {
+    /// What the load returned.
+    pub load: Result<Load>,
+    /// The rows it handed over after its last [`restart`](LoadParts::restart).
+    pub handed: Vec<StoredEntry>,
+    /// True if the cut ran (the load handed a part over).
+    pub cut: bool,
+}
+
+/// A [`Handed`] that runs `cut` when it receives its first part.
+struct Cutting<Fut> {
+    handed: Handed,
+    cut: Option<Fut>,
+}
+
+impl<Fut: Future<Output = ()> + Send> LoadParts for Cutting<Fut> {
+    fn rows(&mut self, rows: Rows) {
+        self.handed.rows(rows);
+        if let Some(cut) = self.cut.take() {
+            let runtime = tokio::runtime::Handle::current();
+            tokio::task::block_in_place(|| runtime.block_on(cut));
+        }
+    }
+
+    fn restart(&mut self) {
+        self.handed.restart();
+    }
+}
+
+/// For a backend's own fault tests: a full load of `backend` in parts
+/// ([`Backend::durables_in_parts`]) that runs `cut` (a server stopped, a connection killed)
+/// when the first part is handed over, while the load waits. A load cut short must fail as
+/// [unavailable](Error::is_unavailable), or return with [`CutLoad::handed`] every row once:
+/// never fewer. Needs a multi-threaded runtime (the load blocks its thread while `cut` runs).
+/// Make the load larger than what the connection buffers, or the cut may land after the last
+/// row has arrived.
+pub async fn load_cut_after_its_first_part(
+    backend: &dyn Backend,
+    cut: impl Future<Output = ()> + Send,
+) -> CutLoad {
+    let mut parts = Cutting {
+        handed: Handed::default(),
+        cut: Some(cut),
+    };
+    let load = backend.durables_in_parts(&mut parts).await;
+    CutLoad {
+        load,
+        handed: parts.handed.0,
+        cut: parts.cut.is_none(),
     }
 }
 
