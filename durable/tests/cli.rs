@@ -641,6 +641,8 @@ fn bench_quick_runs_and_writes_its_reports() {
     );
     for scenario in [
         "read: snapshot guard get",
+        "read: snapshot guard held vs HashMap (1000 keys, 1 thread)",
+        "read: snapshot guard held vs HashMap (1000 keys, 2 threads)",
         "no-change sync()",
         "sync after 1 changed, 1000 keys",
         "clear, 1000 keys",
@@ -666,6 +668,11 @@ fn bench_quick_runs_and_writes_its_reports() {
     assert!(
         clear["value"].as_f64().unwrap() > 0.0 && clear["follow_ms"].as_f64().unwrap() > 0.0,
         "{clear}"
+    );
+    let reads = result("read: snapshot guard held vs HashMap (1000 keys, 1 thread)");
+    assert!(
+        reads["ratio"].as_f64().unwrap() > 0.0 && reads["hashmap_ns"].as_f64().unwrap() > 0.0,
+        "{reads}"
     );
     let coalescing = result("64 concurrent sync() callers");
     // Callers share round trips (64 without coalescing). How many they share depends on how

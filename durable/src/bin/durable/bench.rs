@@ -3,6 +3,7 @@
 //! Every figure compares two things measured side by side in the same run, because the absolute
 //! numbers of a shared machine are noise; read the ratios.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,10 +11,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use durable::{
-    Backend, Capabilities, Dict, Forward, Hooks, Json, Mode, Operation, Options, Raw,
+    Backend, Capabilities, Dict, Forward, Hooks, Json, MemoryStore, Mode, Operation, Options, Raw,
     Result as DResult, Store,
 };
 use indicatif::{ProgressBar, ProgressStyle};
+use rand::seq::SliceRandom;
 use serde_json::{Value, json};
 
 /// Options of `durable bench`.
@@ -58,7 +60,8 @@ where
 /// A benchmark scenario.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum Scenario {
-    /// Snapshot reads vs a store round trip.
+    /// Snapshot reads vs a store round trip, and vs a foldhash `HashMap` at 1k, 100k and 1M
+    /// keys on one and two threads (the engine alone, on a memory store).
     Reads,
     /// No-change sync with and without push hints.
     QuietSync,
@@ -346,6 +349,44 @@ async fn settle() {
     debug_assert!(exited.is_ok());
 }
 
+/// Runs `batch` lookups of `probes` (from an offset that moves with `round`) on each of
+/// `threads` threads, started together, each with its own `setup()` (a held guard); returns
+/// the slowest thread's time for its lookups.
+fn lookups<S>(
+    threads: usize,
+    batch: usize,
+    round: usize,
+    probes: &[String],
+    setup: impl Fn() -> S + Sync,
+    get: impl Fn(&S, &str) -> u64 + Sync,
+) -> Duration {
+    let start = std::sync::Barrier::new(threads);
+    std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..threads)
+            .map(|t| {
+                let (setup, get, start) = (&setup, &get, &start);
+                scope.spawn(move || {
+                    let state = setup();
+                    let offset = round * 7_919 + t * 997;
+                    start.wait();
+                    let began = Instant::now();
+                    let mut sum = 0u64;
+                    for i in 0..batch {
+                        sum = sum.wrapping_add(get(&state, &probes[(offset + i) % probes.len()]));
+                    }
+                    std::hint::black_box(sum);
+                    began.elapsed()
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|thread| thread.join().unwrap_or_default())
+            .max()
+            .unwrap_or_default()
+    })
+}
+
 fn ratio(slow: f64, fast: f64) -> String {
     if fast > 0.0 {
         format!("{:.1}x", slow / fast)
@@ -618,6 +659,101 @@ impl Bench<'_> {
             json!({"store_round_trip_us": micros(remote)}),
         );
         self.clear(&name).await;
+        Ok(())
+    }
+
+    /// Snapshot reads against a foldhash `HashMap<String, u64>` of the same keys, at 1k, 100k
+    /// and 1M keys (up to `--max-size`), on one thread and on two at once, each thread holding
+    /// its guard. A read never reaches the store, so the dictionary is a memory store's, opened
+    /// after the fill (one full load). Rounds of lookups of 4,096 random keys alternate between
+    /// the two maps, so both meet the same moments of a noisy machine; the figure is the median
+    /// of the rounds' ratios.
+    async fn read_path(&mut self, sizes: &[usize]) -> Result<(), String> {
+        let rounds = if self.quick { 20 } else { 200 };
+        let batch = if self.quick { 10_000 } else { 100_000 };
+        for &size in sizes
+            .iter()
+            .filter(|n| [1_000, 100_000, 1_000_000].contains(n))
+        {
+            let store = MemoryStore::new();
+            let open = || async {
+                let backend = store.backend("bench", "read-path").map_err(err)?;
+                Dict::<u64>::open(backend, Json, self.options.clone())
+                    .await
+                    .map_err(err)
+            };
+            let keys: Vec<String> = (0..size).map(|i| format!("key{i}")).collect();
+            let writer = open().await?;
+            for (chunk, first) in keys.chunks(50_000).zip((0u64..).step_by(50_000)) {
+                let entries = chunk.iter().cloned().zip(first..);
+                writer.insert_many(entries).await.map_err(err)?;
+            }
+            drop(writer);
+            let loaded = open().await?;
+            let map: HashMap<String, u64, foldhash::fast::RandomState> =
+                keys.iter().zip(0..).map(|(k, v)| (k.clone(), v)).collect();
+            let mut probes = keys;
+            probes.shuffle(&mut rand::rng());
+            probes.truncate(4096);
+            settle().await;
+            for threads in [1, 2] {
+                let mut ratios = Vec::with_capacity(rounds);
+                let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+                for round in 0..rounds {
+                    let snapshot = || {
+                        lookups(
+                            threads,
+                            batch,
+                            round,
+                            &probes,
+                            || loaded.snapshot(),
+                            |s, k| s.get(k).copied().unwrap_or(0),
+                        )
+                    };
+                    let hashmap = || {
+                        lookups(
+                            threads,
+                            batch,
+                            round,
+                            &probes,
+                            || (),
+                            |_, k| map.get(k).copied().unwrap_or(0),
+                        )
+                    };
+                    let (s, h) = if round % 2 == 0 {
+                        let s = snapshot();
+                        (s, hashmap())
+                    } else {
+                        let h = hashmap();
+                        (snapshot(), h)
+                    };
+                    ratios.push(s.as_secs_f64() / h.as_secs_f64());
+                    ours.push(s);
+                    theirs.push(h);
+                }
+                ratios.sort_by(f64::total_cmp);
+                let ratio = ratios[rounds / 2];
+                let (low, high) = (ratios[rounds / 10], ratios[rounds * 9 / 10]);
+                // Nanoseconds per lookup.
+                let per_lookup = |times| micros(median(times)) * 1000.0 / batch as f64;
+                let (ours, theirs) = (per_lookup(ours), per_lookup(theirs));
+                let plural = if threads == 1 { "" } else { "s" };
+                let scenario = format!(
+                    "read: snapshot guard held vs HashMap ({size} keys, {threads} thread{plural})"
+                );
+                let note = format!(
+                    "{ratio:.2}x a foldhash HashMap ({theirs:.1} ns); rounds {low:.2}-{high:.2}x"
+                );
+                let data = json!({
+                    "hashmap_ns": theirs,
+                    "ratio": ratio,
+                    "ratio_p10": low,
+                    "ratio_p90": high,
+                    "rounds": rounds,
+                });
+                self.record(scenario, ours, "ns", note, data);
+            }
+        }
         Ok(())
     }
 
@@ -1278,6 +1414,7 @@ pub(crate) async fn run(
     let wanted = |scenario| args.only.is_empty() || args.only.contains(&scenario);
     if wanted(Scenario::Reads) {
         bench.reads().await?;
+        bench.read_path(&sizes).await?;
     }
     if wanted(Scenario::QuietSync) {
         bench.quiet_sync().await?;
