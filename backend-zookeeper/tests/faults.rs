@@ -238,18 +238,16 @@ async fn a_load_cut_by_an_outage_fails_and_the_next_is_whole() {
 
     ctl(&env, "start").await;
     let deadline = Instant::now() + Duration::from_secs(30);
-    let (load, handed) = loop {
-        let after = conformance::load_cut_after_its_first_part(&backend, async {}).await;
-        match after.load {
-            Ok(load) => break (load, after.handed),
+    let rows = loop {
+        match conformance::load_in_parts(&backend).await {
+            Ok((_, rows)) => break rows,
             Err(e) if e.is_unavailable() && Instant::now() < deadline => {
                 sleep(Duration::from_millis(200)).await;
             }
             Err(e) => panic!("the load after the outage: {e}"),
         }
     };
-    let mut loaded: Vec<String> = handed.into_iter().map(|row| row.key).collect();
-    loaded.extend(load.entries.iter().map(|row| row.key.clone()));
+    let mut loaded: Vec<String> = rows.into_iter().map(|row| row.key).collect();
     loaded.sort();
     assert_eq!(loaded, keys, "every key once");
     cleanup(&env).await;

@@ -170,6 +170,14 @@ enum Via {
 #[derive(Default)]
 struct Handed(Vec<StoredEntry>);
 
+impl Handed {
+    /// `load`'s token and every row: those handed over, then those it returned.
+    fn with(mut self, load: Load) -> (Version, Vec<StoredEntry>) {
+        self.0.extend(load.entries);
+        (load.version, self.0)
+    }
+}
+
 impl LoadParts for Handed {
     fn rows(&mut self, rows: Rows) {
         self.0.extend(rows);
@@ -178,6 +186,14 @@ impl LoadParts for Handed {
     fn restart(&mut self) {
         self.0.clear();
     }
+}
+
+/// A full load read with [`Backend::durables_in_parts`]: its token and every row, those handed
+/// over (after the last [`restart`](LoadParts::restart)) and those returned.
+pub async fn load_in_parts(backend: &dyn Backend) -> Result<(Version, Vec<StoredEntry>)> {
+    let mut handed = Handed::default();
+    let load = backend.durables_in_parts(&mut handed).await?;
+    Ok(handed.with(load))
 }
 
 /// A full load cut short by [`load_cut_after_its_first_part`].
@@ -236,16 +252,10 @@ pub async fn load_cut_after_its_first_part(
 
 /// A full load read `via` one method or the other: its token and every row.
 async fn load_via(b: &dyn Backend, via: Via) -> (Version, Vec<StoredEntry>) {
-    let (load, mut rows) = match via {
-        Via::Whole => (b.durables().await.expect("durables"), Vec::new()),
-        Via::Parts => {
-            let mut handed = Handed::default();
-            let load = b.durables_in_parts(&mut handed).await;
-            (load.expect("durables_in_parts"), handed.0)
-        }
-    };
-    rows.extend(load.entries);
-    (load.version, rows)
+    match via {
+        Via::Whole => Handed::default().with(b.durables().await.expect("durables")),
+        Via::Parts => load_in_parts(b).await.expect("durables_in_parts"),
+    }
 }
 
 /// Loads (read `via`) of a dictionary holding `before` entries return exactly the entries of

@@ -330,10 +330,11 @@ async fn write_then_sync(
 /// mimalloc returns freed memory lazily, inside later allocations, so after the bench frees
 /// gigabytes (a filling handle dropped, full reloads of 10M entries) the next operations paid
 /// for it: one-change syncs at 10M keys took up to 280 µs (a median of 95 µs), falling to
-/// about 5 µs only after some thousand rounds. A thread's exit makes mimalloc return at once what sits in its arenas (segments freed
-/// whole) once the purge delay (10 ms) has passed, so a short-lived thread does it here, safely
-/// (`mi_collect` would need `unsafe`). Pages freed inside segments a thread still uses are
-/// returned by that thread, later, which this does not reach.
+/// about 5 µs only after some thousand rounds. A thread's exit makes mimalloc return at once
+/// what sits in its arenas (segments freed whole) once the purge delay (10 ms) has passed, so a
+/// short-lived thread does it here, safely (`mi_collect` would need `unsafe`). Pages freed
+/// inside segments a thread still uses are returned by that thread, later, which this does not
+/// reach.
 async fn settle() {
     let mut last = crate::ALLOCATOR.allocated();
     for _ in 0..50 {
@@ -381,7 +382,11 @@ fn lookups<S>(
             .collect();
         threads
             .into_iter()
-            .map(|thread| thread.join().unwrap_or_default())
+            .map(|thread| {
+                thread
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
             .max()
             .unwrap_or_default()
     })
