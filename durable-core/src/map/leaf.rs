@@ -223,7 +223,7 @@ impl<V> Leaf<V> {
 
     /// The entry of `key` if it is live at `now`: the read path, which looks for the entry's
     /// bucket (for its expiry) only in a leaf with expiring entries.
-    #[inline]
+    #[inline(always)]
     pub(super) fn get_live(&self, hash: u64, key: &str, now: StoreTime) -> Option<&Shared<V>> {
         if self.extra.is_empty() {
             return self.table.find(hash, |e| e.key() == key);

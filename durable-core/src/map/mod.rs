@@ -253,10 +253,22 @@ impl<V> Map<V> {
         filter_set(&self.filter, hash);
     }
 
-    /// The entry of `key` if it is live at `now`: the read path.
-    #[inline]
+    /// The entry of `key` if it is live at `now`: the read path, inlined into the caller as
+    /// `HashMap::get` is (with `#[inline]` alone, the compiler kept it out of line where `get`
+    /// has a few callers). A key whose filter bit is set may be in the overlay, which is looked
+    /// at out of line.
+    #[inline(always)]
     pub(crate) fn get_live(&self, key: &str, now: StoreTime) -> Option<&Shared<V>> {
         let hash = self.hasher.hash_one(key);
+        if filter_has(&self.filter, hash) {
+            return self.get_live_slow(hash, key, now);
+        }
+        self.base.get_live(hash, key, now)
+    }
+
+    /// [`Map::get_live`] for a key that may be in the overlay.
+    #[inline(never)]
+    fn get_live_slow(&self, hash: u64, key: &str, now: StoreTime) -> Option<&Shared<V>> {
         match self.overlay(hash, key) {
             Found::Changed(slot) => slot.is_live(now).then_some(slot.shared()),
             Found::Removed => None,
@@ -590,6 +602,9 @@ mod tests {
         assert_eq!(slot(&map, "8").size(), 80);
         assert_eq!(slot(&map, "9").expires_at(), None);
         assert!(slot(&map, "9").is_live(StoreTime(u64::MAX)));
+        // ... and so does the read path, in the overlay.
+        assert_eq!(map.get_live("8", StoreTime(99)).map(|e| **e), Some(80));
+        assert!(map.get_live("8", StoreTime(100)).is_none());
         // Replacing drops the expiry; the old entry comes back with its own.
         let old = map.upsert(timed("8", 81, None)).expect("present");
         assert_eq!((old.expires_at(), old.size()), (Some(StoreTime(100)), 80));
@@ -606,6 +621,11 @@ mod tests {
         assert_eq!(map.changed.len() + map.removed.len(), 3);
         map.merge();
         assert!(!map.base.extra.is_empty());
+        // The read path hides an entry of the base once it expires, and finds the others.
+        let live = |key: &str, now: u64| map.get_live(key, StoreTime(now)).map(|e| **e);
+        assert_eq!(live("new", u64::MAX - 2), Some(5));
+        assert_eq!(live("new", u64::MAX - 1), None);
+        assert_eq!(live("9", u64::MAX), Some(9));
         assert_eq!(map.bytes(), total);
         assert_eq!(
             slot(&map, "new").expires_at(),
