@@ -243,7 +243,7 @@ pub async fn sweep_removes_only_expired_entries(ctx: &Ctx) {
 }
 
 /// An entry with a TTL disappears from every handle's reads once it expires, with no sync (the
-/// expiry travelled with the entry); a sweep by any handle then removes it from the store, and
+/// expiry travelled with the entry, in a delta or in a full load); a sweep by any handle then removes it from the store, and
 /// the other handles and their listeners see a delete.
 pub async fn expired_entry_is_hidden_by_every_handle(ctx: &Ctx) {
     ctx.require(ctx.capabilities().expiry, "expiry");
@@ -254,6 +254,10 @@ pub async fn expired_entry_is_hidden_by_every_handle(ctx: &Ctx) {
     a.insert_with_ttl("gone", b"g".to_vec(), ttl)
         .await
         .expect("insert_with_ttl");
+    // Opened after the writes: its snapshot is one full load, where the others hold the
+    // entries as changes since theirs.
+    let c = ctx.dict("ttl-read", Mode::Manual).await;
+    assert_eq!(c.snapshot().get("gone"), Some(&b"g".to_vec()));
     let seen = b.sync().await.expect("sync");
     assert_eq!(
         seen.get("gone"),
@@ -266,8 +270,8 @@ pub async fn expired_entry_is_hidden_by_every_handle(ctx: &Ctx) {
     let mut listener = a.subscribe();
     let backend = ctx.backend("ttl-read").await;
     let at = latest_expiry(&a, &["gone"]);
-    wait_until_expired(&*backend, at, &[&a, &b], &["gone"]).await;
-    for (name, dict) in [("writer", &a), ("reader", &b)] {
+    wait_until_expired(&*backend, at, &[&a, &b, &c], &["gone"]).await;
+    for (name, dict) in [("writer", &a), ("reader", &b), ("loaded", &c)] {
         let snapshot = dict.snapshot();
         assert_eq!(
             snapshot.get("gone"),

@@ -218,9 +218,15 @@ impl<V> Map<V> {
     /// What the overlay says of `key`, which hashes to `hash`.
     #[inline]
     fn overlay(&self, hash: u64, key: &str) -> Found<'_, V> {
-        if !filter_has(&self.filter, hash) {
-            return Found::Base;
+        if filter_has(&self.filter, hash) {
+            self.overlay_trees(hash, key)
+        } else {
+            Found::Base
         }
+    }
+
+    /// What the overlay's trees say of `key` (whose filter bit is set).
+    fn overlay_trees(&self, hash: u64, key: &str) -> Found<'_, V> {
         if let Some(slot) = self.changed.get(hash, key) {
             return Found::Changed(slot);
         }
@@ -266,10 +272,10 @@ impl<V> Map<V> {
         self.base.get_live(hash, key, now)
     }
 
-    /// [`Map::get_live`] for a key that may be in the overlay.
+    /// [`Map::get_live`] for a key that may be in the overlay (its filter bit is set).
     #[inline(never)]
     fn get_live_slow(&self, hash: u64, key: &str, now: StoreTime) -> Option<&Shared<V>> {
-        match self.overlay(hash, key) {
+        match self.overlay_trees(hash, key) {
             Found::Changed(slot) => slot.is_live(now).then_some(slot.shared()),
             Found::Removed => None,
             Found::Base => self.base.get_live(hash, key, now),
@@ -591,6 +597,10 @@ mod tests {
         fn slot<'a>(map: &'a Map<u32>, key: &str) -> Slot<'a, u32> {
             map.get(key).expect(key)
         }
+        /// The value the read path finds for `key` at store time `now`.
+        fn live(map: &Map<u32>, key: &str, now: u64) -> Option<u32> {
+            map.get_live(key, StoreTime(now)).map(|e| **e)
+        }
         assert_eq!(slot(&map, "7").expires_at(), Some(StoreTime(0)));
         assert!(!slot(&map, "7").is_live(StoreTime(0)));
         assert_eq!(
@@ -603,8 +613,8 @@ mod tests {
         assert_eq!(slot(&map, "9").expires_at(), None);
         assert!(slot(&map, "9").is_live(StoreTime(u64::MAX)));
         // ... and so does the read path, in the overlay.
-        assert_eq!(map.get_live("8", StoreTime(99)).map(|e| **e), Some(80));
-        assert!(map.get_live("8", StoreTime(100)).is_none());
+        assert_eq!(live(&map, "8", 99), Some(80));
+        assert_eq!(live(&map, "8", 100), None);
         // Replacing drops the expiry; the old entry comes back with its own.
         let old = map.upsert(timed("8", 81, None)).expect("present");
         assert_eq!((old.expires_at(), old.size()), (Some(StoreTime(100)), 80));
@@ -622,10 +632,9 @@ mod tests {
         map.merge();
         assert!(!map.base.extra.is_empty());
         // The read path hides an entry of the base once it expires, and finds the others.
-        let live = |key: &str, now: u64| map.get_live(key, StoreTime(now)).map(|e| **e);
-        assert_eq!(live("new", u64::MAX - 2), Some(5));
-        assert_eq!(live("new", u64::MAX - 1), None);
-        assert_eq!(live("9", u64::MAX), Some(9));
+        assert_eq!(live(&map, "new", u64::MAX - 2), Some(5));
+        assert_eq!(live(&map, "new", u64::MAX - 1), None);
+        assert_eq!(live(&map, "9", u64::MAX), Some(9));
         assert_eq!(map.bytes(), total);
         assert_eq!(
             slot(&map, "new").expires_at(),

@@ -210,13 +210,12 @@ fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples.get(samples.len() / 2).copied().unwrap_or_default()
+fn median<T: PartialOrd + Copy + Default>(samples: Vec<T>) -> T {
+    percentile(samples, 0.5)
 }
 
-fn percentile(mut samples: Vec<Duration>, p: f64) -> Duration {
-    samples.sort();
+fn percentile<T: PartialOrd + Copy + Default>(mut samples: Vec<T>, p: f64) -> T {
+    samples.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     let index = ((samples.len() as f64 - 1.0) * p).round() as usize;
     samples.get(index).copied().unwrap_or_default()
 }
@@ -695,6 +694,12 @@ impl Bench<'_> {
             }
             drop(writer);
             let loaded = open().await?;
+            let held = loaded.snapshot().len();
+            if held != size {
+                return Err(format!(
+                    "the read-path dictionary holds {held} of {size} keys"
+                ));
+            }
             let map: HashMap<String, u64, foldhash::fast::RandomState> =
                 keys.iter().zip(0..).map(|(k, v)| (k.clone(), v)).collect();
             let mut probes = keys;
@@ -736,9 +741,8 @@ impl Bench<'_> {
                     ours.push(s);
                     theirs.push(h);
                 }
-                ratios.sort_by(f64::total_cmp);
-                let ratio = ratios[rounds / 2];
-                let (low, high) = (ratios[rounds / 10], ratios[rounds * 9 / 10]);
+                let ratio = median(ratios.clone());
+                let (low, high) = (percentile(ratios.clone(), 0.1), percentile(ratios, 0.9));
                 // Nanoseconds per lookup.
                 let per_lookup = |times| micros(median(times)) * 1000.0 / batch as f64;
                 let (ours, theirs) = (per_lookup(ours), per_lookup(theirs));
